@@ -1,0 +1,53 @@
+"""Errors and warnings raised by tiers.
+
+One small hierarchy so callers can catch ``TiersError`` for anything the library refuses to do, and
+the CLI can turn each into a one-line message with a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TiersError(Exception):
+    """Base class: tiers understood the request and refuses it for a stated reason."""
+
+
+class FormulaError(TiersError, ValueError):
+    """The model formula cannot be parsed, or names a term that cannot be built.
+
+    The message quotes the formula and marks the position of the problem where one is known.
+    """
+
+
+class DataError(TiersError, ValueError):
+    """The data cannot support the model: an unknown or non-numeric column, missing ids, too few
+    groups, no rows left after dropping missing values, or a malformed file."""
+
+
+class NestingError(TiersError, ValueError):
+    """The grouping structure contradicts the declared model: levels that are not nested, or two
+    levels that partition the rows identically (variance components not identified)."""
+
+
+class ComparisonError(TiersError, ValueError):
+    """Two fits cannot be compared as asked (different rows, REML fits with different fixed
+    effects, ...)."""
+
+
+class DesignError(TiersError, ValueError):
+    """A simulation or study design is invalid (negative SD, zero units, too many rows, ...)."""
+
+
+class TiersWarning(UserWarning):
+    """Base class of the warnings tiers emits; each is also kept as text on the result."""
+
+
+class ConvergenceWarning(TiersWarning):
+    """The optimizer stopped without certifying a local optimum (gradient too large)."""
+
+
+class SingularFitWarning(TiersWarning):
+    """A variance component was estimated at zero (a boundary, or singular, fit)."""
+
+
+class IdentificationWarning(TiersWarning):
+    """A variance component is weakly or not identified by this design."""

@@ -1,0 +1,165 @@
+"""Grouping factors: integer codes per row for each random term, and the nesting between them.
+
+The structure (nested tree or not, implicit nesting, identical partitions) is decided here once,
+before any likelihood is evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from .errors import DataError, NestingError
+from .formula import Formula
+from .nested import Tree
+
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupingFactor:
+    """The groups of one random term.
+
+    Attributes
+    ----------
+    name : str
+        Display name (lme4's ``cask:batch`` or Stata's ``cask``).
+    columns : tuple of str
+        Columns whose interaction defines the groups.
+    codes : IntArray
+        Group of each row, ``0..nlevels-1``, in sorted order of the labels.
+    nlevels : int
+    first_row : IntArray
+        A row of each group, to build labels on demand (labels for millions of groups are costly).
+    implicit : bool
+        The last column's labels repeat across the groups of the others, so the groups were formed
+        as their combination (teacher 1 in every school).
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    codes: IntArray = field(repr=False)
+    nlevels: int
+    first_row: IntArray = field(repr=False)
+    implicit: bool = False
+
+    def labels(self, data: pd.DataFrame, *, lme4_order: bool = True) -> list[str]:
+        """Group labels: the column values joined by ``:``, in the order of the factor's name."""
+        cols = list(self.columns)
+        if lme4_order and self.name == ":".join(reversed(cols)) and len(cols) > 1:
+            cols = cols[::-1]
+        parts = [data[c].to_numpy()[self.first_row].astype(str) for c in cols]
+        out = parts[0]
+        for part in parts[1:]:
+            out = np.char.add(np.char.add(out, ":"), part)
+        return [str(v) for v in out]
+
+    def sizes(self) -> IntArray:
+        """Number of observations in each group."""
+        return np.bincount(self.codes, minlength=self.nlevels)
+
+
+def _factorize(values: pd.Series) -> tuple[IntArray, int]:
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def _first_rows(codes: IntArray, nlevels: int) -> IntArray:
+    first = np.full(nlevels, -1, dtype=np.int64)
+    # reversed assignment leaves the smallest row index for each code
+    rows = np.arange(codes.size - 1, -1, -1, dtype=np.int64)
+    first[codes[::-1]] = rows
+    return first
+
+
+def parent_map(child: IntArray, nchild: int, parent: IntArray) -> tuple[IntArray, bool]:
+    """Map each child group to a parent group; ``ok`` is False when some child has two parents."""
+    mapping = np.empty(nchild, dtype=np.int64)
+    mapping[child] = parent
+    return mapping, bool(np.array_equal(mapping[child], parent))
+
+
+def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
+    """One grouping factor per distinct group of the formula's random terms.
+
+    A multi-column group ``(a, b)`` reuses the codes of ``b`` alone when ``b``'s labels are already
+    unique across ``a`` (cheap and the common case), and otherwise forms the combination,
+    flagging it as implicit nesting.
+    """
+    single: dict[str, tuple[IntArray, int]] = {}
+    built: dict[tuple[str, ...], GroupingFactor] = {}
+
+    def codes_of(col: str) -> tuple[IntArray, int]:
+        if col not in single:
+            single[col] = _factorize(data[col])
+        return single[col]
+
+    def factor(group: tuple[str, ...], name: str) -> GroupingFactor:
+        if group in built:
+            return built[group]
+        own, n_own = codes_of(group[-1])
+        implicit = False
+        if len(group) == 1:
+            codes, nlevels = own, n_own
+        else:
+            prefix = factor(group[:-1], ":".join(group[:-1]))
+            _, nested = parent_map(own, n_own, prefix.codes)
+            if nested:
+                codes, nlevels = own, n_own
+            else:
+                implicit = True
+                codes, nlevels = _factorize(pd.Series(prefix.codes * n_own + own))
+        gf = GroupingFactor(name, group, codes, nlevels, _first_rows(codes, nlevels), implicit)
+        built[group] = gf
+        return gf
+
+    out: list[GroupingFactor] = []
+    for term in formula.random:
+        gf = factor(term.group, term.name)
+        if gf.name != term.name:  # same columns reached under another name first
+            gf = GroupingFactor(term.name, gf.columns, gf.codes, gf.nlevels, gf.first_row, gf.implicit)
+        out.append(gf)
+    for term, gf in zip(formula.random, out, strict=True):
+        if gf.nlevels < 2:
+            raise DataError(
+                f"the grouping factor {term.name!r} has {gf.nlevels} group; a random effect needs at "
+                f"least 2 groups to estimate a variance (drop the term '(1 | {term.name})' or use "
+                "data with more groups)"
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Nesting:
+    """Factors ordered outermost first, with the tree the nested engine needs."""
+
+    factors: tuple[GroupingFactor, ...]
+    tree: Tree
+
+
+def nested_chain(factors: list[GroupingFactor]) -> Nesting | None:
+    """Order the factors coarse to fine and check each nests in the one before it.
+
+    Returns None when the factors do not form a chain (crossed factors): the general engine handles
+    those. Raises NestingError when two factors give the same partition of the rows.
+    """
+    order = sorted(range(len(factors)), key=lambda i: factors[i].nlevels)
+    chain = [factors[i] for i in order]
+    parents: list[IntArray] = []
+    for coarse, fine in zip(chain[:-1], chain[1:], strict=True):
+        mapping, ok = parent_map(fine.codes, fine.nlevels, coarse.codes)
+        if not ok:
+            return None
+        if fine.nlevels == coarse.nlevels:
+            raise NestingError(
+                f"the levels {coarse.name!r} and {fine.name!r} define the same {fine.nlevels:,} "
+                "groups, so their variance components are not identified (the data cannot tell "
+                "them apart); remove one of them or check the order of the levels"
+            )
+        parents.append(mapping)
+    leaf = chain[-1].codes
+    tree = Tree(leaf, tuple(parents), tuple(f.nlevels for f in chain))
+    return Nesting(tuple(chain), tree)

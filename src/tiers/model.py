@@ -1,0 +1,166 @@
+"""``tiers.fit``: formula + data -> frozen result, through the stages of the pipeline.
+
+parse -> build_frame -> build_factors / nested_chain -> NestedProblem -> minimize_theta -> LmmResult
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, NestingError, SingularFitWarning, ConvergenceWarning, TiersError
+from .formula import Formula, parse
+from .frame import build_frame
+from .grouping import GroupingFactor, build_factors, nested_chain
+from .nested import NestedProblem
+from .optimize import minimize_theta
+from .results import LevelInfo, LmmResult
+from .varcomp import lr_vs_linear, sd_inference
+
+
+def fit(
+    formula: str | Formula,
+    data: Any,
+    *,
+    reml: bool | None = None,
+    force: bool = False,
+    _prepared: dict[str, Any] | None = None,
+) -> LmmResult:
+    """Fit a linear mixed model by REML (default, as lme4) or ML.
+
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``) or Stata syntax
+        (``"perform tutoring || dist_id: || school_id:"``).
+    data : pandas or polars DataFrame
+    reml : bool, optional
+        REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
+    force : bool
+        Fit even when the diagnostics find the variance components not identified; the warning is
+        kept on the result.
+
+    Returns
+    -------
+    LmmResult
+
+    Raises
+    ------
+    FormulaError, DataError, NestingError
+        With a message naming the column or term and what to do.
+    """
+    start = time.perf_counter()
+    if _prepared:
+        frame, factors, nesting = _prepared["frame"], _prepared["factors"], _prepared["nesting"]
+        problem: NestedProblem = _prepared["problem"]
+        f = frame.formula
+    else:
+        f = parse(formula) if isinstance(formula, str) else formula
+        frame = build_frame(f, data)
+        factors = build_factors(f, frame.data)
+        _check_identified_sizes(factors, frame.nobs)
+        nesting = nested_chain(factors)
+        if nesting is None or not all(t.is_intercept_only for t in f.random):
+            raise NestingError(
+                "this model has crossed grouping factors or random slopes; tiers' nested engine "
+                "fits nested random intercepts only, and the general engine is not available yet"
+            )
+        problem = None  # type: ignore[assignment]
+    use_reml = (f.reml if f.reml is not None else True) if reml is None else bool(reml)
+    if problem is None:
+        problem = NestedProblem(frame.y, frame.X, nesting.tree, reml=use_reml)
+    elif problem.reml != use_reml:
+        problem = problem.with_reml(use_reml)
+    K = problem.K
+    if frame.X.shape[1] == 0:
+        raise DataError("the fixed part has no columns; keep at least the intercept")
+    opt = minimize_theta(problem.deviance_and_gradient, np.ones(K), np.zeros(K))
+    ev = problem.evaluate(opt.theta)
+    sigma = problem.sigma(ev)
+    beta = problem.beta(ev)
+    unscaled = problem.unscaled_vcov(ev)
+    sdi = sd_inference(problem, opt.theta, sigma)
+    lrt = lr_vs_linear(problem, ev.deviance)
+
+    levels = tuple(_level_info(gf) for gf in nesting.factors)
+    notes = list(frame.notes)
+    for gf in nesting.factors:
+        if gf.implicit:
+            parent = ":".join(gf.columns[:-1])
+            notes.append(
+                f"{gf.columns[-1]}: labels repeat across {parent}; {gf.nlevels:,} groups formed as "
+                f"{' x '.join(gf.columns)}"
+            )
+    warns: list[str] = []
+    zero = [lv.name for lv, th in zip(levels, opt.theta, strict=True) if th < 1e-4]
+    if zero:
+        msg = (
+            f"boundary (singular) fit: the SD of {', '.join(zero)} is estimated as zero; the data "
+            "show no variation between those groups beyond what the other levels and the "
+            "residual explain. Consider removing that level."
+        )
+        warns.append(msg)
+        warnings.warn(msg, SingularFitWarning, stacklevel=2)
+    if not opt.converged:
+        warns.append(opt.message)
+        warnings.warn(opt.message, ConvergenceWarning, stacklevel=2)
+    elapsed = time.perf_counter() - start
+    prepared = {"frame": frame, "factors": factors, "nesting": nesting, "problem": problem}
+    return LmmResult(
+        formula=f,
+        reml=use_reml,
+        nobs=frame.nobs,
+        n_dropped=frame.n_dropped,
+        xnames=frame.xnames,
+        beta=_ro(beta),
+        unscaled_vcov=_ro(unscaled),
+        levels=levels,
+        theta=_ro(opt.theta),
+        sigma=sigma,
+        criterion=ev.deviance,
+        opt=opt,
+        sd_inference=sdi,
+        lr_linear=lrt,
+        notes=tuple(notes),
+        warnings=tuple(warns),
+        fit_seconds=elapsed,
+        engine="nested",
+        _problem=problem,
+        _refit_args=prepared,
+    )
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    arr = np.array(a, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+def _level_info(gf: GroupingFactor) -> LevelInfo:
+    sizes = gf.sizes()
+    return LevelInfo(
+        name=gf.name,
+        columns=gf.columns,
+        ngroups=gf.nlevels,
+        min_obs=int(sizes.min()),
+        mean_obs=float(sizes.mean()),
+        max_obs=int(sizes.max()),
+        implicit=gf.implicit,
+    )
+
+
+def _check_identified_sizes(factors: list[GroupingFactor], nobs: int) -> None:
+    for gf in factors:
+        if gf.nlevels >= nobs:
+            raise DataError(
+                f"the grouping factor {gf.name!r} has {gf.nlevels:,} groups for {nobs:,} "
+                "observations, one observation per group: its variance cannot be told apart from "
+                "the residual variance (lme4 refuses this too); remove the term or use data with "
+                "repeated observations per group"
+            )
+
+
+__all__ = ["fit", "TiersError"]

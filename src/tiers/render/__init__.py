@@ -1,0 +1,1 @@
+"""Renderers: text (Stata and lme4 layouts) and JSON. They format; they compute nothing new."""

@@ -1,0 +1,109 @@
+"""The result as one JSON document; the schema is documented in docs/json.md and kept stable."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..results import LmmResult
+
+SCHEMA_VERSION = 1
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: missing numbers are null."""
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def result_dict(res: LmmResult) -> dict[str, Any]:
+    """Every number of the summary, as plain Python values."""
+    table = res.coef_table()
+    sdi = res.sd_inference
+    random_effects = []
+    for k, lv in enumerate(res.levels):
+        random_effects.append(
+            {
+                "group": lv.name,
+                "term": "(Intercept)",
+                "variance": _num(sdi.sd[k] ** 2),
+                "sd": _num(sdi.sd[k]),
+                "std_error": _num(sdi.se[k]),
+                "ci_lower": _num(sdi.lower[k]),
+                "ci_upper": _num(sdi.upper[k]),
+            }
+        )
+    wald = res.wald
+    lrt = res.lr_linear
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "formula": res.formula.text,
+        "syntax": res.formula.syntax,
+        "method": res.method,
+        "nobs": res.nobs,
+        "n_dropped": res.n_dropped,
+        "ngroups": res.ngroups,
+        "levels": [
+            {
+                "name": lv.name,
+                "columns": list(lv.columns),
+                "ngroups": lv.ngroups,
+                "min_obs": lv.min_obs,
+                "mean_obs": lv.mean_obs,
+                "max_obs": lv.max_obs,
+                "implicit_nesting": lv.implicit,
+            }
+            for lv in res.levels
+        ],
+        "fixed_effects": [
+            {
+                "name": name,
+                "estimate": _num(row.estimate),
+                "std_error": _num(row.std_error),
+                "z": _num(row.z),
+                "p_value": _num(row.p_value),
+                "ci_lower": _num(row.ci_lower),
+                "ci_upper": _num(row.ci_upper),
+            }
+            for name, row in table.iterrows()
+        ],
+        "random_effects": random_effects,
+        "residual_sd": _num(res.sigma),
+        "residual_sd_std_error": _num(sdi.se[-1]),
+        "residual_sd_ci": [_num(sdi.lower[-1]), _num(sdi.upper[-1])],
+        "theta": [float(t) for t in res.theta],
+        "theta_names": [lv.name for lv in res.levels],
+        "loglik": _num(res.loglik),
+        "aic": _num(res.aic),
+        "bic": _num(res.bic),
+        "n_params": res.n_params,
+        "wald_chi2": None
+        if wald is None
+        else {"chi2": _num(wald[0]), "df": wald[1], "p_value": _num(wald[2])},
+        "lr_test_vs_linear": {
+            "chi2": _num(lrt.chi2),
+            "df": lrt.df,
+            "p_value": _num(lrt.p_value),
+            "kind": lrt.kind,
+            "conservative": lrt.conservative,
+        },
+        "converged": res.converged,
+        "singular": res.is_singular,
+        "optimizer": {
+            "name": res.opt.optimizer,
+            "n_evaluations": res.opt.n_evaluations,
+            "max_abs_gradient": _num(max((abs(g) for g in res.opt.gradient), default=0.0)),
+            "newton_step": _num(res.opt.newton_step),
+            "message": res.opt.message,
+        },
+        "engine": res.engine,
+        "notes": list(res.notes),
+        "warnings": list(res.warnings),
+        "fit_seconds": res.fit_seconds,
+    }
+    if res.reml:
+        out["reml_criterion"] = _num(res.criterion)
+    else:
+        out["deviance"] = _num(res.criterion)
+    return out

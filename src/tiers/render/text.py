@@ -1,0 +1,180 @@
+"""Plain-text summaries in Stata's ``mixed`` layout and in lme4's ``summary(lmer)`` layout."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..results import LmmResult
+
+RULE = "-" * 78
+
+
+def g(x: float, width: int = 10, digits: int = 7) -> str:
+    """Stata-like general format: ``digits`` significant digits, no leading zero, right-aligned."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ".".rjust(width)
+    s = f"{x:.{digits}g}"
+    if "e" not in s:
+        if s.startswith("0."):
+            s = s[1:]
+        elif s.startswith("-0."):
+            s = "-" + s[2:]
+    return s.rjust(width)
+
+
+def _fixed_name(name: str) -> str:
+    return "_cons" if name == "(Intercept)" else name
+
+
+def _footer(res: LmmResult) -> list[str]:
+    lines = []
+    for note in res.notes:
+        lines.append(f"Note: {note}")
+    for warn in res.warnings:
+        lines.append(f"Warning: {warn}")
+    status = "converged" if res.converged else "NOT converged"
+    lines.append(
+        f"Fit: {res.engine} engine, {status} ({res.opt.n_evaluations} evaluations, "
+        f"max |gradient| {max((abs(v) for v in res.opt.gradient), default=0.0):.1e}), "
+        f"{res.fit_seconds * 1000:.0f} ms"
+    )
+    return lines
+
+
+def stata(res: LmmResult) -> str:
+    """The Stata ``mixed`` layout: groups table, fixed effects, random-effects parameters, LR test."""
+    method = "REML" if res.reml else "ML"
+    ll_name = "Log restricted-likelihood" if res.reml else "Log likelihood"
+    out = [f"Mixed-effects {method} regression".ljust(48) + f"Number of obs     = {res.nobs:>10,}"]
+    if len(res.levels) == 1:
+        lv = res.levels[0]
+        out += [
+            f"Group variable: {lv.name}".ljust(48) + f"Number of groups  = {lv.ngroups:>10,}",
+            "",
+            " " * 48 + "Obs per group:",
+            " " * 62 + f"min = {lv.min_obs:>10,}",
+            " " * 62 + f"avg = {lv.mean_obs:>10,.1f}",
+            " " * 62 + f"max = {lv.max_obs:>10,}",
+        ]
+    else:
+        width = max(14, *(len(lv.name) for lv in res.levels))
+        head = "-" * (width + 2) + "+" + "-" * 44
+        out += [
+            "",
+            head,
+            " " * (width + 2) + "|     No. of       Observations per Group",
+            " Group Variable".ljust(width + 2) + "|     Groups    Minimum    Average    Maximum",
+            head,
+        ]
+        for lv in res.levels:
+            out.append(
+                f" {lv.name:>{width}} | {lv.ngroups:>10,} {lv.min_obs:>10,} "
+                f"{lv.mean_obs:>10,.1f} {lv.max_obs:>10,}"
+            )
+        out.append(head)
+    out.append("")
+    wald = res.wald
+    if wald is not None:
+        out.append(" " * 48 + f"Wald chi2({wald[1]})".ljust(18) + f"= {wald[0]:>10.2f}")
+    ll = f"{ll_name} = {res.loglik:.7g}".ljust(48)
+    out.append(ll + ("Prob > chi2       = " + f"{wald[2]:>10.4f}" if wald is not None else ""))
+    out.append("")
+    table = res.coef_table()
+    yname = res.formula.response[:12]
+    out += [
+        RULE,
+        f"{yname:>12} |      Coef.   Std. Err.      z    P>|z|     [95% Conf. Interval]",
+        "-" * 13 + "+" + "-" * 64,
+    ]
+    rows = list(table.itertuples())
+    rows = [r for r in rows if r.Index != "(Intercept)"] + [r for r in rows if r.Index == "(Intercept)"]
+    for r in rows:
+        out.append(
+            f"{_fixed_name(str(r.Index))[:12]:>12} | {g(r.estimate)}  {g(r.std_error)} "
+            f"{r.z:>8.2f}   {r.p_value:>6.3f}    {g(r.ci_lower)}  {g(r.ci_upper)}"
+        )
+    out += [RULE, ""]
+    sdi = res.sd_inference
+    out += [
+        RULE,
+        "  Random-effects Parameters  |   Estimate   Std. Err.     [95% Conf. Interval]",
+        "-" * 29 + "+" + "-" * 48,
+    ]
+    for k, lv in enumerate(res.levels):
+        out.append(f"{lv.name + ': Identity':<29}|")
+        out.append(
+            f"{'sd(_cons)':>28} | {g(sdi.sd[k])}  {g(sdi.se[k])}    {g(sdi.lower[k])}  "
+            f"{g(sdi.upper[k])}"
+        )
+        out.append("-" * 29 + "+" + "-" * 48)
+    out.append(
+        f"{'sd(Residual)':>28} | {g(sdi.sd[-1])}  {g(sdi.se[-1])}    {g(sdi.lower[-1])}  "
+        f"{g(sdi.upper[-1])}"
+    )
+    out.append(RULE)
+    lrt = res.lr_linear
+    if lrt.kind.startswith("chibar2"):
+        out.append(
+            f"LR test vs. linear model: chibar2(01) = {lrt.chi2:.2f}".ljust(52)
+            + f"Prob >= chibar2 = {lrt.p_value:.4f}"
+        )
+    else:
+        out.append(
+            f"LR test vs. linear model: chi2({lrt.df}) = {lrt.chi2:.2f}".ljust(52)
+            + f"Prob > chi2 = {lrt.p_value:.4f}"
+        )
+        out.append("Note: LR test is conservative and provided only for reference.")
+    if any(math.isnan(v) for v in sdi.se[:-1]):
+        out.append("Note: an SD estimated at zero has no log-scale standard error or interval.")
+    out += _footer(res)
+    return "\n".join(out)
+
+
+def _table(rows: list[list[str]], align: list[str]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=True)]
+        lines.append(" " + " ".join(cells).rstrip())
+    return lines
+
+
+def lme4(res: LmmResult) -> str:
+    """lme4's ``summary(lmer(...))`` layout (levels innermost first, as lme4 orders them)."""
+    crit = "REML" if res.reml else "maximum likelihood"
+    out = [
+        f"Linear mixed model fit by {crit}",
+        f"Formula: {res.formula.text}",
+        "",
+    ]
+    if res.reml:
+        out.append(f"REML criterion at convergence: {res.criterion:.1f}")
+    else:
+        rows = [
+            ["AIC", "BIC", "logLik", "deviance", "df.resid"],
+            [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.1f}", f"{res.criterion:.1f}",
+             str(res.nobs - res.n_params)],
+        ]
+        out += _table(rows, ["r"] * 5)
+    out += ["", "Random effects:"]
+    vc = res.varcorr
+    order = list(range(len(res.levels)))[::-1] + [len(res.levels)]
+    rows = [["Groups", "Name", "Variance", "Std.Dev."]]
+    for i in order:
+        row = vc.iloc[i]
+        rows.append([str(row.group), "" if row.term is None else str(row.term),
+                     f"{row.variance:.4g}", f"{row.sd:.4g}"])
+    out += _table(rows, ["l", "l", "r", "r"])
+    groups = "; ".join(f"{lv.name}, {lv.ngroups}" for lv in reversed(res.levels))
+    out += [f"Number of obs: {res.nobs}, groups:  {groups}", "", "Fixed effects:"]
+    table = res.coef_table()
+    rows = [["", "Estimate", "Std. Error", "t value"]]
+    for name, r in table.iterrows():
+        rows.append([str(name), f"{r.estimate:.4f}", f"{r.std_error:.4f}", f"{r.z:.2f}"])
+    out += _table(rows, ["l", "r", "r", "r"])
+    if res.is_singular:
+        out += ["", "boundary (singular) fit: see help('isSingular')"]
+    out += [""] + _footer(res)
+    return "\n".join(out)

@@ -1,0 +1,220 @@
+"""Frozen results of a linear mixed model fit.
+
+Things without options are properties (``fixef``, ``vcov``, ``varcorr``, ``aic``); things with
+options are methods (``summary(style=)``, ``refit(reml=)``). A different inference is a new object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy import stats
+
+from .formula import Formula
+from .optimize import OptSummary
+from .varcomp import LinearLRTest, SdInference
+
+if TYPE_CHECKING:
+    from .nested import NestedProblem
+
+FloatArray = NDArray[np.float64]
+Style = Literal["stata", "lme4"]
+STYLES: tuple[str, ...] = ("stata", "lme4")
+
+
+def _readonly(a: Any) -> FloatArray:
+    arr = np.array(a, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class LevelInfo:
+    """One grouping level: its name, number of groups and observations per group."""
+
+    name: str
+    columns: tuple[str, ...]
+    ngroups: int
+    min_obs: int
+    mean_obs: float
+    max_obs: int
+    implicit: bool
+
+
+@dataclass(frozen=True)
+class LmmResult:
+    """A fitted linear mixed model (nested random intercepts).
+
+    Levels are stored outermost first; ``theta[k] = sd_k / sigma``.
+    """
+
+    formula: Formula
+    reml: bool
+    nobs: int
+    n_dropped: int
+    xnames: tuple[str, ...]
+    beta: FloatArray
+    unscaled_vcov: FloatArray
+    levels: tuple[LevelInfo, ...]
+    theta: FloatArray
+    sigma: float
+    criterion: float
+    opt: OptSummary
+    sd_inference: SdInference
+    lr_linear: LinearLRTest
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    fit_seconds: float
+    engine: str
+    _problem: NestedProblem | None = field(default=None, repr=False, compare=False)
+    _refit_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # ----------------------------------------------------------------------------- numbers --
+
+    @property
+    def method(self) -> str:
+        """``"REML"`` or ``"ML"``."""
+        return "REML" if self.reml else "ML"
+
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates, by column name."""
+        return pd.Series(np.asarray(self.beta), index=list(self.xnames), name="estimate")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed effects: ``sigma^2 (X' V^-1 X)^-1``."""
+        v = self.sigma**2 * np.asarray(self.unscaled_vcov)
+        return pd.DataFrame(v, index=list(self.xnames), columns=list(self.xnames))
+
+    @property
+    def std_errors(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=list(self.xnames))
+
+    def coef_table(self, level: float = 0.95) -> pd.DataFrame:
+        """Coefficient, SE, z, P>|z| and normal-theory interval, as Stata's ``mixed`` shows."""
+        _check_level(level)
+        est = self.fixef.to_numpy()
+        se = self.std_errors.to_numpy()
+        z = est / se
+        q = stats.norm.ppf(0.5 + level / 2.0)
+        return pd.DataFrame(
+            {
+                "estimate": est,
+                "std_error": se,
+                "z": z,
+                "p_value": 2.0 * stats.norm.sf(np.abs(z)),
+                "ci_lower": est - q * se,
+                "ci_upper": est + q * se,
+            },
+            index=list(self.xnames),
+        )
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components: one row per level (outermost first), then the residual."""
+        rows = [
+            {"group": lv.name, "term": "(Intercept)", "variance": sd**2, "sd": sd}
+            for lv, sd in zip(self.levels, np.asarray(self.theta) * self.sigma, strict=True)
+        ]
+        rows.append({"group": "Residual", "term": None, "variance": self.sigma**2, "sd": self.sigma})
+        return pd.DataFrame(rows)
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of groups per grouping factor."""
+        return {lv.name: lv.ngroups for lv in self.levels}
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by logLik's df: fixed effects, theta, and sigma."""
+        return len(self.xnames) + len(self.levels) + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (REML fits: the restricted log-likelihood, as lme4's ``logLik``)."""
+        return -0.5 * self.criterion
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood; for REML fits this is the REML criterion."""
+        return self.criterion
+
+    @property
+    def aic(self) -> float:
+        """Akaike's criterion from `loglik` (REML fits: from the REML log-likelihood, as lme4)."""
+        return self.criterion + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        """Schwarz's criterion from `loglik`."""
+        return self.criterion + np.log(self.nobs) * self.n_params
+
+    @property
+    def is_singular(self) -> bool:
+        """True when some SD is estimated at (or numerically near) zero, as lme4's isSingular."""
+        return bool(np.any(np.asarray(self.theta) < 1e-4))
+
+    @property
+    def converged(self) -> bool:
+        """The optimizer's end point was certified (see ``opt.message``)."""
+        return self.opt.converged
+
+    @property
+    def wald(self) -> tuple[float, int, float] | None:
+        """Wald chi2 that all coefficients except the intercept are zero: (chi2, df, p)."""
+        idx = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
+        if not idx:
+            return None
+        b = np.asarray(self.beta)[idx]
+        v = self.vcov.to_numpy()[np.ix_(idx, idx)]
+        chi2 = float(b @ np.linalg.solve(v, b))
+        return chi2, len(idx), float(stats.chi2.sf(chi2, len(idx)))
+
+    def deviance_ml(self) -> float:
+        """The ML deviance at these estimates (lme4's ``deviance(fit, REML = FALSE)``)."""
+        if not self.reml or self._problem is None:
+            return self.criterion
+        return self._problem.with_reml(False).deviance(np.asarray(self.theta))
+
+    # ---------------------------------------------------------------------------- new fits --
+
+    def refit(self, *, reml: bool) -> LmmResult:
+        """Fit the same model to the same rows by the other criterion (a new result)."""
+        from .model import fit
+
+        return fit(self.formula, None, reml=reml, _prepared=self._refit_args)
+
+    # ------------------------------------------------------------------------------ output --
+
+    def summary(self, style: Style = "stata") -> str:
+        """The summary as text: ``"stata"`` (Stata's ``mixed`` layout) or ``"lme4"``."""
+        from .render import text
+
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+        return text.stata(self) if style == "stata" else text.lme4(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results as one JSON-able document (schema in docs/json.md)."""
+        from .render.json import result_dict
+
+        return result_dict(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return f"<pre>{escape(self.summary())}</pre>"
+
+
+def _check_level(level: float) -> None:
+    if not (isinstance(level, float | int) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level must be strictly between 0 and 1 (e.g. 0.95); got {level!r}")
