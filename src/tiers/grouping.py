@@ -6,6 +6,7 @@ before any likelihood is evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,8 @@ class GroupingFactor:
     implicit : bool
         The last column's labels repeat across the groups of the others, so the groups were formed
         as their combination (teacher 1 in every school).
+    parent_codes : IntArray or None
+        For implicit nesting, the codes of the other columns' combination (for diagnostics).
     """
 
     name: str
@@ -45,6 +48,7 @@ class GroupingFactor:
     nlevels: int
     first_row: IntArray = field(repr=False)
     implicit: bool = False
+    parent_codes: IntArray | None = field(default=None, repr=False)
 
     def labels(self, data: pd.DataFrame, *, lme4_order: bool = True) -> list[str]:
         """Group labels: the column values joined by ``:``, in the order of the factor's name."""
@@ -101,7 +105,7 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
         if group in built:
             return built[group]
         own, n_own = codes_of(group[-1])
-        implicit = False
+        parent_codes = None
         if len(group) == 1:
             codes, nlevels = own, n_own
         else:
@@ -110,9 +114,12 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
             if nested:
                 codes, nlevels = own, n_own
             else:
-                implicit = True
+                parent_codes = prefix.codes
                 codes, nlevels = _factorize(pd.Series(prefix.codes * n_own + own))
-        gf = GroupingFactor(name, group, codes, nlevels, _first_rows(codes, nlevels), implicit)
+        gf = GroupingFactor(
+            name, group, codes, nlevels, _first_rows(codes, nlevels), parent_codes is not None,
+            parent_codes,
+        )
         built[group] = gf
         return gf
 
@@ -120,7 +127,7 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
     for term in formula.random:
         gf = factor(term.group, term.name)
         if gf.name != term.name:  # same columns reached under another name first
-            gf = GroupingFactor(term.name, gf.columns, gf.codes, gf.nlevels, gf.first_row, gf.implicit)
+            gf = dataclasses.replace(gf, name=term.name)
         out.append(gf)
     for term, gf in zip(formula.random, out, strict=True):
         if gf.nlevels < 2:
@@ -134,32 +141,34 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
 
 @dataclass(frozen=True, slots=True)
 class Nesting:
-    """Factors ordered outermost first, with the tree the nested engine needs."""
+    """Factors ordered outermost first, with the tree the nested engine needs.
+
+    ``identical`` lists pairs of consecutive levels that partition the rows the same way (their
+    variance components are not identified); the caller decides whether that is an error.
+    """
 
     factors: tuple[GroupingFactor, ...]
     tree: Tree
+    identical: tuple[tuple[GroupingFactor, GroupingFactor], ...]
 
 
 def nested_chain(factors: list[GroupingFactor]) -> Nesting | None:
     """Order the factors coarse to fine and check each nests in the one before it.
 
     Returns None when the factors do not form a chain (crossed factors): the general engine handles
-    those. Raises NestingError when two factors give the same partition of the rows.
+    those.
     """
     order = sorted(range(len(factors)), key=lambda i: factors[i].nlevels)
     chain = [factors[i] for i in order]
     parents: list[IntArray] = []
+    identical = []
     for coarse, fine in zip(chain[:-1], chain[1:], strict=True):
         mapping, ok = parent_map(fine.codes, fine.nlevels, coarse.codes)
         if not ok:
             return None
         if fine.nlevels == coarse.nlevels:
-            raise NestingError(
-                f"the levels {coarse.name!r} and {fine.name!r} define the same {fine.nlevels:,} "
-                "groups, so their variance components are not identified (the data cannot tell "
-                "them apart); remove one of them or check the order of the levels"
-            )
+            identical.append((coarse, fine))
         parents.append(mapping)
     leaf = chain[-1].codes
     tree = Tree(leaf, tuple(parents), tuple(f.nlevels for f in chain))
-    return Nesting(tuple(chain), tree)
+    return Nesting(tuple(chain), tree, tuple(identical))

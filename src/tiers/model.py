@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, NestingError, SingularFitWarning, ConvergenceWarning, TiersError
+from .diagnostics import check_child_nesting, identical_partition_error, level_messages
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    IdentificationWarning,
+    NestingError,
+    SingularFitWarning,
+)
 from .formula import Formula, parse
 from .frame import build_frame
 from .grouping import GroupingFactor, build_factors, nested_chain
@@ -62,12 +69,17 @@ def fit(
         frame = build_frame(f, data)
         factors = build_factors(f, frame.data)
         _check_identified_sizes(factors, frame.nobs)
+        if not force:
+            check_child_nesting(f, frame.data, factors)
         nesting = nested_chain(factors)
         if nesting is None or not all(t.is_intercept_only for t in f.random):
             raise NestingError(
                 "this model has crossed grouping factors or random slopes; tiers' nested engine "
                 "fits nested random intercepts only, and the general engine is not available yet"
             )
+        if nesting.identical and not force:
+            coarse, fine = nesting.identical[0]
+            raise identical_partition_error(f, frame.data, coarse, fine)
         problem = None  # type: ignore[assignment]
     use_reml = (f.reml if f.reml is not None else True) if reml is None else bool(reml)
     if problem is None:
@@ -94,7 +106,15 @@ def fit(
                 f"{gf.columns[-1]}: labels repeat across {parent}; {gf.nlevels:,} groups formed as "
                 f"{' x '.join(gf.columns)}"
             )
-    warns: list[str] = []
+    warns, level_notes = level_messages(nesting.factors)
+    notes += level_notes
+    for coarse, fine in nesting.identical:
+        warns.append(
+            f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their variance "
+            "components are not identified and their split is arbitrary (fitted with force)"
+        )
+    for msg in warns:
+        warnings.warn(msg, IdentificationWarning, stacklevel=2)
     zero = [lv.name for lv, th in zip(levels, opt.theta, strict=True) if th < 1e-4]
     if zero:
         msg = (
@@ -162,5 +182,3 @@ def _check_identified_sizes(factors: list[GroupingFactor], nobs: int) -> None:
                 "repeated observations per group"
             )
 
-
-__all__ = ["fit", "TiersError"]

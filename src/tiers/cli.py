@@ -1,0 +1,125 @@
+"""The ``tiers`` command line. It parses arguments and prints; the statistics live elsewhere."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import TiersError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Hierarchical linear mixed models: fit, simulate, explore.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _write_json(doc: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+@app.command()
+def fit(
+    formula: Annotated[str, typer.Argument(help="lme4 ('y ~ x + (1 | g)') or Stata ('y x || g:') syntax")],
+    data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
+    ml: Annotated[bool, typer.Option("--ml", help="maximum likelihood instead of REML")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
+    style: Annotated[str, typer.Option(help="summary layout: stata or lme4")] = "stata",
+    force: Annotated[bool, typer.Option("--force", help="fit even if components are not identified")] = False,
+) -> None:
+    """Fit a linear mixed model and print its summary."""
+    from .io import read_data
+    from .model import fit as fit_model
+
+    if style not in ("stata", "lme4"):
+        _fail(ValueError(f"--style must be stata or lme4, got {style!r}"))
+    try:
+        frame = read_data(data)
+        result = fit_model(formula, frame, reml=False if ml else None, force=force)
+    except TiersError as exc:
+        _fail(exc)
+        return
+    typer.echo(result.summary(style))  # type: ignore[arg-type]
+    if json_path is not None:
+        _write_json(result.to_dict(), json_path)
+
+
+@app.command()
+def simulate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
+    preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
+    design: Annotated[Optional[Path], typer.Option(help="a TOML/JSON design file instead of a preset")] = None,
+    districts: Annotated[Optional[int], typer.Option(help="top-level units (seed preset)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    restart_ids: Annotated[bool, typer.Option("--restart-ids", help="ids restart within each parent")] = False,
+) -> None:
+    """Simulate a nested design and write it to a file."""
+    from .io import write_data
+    from .simulate import PRESETS, load_design
+    from .simulate import simulate as run_simulation
+
+    try:
+        if design is not None:
+            spec = load_design(design)
+            if districts is not None:
+                spec = spec.with_units(spec.levels[0].name, districts)
+        else:
+            if preset not in PRESETS:
+                raise TiersError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+            spec = PRESETS[preset](**({} if districts is None else {"districts": districts}))
+        start = time.perf_counter()
+        frame = run_simulation(spec, seed, restart_ids=restart_ids)
+        write_data(frame, output)
+    except TiersError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {output} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+
+
+@app.command()
+def explore(
+    districts: Annotated[int, typer.Option(help="districts in the simulated seed design")] = 50,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    sizes: Annotated[str, typer.Option(help="districts for the 'is the sample too small?' step")] = "5,50,500",
+    out: Annotated[Optional[Path], typer.Option(help="also write every table as CSV/JSON here")] = None,
+) -> None:
+    """Walk through the founding Stata exploration, done right."""
+    from .explore import run_exploration
+
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        _fail(ValueError(f"--sizes must be comma-separated integers, got {sizes!r}"))
+        return
+    try:
+        run_exploration(districts=districts, seed=seed, sizes=size_list, out=out)
+    except TiersError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
