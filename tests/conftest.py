@@ -1,0 +1,33 @@
+"""Shared fixtures: the R reference cases in ../shared/reference, read at test time."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TIERS_SHARED", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference"
+
+
+def load_case(case: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The data and the lme4 results of one reference case."""
+    if not REFERENCE.is_dir():
+        pytest.fail(f"reference folder {REFERENCE} is missing (set TIERS_SHARED)")
+    data = pd.read_csv(REFERENCE / f"{case}.csv")
+    with open(REFERENCE / f"{case}.json") as fh:
+        ref = json.load(fh)
+    return data, ref
+
+
+@pytest.fixture(scope="session")
+def seed_small() -> pd.DataFrame:
+    """The seed design with 5 districts (8,000 rows)."""
+    import tiers
+
+    return tiers.simulate(tiers.seed_design(districts=5), seed=1)

@@ -1,0 +1,151 @@
+"""Nested random-intercept models against lme4 1.1-31 (../shared/reference)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tiers
+from tiers.errors import SingularFitWarning
+
+from .conftest import load_case
+from .tolerances import (
+    BETA_RTOL,
+    DEVIANCE_AT_THETA_RTOL,
+    OPTIMUM_NOT_WORSE_RTOL,
+    OPTIMUM_WITHIN_RTOL,
+    SE_RTOL,
+    THETA_ATOL,
+)
+
+# Cases whose random part is nested random intercepts: the nested engine's domain.
+CASES = [
+    ("dyestuff", "ri_REML"),
+    ("dyestuff", "ri_ML"),
+    ("dyestuff2", "ri_REML"),
+    ("dyestuff2", "ri_ML"),
+    ("pastes", "nested_REML"),
+    ("pastes", "nested_ML"),
+    ("exam", "ri_REML"),
+    ("exam", "ri_ML"),
+]
+
+
+def _fit(case: str, key: str):
+    data, ref = load_case(case)
+    spec = ref["fits"][key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        res = tiers.fit(spec["formula"], data, reml=spec["method"] == "REML")
+    return res, spec
+
+
+def _criterion(spec: dict) -> float:
+    crit = spec["criteria"]
+    return crit["REML_criterion"] if spec["method"] == "REML" else crit["deviance"]
+
+
+def _theta_by_level(res, spec) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's theta reordered to tiers' levels (matched by group name)."""
+    ref = {name.rsplit(".", 1)[0]: value for name, value in spec["theta"].items()}
+    names = [lv.name for lv in res.levels]
+    return np.asarray(res.theta), np.array([ref[n] for n in names])
+
+
+@pytest.mark.parametrize(("case", "key"), CASES)
+def test_deviance_at_reference_theta(case: str, key: str) -> None:
+    res, spec = _fit(case, key)
+    _, theta_ref = _theta_by_level(res, spec)
+    problem = res._problem
+    assert problem is not None
+    got = problem.deviance(theta_ref)
+    np.testing.assert_allclose(got, _criterion(spec), rtol=DEVIANCE_AT_THETA_RTOL)
+
+
+@pytest.mark.parametrize(("case", "key"), CASES)
+def test_optimum(case: str, key: str) -> None:
+    res, spec = _fit(case, key)
+    ref = _criterion(spec)
+    assert res.criterion <= ref + OPTIMUM_NOT_WORSE_RTOL * abs(ref)
+    np.testing.assert_allclose(res.criterion, ref, rtol=OPTIMUM_WITHIN_RTOL)
+    assert res.converged
+    assert res.method == spec["method"]
+
+
+@pytest.mark.parametrize(("case", "key"), CASES)
+def test_parameters(case: str, key: str) -> None:
+    res, spec = _fit(case, key)
+    theta, theta_ref = _theta_by_level(res, spec)
+    np.testing.assert_allclose(theta, theta_ref, atol=THETA_ATOL)
+    fe = {f["name"]: f for f in spec["fixed_effects"]}
+    assert list(res.xnames) == list(fe)
+    np.testing.assert_allclose(res.fixef.to_numpy(), [fe[n]["estimate"] for n in res.xnames], rtol=BETA_RTOL)
+    np.testing.assert_allclose(
+        res.std_errors.to_numpy(), [fe[n]["std_error"] for n in res.xnames], rtol=SE_RTOL
+    )
+    vcov_ref = np.asarray(spec["vcov_fixed"]["values"])
+    np.testing.assert_allclose(res.vcov.to_numpy(), vcov_ref, rtol=2 * SE_RTOL)
+    np.testing.assert_allclose(res.sigma, spec["residual_sd"], rtol=SE_RTOL)
+    sds = {(r["group"]): r["sd"] for r in spec["random_effects"]}
+    vc = res.varcorr
+    for _, row in vc.iterrows():
+        np.testing.assert_allclose(row.sd, sds[row.group], rtol=SE_RTOL, atol=THETA_ATOL * res.sigma)
+
+
+@pytest.mark.parametrize(("case", "key"), CASES)
+def test_counts_and_criteria(case: str, key: str) -> None:
+    res, spec = _fit(case, key)
+    assert res.nobs == spec["nobs"]
+    assert res.ngroups == spec["ngroups"]
+    crit = spec["criteria"]
+    assert res.n_params == crit["logLik_df"]
+    np.testing.assert_allclose(res.loglik, crit["logLik"], rtol=OPTIMUM_WITHIN_RTOL)
+    np.testing.assert_allclose(res.aic, crit["AIC"], rtol=OPTIMUM_WITHIN_RTOL)
+    np.testing.assert_allclose(res.bic, crit["BIC"], rtol=OPTIMUM_WITHIN_RTOL)
+    # LR test against the linear model, same criterion (Stata's "LR test vs. linear model")
+    np.testing.assert_allclose(
+        res.lr_linear.chi2, crit["LR_vs_linear_chi2"], rtol=1e-5, atol=1e-6
+    )
+    if spec["method"] == "REML":
+        np.testing.assert_allclose(
+            res.deviance_ml(), crit["deviance_ML_at_REML_estimates"], rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize(("case", "key"), CASES)
+def test_singular_flag(case: str, key: str) -> None:
+    res, spec = _fit(case, key)
+    assert res.is_singular == spec["isSingular"]
+    if spec["isSingular"]:
+        # lme4 reports the boundary fit with theta exactly 0; so do we, and we say it in words.
+        assert np.all(np.asarray(res.theta) == 0.0)
+        assert any("singular" in w and "zero" in w for w in res.warnings)
+
+
+def test_singular_fit_warns() -> None:
+    data, ref = load_case("dyestuff2")
+    with pytest.warns(SingularFitWarning, match="Batch"):
+        tiers.fit("Yield ~ 1 + (1 | Batch)", data)
+
+
+def test_pastes_implicit_nesting_forms_30_groups() -> None:
+    data, _ = load_case("pastes")
+    res = tiers.fit("strength ~ 1 + (1 | batch/cask)", data)
+    assert res.ngroups == {"batch": 10, "cask:batch": 30}
+    assert any("30 groups formed as batch x cask" in n for n in res.notes)
+    # the explicit interaction and the precomputed sample label give the same fit
+    res2 = tiers.fit("strength ~ 1 + (1 | batch) + (1 | batch:cask)", data)
+    res3 = tiers.fit("strength ~ 1 + (1 | batch) + (1 | sample)", data)
+    np.testing.assert_allclose(res2.criterion, res.criterion, rtol=1e-12)
+    np.testing.assert_allclose(res3.criterion, res.criterion, rtol=1e-12)
+
+
+def test_stata_syntax_same_model() -> None:
+    data, _ = load_case("pastes")
+    lme4 = tiers.fit("strength ~ 1 + (1 | batch/cask)", data)
+    stata = tiers.fit("strength || batch: || cask:", data)
+    np.testing.assert_allclose(stata.criterion, lme4.criterion, rtol=1e-12)
+    np.testing.assert_allclose(stata.theta, lme4.theta, atol=1e-9)
+    assert stata.ngroups == {"batch": 10, "cask": 30}

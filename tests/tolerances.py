@@ -1,0 +1,18 @@
+"""Tolerances for comparisons with lme4 (../shared/STYLE.md section 5), each with its reason."""
+
+#: Deviance at lme4's own theta: the same closed-form function of theta evaluated in double
+#: precision by two implementations; only rounding separates them.
+DEVIANCE_AT_THETA_RTOL = 1e-8
+#: Our optimum may be lower than lme4's (BOBYQA stops on xtol), never higher by more than this.
+OPTIMUM_NOT_WORSE_RTOL = 1e-6
+#: ... and not lower by more than this (a much lower optimum would mean a different objective).
+OPTIMUM_WITHIN_RTOL = 1e-4
+#: theta: lme4's optimizer stops at xtol_rel 1e-7 on a surface whose flat directions let theta
+#: move ~1e-5 for a 1e-10 change in the deviance.
+THETA_ATOL = 1e-4
+#: Fixed effects are a smooth function of theta (GLS): theta differences of 1e-5 move them ~1e-6.
+BETA_RTOL = 1e-5
+#: Standard errors and SDs depend on theta and sigma to first order.
+SE_RTOL = 1e-4
+#: Closed-form panel estimators: same formulas, double precision.
+CLOSED_FORM_RTOL = 1e-8
