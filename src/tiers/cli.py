@@ -57,6 +57,78 @@ def fit(
 
 
 @app.command()
+def lrtest(
+    formula0: Annotated[str, typer.Argument(help="the smaller model")],
+    formula1: Annotated[str, typer.Argument(help="the larger model")],
+    data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
+    ml: Annotated[bool, typer.Option("--ml", help="fit both by maximum likelihood")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the test as JSON")] = None,
+) -> None:
+    """Likelihood-ratio test of FORMULA0 against FORMULA1 (refuses invalid REML comparisons)."""
+    from .comparison import lrtest as run_lrtest
+    from .io import read_data
+    from .model import fit as fit_model
+
+    try:
+        frame = read_data(data)
+        reml = False if ml else None
+        m0 = fit_model(formula0, frame, reml=reml)
+        m1 = fit_model(formula1, frame, reml=reml)
+        test = run_lrtest(m0, m1)
+    except TiersError as exc:
+        _fail(exc)
+        return
+    typer.echo(test.summary())
+    if json_path is not None:
+        _write_json(test.to_dict(), json_path)
+
+
+@app.command()
+def xtreg(
+    depvar: Annotated[str, typer.Argument(help="the dependent variable")],
+    args: Annotated[list[str], typer.Argument(help="regressors, then the data file (last)")],
+    id: Annotated[str, typer.Option("--id", help="the panel id column (Stata's xtset)")],
+    fe: Annotated[bool, typer.Option("--fe", help="fixed effects (within)")] = False,
+    re: Annotated[bool, typer.Option("--re", help="random effects (GLS, Swamy-Arora)")] = False,
+    vce: Annotated[str, typer.Option(help="conventional or cluster (by id)")] = "conventional",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
+) -> None:
+    """Panel regression as Stata's xtreg: --fe, --re, or both (then with the Hausman test)."""
+    from .io import read_data
+    from .panel import fixed_effects, random_effects
+    from .panel_tests import hausman
+
+    if len(args) < 2:
+        _fail(ValueError("give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe"))
+    if not (fe or re):
+        _fail(ValueError("choose --fe, --re, or both"))
+    if vce not in ("conventional", "cluster"):
+        _fail(ValueError(f"--vce must be conventional or cluster, got {vce!r}"))
+    regressors, data = args[:-1], Path(args[-1])
+    doc: dict = {}
+    try:
+        frame = read_data(data)
+        results = {}
+        if fe:
+            results["fe"] = fixed_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
+        if re:
+            results["re"] = random_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
+        for name, res in results.items():
+            typer.echo(res.summary())
+            typer.echo("")
+            doc[name] = res.to_dict()
+        if fe and re:
+            test = hausman(results["fe"], results["re"])
+            typer.echo(test.summary())
+            doc["hausman"] = test.to_dict()
+    except TiersError as exc:
+        _fail(exc)
+        return
+    if json_path is not None:
+        _write_json(doc, json_path)
+
+
+@app.command()
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
     preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",

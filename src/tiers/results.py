@@ -70,6 +70,7 @@ class LmmResult:
     warnings: tuple[str, ...]
     fit_seconds: float
     engine: str
+    data_signature: tuple[float, float] = (0.0, 0.0)
     _problem: NestedProblem | None = field(default=None, repr=False, compare=False)
     _refit_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -175,6 +176,13 @@ class LmmResult:
         v = self.vcov.to_numpy()[np.ix_(idx, idx)]
         chi2 = float(b @ np.linalg.solve(v, b))
         return chi2, len(idx), float(stats.chi2.sf(chi2, len(idx)))
+
+    def variance_shares(self, level: float = 0.95) -> pd.DataFrame:
+        """Each level's share of the unexplained variance and the cumulative ICCs (``estat icc``),
+        with delta-method intervals on the logit scale; see `tiers.shares`."""
+        from .shares import variance_shares
+
+        return variance_shares(self, level)
 
     def deviance_ml(self) -> float:
         """The ML deviance at these estimates (lme4's ``deviance(fit, REML = FALSE)``)."""

@@ -26,7 +26,8 @@ class SdInference:
     """SD estimates (levels outermost first, then the residual) with SEs and log-scale intervals.
 
     SEs and intervals are NaN for components estimated at zero (log scale undefined there; the
-    profile interval of a later issue starts at 0).
+    profile interval of a later issue starts at 0). ``cov_log_sd`` is the covariance of the log SDs
+    (NaN rows for zero components), used by the delta method for variance shares.
     """
 
     sd: FloatArray
@@ -34,6 +35,7 @@ class SdInference:
     lower: FloatArray
     upper: FloatArray
     level: float
+    cov_log_sd: FloatArray
 
 
 def _phi_gradient(problem: NestedProblem, phi: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
@@ -70,10 +72,12 @@ def sd_inference(
     idx = np.flatnonzero(free)
 
     H = fd_hessian(lambda x: _phi_gradient(problem, x, free), phi, free)
+    full_cov = np.full((K + 1, K + 1), np.nan)
     try:
         cov = np.linalg.inv(0.5 * H)  # information of log L is half the Hessian of -2 log L
     except np.linalg.LinAlgError:
-        return SdInference(sd, se, lo, hi, level)
+        return SdInference(sd, se, lo, hi, level, full_cov)
+    full_cov[np.ix_(idx, idx)] = cov
     var = np.diag(cov)
     z = stats.norm.ppf(0.5 + level / 2.0)
     ok = var > 0
@@ -81,7 +85,7 @@ def sd_inference(
     se[idx] = sd[idx] * se_log
     lo[idx] = np.exp(phi[idx] - z * se_log)
     hi[idx] = np.exp(phi[idx] + z * se_log)
-    return SdInference(sd, se, lo, hi, level)
+    return SdInference(sd, se, lo, hi, level, full_cov)
 
 
 @dataclass(frozen=True, slots=True)

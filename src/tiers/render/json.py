@@ -102,6 +102,17 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
         "warnings": list(res.warnings),
         "fit_seconds": res.fit_seconds,
     }
+    out["variance_shares"] = [
+        {
+            "level": row.level,
+            "variance": _num(row.variance),
+            "share": _num(row.share),
+            "share_ci": [_num(row.share_lower), _num(row.share_upper)],
+            "icc": _num(row.icc),
+            "icc_ci": [_num(row.icc_lower), _num(row.icc_upper)],
+        }
+        for row in res.variance_shares().itertuples()
+    ]
     if res.reml:
         out["reml_criterion"] = _num(res.criterion)
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..diagnostics import FEW_GROUPS
+
 if TYPE_CHECKING:
     from ..results import LmmResult
 
@@ -108,6 +110,8 @@ def stata(res: LmmResult) -> str:
             f"{'sd(_cons)':>28} | {g(sdi.sd[k])}  {g(sdi.se[k])}    {g(sdi.lower[k])}  "
             f"{g(sdi.upper[k])}"
         )
+        if lv.ngroups < FEW_GROUPS:
+            out.append(f"{'':>28} |   ^ only {lv.ngroups} groups: this SD is poorly determined")
         out.append("-" * 29 + "+" + "-" * 48)
     out.append(
         f"{'sd(Residual)':>28} | {g(sdi.sd[-1])}  {g(sdi.se[-1])}    {g(sdi.lower[-1])}  "
@@ -128,8 +132,37 @@ def stata(res: LmmResult) -> str:
         out.append("Note: LR test is conservative and provided only for reference.")
     if any(math.isnan(v) for v in sdi.se[:-1]):
         out.append("Note: an SD estimated at zero has no log-scale standard error or interval.")
+    out += [""] + shares_table(res)
     out += _footer(res)
     return "\n".join(out)
+
+
+def shares_table(res: LmmResult) -> list[str]:
+    """Each level's share of the unexplained variance, and the cumulative ICC (Stata's estat icc)."""
+    shares = res.variance_shares()
+    width = max(12, *(len(str(v)) for v in shares["level"]))
+    rule = "-" * (width + 1) + "+" + "-" * 66
+    out = [
+        "Variance decomposition. Share: this level's part of the unexplained variance.",
+        "ICC: correlation of two observations in the same unit (cumulative, estat icc).",
+        rule,
+        f"{'Level':>{width}} |   Variance    Share  [95% Conf. Int.]      ICC  [95% Conf. Int.]",
+        rule,
+    ]
+    for r in shares.itertuples():
+        icc = "" if math.isnan(r.icc) else f"{r.icc:>9.4f}  {_ci(r.icc_lower, r.icc_upper)}"
+        out.append(
+            f"{str(r.level):>{width}} | {g(r.variance, 10)} {r.share:>8.4f}  "
+            f"{_ci(r.share_lower, r.share_upper)}{icc}".rstrip()
+        )
+    out.append(rule)
+    return out
+
+
+def _ci(lo: float, hi: float) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{'.':>7} {'.':>7}  "
+    return f"{lo:>7.4f} {hi:>7.4f}  "
 
 
 def _table(rows: list[list[str]], align: list[str]) -> list[str]:
