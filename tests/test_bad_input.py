@@ -127,22 +127,26 @@ def test_no_rows_left_is_a_data_error(small: pd.DataFrame) -> None:
 
 
 def test_unknown_column_in_fixed_part(seed_small: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match=r"'tutorng' \(a predictor\) is not in the data.*did you mean 'tutoring'"):
+    match = r"'tutorng' \(a predictor\) is not in the data.*did you mean 'tutoring'"
+    with pytest.raises(DataError, match=match):
         tiers.fit("perform ~ tutorng + (1 | dist_id/school_id)", seed_small)
 
 
 def test_unknown_column_in_grouping_factor(seed_small: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match=r"'schol_id' \(a grouping factor\) is not in the data.*did you mean 'school_id'"):
+    match = r"'schol_id' \(a grouping factor\) is not in the data.*did you mean 'school_id'"
+    with pytest.raises(DataError, match=match):
         tiers.fit("perform ~ tutoring + (1 | dist_id/schol_id)", seed_small)
 
 
 def test_unknown_column_in_stata_level(seed_small: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match=r"'schol_id' \(a grouping factor\).*did you mean 'school_id'"):
+    match = r"'schol_id' \(a grouping factor\).*did you mean 'school_id'"
+    with pytest.raises(DataError, match=match):
         tiers.fit("perform tutoring || dist_id: || schol_id:", seed_small)
 
 
 def test_unknown_response(seed_small: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match=r"'perfom' \(the response\) is not in the data.*did you mean 'perform'"):
+    match = r"'perfom' \(the response\) is not in the data.*did you mean 'perform'"
+    with pytest.raises(DataError, match=match):
         tiers.fit("perfom ~ tutoring + (1 | dist_id)", seed_small)
 
 
@@ -154,7 +158,7 @@ def test_unknown_column_without_close_match_lists_the_columns(seed_small: pd.Dat
     assert "tutoring" in msg and "student_id" in msg  # the columns that do exist
 
 
-# --------------------------------------------------------------------------- non-numeric response --
+# ----------------------------------------------------------------------- non-numeric response --
 
 
 def test_string_response_is_a_data_error(small: pd.DataFrame) -> None:
@@ -191,7 +195,8 @@ def test_empty_term() -> None:
 
 def test_no_random_term() -> None:
     formula = "y ~ x + z"
-    with pytest.raises(FormulaError, match=r"no random-effects term.*add one such as '\(1 \| group\)'") as info:
+    match = r"no random-effects term.*add one such as '\(1 \| group\)'"
+    with pytest.raises(FormulaError, match=match) as info:
         tiers.parse(formula)
     _caret_column(str(info.value), formula)  # quoted, with a caret where the term is missing
 
@@ -259,7 +264,8 @@ def test_grouping_factor_with_one_level(small: pd.DataFrame) -> None:
 
 def test_grouping_factor_with_one_group_per_observation(small: pd.DataFrame) -> None:
     data = small.assign(row=np.arange(len(small)))
-    with pytest.raises(DataError, match=r"'row' has 200 groups for 200 observations.*remove the term"):
+    match = r"'row' has 200 groups for 200 observations.*remove the term"
+    with pytest.raises(DataError, match=match):
         tiers.fit("y ~ x + (1 | row)", data)
 
 
@@ -346,8 +352,11 @@ def test_reversed_nesting_fits_with_force(reversed_forced, syntax: str) -> None:
 @pytest.mark.parametrize("syntax", ["stata", "lme4"])
 def test_reversed_nesting_with_force_leaks_no_numpy_warning(reversed_forced, syntax: str) -> None:
     _, caught = reversed_forced[syntax]
-    leaked = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
-              for w in caught if issubclass(w.category, RuntimeWarning)]
+    leaked = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, RuntimeWarning)
+    ]
     assert not leaked, leaked
 
 
@@ -361,7 +370,8 @@ def test_summary_bogus_style(small_fit: tiers.LmmResult) -> None:
 
 @pytest.mark.parametrize("level", [1.5, 0.0, 1.0, -0.1])
 def test_coef_table_bad_level(small_fit: tiers.LmmResult, level: float) -> None:
-    with pytest.raises(ValueError, match=r"level must be strictly between 0 and 1 \(e\.g\. 0\.95\)"):
+    match = r"level must be strictly between 0 and 1 \(e\.g\. 0\.95\)"
+    with pytest.raises(ValueError, match=match):
         small_fit.coef_table(level=level)
 
 

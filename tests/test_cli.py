@@ -23,8 +23,18 @@ SEED_LME4 = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 SEED_STATA = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"
 SEED_COLUMNS = ["dist_id", "school_id", "teach_id", "student_id", "semester", "tutoring", "perform"]
 REQUIRED_KEYS = {
-    "formula", "method", "nobs", "ngroups", "fixed_effects", "random_effects", "residual_sd",
-    "theta", "loglik", "converged", "singular", "fit_seconds",
+    "formula",
+    "method",
+    "nobs",
+    "ngroups",
+    "fixed_effects",
+    "random_effects",
+    "residual_sd",
+    "theta",
+    "loglik",
+    "converged",
+    "singular",
+    "fit_seconds",
 }
 TOL = 1e-10
 
@@ -313,7 +323,8 @@ def test_error_unknown_column(seed_csv: Path) -> None:
 def test_error_unknown_grouping_column(seed_csv: Path) -> None:
     assert_clean_error(
         invoke("fit", "perform ~ tutoring + (1 | dist_id/schol_id)", seed_csv),
-        "'schol_id'", "'school_id'",
+        "'schol_id'",
+        "'school_id'",
     )
 
 

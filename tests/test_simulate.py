@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tiers.simulate as simmod
+import importlib
+
+simmod = importlib.import_module("tiers.simulate")  # the package exports a function of that name
 from tiers.errors import DesignError
 from tiers.simulate import (
     PRESETS,

@@ -22,6 +22,7 @@ from .errors import (
     TiersWarning,
 )
 from .formula import Formula, parse
+from .io import read_data, write_data
 from .model import fit
 from .results import LmmResult
 from .simulate import NestedDesign, seed_design, simulate
@@ -44,6 +45,8 @@ __all__ = [
     "TiersWarning",
     "fit",
     "parse",
+    "read_data",
     "seed_design",
     "simulate",
+    "write_data",
 ]

@@ -188,13 +188,17 @@ def _parse_lme4(text: str) -> Formula:
         if chunk.startswith("(") and chunk.endswith(")") and "|" in chunk:
             random.extend(_lme4_bar(chunk[1:-1], text, lead + 1))
         elif "|" in chunk:
-            raise _caret(text, lead, "a random-effects term must be in parentheses: '(1 | g)'")
+            raise _caret(
+                text, lead, f"a random-effects term must be in parentheses: write '({chunk})'"
+            )
         else:
             fixed_parts.append(chunk)
     if not random:
-        raise FormulaError(
-            f"no random-effects term in {text!r}: add one such as '(1 | group)'; for a model "
-            "without random effects use tiers.panel.pooled_ols"
+        raise _caret(
+            text,
+            len(text),
+            "no random-effects term: add one such as '(1 | group)'; for a model without random "
+            "effects use tiers.panel.pooled_ols",
         )
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
     return Formula(text, response, fixed, tuple(random), "lme4")
@@ -291,7 +295,8 @@ def _parse_stata(text: str) -> Formula:
     for pos, piece in pieces[1:]:
         body, _, opts = piece.partition(",")
         if ":" not in body:
-            raise _caret(text, pos, "a Stata level needs a colon: '|| school_id:'")
+            lead = pos + len(body) - len(body.lstrip())
+            raise _caret(text, lead, f"a Stata level needs a colon: write '|| {body.strip()}:'")
         level, _, slopes = body.partition(":")
         level_pos = pos + len(body) - len(body.lstrip())
         level_name = _check_name(level, text, level_pos, "level variable")

@@ -19,7 +19,7 @@ from .formula import Formula
 #: Columns with |R_jj| below this (relative to the largest) in a pivoted QR are collinear, the
 #: rank tolerance lme4 uses (1e-7) for its fixed-effects model matrix.
 COLLINEARITY_TOL = 1e-7
-_QR_ROWS = 500_000
+_QR_ROWS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class ModelFrame:
                 f"{self.nobs:,} rows used"
             )
         for name in self.omitted:
-            out.append(f"note: {name} omitted because of collinearity")
+            out.append(f"{name} omitted because of collinearity")
         return tuple(out)
 
 
@@ -95,6 +95,9 @@ def _unknown(name: str, columns: list[str], role: str) -> DataError:
 
 
 def _fixed_variables(formula: Formula) -> set[str]:
+    plain = [t.strip() for t in formula.fixed.split("+")]
+    if all(t in ("0", "1") or t.isidentifier() for t in plain):
+        return {t for t in plain if t not in ("0", "1")}
     from formulaic import Formula as FFormula
 
     try:
@@ -132,33 +135,14 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
     for col, role in roles.items():
         if col not in df.columns:
             raise _unknown(col, columns, role)
-    used = df[list(roles)]
-    missing = used.isna()
-    dropped_by_column = {c: int(k) for c, k in missing.sum().items()}
-    complete = ~missing.any(axis=1).to_numpy()
-    n_dropped = int((~complete).sum())
-    if n_dropped:
-        used = used.loc[complete]
-    used = used.reset_index(drop=True)
+    used, n_dropped, dropped_by_column = _complete_rows(df, list(roles))
     if len(used) == 0:
         raise DataError(
             f"no rows left: every row has a missing value in one of {', '.join(roles)}"
         )
-
-    resp = used[formula.response]
-    if pd.api.types.is_bool_dtype(resp):
-        resp = resp.astype(np.float64)
-    if not pd.api.types.is_numeric_dtype(resp):
-        example = resp.iloc[0]
-        raise DataError(
-            f"the response {formula.response!r} is not numeric (dtype {resp.dtype}, e.g. "
-            f"{example!r}); convert it to numbers before fitting"
-        )
-    y = resp.to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"the response {formula.response!r} has infinite values")
-
+    y = _response(used[formula.response], formula.response)
     X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
+    _check_finite(X, names)
     keep, omitted = independent_columns(X, names)
     X = np.ascontiguousarray(X[:, keep])
     names = tuple(names[i] for i in keep)
@@ -171,6 +155,51 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         omitted=tuple(omitted),
         n_dropped=n_dropped,
         dropped_by_column=dropped_by_column,
+    )
+
+
+def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """The used columns with incomplete rows removed, and the counts of what was missing."""
+    used = df[cols]
+    masks = {c: used[c].isna().to_numpy() for c in cols}
+    dropped_by_column = {c: int(m.sum()) for c, m in masks.items()}
+    if not any(dropped_by_column.values()):
+        return used.reset_index(drop=True) if not isinstance(used.index, pd.RangeIndex) else used, 0, dropped_by_column
+    incomplete = np.logical_or.reduce(list(masks.values()))
+    used = used.loc[~incomplete].reset_index(drop=True)
+    return used, int(incomplete.sum()), dropped_by_column
+
+
+def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:
+    if pd.api.types.is_bool_dtype(resp):
+        resp = resp.astype(np.float64)
+    if not pd.api.types.is_numeric_dtype(resp):
+        bad = resp[pd.to_numeric(resp, errors="coerce").isna()]
+        example = bad.iloc[0] if len(bad) else resp.iloc[0]
+        raise DataError(
+            f"the response {name!r} is not numeric (dtype {resp.dtype}): {len(bad):,} values are "
+            f"not numbers, e.g. {example!r}; convert it to numbers (or remove those rows) before fitting"
+        )
+    y = resp.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(y)):
+        raise DataError(
+            f"the response {name!r} has {int((~np.isfinite(y)).sum()):,} infinite values; "
+            "remove or recode them"
+        )
+    return y
+
+
+def _check_finite(X: NDArray[np.float64], names: list[str]) -> None:
+    """A non-finite entry in X comes from the data (inf) or a transform (log of a negative)."""
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    j = int(np.flatnonzero(bad.any(axis=0))[0])
+    rows = np.flatnonzero(bad[:, j])
+    raise DataError(
+        f"the term {names[j]!r} has {rows.size:,} non-finite values (infinite, or NaN from a "
+        f"transformation such as log of a non-positive number), first at row {int(rows[0])}; "
+        "remove or recode those rows before fitting"
     )
 
 

@@ -40,6 +40,11 @@ class GroupingFactor:
         as their combination (teacher 1 in every school).
     parent_codes : IntArray or None
         For implicit nesting, the codes of the other columns' combination (for diagnostics).
+    prefix_map : IntArray or None
+        For a multi-column group, the group of the other columns' combination that contains each
+        group (known to nest, so the tree need not check it again).
+    counts : IntArray
+        Number of observations in each group.
     """
 
     name: str
@@ -49,6 +54,8 @@ class GroupingFactor:
     first_row: IntArray = field(repr=False)
     implicit: bool = False
     parent_codes: IntArray | None = field(default=None, repr=False)
+    prefix_map: IntArray | None = field(default=None, repr=False)
+    counts: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
     def labels(self, data: pd.DataFrame, *, lme4_order: bool = True) -> list[str]:
         """Group labels: the column values joined by ``:``, in the order of the factor's name."""
@@ -63,10 +70,21 @@ class GroupingFactor:
 
     def sizes(self) -> IntArray:
         """Number of observations in each group."""
-        return np.bincount(self.codes, minlength=self.nlevels)
+        return self.counts
 
 
-def _factorize(values: pd.Series) -> tuple[IntArray, int]:
+def _factorize(values: pd.Series | np.ndarray) -> tuple[IntArray, int]:
+    """Codes in sorted order of the values. Integer ids in a compact range (the usual case) are
+    coded by a presence table, O(n) without hashing."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else values
+    if arr.dtype.kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo <= 4 * arr.size + 1024:
+            shifted = (arr - lo).astype(np.int64, copy=False)
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[shifted] = True
+            index = np.cumsum(present, dtype=np.int64) - 1
+            return index[shifted], int(index[-1] + 1)
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64, copy=False), len(uniques)
 
@@ -105,20 +123,22 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
         if group in built:
             return built[group]
         own, n_own = codes_of(group[-1])
-        parent_codes = None
+        parent_codes = prefix_map = None
         if len(group) == 1:
             codes, nlevels = own, n_own
         else:
             prefix = factor(group[:-1], ":".join(group[:-1]))
-            _, nested = parent_map(own, n_own, prefix.codes)
+            prefix_map, nested = parent_map(own, n_own, prefix.codes)
             if nested:
                 codes, nlevels = own, n_own
             else:
                 parent_codes = prefix.codes
-                codes, nlevels = _factorize(pd.Series(prefix.codes * n_own + own))
+                codes, nlevels = _factorize(prefix.codes * n_own + own)
+                prefix_map = np.empty(nlevels, dtype=np.int64)
+                prefix_map[codes] = prefix.codes  # a combination nests in its prefix by construction
         gf = GroupingFactor(
             name, group, codes, nlevels, _first_rows(codes, nlevels), parent_codes is not None,
-            parent_codes,
+            parent_codes, prefix_map, np.bincount(codes, minlength=nlevels),
         )
         built[group] = gf
         return gf
@@ -163,7 +183,10 @@ def nested_chain(factors: list[GroupingFactor]) -> Nesting | None:
     parents: list[IntArray] = []
     identical = []
     for coarse, fine in zip(chain[:-1], chain[1:], strict=True):
-        mapping, ok = parent_map(fine.codes, fine.nlevels, coarse.codes)
+        if fine.prefix_map is not None and fine.columns[:-1] == coarse.columns:
+            mapping, ok = fine.prefix_map, True  # checked when the factor was built
+        else:
+            mapping, ok = parent_map(fine.codes, fine.nlevels, coarse.codes)
         if not ok:
             return None
         if fine.nlevels == coarse.nlevels:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.linalg import cho_factor, cho_solve
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -130,8 +129,8 @@ class NestedProblem:
         self.K = len(tree.sizes)
         self.reml = reml
         self.tree = tree
-        ones = np.flatnonzero(np.all(X == 1.0, axis=0))
-        self.intercept: int | None = int(ones[0]) if ones.size else None
+        ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
+        self.intercept: int | None = int(ones[0]) if ones else None
         self.shift = np.zeros(self.p + 1)
         if self.intercept is not None:
             self.shift[: self.p] = X.mean(axis=0)
@@ -377,22 +376,23 @@ class NestedProblem:
         A = self.dtd - G
         xtvx = A[:p, :p]
         xtvy = A[:p, p]
-        factor = cho_factor(xtvx, lower=True)
-        beta = cho_solve(factor, xtvy)
+        # numpy's small-matrix routines: scipy's wrappers cost more than the O(p^3) work here
+        L = np.linalg.cholesky(xtvx)
+        beta = np.linalg.solve(xtvx, xtvy)
         pwrss = float(A[p, p] - xtvy @ beta)
-        ldRX2 = float(2.0 * np.sum(np.log(np.diag(factor[0]))))
+        ldRX2 = 2.0 * float(np.log(np.diagonal(L)).sum())
         nu = self.n - p if self.reml else self.n
         dev = ld + nu * (1.0 + _LOG_2PI + np.log(pwrss / nu))
         if self.reml:
             dev += ldRX2
         grad = grad_t = parts = None
         if dG is not None and dld is not None:
-            dA = -dG
-            dpw = dA[:, p, p] - 2.0 * dA[:, :p, p] @ beta + np.einsum("i,kij,j->k", beta, dA[:, :p, :p], beta)
+            # A = dtd - G, so dA = -dG; pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy
+            dpw = -(dG[:, p, p] - 2.0 * dG[:, :p, p] @ beta + (dG[:, :p, :p] @ beta) @ beta)
             dldrx = np.zeros_like(dld)
             if self.reml:
-                inv = cho_solve(factor, np.eye(p))
-                dldrx = np.einsum("ij,kji->k", inv, dA[:, :p, :p])
+                inv = np.linalg.inv(xtvx)
+                dldrx = -(dG[:, :p, :p] * inv).sum(axis=(1, 2))
             dt = dld + nu * dpw / pwrss + dldrx
             parts = np.stack([dld, dpw, dldrx])
             grad_t = dt

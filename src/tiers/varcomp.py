@@ -82,9 +82,10 @@ def sd_inference(
     z = stats.norm.ppf(0.5 + level / 2.0)
     ok = var > 0
     se_log = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
-    se[idx] = sd[idx] * se_log
-    lo[idx] = np.exp(phi[idx] - z * se_log)
-    hi[idx] = np.exp(phi[idx] + z * se_log)
+    with np.errstate(over="ignore"):  # a non-identified SD has an infinite upper bound
+        se[idx] = sd[idx] * se_log
+        lo[idx] = np.exp(phi[idx] - z * se_log)
+        hi[idx] = np.exp(phi[idx] + z * se_log)
     return SdInference(sd, se, lo, hi, level, full_cov)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from ..diagnostics import FEW_GROUPS
 
 if TYPE_CHECKING:
@@ -197,7 +199,7 @@ def lme4(res: LmmResult) -> str:
     rows = [["Groups", "Name", "Variance", "Std.Dev."]]
     for i in order:
         row = vc.iloc[i]
-        rows.append([str(row.group), "" if row.term is None else str(row.term),
+        rows.append([str(row.group), "" if pd.isna(row.term) else str(row.term),
                      f"{row.variance:.4g}", f"{row.sd:.4g}"])
     out += _table(rows, ["l", "l", "r", "r"])
     groups = "; ".join(f"{lv.name}, {lv.ngroups}" for lv in reversed(res.levels))
