@@ -11,13 +11,13 @@ from tiers.nested import NestedProblem, Tree
 
 def random_tree(rng: np.random.Generator, K: int, balanced: bool) -> tuple[Tree, int]:
     """A random nesting of K levels; ``balanced`` gives equal children and equal leaf sizes."""
-    sizes = [int(rng.integers(2, 4))]
+    sizes = [int(rng.integers(3, 5))]
     parents = []
     for _ in range(1, K):
         kids = np.full(sizes[-1], 2) if balanced else rng.integers(1, 4, sizes[-1])
         parents.append(np.repeat(np.arange(sizes[-1]), kids))
         sizes.append(int(kids.sum()))
-    obs = np.full(sizes[-1], 4) if balanced else rng.integers(1, 7, sizes[-1])
+    obs = np.full(sizes[-1], 4) if balanced else rng.integers(2, 7, sizes[-1])
     leaf = np.repeat(np.arange(sizes[-1]), obs)
     leaf = leaf[rng.permutation(leaf.size)]
     # shuffle node labels within each level so that trees are not given sorted
