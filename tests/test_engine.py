@@ -93,7 +93,10 @@ def test_gradient_matches_finite_differences(seed: int, K: int, balanced: bool, 
     _, grad = problem.deviance_and_gradient(theta)
     h = 1e-6
     fd = np.array(
-        [(problem.deviance(theta + h * e) - problem.deviance(theta - h * e)) / (2 * h) for e in np.eye(K)]
+        [
+            (problem.deviance(theta + h * e) - problem.deviance(theta - h * e)) / (2 * h)
+            for e in np.eye(K)
+        ]
     )
     # central differences of a deviance of size ~1e2 carry ~1e-16 * 1e2 / 1e-6 = 1e-8 of rounding
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)

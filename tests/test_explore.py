@@ -16,7 +16,9 @@ def test_explore_small(tmp_path) -> None:
     text = buf.getvalue()
     for step in range(1, 9):
         assert f"Step {step}." in text
-    assert "NestingError" in text and "|| dist_id: || school_id: || teach_id: || student_id:" in text
+    assert (
+        "NestingError" in text and "|| dist_id: || school_id: || teach_id: || student_id:" in text
+    )
     assert "ComparisonError" in text and "Likelihood-ratio test" in text
     assert "Mixed-effects REML regression" in text
     assert {"design", "panel", "recovered", "reml_ml", "sizes"} <= set(tables)

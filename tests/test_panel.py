@@ -150,8 +150,19 @@ def test_re_slope_equals_fe_slope_when_balanced(fe, re_):
 def test_to_dict_is_json_and_has_keys(fe, re_):
     for res in (fe, re_):
         d = json.loads(json.dumps(res.to_dict()))
-        for key in ("estimator", "coefficients", "sigma_u", "sigma_e", "rho", "theta", "r2",
-                    "f_test", "nobs", "ngroups", "notes"):
+        for key in (
+            "estimator",
+            "coefficients",
+            "sigma_u",
+            "sigma_e",
+            "rho",
+            "theta",
+            "r2",
+            "f_test",
+            "nobs",
+            "ngroups",
+            "notes",
+        ):
             assert key in d
         assert set(d["coefficients"][0]) >= {"name", "estimate", "std_error", "stat", "p_value"}
     assert fe.to_dict()["f_test"]["df1"] == 17
@@ -253,8 +264,8 @@ def test_hausman_unbalanced(unbalanced):
     h = hausman(fe, re_)
     assert h.coefficients == ("Days", "z") and h.df == 2
     assert np.isfinite(h.chi2) and h.chi2 > 0 and 0 < h.p_value < 1
-    d = (fe.coef.loc[["Days", "z"], "estimate"] - re_.coef.loc[["Days", "z"], "estimate"])
-    M = (fe.vcov.loc[["Days", "z"], ["Days", "z"]] - re_.vcov.loc[["Days", "z"], ["Days", "z"]])
+    d = fe.coef.loc[["Days", "z"], "estimate"] - re_.coef.loc[["Days", "z"], "estimate"]
+    M = fe.vcov.loc[["Days", "z"], ["Days", "z"]] - re_.vcov.loc[["Days", "z"], ["Days", "z"]]
     close(h.chi2, float(d @ np.linalg.solve(M.to_numpy(), d.to_numpy())), rtol=1e-10)
     with pytest.raises(ComparisonError):
         hausman(re_, fe)
@@ -264,12 +275,14 @@ def test_hausman_unbalanced(unbalanced):
 
 # ---- cluster-robust standard errors ----------------------------------------------------------
 
-SMALL = pd.DataFrame({
-    "g": [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5],
-    "x": [1.0, 2.0, 4.0, 0.0, 1.0, 3.0, 2.0, 2.5, 5.0, 1.0, 4.0, 6.0, 3.0, 1.0],
-    "w": [0.5, 0.1, 0.3, 1.0, 0.0, 0.7, 0.2, 0.9, 0.4, 0.3, 0.8, 0.1, 0.6, 0.5],
-    "y": [3.0, 4.5, 7.0, 1.0, 2.5, 5.5, 6.0, 6.0, 9.5, 2.0, 6.5, 9.0, 5.0, 4.0],
-})
+SMALL = pd.DataFrame(
+    {
+        "g": [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5],
+        "x": [1.0, 2.0, 4.0, 0.0, 1.0, 3.0, 2.0, 2.5, 5.0, 1.0, 4.0, 6.0, 3.0, 1.0],
+        "w": [0.5, 0.1, 0.3, 1.0, 0.0, 0.7, 0.2, 0.9, 0.4, 0.3, 0.8, 0.1, 0.6, 0.5],
+        "y": [3.0, 4.5, 7.0, 1.0, 2.5, 5.5, 6.0, 6.0, 9.5, 2.0, 6.5, 9.0, 5.0, 4.0],
+    }
+)
 
 
 def sandwich(X: np.ndarray, e: np.ndarray, groups: np.ndarray, k_adj: int) -> np.ndarray:
@@ -306,8 +319,9 @@ def test_fe_cluster_matches_lsdv_sandwich():
     V = sandwich(X, y - X @ b, g, k_adj=3)
     res = fixed_effects(SMALL, "y", ["x", "w"], "g", vce="cluster")
     np.testing.assert_allclose(res.coef.loc[["x", "w"], "estimate"], b[:2], rtol=1e-10)
-    np.testing.assert_allclose(res.coef.loc[["x", "w"], "std_error"],
-                               np.sqrt(np.diag(V)[:2]), rtol=1e-10)
+    np.testing.assert_allclose(
+        res.coef.loc[["x", "w"], "std_error"], np.sqrt(np.diag(V)[:2]), rtol=1e-10
+    )
     a = np.concatenate([[0.0, 0.0], D.sum(axis=0) / len(y)])  # _cons as an LSDV contrast
     close(res.coef.loc["_cons", "std_error"], np.sqrt(a @ V @ a), rtol=1e-10)
     assert res.df_resid == 4 and res.f_test is None

@@ -63,7 +63,9 @@ def test_affine_response(data, a: float, c: float, reml: bool) -> None:
     res = tiers.fit(FORMULA, moved, reml=reml)
     np.testing.assert_allclose(res.theta, ref.theta, atol=1e-6)
     np.testing.assert_allclose(res.sigma, abs(a) * ref.sigma, rtol=1e-6)
-    np.testing.assert_allclose(res.varcorr["sd"], abs(a) * ref.varcorr["sd"], rtol=1e-5, atol=1e-8 * abs(a))
+    np.testing.assert_allclose(
+        res.varcorr["sd"], abs(a) * ref.varcorr["sd"], rtol=1e-5, atol=1e-8 * abs(a)
+    )
     np.testing.assert_allclose(res.fixef["tutoring"], a * ref.fixef["tutoring"], rtol=1e-6)
     # -2 log L shifts by 2 nu log|a| (nu = n - p for REML, n for ML)
     nu = res.nobs - len(res.xnames) if reml else res.nobs

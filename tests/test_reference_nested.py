@@ -81,7 +81,9 @@ def test_parameters(case: str, key: str) -> None:
     np.testing.assert_allclose(theta, theta_ref, atol=THETA_ATOL)
     fe = {f["name"]: f for f in spec["fixed_effects"]}
     assert list(res.xnames) == list(fe)
-    np.testing.assert_allclose(res.fixef.to_numpy(), [fe[n]["estimate"] for n in res.xnames], rtol=BETA_RTOL)
+    np.testing.assert_allclose(
+        res.fixef.to_numpy(), [fe[n]["estimate"] for n in res.xnames], rtol=BETA_RTOL
+    )
     np.testing.assert_allclose(
         res.std_errors.to_numpy(), [fe[n]["std_error"] for n in res.xnames], rtol=SE_RTOL
     )
@@ -91,7 +93,9 @@ def test_parameters(case: str, key: str) -> None:
     sds = {(r["group"]): r["sd"] for r in spec["random_effects"]}
     vc = res.varcorr
     for _, row in vc.iterrows():
-        np.testing.assert_allclose(row.sd, sds[row.group], rtol=SE_RTOL, atol=THETA_ATOL * res.sigma)
+        np.testing.assert_allclose(
+            row.sd, sds[row.group], rtol=SE_RTOL, atol=THETA_ATOL * res.sigma
+        )
 
 
 @pytest.mark.parametrize(("case", "key"), CASES)
@@ -105,9 +109,7 @@ def test_counts_and_criteria(case: str, key: str) -> None:
     np.testing.assert_allclose(res.aic, crit["AIC"], rtol=OPTIMUM_WITHIN_RTOL)
     np.testing.assert_allclose(res.bic, crit["BIC"], rtol=OPTIMUM_WITHIN_RTOL)
     # LR test against the linear model, same criterion (Stata's "LR test vs. linear model")
-    np.testing.assert_allclose(
-        res.lr_linear.chi2, crit["LR_vs_linear_chi2"], rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(res.lr_linear.chi2, crit["LR_vs_linear_chi2"], rtol=1e-5, atol=1e-6)
     if spec["method"] == "REML":
         np.testing.assert_allclose(
             res.deviance_ml(), crit["deviance_ML_at_REML_estimates"], rtol=1e-6

@@ -47,8 +47,12 @@ def test_delta_method_against_numerical_gradient(res) -> None:
     shares = res.variance_shares()
     for k in range(len(log_sd)):
         h = 1e-6
-        grad = np.array([(logit_share(log_sd + h * e, k) - logit_share(log_sd - h * e, k)) / (2 * h)
-                         for e in np.eye(len(log_sd))])
+        grad = np.array(
+            [
+                (logit_share(log_sd + h * e, k) - logit_share(log_sd - h * e, k)) / (2 * h)
+                for e in np.eye(len(log_sd))
+            ]
+        )
         se = np.sqrt(grad @ sdi.cov_log_sd @ grad)
         centre = logit(shares["share"].iloc[k])
         lo = 1 / (1 + np.exp(-(centre - z * se)))
@@ -62,5 +66,7 @@ def test_level_is_checked(res) -> None:
 
 def test_json_has_variance_shares(res) -> None:
     doc = res.to_dict()
-    assert [row["level"] for row in doc["variance_shares"]] == [lv.name for lv in res.levels] + ["Residual"]
+    assert [row["level"] for row in doc["variance_shares"]] == [lv.name for lv in res.levels] + [
+        "Residual"
+    ]
     assert abs(sum(row["share"] for row in doc["variance_shares"]) - 1) < 1e-12

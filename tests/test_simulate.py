@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import textwrap
@@ -12,9 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import importlib
-
-simmod = importlib.import_module("tiers.simulate")  # the package exports a function of that name
 from tiers.errors import DesignError
 from tiers.simulate import (
     PRESETS,
@@ -25,6 +23,8 @@ from tiers.simulate import (
     seed_design,
     simulate,
 )
+
+simmod = importlib.import_module("tiers.simulate")  # tiers.simulate is also a function
 
 SEED_NAMES = ["dist_id", "school_id", "teach_id", "student_id"]
 

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,12 +32,18 @@ def _write_json(doc: dict, path: Path) -> None:
 
 @app.command()
 def fit(
-    formula: Annotated[str, typer.Argument(help="lme4 ('y ~ x + (1 | g)') or Stata ('y x || g:') syntax")],
+    formula: Annotated[
+        str, typer.Argument(help="lme4 ('y ~ x + (1 | g)') or Stata ('y x || g:') syntax")
+    ],
     data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
     ml: Annotated[bool, typer.Option("--ml", help="maximum likelihood instead of REML")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the results as JSON")
+    ] = None,
     style: Annotated[str, typer.Option(help="summary layout: stata or lme4")] = "stata",
-    force: Annotated[bool, typer.Option("--force", help="fit even if components are not identified")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="fit even if components are not identified")
+    ] = False,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from .io import read_data
@@ -62,7 +68,9 @@ def lrtest(
     formula1: Annotated[str, typer.Argument(help="the larger model")],
     data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
     ml: Annotated[bool, typer.Option("--ml", help="fit both by maximum likelihood")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the test as JSON")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the test as JSON")
+    ] = None,
 ) -> None:
     """Likelihood-ratio test of FORMULA0 against FORMULA1 (refuses invalid REML comparisons)."""
     from .comparison import lrtest as run_lrtest
@@ -91,7 +99,9 @@ def xtreg(
     fe: Annotated[bool, typer.Option("--fe", help="fixed effects (within)")] = False,
     re: Annotated[bool, typer.Option("--re", help="random effects (GLS, Swamy-Arora)")] = False,
     vce: Annotated[str, typer.Option(help="conventional or cluster (by id)")] = "conventional",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the results as JSON")
+    ] = None,
 ) -> None:
     """Panel regression as Stata's xtreg: --fe, --re, or both (then with the Hausman test)."""
     from .io import read_data
@@ -99,7 +109,11 @@ def xtreg(
     from .panel_tests import hausman
 
     if len(args) < 2:
-        _fail(ValueError("give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe"))
+        _fail(
+            ValueError(
+                "give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe"
+            )
+        )
     if not (fe or re):
         _fail(ValueError("choose --fe, --re, or both"))
     if vce not in ("conventional", "cluster"):
@@ -132,10 +146,14 @@ def xtreg(
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
     preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
-    design: Annotated[Optional[Path], typer.Option(help="a TOML/JSON design file instead of a preset")] = None,
-    districts: Annotated[Optional[int], typer.Option(help="top-level units (seed preset)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
-    restart_ids: Annotated[bool, typer.Option("--restart-ids", help="ids restart within each parent")] = False,
+    design: Annotated[
+        Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
+    ] = None,
+    districts: Annotated[int | None, typer.Option(help="top-level units (seed preset)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    restart_ids: Annotated[
+        bool, typer.Option("--restart-ids", help="ids restart within each parent")
+    ] = False,
 ) -> None:
     """Simulate a nested design and write it to a file."""
     from .io import write_data
@@ -167,8 +185,12 @@ def simulate(
 def explore(
     districts: Annotated[int, typer.Option(help="districts in the simulated seed design")] = 50,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
-    sizes: Annotated[str, typer.Option(help="districts for the 'is the sample too small?' step")] = "5,50,500",
-    out: Annotated[Optional[Path], typer.Option(help="also write every table as CSV/JSON here")] = None,
+    sizes: Annotated[
+        str, typer.Option(help="districts for the 'is the sample too small?' step")
+    ] = "5,50,500",
+    out: Annotated[
+        Path | None, typer.Option(help="also write every table as CSV/JSON here")
+    ] = None,
 ) -> None:
     """Walk through the founding Stata exploration, done right."""
     from .explore import run_exploration

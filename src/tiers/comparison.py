@@ -50,9 +50,15 @@ class LRTest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able."""
         return {
-            "chi2": self.chi2, "df": self.df, "p_value": self.p_value, "test": self.test,
-            "reason": self.reason, "method": self.method, "loglik0": self.loglik0,
-            "loglik1": self.loglik1, "refitted": self.refitted,
+            "chi2": self.chi2,
+            "df": self.df,
+            "p_value": self.p_value,
+            "test": self.test,
+            "reason": self.reason,
+            "method": self.method,
+            "loglik0": self.loglik0,
+            "loglik1": self.loglik1,
+            "refitted": self.refitted,
         }
 
 
@@ -135,7 +141,9 @@ def lrtest(m0: LmmResult, m1: LmmResult, *, refit: bool = False) -> LRTest:
         p = float(stats.chi2.sf(chi2, df))
         test = f"chi2({df})"
         reason = "Only fixed effects differ: the usual chi2 reference distribution applies."
-    return LRTest(float(chi2), int(df), float(p), test, reason, method, m0.loglik, m1.loglik, refitted)
+    return LRTest(
+        float(chi2), int(df), float(p), test, reason, method, m0.loglik, m1.loglik, refitted
+    )
 
 
 def _partition_codes(res: LmmResult) -> list[np.ndarray]:
@@ -166,8 +174,14 @@ def _column(res: LmmResult | PanelResult) -> dict[str, Any]:
         for _, row in res.varcorr.iterrows():
             out[f"sd:{row.group}"] = (row.sd, None)
         out.update(
-            {"N": res.nobs, "groups": ", ".join(f"{k} {v:,}" for k, v in res.ngroups.items()),
-             "ll": res.loglik, "aic": res.aic, "bic": res.bic, "method": res.method}
+            {
+                "N": res.nobs,
+                "groups": ", ".join(f"{k} {v:,}" for k, v in res.ngroups.items()),
+                "ll": res.loglik,
+                "aic": res.aic,
+                "bic": res.bic,
+                "method": res.method,
+            }
         )
         return out
     for name, row in res.coef.iterrows():
@@ -176,8 +190,16 @@ def _column(res: LmmResult | PanelResult) -> dict[str, Any]:
         out["sd:sigma_u"] = (res.sigma_u, None)
     if res.sigma_e is not None:
         out["sd:Residual"] = (res.sigma_e, None)
-    out.update({"N": res.nobs, "groups": f"{res.ngroups:,}" if res.ngroups else "",
-                "ll": None, "aic": None, "bic": None, "method": res.estimator})
+    out.update(
+        {
+            "N": res.nobs,
+            "groups": f"{res.ngroups:,}" if res.ngroups else "",
+            "ll": None,
+            "aic": None,
+            "bic": None,
+            "method": res.estimator,
+        }
+    )
     return out
 
 

@@ -31,7 +31,9 @@ def _codes(data: pd.DataFrame, col: str) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64, copy=False), len(uniques)
 
 
-def check_child_nesting(formula: Formula, data: pd.DataFrame, factors: list[GroupingFactor]) -> None:
+def check_child_nesting(
+    formula: Formula, data: pd.DataFrame, factors: list[GroupingFactor]
+) -> None:
     """Raise when a declared child is not nested in its parent but crosses it for a few units."""
     for term, gf in zip(formula.random, factors, strict=True):
         if not gf.implicit or len(term.group) < 2:
@@ -51,9 +53,11 @@ def check_child_nesting(formula: Formula, data: pd.DataFrame, factors: list[Grou
         child_values = data[child].to_numpy()
         parent_cols = [data[c].to_numpy() for c in term.group[:-1]]
         own_rows = {int(k): np.flatnonzero(own == k) for k in repeated[:3]}
-        for k, rows in own_rows.items():
+        for rows in own_rows.values():
             seen = sorted({":".join(str(col[r]) for col in parent_cols) for r in rows})[:3]
-            examples.append(f"{child} {child_values[rows[0]]} under {parent_name} {', '.join(seen)}")
+            examples.append(
+                f"{child} {child_values[rows[0]]} under {parent_name} {', '.join(seen)}"
+            )
         raise NestingError(
             f"{child} is not nested in {parent_name}: {repeated.size:,} of {n_own:,} {child} "
             f"values appear under more than one {parent_name} (e.g. {'; '.join(examples)}). If "

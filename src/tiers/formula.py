@@ -107,7 +107,9 @@ def _caret(text: str, pos: int, message: str) -> FormulaError:
     return FormulaError(f"{message}\n  {text}\n  {' ' * max(pos, 0)}^")
 
 
-def _split_top(text: str, sep: str, *, offset: int = 0, whole: str | None = None) -> list[tuple[int, str]]:
+def _split_top(
+    text: str, sep: str, *, offset: int = 0, whole: str | None = None
+) -> list[tuple[int, str]]:
     """Split ``text`` on ``sep`` outside parentheses; return (start position, piece) pairs."""
     whole = text if whole is None else whole
     depth = 0
@@ -312,7 +314,9 @@ def _parse_stata(text: str) -> Formula:
         slope_terms = _stata_varlist(slopes, text, pos + len(level) + 1)
         intercept = "noconstant" not in lopts
         if not slope_terms and not intercept:
-            raise _caret(text, pos, f"level {level_name!r} has no effects: noconstant and no slopes")
+            raise _caret(
+                text, pos, f"level {level_name!r} has no effects: noconstant and no slopes"
+            )
         expr = " + ".join((["1"] if intercept else ["0"]) + slope_terms)
         default: Covariance = "independent"
         cov_key = next((k for k in lopts if len(k) >= 3 and "covariance".startswith(k)), None)

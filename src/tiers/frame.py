@@ -137,9 +137,7 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
             raise _unknown(col, columns, role)
     used, n_dropped, dropped_by_column = _complete_rows(df, list(roles))
     if len(used) == 0:
-        raise DataError(
-            f"no rows left: every row has a missing value in one of {', '.join(roles)}"
-        )
+        raise DataError(f"no rows left: every row has a missing value in one of {', '.join(roles)}")
     y = _response(used[formula.response], formula.response)
     X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
     _check_finite(X, names)
@@ -164,7 +162,11 @@ def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int
     masks = {c: used[c].isna().to_numpy() for c in cols}
     dropped_by_column = {c: int(m.sum()) for c, m in masks.items()}
     if not any(dropped_by_column.values()):
-        return used.reset_index(drop=True) if not isinstance(used.index, pd.RangeIndex) else used, 0, dropped_by_column
+        return (
+            used.reset_index(drop=True) if not isinstance(used.index, pd.RangeIndex) else used,
+            0,
+            dropped_by_column,
+        )
     incomplete = np.logical_or.reduce(list(masks.values()))
     used = used.loc[~incomplete].reset_index(drop=True)
     return used, int(incomplete.sum()), dropped_by_column
@@ -180,7 +182,7 @@ def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:
             f"the response {name!r} is not numeric (dtype {resp.dtype}): {len(bad):,} values are "
             f"not numbers, e.g. {example!r}; convert it to numbers (or remove those rows) before fitting"
         )
-    y = resp.to_numpy(dtype=np.float64)
+    y = np.ascontiguousarray(resp.to_numpy(dtype=np.float64))
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {name!r} has {int((~np.isfinite(y)).sum()):,} infinite values; "
@@ -203,7 +205,9 @@ def _check_finite(X: NDArray[np.float64], names: list[str]) -> None:
     )
 
 
-def model_matrix(rhs: str, data: pd.DataFrame, *, what: str) -> tuple[NDArray[np.float64], list[str]]:
+def model_matrix(
+    rhs: str, data: pd.DataFrame, *, what: str
+) -> tuple[NDArray[np.float64], list[str]]:
     """A dense model matrix for a formulaic right-hand side, with lme4-style column names.
 
     A plain sum of numeric columns (the common case, and the large-data case) is assembled directly;

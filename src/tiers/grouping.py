@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from .errors import DataError, NestingError
+from .errors import DataError
 from .formula import Formula
 from .nested import Tree
 
@@ -33,8 +33,6 @@ class GroupingFactor:
     codes : IntArray
         Group of each row, ``0..nlevels-1``, in sorted order of the labels.
     nlevels : int
-    first_row : IntArray
-        A row of each group, to build labels on demand (labels for millions of groups are costly).
     implicit : bool
         The last column's labels repeat across the groups of the others, so the groups were formed
         as their combination (teacher 1 in every school).
@@ -51,7 +49,6 @@ class GroupingFactor:
     columns: tuple[str, ...]
     codes: IntArray = field(repr=False)
     nlevels: int
-    first_row: IntArray = field(repr=False)
     implicit: bool = False
     parent_codes: IntArray | None = field(default=None, repr=False)
     prefix_map: IntArray | None = field(default=None, repr=False)
@@ -62,7 +59,9 @@ class GroupingFactor:
         cols = list(self.columns)
         if lme4_order and self.name == ":".join(reversed(cols)) and len(cols) > 1:
             cols = cols[::-1]
-        parts = [data[c].to_numpy()[self.first_row].astype(str) for c in cols]
+        # labels for millions of groups are costly, so they are built on demand from a row of each
+        first = _first_rows(self.codes, self.nlevels)
+        parts = [data[c].to_numpy()[first].astype(str) for c in cols]
         out = parts[0]
         for part in parts[1:]:
             out = np.char.add(np.char.add(out, ":"), part)
@@ -79,12 +78,11 @@ def _factorize(values: pd.Series | np.ndarray) -> tuple[IntArray, int]:
     arr = values.to_numpy() if isinstance(values, pd.Series) else values
     if arr.dtype.kind in "iu" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
-        if hi - lo <= 4 * arr.size + 1024:
-            shifted = (arr - lo).astype(np.int64, copy=False)
-            present = np.zeros(hi - lo + 1, dtype=bool)
-            present[shifted] = True
+        if 0 <= lo and hi <= 4 * arr.size + 1024:
+            present = np.zeros(hi + 1, dtype=bool)
+            present[arr] = True
             index = np.cumsum(present, dtype=np.int64) - 1
-            return index[shifted], int(index[-1] + 1)
+            return index[arr], int(index[-1] + 1)
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64, copy=False), len(uniques)
 
@@ -135,10 +133,18 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
                 parent_codes = prefix.codes
                 codes, nlevels = _factorize(prefix.codes * n_own + own)
                 prefix_map = np.empty(nlevels, dtype=np.int64)
-                prefix_map[codes] = prefix.codes  # a combination nests in its prefix by construction
+                prefix_map[codes] = (
+                    prefix.codes
+                )  # a combination nests in its prefix by construction
         gf = GroupingFactor(
-            name, group, codes, nlevels, _first_rows(codes, nlevels), parent_codes is not None,
-            parent_codes, prefix_map, np.bincount(codes, minlength=nlevels),
+            name,
+            group,
+            codes,
+            nlevels,
+            parent_codes is not None,
+            parent_codes,
+            prefix_map,
+            np.bincount(codes, minlength=nlevels),
         )
         built[group] = gf
         return gf

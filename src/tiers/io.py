@@ -25,9 +25,7 @@ def read_data(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
     if suffix not in READERS:
-        raise DataError(
-            f"cannot read {path.name!r}: use a file ending in {', '.join(READERS)}"
-        )
+        raise DataError(f"cannot read {path.name!r}: use a file ending in {', '.join(READERS)}")
     try:
         if suffix == ".csv":
             try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ._threads import single_thread_blas
 from .diagnostics import check_child_nesting, identical_partition_error, level_messages
 from .errors import (
     ConvergenceWarning,
@@ -47,8 +48,8 @@ def fit(
     reml : bool, optional
         REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
     force : bool
-        Fit even when the diagnostics find the variance components not identified; the warning is
-        kept on the result.
+        Fit even when the diagnostics find the variance components not identified, or a declared
+        child not nested in its parent; the warning is kept on the result.
 
     Returns
     -------
@@ -59,6 +60,18 @@ def fit(
     FormulaError, DataError, NestingError
         With a message naming the column or term and what to do.
     """
+    with single_thread_blas():
+        return _fit(formula, data, reml=reml, force=force, _prepared=_prepared)
+
+
+def _fit(
+    formula: str | Formula,
+    data: Any,
+    *,
+    reml: bool | None,
+    force: bool,
+    _prepared: dict[str, Any] | None,
+) -> LmmResult:
     start = time.perf_counter()
     if _prepared:
         frame, factors, nesting = _prepared["frame"], _prepared["factors"], _prepared["nesting"]
@@ -114,7 +127,7 @@ def fit(
             "components are not identified and their split is arbitrary (fitted with force)"
         )
     for msg in warns:
-        warnings.warn(msg, IdentificationWarning, stacklevel=2)
+        warnings.warn(msg, IdentificationWarning, stacklevel=3)
     zero = [lv.name for lv, th in zip(levels, opt.theta, strict=True) if th < 1e-4]
     if zero:
         msg = (
@@ -123,10 +136,10 @@ def fit(
             "residual explain. Consider removing that level."
         )
         warns.append(msg)
-        warnings.warn(msg, SingularFitWarning, stacklevel=2)
+        warnings.warn(msg, SingularFitWarning, stacklevel=3)
     if not opt.converged:
         warns.append(opt.message)
-        warnings.warn(opt.message, ConvergenceWarning, stacklevel=2)
+        warnings.warn(opt.message, ConvergenceWarning, stacklevel=3)
     elapsed = time.perf_counter() - start
     prepared = {"frame": frame, "factors": factors, "nesting": nesting, "problem": problem}
     return LmmResult(
@@ -188,4 +201,3 @@ def _check_identified_sizes(factors: list[GroupingFactor], nobs: int) -> None:
                 "the residual variance (lme4 refuses this too); remove the term or use data with "
                 "repeated observations per group"
             )
-

@@ -131,15 +131,15 @@ class NestedProblem:
         self.tree = tree
         ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
         self.intercept: int | None = int(ones[0]) if ones else None
-        self.shift = np.zeros(self.p + 1)
-        if self.intercept is not None:
-            self.shift[: self.p] = X.mean(axis=0)
-            self.shift[self.intercept] = 0.0
-            self.shift[self.p] = y.mean()
-        D = np.empty((self.n, self.p + 1))
+        # Column-major, so each column is contiguous for the per-column sums below.
+        D = np.empty((self.n, self.p + 1), order="F")
         D[:, : self.p] = X
         D[:, self.p] = y
-        D -= self.shift
+        self.shift = np.zeros(self.p + 1)
+        if self.intercept is not None:
+            self.shift = np.ones(self.n) @ D / self.n
+            self.shift[self.intercept] = 0.0
+            D -= self.shift
         self.dtd = D.T @ D
 
         # Leaf sums c_g = (n_g, sum x, sum y).
@@ -208,7 +208,9 @@ class NestedProblem:
         self.leaf_sizes = present.astype(np.float64)
         self.leaf_class_count = np.bincount(size_class, minlength=nclass).astype(np.float64)
         # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free)
-        order = np.argsort(size_class.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable")
+        order = np.argsort(
+            size_class.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable"
+        )
         bounds = np.concatenate(([0], np.cumsum(self.leaf_class_count.astype(np.int64))))
         cs = csum[order, 1:]
         self.leaf_Q = np.stack(
@@ -246,7 +248,9 @@ class NestedProblem:
             idx = np.empty(tree.sizes[k], dtype=np.int64)
             idx[order] = np.arange(tree.sizes[k])
             new.append(idx)
-            self.level_starts.append(np.searchsorted(parent_new[order], np.arange(tree.sizes[k - 1])))
+            self.level_starts.append(
+                np.searchsorted(parent_new[order], np.arange(tree.sizes[k - 1]))
+            )
         return new
 
     # ------------------------------------------------------------------------------ evaluation --
@@ -360,7 +364,9 @@ class NestedProblem:
                 m = c * inv[:, None]
                 if acc.gradient:
                     own = -c * (c0 * inv2)[:, None]
-                    deeper = dcs * inv[:, None, None] - c[:, None, :] * (ds * inv2[:, None])[:, :, None]
+                    deeper = (
+                        dcs * inv[:, None, None] - c[:, None, :] * (ds * inv2[:, None])[:, :, None]
+                    )
                     m = np.concatenate([m, own, deeper.reshape(N, nd * q)], axis=1)
                 W = np.add.reduceat(m, self.level_starts[k], axis=0)
 
@@ -397,7 +403,9 @@ class NestedProblem:
             parts = np.stack([dld, dpw, dldrx])
             grad_t = dt
             grad = dt * 2.0 * theta  # d/dtheta = 2 theta d/dt
-        return Evaluation(theta, float(dev), grad, grad_t, parts, float(ld), ldRX2, pwrss, beta, xtvx)
+        return Evaluation(
+            theta, float(dev), grad, grad_t, parts, float(ld), ldRX2, pwrss, beta, xtvx
+        )
 
     def deviance(self, theta: FloatArray) -> float:
         """REML criterion or ML deviance at ``theta`` (lme4's ``devfun``)."""

@@ -75,7 +75,9 @@ class _Counted:
         return self.fun(np.asarray(x, dtype=np.float64))
 
 
-def fd_hessian(fun: Callable[[FloatArray], FloatArray], x: FloatArray, free: FloatArray) -> FloatArray:
+def fd_hessian(
+    fun: Callable[[FloatArray], FloatArray], x: FloatArray, free: FloatArray
+) -> FloatArray:
     """Central differences of an analytic gradient, symmetrised, over the ``free`` coordinates."""
     idx = np.flatnonzero(free)
     H = np.zeros((idx.size, idx.size))
@@ -179,7 +181,11 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, bounds, maxiter):
         fp, _ = fun(probe)
         if fp < f - 1e-10 * max(1.0, abs(f)):
             res = minimize(
-                fun, probe, jac=True, method="L-BFGS-B", bounds=bounds,
+                fun,
+                probe,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
                 options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10},
             )
             theta = np.maximum(np.asarray(res.x, dtype=np.float64), lower)

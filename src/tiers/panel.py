@@ -52,8 +52,12 @@ class FTest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict with keys F, df1, df2, p_value."""
-        return {"F": float(self.F), "df1": self.df1, "df2": self.df2,
-                "p_value": float(self.p_value)}
+        return {
+            "F": float(self.F),
+            "df1": self.df1,
+            "df2": self.df2,
+            "p_value": float(self.p_value),
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,17 +127,31 @@ class PanelResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the result (NaN becomes None)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in ("estimator", "depvar", "id", "vce")}
-        out["coefficients"] = [{"name": str(name), **{c: _num(row[c]) for c in self.coef.columns}}
-                               for name, row in self.coef.iterrows()]
-        out |= {k: _num(getattr(self, k))
-                for k in ("sigma_u", "sigma_u_over_obs", "sigma_e", "rho", "corr_u_xb")}
-        out["theta"] = (None if self.estimator != "re" else
-                        _num(self.theta) if self.theta is not None else self.theta_summary)
+        out["coefficients"] = [
+            {"name": str(name), **{c: _num(row[c]) for c in self.coef.columns}}
+            for name, row in self.coef.iterrows()
+        ]
+        out |= {
+            k: _num(getattr(self, k))
+            for k in ("sigma_u", "sigma_u_over_obs", "sigma_e", "rho", "corr_u_xb")
+        }
+        out["theta"] = (
+            None
+            if self.estimator != "re"
+            else _num(self.theta)
+            if self.theta is not None
+            else self.theta_summary
+        )
         out["r2"] = {k: _num(getattr(self, f"r2_{k}")) for k in ("within", "between", "overall")}
-        out |= {"f_test": self.f_test.to_dict() if self.f_test is not None else None,
-                "df_resid": self.df_resid, "nobs": self.nobs, "ngroups": self.ngroups,
-                "nobs_dropped": self.nobs_dropped, "omitted": list(self.omitted),
-                "notes": list(self.notes)}
+        out |= {
+            "f_test": self.f_test.to_dict() if self.f_test is not None else None,
+            "df_resid": self.df_resid,
+            "nobs": self.nobs,
+            "ngroups": self.ngroups,
+            "nobs_dropped": self.nobs_dropped,
+            "omitted": list(self.omitted),
+            "notes": list(self.notes),
+        }
         return out
 
     def summary(self) -> str:
@@ -187,11 +205,20 @@ def pooled_ols(
         V, df_t = rss / df * bread, df
     yc = p.y - p.y.mean()
     return PanelResult(
-        estimator="pooled", depvar=y, id=cluster, vce=vce,
-        coef=_coef_table(b, V, names, df_t, level), vcov=pd.DataFrame(V, names, names),
-        nobs=p.N, ngroups=p.n if cluster is not None else None, nobs_dropped=p.dropped,
-        df_resid=df_t, rss=rss, r2_overall=1.0 - rss / float(yc @ yc) if yc @ yc > 0 else None,
-        omitted=tuple(p.names[j] for j in range(p.k) if j not in keep), notes=tuple(notes),
+        estimator="pooled",
+        depvar=y,
+        id=cluster,
+        vce=vce,
+        coef=_coef_table(b, V, names, df_t, level),
+        vcov=pd.DataFrame(V, names, names),
+        nobs=p.N,
+        ngroups=p.n if cluster is not None else None,
+        nobs_dropped=p.dropped,
+        df_resid=df_t,
+        rss=rss,
+        r2_overall=1.0 - rss / float(yc @ yc) if yc @ yc > 0 else None,
+        omitted=tuple(p.names[j] for j in range(p.k) if j not in keep),
+        notes=tuple(notes),
         level=level,
     )
 
@@ -249,11 +276,14 @@ def fixed_effects(
             "has a single observation, so there is no within-group variation"
         )
     w = _within(p)
-    notes = [f"note: {p.names[j]} omitted because of collinearity"
-             for j in range(p.k) if j not in w.keep]
+    notes = [
+        f"note: {p.names[j]} omitted because of collinearity" for j in range(p.k) if j not in w.keep
+    ]
     if not w.keep:
-        raise DataError(f"fixed effects: no regressor varies within {id!r} "
-                        f"({', '.join(p.names)} are all constant within every group)")
+        raise DataError(
+            f"fixed effects: no regressor varies within {id!r} "
+            f"({', '.join(p.names)} are all constant within every group)"
+        )
     K, N, n = len(w.keep), p.N, p.n
     df_e = N - n - K
     if df_e <= 0:
@@ -285,16 +315,31 @@ def fixed_effects(
     tss_w = float(p.yw @ p.yw)
     r2_w = 1.0 - w.rss / tss_w if tss_w > 0 else None
     return PanelResult(
-        estimator="fe", depvar=y, id=id, vce=vce,
-        coef=_coef_table(beta, V, names, df_t, level), vcov=pd.DataFrame(V, names, names),
-        nobs=N, ngroups=n, nobs_dropped=p.dropped, df_resid=df_t, rss=w.rss,
-        group_sizes=p.group_sizes, sigma_u=sigma_u, sigma_u_over_obs=sigma_u_obs,
-        sigma_e=sigma_e, rho=sigma_u**2 / (sigma_u**2 + s2) if n > 1 else None,
-        r2_within=r2_w, r2_between=_corr2(p.ybar, p.means(Xk) @ w.b),
+        estimator="fe",
+        depvar=y,
+        id=id,
+        vce=vce,
+        coef=_coef_table(beta, V, names, df_t, level),
+        vcov=pd.DataFrame(V, names, names),
+        nobs=N,
+        ngroups=n,
+        nobs_dropped=p.dropped,
+        df_resid=df_t,
+        rss=w.rss,
+        group_sizes=p.group_sizes,
+        sigma_u=sigma_u,
+        sigma_u_over_obs=sigma_u_obs,
+        sigma_e=sigma_e,
+        rho=sigma_u**2 / (sigma_u**2 + s2) if n > 1 else None,
+        r2_within=r2_w,
+        r2_between=_corr2(p.ybar, p.means(Xk) @ w.b),
         r2_overall=_corr2(p.y, xb),
-        r2_plm=r2_w, r2_plm_adj=None if r2_w is None else 1 - (1 - r2_w) * (N - 1) / df_e,
-        corr_u_xb=_corr(u[p.g], xb), f_test=f_test,
-        omitted=tuple(p.names[j] for j in range(p.k) if j not in w.keep), notes=tuple(notes),
+        r2_plm=r2_w,
+        r2_plm_adj=None if r2_w is None else 1 - (1 - r2_w) * (N - 1) / df_e,
+        corr_u_xb=_corr(u[p.g], xb),
+        f_test=f_test,
+        omitted=tuple(p.names[j] for j in range(p.k) if j not in w.keep),
+        notes=tuple(notes),
         level=level,
     )
 
@@ -340,8 +385,10 @@ def random_effects(
     w = _within(p, keep)
     df_e = N - n - len(w.keep)
     if df_e <= 0:
-        raise DataError(f"random effects: sigma_e needs within-{id!r} degrees of freedom "
-                        f"(N - n - K = {df_e}); ids need repeated observations")
+        raise DataError(
+            f"random effects: sigma_e needs within-{id!r} degrees of freedom "
+            f"(N - n - K = {df_e}); ids need repeated observations"
+        )
     s2_e = w.rss / df_e
     Zm = p.means(Z)  # group means, n x (k + 1)
     bkeep = _drop_pooled_collinear(Zm[:, :k], names[:k])[0] + [k]
@@ -351,8 +398,10 @@ def random_effects(
     q = float(p.Ti @ (p.ybar - Zb @ bb) ** 2)
     df_b = n - len(bkeep)
     if df_b <= 0:
-        raise DataError(f"random effects: the between regression needs more groups of {id!r} "
-                        f"({n}) than coefficients ({len(bkeep)})")
+        raise DataError(
+            f"random effects: the between regression needs more groups of {id!r} "
+            f"({n}) than coefficients ({len(bkeep)})"
+        )
     zz = Zb.T @ (Zb * p.Ti[:, None])
     trace = float(np.trace(np.linalg.solve(zz, Zb.T @ (Zb * (p.Ti**2)[:, None]))))
     s2_u = (q - df_b * s2_e) / (N - trace)
@@ -374,21 +423,33 @@ def random_effects(
     r2_t = 1.0 - rss / float(ysc @ ysc) if ysc @ ysc > 0 else None
     balanced = bool(np.all(p.Ti == p.Ti[0]))
     return PanelResult(
-        estimator="re", depvar=y, id=id, vce=vce,
-        coef=_coef_table(b, V, names, None, level), vcov=pd.DataFrame(V, names, names),
-        nobs=N, ngroups=n, nobs_dropped=p.dropped, df_resid=None, rss=rss,
-        group_sizes=p.group_sizes, sigma_u=math.sqrt(s2_u), sigma_e=math.sqrt(s2_e),
+        estimator="re",
+        depvar=y,
+        id=id,
+        vce=vce,
+        coef=_coef_table(b, V, names, None, level),
+        vcov=pd.DataFrame(V, names, names),
+        nobs=N,
+        ngroups=n,
+        nobs_dropped=p.dropped,
+        df_resid=None,
+        rss=rss,
+        group_sizes=p.group_sizes,
+        sigma_u=math.sqrt(s2_u),
+        sigma_e=math.sqrt(s2_e),
         rho=s2_u / (s2_u + s2_e) if s2_u + s2_e > 0 else None,
-        theta=float(th[0]) if balanced else None, theta_i=pd.Series(th, index=p.labels),
-        r2_within=_corr2(xb - xbm[p.g], p.yw), r2_between=_corr2(xbm, p.ybar),
-        r2_overall=_corr2(xb, p.y), r2_plm=r2_t,
+        theta=float(th[0]) if balanced else None,
+        theta_i=pd.Series(th, index=p.labels),
+        r2_within=_corr2(xb - xbm[p.g], p.yw),
+        r2_between=_corr2(xbm, p.ybar),
+        r2_overall=_corr2(xb, p.y),
+        r2_plm=r2_t,
         r2_plm_adj=None if r2_t is None else 1 - (1 - r2_t) * (N - 1) / (N - k - 1),
-        omitted=tuple(p.names[j] for j in range(p.k) if j not in keep), notes=tuple(notes),
+        omitted=tuple(p.names[j] for j in range(p.k) if j not in keep),
+        notes=tuple(notes),
         level=level,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # internals
-
-

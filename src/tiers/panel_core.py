@@ -145,8 +145,11 @@ def _drop_pooled_collinear(X: np.ndarray, names: Sequence[str]) -> tuple[list[in
     """Regressors kept next to an intercept, with Stata's note for each one dropped."""
     cand = [j for j in range(X.shape[1]) if not _constant(X)[j]]
     kept = [cand[i] for i in _independent(X[:, cand] - X[:, cand].mean(axis=0))]
-    notes = [f"note: {names[j]} omitted because of collinearity"
-             for j in range(X.shape[1]) if j not in kept]
+    notes = [
+        f"note: {names[j]} omitted because of collinearity"
+        for j in range(X.shape[1])
+        if j not in kept
+    ]
     return kept, notes
 
 
@@ -172,8 +175,9 @@ def _ols(Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return b, y - Z @ b, bread
 
 
-def _cluster_vcov(Z: np.ndarray, e: np.ndarray, g: np.ndarray, G: int,
-                  bread: np.ndarray) -> np.ndarray:
+def _cluster_vcov(
+    Z: np.ndarray, e: np.ndarray, g: np.ndarray, G: int, bread: np.ndarray
+) -> np.ndarray:
     """Cluster-robust sandwich (Arellano 1987) with Stata's small-sample factor
     G/(G-1) (N-1)/(N-K), K = columns of Z ([U] 20.22; [XT] xtreg, vce(cluster))."""
     if G < 2:
@@ -185,16 +189,23 @@ def _cluster_vcov(Z: np.ndarray, e: np.ndarray, g: np.ndarray, G: int,
     return G / (G - 1) * (N - 1) / (N - K) * (bread @ meat @ bread)
 
 
-def _coef_table(b: np.ndarray, V: np.ndarray, names: list[str], df: int | None,
-                level: float) -> pd.DataFrame:
+def _coef_table(
+    b: np.ndarray, V: np.ndarray, names: list[str], df: int | None, level: float
+) -> pd.DataFrame:
     se = np.sqrt(np.clip(np.diag(V), 0.0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = b / se
     dist = stats.norm if df is None else stats.t(df)
     crit = float(dist.ppf(0.5 + level / 2))
     return pd.DataFrame(
-        {"estimate": b, "std_error": se, "stat": stat, "p_value": 2 * dist.sf(np.abs(stat)),
-         "ci_lower": b - crit * se, "ci_upper": b + crit * se},
+        {
+            "estimate": b,
+            "std_error": se,
+            "stat": stat,
+            "p_value": 2 * dist.sf(np.abs(stat)),
+            "ci_lower": b - crit * se,
+            "ci_upper": b + crit * se,
+        },
         index=pd.Index(names, name="name"),
     )
 

@@ -59,15 +59,23 @@ class HausmanResult:
 
     def summary(self) -> str:
         """Plain-text report laid out like Stata's ``hausman``."""
-        lines = [f"{'':>12} | {'(b) fe':>11} {'(B) re':>11} {'(b-B)':>11} "
-                 f"{'sqrt(diag(V_b-V_B))':>20}", "-" * 13 + "+" + "-" * 57]
+        lines = [
+            f"{'':>12} | {'(b) fe':>11} {'(B) re':>11} {'(b-B)':>11} {'sqrt(diag(V_b-V_B))':>20}",
+            "-" * 13 + "+" + "-" * 57,
+        ]
         for name in self.coefficients:
             se = self.se_diff[name]
-            lines.append(f"{name[:12]:>12} | {self.b_fe[name]:11.7g} {self.b_re[name]:11.7g} "
-                         f"{self.diff[name]:11.4g} {'.' if math.isnan(se) else f'{se:.7g}':>20}")
+            lines.append(
+                f"{name[:12]:>12} | {self.b_fe[name]:11.7g} {self.b_re[name]:11.7g} "
+                f"{self.diff[name]:11.4g} {'.' if math.isnan(se) else f'{se:.7g}':>20}"
+            )
         p = "." if self.p_value is None else f"{self.p_value:.4f}"
-        lines += ["-" * 71, f"chi2({self.df}) = (b-B)'[(V_b-V_B)^(-1)](b-B) = {self.chi2:.2f}",
-                  f"Prob > chi2 = {p}", *self.notes]
+        lines += [
+            "-" * 71,
+            f"chi2({self.df}) = (b-B)'[(V_b-V_B)^(-1)](b-B) = {self.chi2:.2f}",
+            f"Prob > chi2 = {p}",
+            *self.notes,
+        ]
         return "\n".join(lines)
 
 
@@ -87,13 +95,21 @@ def hausman(fe_result: PanelResult, re_result: PanelResult) -> HausmanResult:
         needs RE efficient under H0; Stata refuses them too), or no common slope.
     """
     if fe_result.estimator != "fe" or re_result.estimator != "re":
-        raise ComparisonError("hausman needs a fixed_effects result then a random_effects result, "
-                              f"got {fe_result.estimator!r} and {re_result.estimator!r}")
+        raise ComparisonError(
+            "hausman needs a fixed_effects result then a random_effects result, "
+            f"got {fe_result.estimator!r} and {re_result.estimator!r}"
+        )
     if "cluster" in (fe_result.vce, re_result.vce):
-        raise ComparisonError("hausman needs conventional covariances: under vce='cluster' RE "
-                              "is not assumed efficient; refit both with vce='conventional'")
+        raise ComparisonError(
+            "hausman needs conventional covariances: under vce='cluster' RE "
+            "is not assumed efficient; refit both with vce='conventional'"
+        )
     if (fe_result.nobs, fe_result.ngroups, fe_result.depvar, fe_result.id) != (
-            re_result.nobs, re_result.ngroups, re_result.depvar, re_result.id):
+        re_result.nobs,
+        re_result.ngroups,
+        re_result.depvar,
+        re_result.id,
+    ):
         raise ComparisonError("hausman: the two fits use different data (rows, groups, y or id)")
     common = [c for c in fe_result.coef.index if c != "_cons" and c in re_result.coef.index]
     if not common:
@@ -101,34 +117,51 @@ def hausman(fe_result: PanelResult, re_result: PanelResult) -> HausmanResult:
     b_fe = fe_result.coef.loc[common, "estimate"].rename("fe")
     b_re = re_result.coef.loc[common, "estimate"].rename("re")
     d = b_fe - b_re
-    D = (fe_result.vcov.loc[common, common].to_numpy()
-         - re_result.vcov.loc[common, common].to_numpy())
+    D = (
+        fe_result.vcov.loc[common, common].to_numpy()
+        - re_result.vcov.loc[common, common].to_numpy()
+    )
     D = (D + D.T) / 2
     lam, Q = np.linalg.eigh(D)
-    tol = math.sqrt(np.finfo(float).eps) * float(np.abs(np.diag(
-        fe_result.vcov.loc[common, common].to_numpy())).max())
+    tol = math.sqrt(np.finfo(float).eps) * float(
+        np.abs(np.diag(fe_result.vcov.loc[common, common].to_numpy())).max()
+    )
     use = np.abs(lam) > tol
     rank = int(use.sum())
     notes: list[str] = []
     if (lam < -tol).any():
         notes.append("V_fe - V_re is not positive definite; a generalized inverse is used")
     if rank == 0:
-        notes.append("V_fe - V_re is numerically zero: FE and RE coincide on the common "
-                     "coefficients, so chi2 = 0 on 0 df")
+        notes.append(
+            "V_fe - V_re is numerically zero: FE and RE coincide on the common "
+            "coefficients, so chi2 = 0 on 0 df"
+        )
         chi2, p = 0.0, 1.0
     else:
         if rank < len(common):
-            notes.append(f"rank of V_fe - V_re ({rank}) is below the number of coefficients "
-                         f"tested ({len(common)}); df = rank, generalized inverse used")
+            notes.append(
+                f"rank of V_fe - V_re ({rank}) is below the number of coefficients "
+                f"tested ({len(common)}); df = rank, generalized inverse used"
+            )
         z = Q[:, use].T @ d.to_numpy()
         chi2 = float(np.sum(z * z / lam[use]))
         if chi2 < 0:
-            notes.append("chi2 < 0: the model fitted on these data fails to meet the "
-                         "asymptotic assumptions of the Hausman test")
+            notes.append(
+                "chi2 < 0: the model fitted on these data fails to meet the "
+                "asymptotic assumptions of the Hausman test"
+            )
             p = None
         else:
             p = float(stats.chi2.sf(chi2, rank))
     diag = np.diag(D)
     se = pd.Series(np.where(diag >= 0, np.sqrt(np.abs(diag)), np.nan), index=common)
-    return HausmanResult(chi2=chi2, df=rank, p_value=p, coefficients=tuple(common), b_fe=b_fe,
-                         b_re=b_re, se_diff=se, notes=tuple(notes))
+    return HausmanResult(
+        chi2=chi2,
+        df=rank,
+        p_value=p,
+        coefficients=tuple(common),
+        b_fe=b_fe,
+        b_re=b_re,
+        se_diff=se,
+        notes=tuple(notes),
+    )

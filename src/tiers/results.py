@@ -123,7 +123,9 @@ class LmmResult:
             {"group": lv.name, "term": "(Intercept)", "variance": sd**2, "sd": sd}
             for lv, sd in zip(self.levels, np.asarray(self.theta) * self.sigma, strict=True)
         ]
-        rows.append({"group": "Residual", "term": None, "variance": self.sigma**2, "sd": self.sigma})
+        rows.append(
+            {"group": "Residual", "term": None, "variance": self.sigma**2, "sd": self.sigma}
+        )
         return pd.DataFrame(rows)
 
     @property
@@ -145,6 +147,11 @@ class LmmResult:
     def deviance(self) -> float:
         """-2 log-likelihood; for REML fits this is the REML criterion."""
         return self.criterion
+
+    @property
+    def reml_criterion(self) -> float | None:
+        """-2 REML log-likelihood for REML fits (lme4's "REML criterion"); None for ML fits."""
+        return self.criterion if self.reml else None
 
     @property
     def aic(self) -> float:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from .results import LmmResult
 
 
-def _logit_interval(value: float, grad_log_sd: np.ndarray, cov: np.ndarray, z: float) -> tuple[float, float]:
+def _logit_interval(
+    value: float, grad_log_sd: np.ndarray, cov: np.ndarray, z: float
+) -> tuple[float, float]:
     """Interval for ``value`` whose logit has gradient ``grad_log_sd`` in the log SDs."""
     if not (0.0 < value < 1.0) or np.isnan(cov).any():
         return (np.nan, np.nan)
@@ -60,8 +62,13 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
         # d logit(v_k / T) / d log sd_j = 2 [j == k] - 2 v_j [j != k] / (T - v_k)
         g = np.where(np.arange(K + 1) == k, 2.0, -2.0 * var / (total - var[k]))[free]
         s_lo, s_hi = _logit_interval(share, g, cov, z) if free[k] else (np.nan, np.nan)
-        row = {"level": res.levels[k].name if k < K else "Residual", "variance": var[k],
-               "share": share, "share_lower": s_lo, "share_upper": s_hi}
+        row = {
+            "level": res.levels[k].name if k < K else "Residual",
+            "variance": var[k],
+            "share": share,
+            "share_lower": s_lo,
+            "share_upper": s_hi,
+        }
         if k < K:
             upto = np.arange(K + 1) <= k
             a = float(var[upto].sum())

@@ -26,12 +26,12 @@ def panel_text(res: PanelResult) -> str:
     }[res.estimator]
     lines = [f"{title:<48}Number of obs     = {res.nobs:>10,}"]
     if res.ngroups is not None:
-        lines.append(f"{'Group variable: ' + str(res.id):<48}Number of groups  = "
-                     f"{res.ngroups:>10,}")
+        lines.append(
+            f"{'Group variable: ' + str(res.id):<48}Number of groups  = {res.ngroups:>10,}"
+        )
     if res.nobs_dropped:
         lines.append(f"({res.nobs_dropped} rows with missing values dropped)")
-    r2 = [("within", res.r2_within), ("between", res.r2_between),
-          ("overall", res.r2_overall)]
+    r2 = [("within", res.r2_within), ("between", res.r2_between), ("overall", res.r2_overall)]
     lines.append("")
     if res.estimator == "pooled":
         lines.append(f"R-squared = {_fmt_r2(res.r2_overall)}")
@@ -48,19 +48,25 @@ def panel_text(res: PanelResult) -> str:
         if res.theta is not None:
             lines.append(f"theta = {res.theta:.7g}")
         elif th is not None:
-            lines.append(f"theta: min {th['min']:.4f}  median {th['median']:.4f}  "
-                         f"max {th['max']:.4f}")
+            lines.append(
+                f"theta: min {th['min']:.4f}  median {th['median']:.4f}  max {th['max']:.4f}"
+            )
     sname = "t" if res.df_resid is not None else "z"
     rule = "-" * 13 + "+" + "-" * 64
     lines += ["", "-" * 78]
     if res.vce == "cluster":
         lines.append(f"{'':>12} | {'':>11} {'Robust':>11}")
-    lines += [f"{res.depvar[:12]:>12} | {'Coefficient':>11} {'Std. err.':>11} {sname:>7} "
-              f"{'P>|' + sname + '|':>6}   [{res.level:.0%} conf. interval]", rule]
+    lines += [
+        f"{res.depvar[:12]:>12} | {'Coefficient':>11} {'Std. err.':>11} {sname:>7} "
+        f"{'P>|' + sname + '|':>6}   [{res.level:.0%} conf. interval]",
+        rule,
+    ]
     for name, row in res.coef.iterrows():
-        lines.append(f"{str(name)[:12]:>12} | {_g(row.estimate)} {_g(row.std_error)} "
-                     f"{row.stat:7.2f} {row.p_value:6.3f}   {_g(row.ci_lower)} "
-                     f"{_g(row.ci_upper)}")
+        lines.append(
+            f"{str(name)[:12]:>12} | {_g(row.estimate)} {_g(row.std_error)} "
+            f"{row.stat:7.2f} {row.p_value:6.3f}   {_g(row.ci_lower)} "
+            f"{_g(row.ci_upper)}"
+        )
     if res.estimator != "pooled":
         lines.append(rule)
         lines.append(f"{'sigma_u':>12} | {_g(res.sigma_u)}")
@@ -69,7 +75,9 @@ def panel_text(res: PanelResult) -> str:
     lines.append("-" * 78)
     if res.f_test is not None:
         f = res.f_test
-        lines.append(f"F test that all u_i=0: F({f.df1}, {f.df2}) = {f.F:.2f}"
-                     f"{'Prob > F = ':>24}{f.p_value:.4f}")
+        lines.append(
+            f"F test that all u_i=0: F({f.df1}, {f.df2}) = {f.F:.2f}"
+            f"{'Prob > F = ':>24}{f.p_value:.4f}"
+        )
     lines += list(res.notes)
     return "\n".join(lines)

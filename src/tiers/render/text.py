@@ -93,7 +93,9 @@ def stata(res: LmmResult) -> str:
         "-" * 13 + "+" + "-" * 64,
     ]
     rows = list(table.itertuples())
-    rows = [r for r in rows if r.Index != "(Intercept)"] + [r for r in rows if r.Index == "(Intercept)"]
+    rows = [r for r in rows if r.Index != "(Intercept)"] + [
+        r for r in rows if r.Index == "(Intercept)"
+    ]
     for r in rows:
         out.append(
             f"{_fixed_name(str(r.Index))[:12]:>12} | {g(r.estimate)}  {g(r.std_error)} "
@@ -171,7 +173,9 @@ def _table(rows: list[list[str]], align: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
-        cells = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=True)]
+        cells = [
+            c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align, strict=True)
+        ]
         lines.append(" " + " ".join(cells).rstrip())
     return lines
 
@@ -189,8 +193,13 @@ def lme4(res: LmmResult) -> str:
     else:
         rows = [
             ["AIC", "BIC", "logLik", "deviance", "df.resid"],
-            [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.1f}", f"{res.criterion:.1f}",
-             str(res.nobs - res.n_params)],
+            [
+                f"{res.aic:.1f}",
+                f"{res.bic:.1f}",
+                f"{res.loglik:.1f}",
+                f"{res.criterion:.1f}",
+                str(res.nobs - res.n_params),
+            ],
         ]
         out += _table(rows, ["r"] * 5)
     out += ["", "Random effects:"]
@@ -199,8 +208,14 @@ def lme4(res: LmmResult) -> str:
     rows = [["Groups", "Name", "Variance", "Std.Dev."]]
     for i in order:
         row = vc.iloc[i]
-        rows.append([str(row.group), "" if pd.isna(row.term) else str(row.term),
-                     f"{row.variance:.4g}", f"{row.sd:.4g}"])
+        rows.append(
+            [
+                str(row.group),
+                "" if pd.isna(row.term) else str(row.term),
+                f"{row.variance:.4g}",
+                f"{row.sd:.4g}",
+            ]
+        )
     out += _table(rows, ["l", "l", "r", "r"])
     groups = "; ".join(f"{lv.name}, {lv.ngroups}" for lv in reversed(res.levels))
     out += [f"Number of obs: {res.nobs}, groups:  {groups}", "", "Fixed effects:"]
