@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ from .errors import (
     SingularFitWarning,
 )
 from .formula import Formula, parse
-from .frame import build_frame
-from .grouping import GroupingFactor, build_factors, nested_chain
+from .frame import ModelFrame, build_frame
+from .grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from .nested import NestedProblem
 from .optimize import minimize_theta
 from .results import LevelInfo, LmmResult
@@ -64,6 +65,42 @@ def fit(
         return _fit(formula, data, reml=reml, force=force, _prepared=_prepared)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A model's rows and grouping structure, decided once; fits can share it.
+
+    ``fit_prepared`` fits it, optionally with another response and fixed-effects matrix of the same
+    shape (a bootstrap or simulation replicate: the tree and its renumbering are reused).
+    """
+
+    formula: Formula
+    frame: ModelFrame
+    factors: list[GroupingFactor]
+    nesting: Nesting
+
+
+def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Prepared:
+    """Parse, build the model frame and the grouping structure, and run the nesting diagnostics."""
+    f = parse(formula) if isinstance(formula, str) else formula
+    frame = build_frame(f, data)
+    if frame.X.shape[1] == 0:
+        raise DataError("the fixed part has no columns; keep at least the intercept")
+    factors = build_factors(f, frame.data)
+    _check_identified_sizes(factors, frame.nobs)
+    if not force:
+        check_child_nesting(f, frame.data, factors)
+    nesting = nested_chain(factors)
+    if nesting is None or not all(t.is_intercept_only for t in f.random):
+        raise NestingError(
+            "this model has crossed grouping factors or random slopes; tiers' nested engine "
+            "fits nested random intercepts only, and the general engine is not available yet"
+        )
+    if nesting.identical and not force:
+        coarse, fine = nesting.identical[0]
+        raise identical_partition_error(f, frame.data, coarse, fine)
+    return Prepared(f, frame, factors, nesting)
+
+
 def _fit(
     formula: str | Formula,
     data: Any,
@@ -74,34 +111,38 @@ def _fit(
 ) -> LmmResult:
     start = time.perf_counter()
     if _prepared:
-        frame, factors, nesting = _prepared["frame"], _prepared["factors"], _prepared["nesting"]
-        problem: NestedProblem = _prepared["problem"]
-        f = frame.formula
+        prep: Prepared = _prepared["prepared"]
+        problem: NestedProblem | None = _prepared["problem"]
     else:
-        f = parse(formula) if isinstance(formula, str) else formula
-        frame = build_frame(f, data)
-        factors = build_factors(f, frame.data)
-        _check_identified_sizes(factors, frame.nobs)
-        if not force:
-            check_child_nesting(f, frame.data, factors)
-        nesting = nested_chain(factors)
-        if nesting is None or not all(t.is_intercept_only for t in f.random):
-            raise NestingError(
-                "this model has crossed grouping factors or random slopes; tiers' nested engine "
-                "fits nested random intercepts only, and the general engine is not available yet"
-            )
-        if nesting.identical and not force:
-            coarse, fine = nesting.identical[0]
-            raise identical_partition_error(f, frame.data, coarse, fine)
-        problem = None  # type: ignore[assignment]
+        prep = prepare(formula, data, force=force)
+        problem = None
+    return fit_prepared(prep, reml=reml, problem=problem, start=start)
+
+
+def fit_prepared(
+    prep: Prepared,
+    *,
+    reml: bool | None = None,
+    y: np.ndarray | None = None,
+    X: np.ndarray | None = None,
+    problem: NestedProblem | None = None,
+    warn: bool = True,
+    start: float | None = None,
+) -> LmmResult:
+    """Fit a prepared model; ``y``/``X`` replace the response and fixed-effects matrix.
+
+    ``warn=False`` keeps the warnings on the result without emitting them (replicates).
+    """
+    start = time.perf_counter() if start is None else start
+    f, frame, nesting = prep.formula, prep.frame, prep.nesting
     use_reml = (f.reml if f.reml is not None else True) if reml is None else bool(reml)
+    y = frame.y if y is None else np.ascontiguousarray(y, dtype=np.float64)
+    X = frame.X if X is None else np.ascontiguousarray(X, dtype=np.float64)
     if problem is None:
-        problem = NestedProblem(frame.y, frame.X, nesting.tree, reml=use_reml)
+        problem = NestedProblem(y, X, nesting.tree, reml=use_reml)
     elif problem.reml != use_reml:
         problem = problem.with_reml(use_reml)
     K = problem.K
-    if frame.X.shape[1] == 0:
-        raise DataError("the fixed part has no columns; keep at least the intercept")
     opt = minimize_theta(problem.deviance_and_gradient, np.ones(K), np.zeros(K))
     ev = problem.evaluate(opt.theta)
     sigma = problem.sigma(ev)
@@ -126,8 +167,7 @@ def _fit(
             f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their variance "
             "components are not identified and their split is arbitrary (fitted with force)"
         )
-    for msg in warns:
-        warnings.warn(msg, IdentificationWarning, stacklevel=3)
+    emitted: list[tuple[str, type[Warning]]] = [(m, IdentificationWarning) for m in warns]
     zero = [lv.name for lv, th in zip(levels, opt.theta, strict=True) if th < 1e-4]
     if zero:
         msg = (
@@ -136,12 +176,14 @@ def _fit(
             "residual explain. Consider removing that level."
         )
         warns.append(msg)
-        warnings.warn(msg, SingularFitWarning, stacklevel=3)
+        emitted.append((msg, SingularFitWarning))
     if not opt.converged:
         warns.append(opt.message)
-        warnings.warn(opt.message, ConvergenceWarning, stacklevel=3)
+        emitted.append((opt.message, ConvergenceWarning))
+    if warn:
+        for msg, category in emitted:
+            warnings.warn(msg, category, stacklevel=4)
     elapsed = time.perf_counter() - start
-    prepared = {"frame": frame, "factors": factors, "nesting": nesting, "problem": problem}
     return LmmResult(
         formula=f,
         reml=use_reml,
@@ -161,9 +203,9 @@ def _fit(
         warnings=tuple(warns),
         fit_seconds=elapsed,
         engine="nested",
-        data_signature=_signature(frame.y),
+        data_signature=_signature(y),
         _problem=problem,
-        _refit_args=prepared,
+        _refit_args={"prepared": prep, "problem": problem, "nesting": nesting},
     )
 
 
