@@ -27,15 +27,16 @@ same pass by forward differentiation in ``t_k = theta_k^2``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .profiled import Evaluation, ProfiledProblem
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,28 +57,6 @@ class Tree:
     leaf: IntArray
     parents: tuple[IntArray, ...]
     sizes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Everything read off the eliminated system at one theta.
-
-    ``parts_t`` stacks the derivatives in ``t = theta^2`` of (ldL2, pwrss, ldRX2), from which the
-    non-profiled likelihood's gradient is assembled for information-matrix standard errors.
-
-    ``beta``/``xtvx`` are on the centred scale the problem works in; `NestedProblem.beta` undoes it.
-    """
-
-    theta: FloatArray
-    deviance: float
-    gradient: FloatArray | None
-    gradient_t: FloatArray | None
-    parts_t: FloatArray | None
-    ldL2: float
-    ldRX2: float
-    pwrss: float
-    beta: FloatArray
-    xtvx: FloatArray
 
 
 def _sum_rows(values: FloatArray, group: IntArray, ngroups: int) -> FloatArray:
@@ -101,7 +80,7 @@ class _Accumulator:
         self.dld = np.zeros(K) if gradient else np.zeros(0)
 
 
-class NestedProblem:
+class NestedProblem(ProfiledProblem):
     """The profiled deviance of a nested random-intercept LMM, as a function of theta.
 
     Parameters
@@ -129,17 +108,7 @@ class NestedProblem:
         self.K = len(tree.sizes)
         self.reml = reml
         self.tree = tree
-        ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
-        self.intercept: int | None = int(ones[0]) if ones else None
-        # Column-major, so each column is contiguous for the per-column sums below.
-        D = np.empty((self.n, self.p + 1), order="F")
-        D[:, : self.p] = X
-        D[:, self.p] = y
-        self.shift = np.zeros(self.p + 1)
-        if self.intercept is not None:
-            self.shift = np.ones(self.n) @ D / self.n
-            self.shift[self.intercept] = 0.0
-            D -= self.shift
+        D = self._centred(y, X)
         self.dtd = D.T @ D
 
         # Leaf sums c_g = (n_g, sum x, sum y).
@@ -378,38 +347,20 @@ class NestedProblem:
         dG: FloatArray | None,
         dld: FloatArray | None,
     ) -> Evaluation:
-        p = self.p
-        A = self.dtd - G
-        xtvx = A[:p, :p]
-        xtvy = A[:p, p]
-        # numpy's small-matrix routines: scipy's wrappers cost more than the O(p^3) work here
-        L = np.linalg.cholesky(xtvx)
-        beta = np.linalg.solve(xtvx, xtvy)
-        pwrss = float(A[p, p] - xtvy @ beta)
-        ldRX2 = 2.0 * float(np.log(np.diagonal(L)).sum())
+        ev = self.finish(theta, self.dtd - G, ld)
+        if dG is None or dld is None:
+            return ev
+        p, beta = self.p, ev.beta
         nu = self.n - p if self.reml else self.n
-        dev = ld + nu * (1.0 + _LOG_2PI + np.log(pwrss / nu))
+        # A = dtd - G, so dA = -dG; pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy
+        dpw = -(dG[:, p, p] - 2.0 * dG[:, :p, p] @ beta + (dG[:, :p, :p] @ beta) @ beta)
+        dldrx = np.zeros_like(dld)
         if self.reml:
-            dev += ldRX2
-        grad = grad_t = parts = None
-        if dG is not None and dld is not None:
-            # A = dtd - G, so dA = -dG; pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy
-            dpw = -(dG[:, p, p] - 2.0 * dG[:, :p, p] @ beta + (dG[:, :p, :p] @ beta) @ beta)
-            dldrx = np.zeros_like(dld)
-            if self.reml:
-                inv = np.linalg.inv(xtvx)
-                dldrx = -(dG[:, :p, :p] * inv).sum(axis=(1, 2))
-            dt = dld + nu * dpw / pwrss + dldrx
-            parts = np.stack([dld, dpw, dldrx])
-            grad_t = dt
-            grad = dt * 2.0 * theta  # d/dtheta = 2 theta d/dt
-        return Evaluation(
-            theta, float(dev), grad, grad_t, parts, float(ld), ldRX2, pwrss, beta, xtvx
-        )
-
-    def deviance(self, theta: FloatArray) -> float:
-        """REML criterion or ML deviance at ``theta`` (lme4's ``devfun``)."""
-        return self.evaluate(theta).deviance
+            dldrx = -(dG[:, :p, :p] * np.linalg.inv(ev.xtvx)).sum(axis=(1, 2))
+        dt = dld + nu * dpw / ev.pwrss + dldrx
+        return dataclasses.replace(
+            ev, gradient=dt * 2.0 * theta, gradient_t=dt, parts_t=np.stack([dld, dpw, dldrx])
+        )  # d/dtheta = 2 theta d/dt
 
     def deviance_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
         """The objective and its gradient in theta, for gradient-based optimizers."""
@@ -418,32 +369,3 @@ class NestedProblem:
         return ev.deviance, ev.gradient
 
     # ------------------------------------------------------------------------------- read-off --
-
-    def beta(self, ev: Evaluation) -> FloatArray:
-        """Fixed effects on the original (uncentred) scale."""
-        beta = ev.beta.copy()
-        if self.intercept is not None:
-            beta[self.intercept] += self.shift[self.p] - self.shift[: self.p] @ ev.beta
-        return beta
-
-    def unscaled_vcov(self, ev: Evaluation) -> FloatArray:
-        """``(X' V^-1 X)^-1`` on the original scale; times sigma^2 it is vcov(beta)."""
-        inv = np.linalg.inv(ev.xtvx)
-        if self.intercept is None:
-            return inv
-        T = np.eye(self.p)
-        T[self.intercept] -= self.shift[: self.p]
-        T[self.intercept, self.intercept] = 1.0
-        return T @ inv @ T.T
-
-    def sigma(self, ev: Evaluation) -> float:
-        """Residual SD at this theta: sqrt(pwrss / n) (ML) or sqrt(pwrss / (n - p)) (REML)."""
-        return float(np.sqrt(ev.pwrss / (self.n - self.p if self.reml else self.n)))
-
-    def with_reml(self, reml: bool) -> NestedProblem:
-        """The same data and tree under the other criterion (shares the sufficient statistics)."""
-        other = object.__new__(NestedProblem)
-        for name, value in self.__dict__.items():
-            setattr(other, name, value)
-        other.reml = reml
-        return other
