@@ -1,13 +1,18 @@
 """``tiers.fit``: formula + data -> frozen result, through the stages of the pipeline.
 
-parse -> build_frame -> build_factors / nested_chain -> NestedProblem -> minimize_theta -> LmmResult
+parse -> build_frame -> build_factors -> structure (nested? slopes?) -> engine -> minimize_theta
+-> LmmResult. The structure picks the engine once:
+
+* ``nested``: nested random intercepts (the tree of scalar effects, analytic gradient);
+* ``tree``: nested grouping with slopes or several terms on a level;
+* ``crossed``: grouping factors that do not nest (blocked Cholesky).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,16 +23,18 @@ from .errors import (
     ConvergenceWarning,
     DataError,
     IdentificationWarning,
-    NestingError,
     SingularFitWarning,
 )
 from .formula import Formula, parse
 from .frame import ModelFrame, build_frame
 from .grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from .nested import NestedProblem
-from .optimize import minimize_theta
-from .results import LevelInfo, LmmResult
+from .optimize import fd_gradient, minimize_theta, value_hessian
+from .profiled import ProfiledProblem
+from .results import LevelInfo, LmmResult, TermInfo
+from .terms import TermSpec, build_terms, slopes_without_within_variation
 from .varcomp import lr_vs_linear, sd_inference
+from .varparams import var_inference
 
 
 def fit(
@@ -43,8 +50,9 @@ def fit(
     Parameters
     ----------
     formula : str or Formula
-        lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``) or Stata syntax
-        (``"perform tutoring || dist_id: || school_id:"``).
+        lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``, ``(x | g)``,
+        ``(x || g)``, crossed ``(1 | a) + (1 | b)``) or Stata syntax (``"perform tutoring ||
+        dist_id: || school_id: x, covariance(unstructured)"``, ``|| _all: R.factor``).
     data : pandas or polars DataFrame
     reml : bool, optional
         REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
@@ -62,61 +70,123 @@ def fit(
         With a message naming the column or term and what to do.
     """
     with single_thread_blas():
-        return _fit(formula, data, reml=reml, force=force, _prepared=_prepared)
+        start = time.perf_counter()
+        if _prepared:
+            return fit_prepared(
+                _prepared["prepared"], reml=reml, problem=_prepared["problem"], start=start
+            )
+        return fit_prepared(prepare(formula, data, force=force), reml=reml, start=start)
 
 
 @dataclass(frozen=True)
 class Prepared:
     """A model's rows and grouping structure, decided once; fits can share it.
 
-    ``fit_prepared`` fits it, optionally with another response and fixed-effects matrix of the same
-    shape (a bootstrap or simulation replicate: the tree and its renumbering are reused).
+    ``engine`` is ``nested``, ``tree`` or ``crossed``; ``levels`` (outermost first) holds the
+    terms of each level for the nested engines, ``terms`` all terms in theta order.
     """
 
     formula: Formula
     frame: ModelFrame
     factors: list[GroupingFactor]
-    nesting: Nesting
+    engine: str
+    terms: list[TermSpec]
+    nesting: Nesting | None = None
+    levels: list[list[TermSpec]] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Prepared:
-    """Parse, build the model frame and the grouping structure, and run the nesting diagnostics."""
+    """Parse, build the model frame and the grouping structure, run the diagnostics, pick the
+    engine."""
     f = parse(formula) if isinstance(formula, str) else formula
     frame = build_frame(f, data)
     if frame.X.shape[1] == 0:
         raise DataError("the fixed part has no columns; keep at least the intercept")
     factors = build_factors(f, frame.data)
-    _check_identified_sizes(factors, frame.nobs)
     if not force:
         check_child_nesting(f, frame.data, factors)
-    nesting = nested_chain(factors)
-    if nesting is None or not all(t.is_intercept_only for t in f.random):
-        raise NestingError(
-            "this model has crossed grouping factors or random slopes; tiers' nested engine "
-            "fits nested random intercepts only, and the general engine is not available yet"
-        )
+    terms = build_terms(f, frame.data, factors)
+    _check_sizes(terms, frame.nobs)
+    warns = [
+        f"the slope of {name} in the term for {t.name} does not vary within any group: its "
+        "variance cannot be told apart from the intercept's (not identified); drop it from the term"
+        for t in terms
+        for name in slopes_without_within_variation(t)
+    ]
+    distinct: dict[tuple[str, ...], GroupingFactor] = {}
+    for gf in factors:
+        distinct.setdefault(gf.columns, gf)
+    nesting = nested_chain(list(distinct.values()))
+    if nesting is None:
+        return Prepared(f, frame, factors, "crossed", terms, warnings=tuple(warns))
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
         raise identical_partition_error(f, frame.data, coarse, fine)
-    return Prepared(f, frame, factors, nesting)
+    levels = [[t for t in terms if t.factor.columns == gf.columns] for gf in nesting.factors]
+    scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
+    ordered = [t for lv in levels for t in lv]
+    return Prepared(
+        f,
+        frame,
+        factors,
+        "nested" if scalar else "tree",
+        ordered,
+        nesting,
+        levels,
+        warnings=tuple(warns),
+    )
 
 
-def _fit(
-    formula: str | Formula,
-    data: Any,
-    *,
-    reml: bool | None,
-    force: bool,
-    _prepared: dict[str, Any] | None,
-) -> LmmResult:
-    start = time.perf_counter()
-    if _prepared:
-        prep: Prepared = _prepared["prepared"]
-        problem: NestedProblem | None = _prepared["problem"]
+def _build_problem(prep: Prepared, y: np.ndarray, X: np.ndarray, reml: bool) -> ProfiledProblem:
+    if prep.engine == "nested":
+        assert prep.nesting is not None
+        return NestedProblem(y, X, prep.nesting.tree, reml=reml)
+    if prep.engine == "tree":
+        from .tree import TreeProblem
+
+        assert prep.nesting is not None
+        return TreeProblem(y, X, prep.levels, list(prep.nesting.tree.parents), reml=reml)
+    from .crossed import CrossedProblem
+
+    return CrossedProblem(y, X, prep.terms, reml=reml)
+
+
+def _optimize(problem: ProfiledProblem, prep: Prepared):
+    if isinstance(problem, NestedProblem):
+        K = problem.K
+        return minimize_theta(problem.deviance_and_gradient, np.ones(K), np.zeros(K))
+    lower, upper = problem.theta_lower, problem.theta_upper  # type: ignore[attr-defined]
+    if getattr(problem, "has_gradient", False):
+        fun = problem.deviance_and_gradient  # type: ignore[attr-defined]
+        hessian = None
     else:
-        prep = prepare(formula, data, force=force)
-        problem = None
-    return fit_prepared(prep, reml=reml, problem=problem, start=start)
+        fun = fd_gradient(problem.deviance, lower, upper)
+
+        def hessian(x: np.ndarray, free: np.ndarray) -> np.ndarray:
+            return value_hessian(problem.deviance, x, free)
+
+    return minimize_theta(
+        fun,
+        problem.theta_start,
+        lower,
+        upper=upper,
+        hessian=hessian,  # type: ignore[attr-defined]
+    )
+
+
+def _term_infos(prep: Prepared, problem: ProfiledProblem) -> tuple[TermInfo, ...]:
+    out, at = [], 0
+    for t in prep.terms:
+        n = t.cov.n_theta
+        out.append(
+            TermInfo(
+                t.name, t.znames, t.cov.kind, at, at + n, tuple(bool(v) for v in t.cov.diagonal())
+            )
+        )
+        at += n
+    return tuple(out)
 
 
 def fit_prepared(
@@ -125,55 +195,70 @@ def fit_prepared(
     reml: bool | None = None,
     y: np.ndarray | None = None,
     X: np.ndarray | None = None,
-    problem: NestedProblem | None = None,
+    problem: ProfiledProblem | None = None,
     warn: bool = True,
     start: float | None = None,
 ) -> LmmResult:
-    """Fit a prepared model; ``y``/``X`` replace the response and fixed-effects matrix.
+    """Fit a prepared model; ``y``/``X`` replace the response and fixed-effects matrix (a
+    bootstrap or simulation replicate: the structure is reused).
 
     ``warn=False`` keeps the warnings on the result without emitting them (replicates).
     """
     start = time.perf_counter() if start is None else start
-    f, frame, nesting = prep.formula, prep.frame, prep.nesting
+    f, frame = prep.formula, prep.frame
     use_reml = (f.reml if f.reml is not None else True) if reml is None else bool(reml)
     y = frame.y if y is None else np.ascontiguousarray(y, dtype=np.float64)
     X = frame.X if X is None else np.ascontiguousarray(X, dtype=np.float64)
     if problem is None:
-        problem = NestedProblem(y, X, nesting.tree, reml=use_reml)
+        problem = _build_problem(prep, y, X, use_reml)
     elif problem.reml != use_reml:
         problem = problem.with_reml(use_reml)
-    K = problem.K
-    opt = minimize_theta(problem.deviance_and_gradient, np.ones(K), np.zeros(K))
+    opt = _optimize(problem, prep)
     ev = problem.evaluate(opt.theta)
     sigma = problem.sigma(ev)
-    beta = problem.beta(ev)
-    unscaled = problem.unscaled_vcov(ev)
-    sdi = sd_inference(problem, opt.theta, sigma)
-    lrt = lr_vs_linear(problem, ev.deviance)
-
-    levels = tuple(_level_info(gf) for gf in nesting.factors)
-    notes = list(frame.notes)
-    for gf in nesting.factors:
-        if gf.implicit:
-            parent = ":".join(gf.columns[:-1])
-            notes.append(
-                f"{gf.columns[-1]}: labels repeat across {parent}; {gf.nlevels:,} groups formed as "
-                f"{' x '.join(gf.columns)}"
-            )
-    warns, level_notes = level_messages(nesting.factors)
-    notes += level_notes
-    for coarse, fine in nesting.identical:
-        warns.append(
-            f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their variance "
-            "components are not identified and their split is arbitrary (fitted with force)"
+    terms = _term_infos(prep, problem)
+    sd_names = tuple((t.group, z) for t in terms for z in t.znames) + (("Residual", ""),)
+    if isinstance(problem, NestedProblem):
+        sdi = sd_inference(problem, opt.theta, sigma, names=sd_names)
+        corr = None
+    else:
+        sdi, corr = var_inference(
+            problem,
+            [t.cov for t in prep.terms],
+            [t.name for t in prep.terms],
+            [t.znames for t in prep.terms],
+            [slice(t.start, t.stop) for t in terms],
+            opt.theta,
+            sigma,
         )
+    lrt = lr_vs_linear(problem, ev.deviance, opt.theta.size)
+    factors = prep.nesting.factors if prep.nesting is not None else _distinct(prep.factors)
+    levels = tuple(_level_info(gf) for gf in factors)
+    notes = list(frame.notes) + _implicit_notes(factors)
+    warns, level_notes = level_messages(tuple(factors))
+    warns = list(prep.warnings) + warns
+    notes += level_notes
+    if prep.nesting is not None:
+        for coarse, fine in prep.nesting.identical:
+            warns.append(
+                f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their "
+                "variance components are not identified and their split is arbitrary (fitted "
+                "with force)"
+            )
     emitted: list[tuple[str, type[Warning]]] = [(m, IdentificationWarning) for m in warns]
-    zero = [lv.name for lv, th in zip(levels, opt.theta, strict=True) if th < 1e-4]
+    zero = sorted(
+        {
+            t.group
+            for t in terms
+            for d, v in zip(t.diagonal, opt.theta[t.start : t.stop], strict=True)
+            if d and v < 1e-4
+        }
+    )
     if zero:
         msg = (
-            f"boundary (singular) fit: the SD of {', '.join(zero)} is estimated as zero; the data "
-            "show no variation between those groups beyond what the other levels and the "
-            "residual explain. Consider removing that level."
+            f"boundary (singular) fit: a variance of {', '.join(zero)} is estimated as zero (or a "
+            "correlation as +-1); the data show no variation of those effects beyond what the "
+            "other terms and the residual explain. Consider simplifying the random effects."
         )
         warns.append(msg)
         emitted.append((msg, SingularFitWarning))
@@ -183,15 +268,14 @@ def fit_prepared(
     if warn:
         for msg, category in emitted:
             warnings.warn(msg, category, stacklevel=4)
-    elapsed = time.perf_counter() - start
     return LmmResult(
         formula=f,
         reml=use_reml,
         nobs=frame.nobs,
         n_dropped=frame.n_dropped,
         xnames=frame.xnames,
-        beta=_ro(beta),
-        unscaled_vcov=_ro(unscaled),
+        beta=_ro(problem.beta(ev)),
+        unscaled_vcov=_ro(problem.unscaled_vcov(ev)),
         levels=levels,
         theta=_ro(opt.theta),
         sigma=sigma,
@@ -201,12 +285,30 @@ def fit_prepared(
         lr_linear=lrt,
         notes=tuple(notes),
         warnings=tuple(warns),
-        fit_seconds=elapsed,
-        engine="nested",
+        fit_seconds=time.perf_counter() - start,
+        engine=prep.engine,
         data_signature=_signature(y),
+        terms=terms,
+        corr_inference=corr,
         _problem=problem,
-        _refit_args={"prepared": prep, "problem": problem, "nesting": nesting},
+        _refit_args={"prepared": prep, "problem": problem, "nesting": prep.nesting},
     )
+
+
+def _distinct(factors: list[GroupingFactor]) -> list[GroupingFactor]:
+    seen: dict[tuple[str, ...], GroupingFactor] = {}
+    for gf in factors:
+        seen.setdefault(gf.columns, gf)
+    return sorted(seen.values(), key=lambda g: g.nlevels)
+
+
+def _implicit_notes(factors) -> list[str]:
+    return [
+        f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
+        f"groups formed as {' x '.join(gf.columns)}"
+        for gf in factors
+        if gf.implicit
+    ]
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -234,12 +336,24 @@ def _level_info(gf: GroupingFactor) -> LevelInfo:
     )
 
 
-def _check_identified_sizes(factors: list[GroupingFactor], nobs: int) -> None:
-    for gf in factors:
-        if gf.nlevels >= nobs:
-            raise DataError(
-                f"the grouping factor {gf.name!r} has {gf.nlevels:,} groups for {nobs:,} "
-                "observations, one observation per group: its variance cannot be told apart from "
-                "the residual variance (lme4 refuses this too); remove the term or use data with "
-                "repeated observations per group"
+def _check_sizes(terms: list[TermSpec], nobs: int) -> None:
+    """lme4's checks: a term cannot have as many random effects as there are observations."""
+    for t in terms:
+        nre = t.nlevels * t.q
+        if nre < nobs:
+            continue
+        if t.q == 1:
+            what = (
+                f"the grouping factor {t.name!r} has {t.nlevels:,} groups for {nobs:,} "
+                "observations, one observation per group"
             )
+        else:
+            what = (
+                f"the term for {t.name!r} has {nre:,} random effects ({t.nlevels:,} groups x "
+                f"{t.q} effects) for {nobs:,} observations"
+            )
+        raise DataError(
+            f"{what}: its variance cannot be told apart from the residual variance (lme4 refuses "
+            "this too); remove the term, use fewer effects, or use data with repeated "
+            "observations per group"
+        )

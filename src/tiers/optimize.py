@@ -90,28 +90,86 @@ def fd_hessian(
     return 0.5 * (H + H.T)
 
 
+def fd_gradient(
+    dev: Callable[[FloatArray], float], lower: FloatArray, upper: FloatArray
+) -> FunGrad:
+    """Objective and central-difference gradient (one-sided next to a bound), for engines without
+    an analytic gradient. Step 1e-6 relative: truncation (h^2 times the third derivative) and
+    rounding (eps f / h) both stay far below the gradient's scale for deviances up to ~1e7."""
+
+    def fun(x: FloatArray) -> tuple[float, FloatArray]:
+        f0 = dev(x)
+        g = np.empty_like(x)
+        for i in range(x.size):
+            h = 1e-6 * max(1.0, abs(x[i]))
+            up, dn = x.copy(), x.copy()
+            up[i] = min(x[i] + h, upper[i])
+            dn[i] = max(x[i] - h, lower[i])
+            g[i] = (dev(up) - dev(dn)) / (up[i] - dn[i])
+        return f0, g
+
+    return fun
+
+
+def value_hessian(
+    dev: Callable[[FloatArray], float], x: FloatArray, free: NDArray[np.bool_]
+) -> FloatArray:
+    """Second differences of function values over the ``free`` coordinates (step 1e-4 relative:
+    the rounding error eps f / h^2 stays ~1e-8 of the curvature of a deviance)."""
+    idx = np.flatnonzero(free)
+    m = idx.size
+    h = 1e-4 * np.maximum(1.0, np.abs(x[idx]))
+    f0 = dev(x)
+    H = np.zeros((m, m))
+
+    def at(*moves: tuple[int, float]) -> float:
+        y = x.copy()
+        for i, d in moves:
+            y[idx[i]] += d
+        return dev(y)
+
+    for a in range(m):
+        H[a, a] = (at((a, h[a])) - 2.0 * f0 + at((a, -h[a]))) / h[a] ** 2
+        for b in range(a):
+            H[a, b] = H[b, a] = (
+                at((a, h[a]), (b, h[b]))
+                - at((a, h[a]), (b, -h[b]))
+                - at((a, -h[a]), (b, h[b]))
+                + at((a, -h[a]), (b, -h[b]))
+            ) / (4.0 * h[a] * h[b])
+    return H
+
+
 def minimize_theta(
     fun: FunGrad,
     theta0: FloatArray,
     lower: FloatArray,
     *,
+    upper: FloatArray | None = None,
+    hessian: Callable[[FloatArray, NDArray[np.bool_]], FloatArray] | None = None,
     maxiter: int = 2000,
 ) -> OptSummary:
-    """Minimise ``fun`` over ``theta >= lower`` (lower entries are 0 or -inf).
+    """Minimise ``fun`` over ``lower <= theta <= upper``.
 
     Parameters
     ----------
     fun : callable
-        Returns the objective and its gradient.
+        Returns the objective and its gradient (analytic, or `fd_gradient`).
     theta0 : array
         Start (lme4 starts at 1 for diagonal and 0 for off-diagonal elements).
-    lower : array
-        Lower bounds.
+    lower, upper : arrays
+        Bounds (0 for SDs, -inf for off-diagonal factor entries).
+    hessian : callable, optional
+        ``hessian(theta, free)``; default: central differences of the gradient.
     """
     start = time.perf_counter()
     counted = _Counted(fun)
     lower = np.asarray(lower, dtype=np.float64)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    upper = np.full_like(lower, np.inf) if upper is None else np.asarray(upper, dtype=np.float64)
+    bounds = [
+        (lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None)
+        for lo, hi in zip(lower, upper, strict=True)
+    ]
     res = minimize(
         counted,
         np.asarray(theta0, dtype=np.float64),
@@ -120,11 +178,16 @@ def minimize_theta(
         bounds=bounds,
         options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
     )
-    theta = np.maximum(np.asarray(res.x, dtype=np.float64), lower)
+    theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
     f, g = counted(theta)
     theta, f, g = _snap(counted, theta, f, g, lower)
     theta, f, g = _escape_boundary(counted, theta, f, g, lower, bounds, maxiter)
-    theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower)
+    if hessian is None:
+
+        def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+            return fd_hessian(lambda z: counted(z)[1], x, free)
+
+    theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower, upper, hessian)
     at_bound = tuple(bool(v) for v in (theta <= lower))
     free = ~np.asarray(at_bound)
     grad = np.where(free, g, 0.0)
@@ -194,7 +257,7 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, bounds, maxiter):
     return theta, f, g
 
 
-def _polish(fun: _Counted, theta, f, g, lower, iterations: int = 6):
+def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int = 6):
     """Newton steps on the free parameters; returns the final Newton step size and whether the
     Hessian there is positive definite."""
     step = np.inf
@@ -203,7 +266,7 @@ def _polish(fun: _Counted, theta, f, g, lower, iterations: int = 6):
         free = ~(np.isfinite(lower) & (theta <= lower))
         if not free.any():
             return theta, f, g, 0.0, True
-        H = fd_hessian(lambda x: fun(x)[1], theta, free)
+        H = hessian(theta, free)
         try:
             L = np.linalg.cholesky(H)
         except np.linalg.LinAlgError:
@@ -218,7 +281,7 @@ def _polish(fun: _Counted, theta, f, g, lower, iterations: int = 6):
         accepted = False
         for _ in range(20):
             trial = theta.copy()
-            trial[free] = np.maximum(theta[free] + scale * delta, lower[free])
+            trial[free] = np.clip(theta[free] + scale * delta, lower[free], upper[free])
             ft, gt = fun(trial)
             if ft <= f:
                 theta, f, g = trial, ft, gt

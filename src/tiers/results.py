@@ -45,11 +45,30 @@ class LevelInfo:
     implicit: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TermInfo:
+    """One random-effects term: its group, effects, covariance structure and theta entries."""
+
+    group: str
+    znames: tuple[str, ...]
+    covariance: str
+    start: int
+    stop: int
+    diagonal: tuple[bool, ...]
+
+    @property
+    def q(self) -> int:
+        """Effects per group."""
+        return len(self.znames)
+
+
 @dataclass(frozen=True)
 class LmmResult:
-    """A fitted linear mixed model (nested random intercepts).
+    """A fitted linear mixed model.
 
-    Levels are stored outermost first; ``theta[k] = sd_k / sigma``.
+    ``levels`` are the grouping factors (outermost first when nested); ``terms`` the random-effects
+    terms in theta order; ``theta`` lme4's relative covariance factor parameters (for random
+    intercepts ``theta_k = sd_k / sigma``).
     """
 
     formula: Formula
@@ -71,6 +90,8 @@ class LmmResult:
     fit_seconds: float
     engine: str
     data_signature: tuple[float, float] = (0.0, 0.0)
+    terms: tuple[TermInfo, ...] = ()
+    corr_inference: Any = None
     _problem: NestedProblem | None = field(default=None, repr=False, compare=False)
     _refit_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -118,15 +139,31 @@ class LmmResult:
 
     @property
     def varcorr(self) -> pd.DataFrame:
-        """Variance components: one row per level (outermost first), then the residual."""
+        """Variance components: one row per random effect (terms in theta order), then the
+        residual (term ``""``). Correlations are in `correlations`."""
         rows = [
-            {"group": lv.name, "term": "(Intercept)", "variance": sd**2, "sd": sd}
-            for lv, sd in zip(self.levels, np.asarray(self.theta) * self.sigma, strict=True)
+            {"group": g, "term": t, "variance": sd**2, "sd": sd}
+            for (g, t), sd in zip(self.sd_inference.names, self.sd_inference.sd, strict=True)
         ]
-        rows.append(
-            {"group": "Residual", "term": None, "variance": self.sigma**2, "sd": self.sigma}
-        )
         return pd.DataFrame(rows)
+
+    @property
+    def correlations(self) -> pd.DataFrame:
+        """Correlations between the effects of a term: group, term1, term2, correlation."""
+        ci = self.corr_inference
+        if ci is None or not ci.names:
+            return pd.DataFrame(columns=["group", "term1", "term2", "correlation"])
+        return pd.DataFrame(
+            [
+                {"group": g, "term1": a, "term2": b, "correlation": r}
+                for (g, a, b), r in zip(ci.names, ci.estimate, strict=True)
+            ]
+        )
+
+    @property
+    def intercepts_only(self) -> bool:
+        """Every random-effects term is a scalar intercept."""
+        return all(t.znames == ("(Intercept)",) for t in self.terms)
 
     @property
     def ngroups(self) -> dict[str, int]:
@@ -136,7 +173,7 @@ class LmmResult:
     @property
     def n_params(self) -> int:
         """Parameters counted by logLik's df: fixed effects, theta, and sigma."""
-        return len(self.xnames) + len(self.levels) + 1
+        return len(self.xnames) + len(self.theta) + 1
 
     @property
     def loglik(self) -> float:
@@ -165,8 +202,14 @@ class LmmResult:
 
     @property
     def is_singular(self) -> bool:
-        """True when some SD is estimated at (or numerically near) zero, as lme4's isSingular."""
-        return bool(np.any(np.asarray(self.theta) < 1e-4))
+        """True when a diagonal entry of theta is (numerically near) zero, as lme4's isSingular."""
+        diag = np.array([d for t in self.terms for d in t.diagonal], dtype=bool)
+        theta = np.asarray(self.theta)
+        return (
+            bool(np.any(theta[diag] < 1e-4))
+            if diag.size == theta.size
+            else bool(np.any(theta < 1e-4))
+        )
 
     @property
     def converged(self) -> bool:

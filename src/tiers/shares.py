@@ -49,6 +49,11 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     from .results import _check_level
 
     _check_level(level)
+    if not res.intercepts_only:
+        raise ValueError(
+            "variance shares are defined for random-intercept models: with random slopes the "
+            "variance at a level depends on the covariate values, so it has no single share"
+        )
     sdi = res.sd_inference
     var = np.asarray(sdi.sd, dtype=float) ** 2
     total = float(var.sum())

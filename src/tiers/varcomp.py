@@ -17,6 +17,7 @@ from scipy import stats
 
 from .nested import NestedProblem
 from .optimize import fd_hessian
+from .profiled import ProfiledProblem
 
 FloatArray = NDArray[np.float64]
 
@@ -27,7 +28,8 @@ class SdInference:
 
     SEs and intervals are NaN for components estimated at zero (log scale undefined there; the
     profile interval of a later issue starts at 0). ``cov_log_sd`` is the covariance of the log SDs
-    (NaN rows for zero components), used by the delta method for variance shares.
+    (NaN rows for zero components), used by the delta method for variance shares. ``names`` gives
+    (group, term) of each SD, the residual last as ("Residual", "").
     """
 
     sd: FloatArray
@@ -36,6 +38,7 @@ class SdInference:
     upper: FloatArray
     level: float
     cov_log_sd: FloatArray
+    names: tuple[tuple[str, str], ...] = ()
 
 
 def _phi_gradient(problem: NestedProblem, phi: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
@@ -58,7 +61,12 @@ def _phi_gradient(problem: NestedProblem, phi: FloatArray, free: NDArray[np.bool
 
 
 def sd_inference(
-    problem: NestedProblem, theta: FloatArray, sigma: float, *, level: float = 0.95
+    problem: NestedProblem,
+    theta: FloatArray,
+    sigma: float,
+    *,
+    level: float = 0.95,
+    names: tuple[tuple[str, str], ...] = (),
 ) -> SdInference:
     """Observed-information SEs of the SDs and Wald intervals on the log scale (Stata's)."""
     K = theta.size
@@ -76,7 +84,7 @@ def sd_inference(
     try:
         cov = np.linalg.inv(0.5 * H)  # information of log L is half the Hessian of -2 log L
     except np.linalg.LinAlgError:
-        return SdInference(sd, se, lo, hi, level, full_cov)
+        return SdInference(sd, se, lo, hi, level, full_cov, names)
     full_cov[np.ix_(idx, idx)] = cov
     var = np.diag(cov)
     z = stats.norm.ppf(0.5 + level / 2.0)
@@ -86,7 +94,7 @@ def sd_inference(
         se[idx] = sd[idx] * se_log
         lo[idx] = np.exp(phi[idx] - z * se_log)
         hi[idx] = np.exp(phi[idx] + z * se_log)
-    return SdInference(sd, se, lo, hi, level, full_cov)
+    return SdInference(sd, se, lo, hi, level, full_cov, names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +112,12 @@ class LinearLRTest:
     conservative: bool
 
 
-def lr_vs_linear(problem: NestedProblem, deviance: float) -> LinearLRTest:
-    """Compare with theta = 0 under the same criterion (REML vs REML, ML vs ML)."""
-    dev0 = problem.deviance(np.zeros(problem.K))
+def lr_vs_linear(problem: ProfiledProblem, deviance: float, n_theta: int) -> LinearLRTest:
+    """Compare with theta = 0 (no random effects) under the same criterion (REML vs REML, ML vs
+    ML)."""
+    dev0 = problem.deviance(np.zeros(n_theta))
     chi2 = max(dev0 - deviance, 0.0)
-    if problem.K == 1:
+    if n_theta == 1:
         return LinearLRTest(chi2, 1, float(0.5 * stats.chi2.sf(chi2, 1)), "chibar2(01)", False)
-    k = problem.K
+    k = n_theta
     return LinearLRTest(chi2, k, float(stats.chi2.sf(chi2, k)), f"chi2({k})", True)

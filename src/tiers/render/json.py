@@ -17,23 +17,50 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
+def _theta_names(res: LmmResult) -> list[str]:
+    """lme4-style names: ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``."""
+    from ..covariance import CovStructure
+
+    names = []
+    for t in res.terms:
+        cov = CovStructure(t.covariance, t.q)
+        names += [f"{t.group}.{n}" for n in cov.param_names(t.znames)]
+    return names
+
+
 def result_dict(res: LmmResult) -> dict[str, Any]:
     """Every number of the summary, as plain Python values."""
     table = res.coef_table()
     sdi = res.sd_inference
-    random_effects = []
-    for k, lv in enumerate(res.levels):
-        random_effects.append(
+    random_effects = [
+        {
+            "group": group,
+            "term": term,
+            "variance": _num(sdi.sd[k] ** 2),
+            "sd": _num(sdi.sd[k]),
+            "std_error": _num(sdi.se[k]),
+            "ci_lower": _num(sdi.lower[k]),
+            "ci_upper": _num(sdi.upper[k]),
+        }
+        for k, (group, term) in enumerate(sdi.names[:-1])
+    ]
+    ci = res.corr_inference
+    correlations = (
+        []
+        if ci is None
+        else [
             {
-                "group": lv.name,
-                "term": "(Intercept)",
-                "variance": _num(sdi.sd[k] ** 2),
-                "sd": _num(sdi.sd[k]),
-                "std_error": _num(sdi.se[k]),
-                "ci_lower": _num(sdi.lower[k]),
-                "ci_upper": _num(sdi.upper[k]),
+                "group": group,
+                "term1": a,
+                "term2": b,
+                "correlation": _num(ci.estimate[i]),
+                "std_error": _num(ci.se[i]),
+                "ci_lower": _num(ci.lower[i]),
+                "ci_upper": _num(ci.upper[i]),
             }
-        )
+            for i, (group, a, b) in enumerate(ci.names)
+        ]
+    )
     wald = res.wald
     lrt = res.lr_linear
     out: dict[str, Any] = {
@@ -69,11 +96,16 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
             for name, row in table.iterrows()
         ],
         "random_effects": random_effects,
+        "correlations": correlations,
+        "terms": [
+            {"group": t.group, "effects": list(t.znames), "covariance": t.covariance}
+            for t in res.terms
+        ],
         "residual_sd": _num(res.sigma),
         "residual_sd_std_error": _num(sdi.se[-1]),
         "residual_sd_ci": [_num(sdi.lower[-1]), _num(sdi.upper[-1])],
         "theta": [float(t) for t in res.theta],
-        "theta_names": [lv.name for lv in res.levels],
+        "theta_names": _theta_names(res),
         "loglik": _num(res.loglik),
         "aic": _num(res.aic),
         "bic": _num(res.bic),
@@ -102,17 +134,21 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
         "warnings": list(res.warnings),
         "fit_seconds": res.fit_seconds,
     }
-    out["variance_shares"] = [
-        {
-            "level": row.level,
-            "variance": _num(row.variance),
-            "share": _num(row.share),
-            "share_ci": [_num(row.share_lower), _num(row.share_upper)],
-            "icc": _num(row.icc),
-            "icc_ci": [_num(row.icc_lower), _num(row.icc_upper)],
-        }
-        for row in res.variance_shares().itertuples()
-    ]
+    out["variance_shares"] = (
+        []
+        if not res.intercepts_only
+        else [
+            {
+                "level": row.level,
+                "variance": _num(row.variance),
+                "share": _num(row.share),
+                "share_ci": [_num(row.share_lower), _num(row.share_upper)],
+                "icc": _num(row.icc),
+                "icc_ci": [_num(row.icc_lower), _num(row.icc_upper)],
+            }
+            for row in res.variance_shares().itertuples()
+        ]
+    )
     if res.reml:
         out["reml_criterion"] = _num(res.criterion)
     else:

@@ -108,15 +108,7 @@ def stata(res: LmmResult) -> str:
         "  Random-effects Parameters  |   Estimate   Std. Err.     [95% Conf. Interval]",
         "-" * 29 + "+" + "-" * 48,
     ]
-    for k, lv in enumerate(res.levels):
-        out.append(f"{lv.name + ': Identity':<29}|")
-        out.append(
-            f"{'sd(_cons)':>28} | {g(sdi.sd[k])}  {g(sdi.se[k])}    {g(sdi.lower[k])}  "
-            f"{g(sdi.upper[k])}"
-        )
-        if lv.ngroups < FEW_GROUPS:
-            out.append(f"{'':>28} |   ^ only {lv.ngroups} groups: this SD is poorly determined")
-        out.append("-" * 29 + "+" + "-" * 48)
+    out += _re_rows(res)
     out.append(
         f"{'sd(Residual)':>28} | {g(sdi.sd[-1])}  {g(sdi.se[-1])}    {g(sdi.lower[-1])}  "
         f"{g(sdi.upper[-1])}"
@@ -134,11 +126,55 @@ def stata(res: LmmResult) -> str:
             + f"Prob > chi2 = {lrt.p_value:.4f}"
         )
         out.append("Note: LR test is conservative and provided only for reference.")
-    if any(math.isnan(v) for v in sdi.se[:-1]):
+    if any(math.isnan(v) for v in res.sd_inference.se[:-1]):
         out.append("Note: an SD estimated at zero has no log-scale standard error or interval.")
-    out += [""] + shares_table(res)
+    if res.intercepts_only:
+        out += [""] + shares_table(res)
     out += _footer(res)
     return "\n".join(out)
+
+
+_KIND = {
+    "unstructured": "Unstructured",
+    "independent": "Independent",
+    "identity": "Identity",
+    "exchangeable": "Exchangeable",
+}
+
+
+def _z(name: str) -> str:
+    return "_cons" if name == "(Intercept)" else name
+
+
+def _re_rows(res: LmmResult) -> list[str]:
+    """Stata's random-effects block: per term its structure, sd() rows, then corr() rows."""
+    sdi, ci = res.sd_inference, res.corr_inference
+    ngroups = {lv.name: lv.ngroups for lv in res.levels}
+    out, k = [], 0
+    for term in res.terms:
+        kind = "Identity" if term.q == 1 else _KIND[term.covariance]
+        out.append(f"{term.group + ': ' + kind:<29}|")
+        n_sd = 1 if term.covariance in ("identity", "exchangeable") else term.q
+        for j in range(n_sd):
+            label = f"sd({_z(term.znames[j])})" if n_sd == term.q else "sd(all)"
+            out.append(
+                f"{label[:28]:>28} | {g(sdi.sd[k])}  {g(sdi.se[k])}    {g(sdi.lower[k])}  "
+                f"{g(sdi.upper[k])}"
+            )
+            k += 1
+        if ci is not None:
+            for i, (grp, a, b) in enumerate(ci.names):
+                if grp == term.group and a in term.znames and b in term.znames:
+                    label = f"corr({_z(b)},{_z(a)})"
+                    out.append(
+                        f"{label[:28]:>28} | {g(ci.estimate[i])}  {g(ci.se[i])}    "
+                        f"{g(ci.lower[i])}  {g(ci.upper[i])}"
+                    )
+        n = ngroups.get(term.group)
+        if n is not None and n < FEW_GROUPS:
+            out.append(f"{'':>28} |   ^ only {n} groups: this SD is poorly determined")
+        out.append("-" * 29 + "+" + "-" * 48)
+    return out
 
 
 def shares_table(res: LmmResult) -> list[str]:
@@ -204,19 +240,27 @@ def lme4(res: LmmResult) -> str:
         out += _table(rows, ["r"] * 5)
     out += ["", "Random effects:"]
     vc = res.varcorr
-    order = list(range(len(res.levels)))[::-1] + [len(res.levels)]
-    rows = [["Groups", "Name", "Variance", "Std.Dev."]]
+    corr = res.correlations
+    # lme4 lists terms by decreasing number of groups, the residual last
+    sizes = {lv.name: lv.ngroups for lv in res.levels}
+    order = sorted(range(len(vc) - 1), key=lambda i: -sizes.get(vc.iloc[i].group, 0))
+    order.append(len(vc) - 1)
+    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+    last_group = None
     for i in order:
         row = vc.iloc[i]
+        cors = corr[(corr.group == row.group) & (corr.term1 == row.term)] if len(corr) else corr
         rows.append(
             [
-                str(row.group),
+                "" if row.group == last_group else str(row.group),
                 "" if pd.isna(row.term) else str(row.term),
                 f"{row.variance:.4g}",
                 f"{row.sd:.4g}",
+                " ".join(f"{c:.2f}" for c in cors["correlation"]) if len(cors) else "",
             ]
         )
-    out += _table(rows, ["l", "l", "r", "r"])
+        last_group = row.group
+    out += _table(rows, ["l", "l", "r", "r", "l"])
     groups = "; ".join(f"{lv.name}, {lv.ngroups}" for lv in reversed(res.levels))
     out += [f"Number of obs: {res.nobs}, groups:  {groups}", "", "Fixed effects:"]
     table = res.coef_table()

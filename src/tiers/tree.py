@@ -1,0 +1,218 @@
+"""Likelihood engine for nested grouping with any random-effects terms per level (slopes too).
+
+Levels ``k = 0..K-1`` are nested outermost first; level k's groups carry ``q_k`` effects with
+relative factor ``T_k`` and model matrix ``Z_k`` (n x q_k). Every observation has the row
+``w_i = (z_i0, ..., z_iK-1, x_i, y_i)``. Eliminating the random effects innermost first
+(Bates et al. 2015, eqs. 10-34, organised as the tree the nesting makes), a node j of level k holds
+``C_j``, the cross-product of its subtree over the coordinates of levels ``0..k`` and ``[x y]``,
+with the deeper levels already absorbed. Its own effects are removed by a block Schur complement:
+
+    P_j = T_k' C_oo T_k + I,    ldL2 += log det P_j,
+    M_j = C_rr - (C_ro T_k) P_j^-1 (C_ro T_k)',
+
+and the parent sums its children's ``M_j``. At the root only ``[x y]`` is left: the downdated
+cross-product the profiled deviance is read from. Nothing n x n or q x q (q the total number of
+random effects) is ever formed; work is O(nodes * d^2 * q_k) with d = sum_{l<=k} q_l + p + 1.
+
+When the innermost term is a scalar intercept, ``P_g = 1 + t n_g`` depends on the group size only:
+leaves are then summed once per (parent, group size), as in `tiers.nested`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .profiled import Evaluation, ProfiledProblem
+from .terms import TermSpec
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def _pair_sums(values: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
+    """Sum rows of a (m, d, d) array by key, via one bincount per entry of the lower triangle."""
+    d = values.shape[1]
+    out = np.zeros((nkeys, d, d))
+    rows, cols = np.tril_indices(d)
+    for i, j in zip(rows, cols, strict=True):
+        s = np.bincount(key, weights=values[:, i, j], minlength=nkeys)
+        out[:, i, j] = s
+        out[:, j, i] = s
+    return out
+
+
+def _outer_sums(W: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
+    """``sum_{i: key_i = g} w_i w_i'`` for every g, as (nkeys, d, d), without forming n x d x d."""
+    d = W.shape[1]
+    out = np.zeros((nkeys, d, d))
+    for i in range(d):
+        for j in range(i + 1):
+            s = np.bincount(key, weights=W[:, i] * W[:, j], minlength=nkeys)
+            out[:, i, j] = s
+            out[:, j, i] = s
+    return out
+
+
+class TreeProblem(ProfiledProblem):
+    """Profiled deviance of a nested LMM whose levels may carry several effects each.
+
+    Parameters
+    ----------
+    y, X : arrays
+    levels : list of list of TermSpec
+        Per level (outermost first), the terms on that level's grouping factor (usually one; two
+        when e.g. ``(1 | g) + (0 + x | g)`` share the factor: their effects are stacked).
+    parents : list of IntArray
+        ``parents[k]`` maps the groups of level k + 1 to their group at level k.
+    reml : bool
+    """
+
+    def __init__(
+        self,
+        y: FloatArray,
+        X: FloatArray,
+        levels: list[list[TermSpec]],
+        parents: list[IntArray],
+        *,
+        reml: bool = True,
+    ) -> None:
+        self.reml = reml
+        D = self._centred(np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64))
+        self.levels = levels
+        self.K = len(levels)
+        self.q = [sum(t.q for t in terms) for terms in levels]
+        self.offsets = np.concatenate(([0], np.cumsum(self.q)))
+        Q = int(self.offsets[-1])
+        self.Q = Q
+        slices, start = [], 0
+        for terms in levels:
+            for term in terms:
+                slices.append(slice(start, start + term.cov.n_theta))
+                start += term.cov.n_theta
+        self.term_slices = slices
+        self.n_theta = start
+        terms_flat = [t for terms in levels for t in terms]
+        self.theta_lower = np.concatenate([t.cov.lower() for t in terms_flat])
+        self.theta_upper = np.concatenate([t.cov.upper() for t in terms_flat])
+        self.theta_start = np.concatenate([t.cov.start() for t in terms_flat])
+        self.has_gradient = False
+        W = np.empty((self.n, Q + self.p + 1))
+        for k, terms in enumerate(levels):
+            W[:, self.offsets[k] : self.offsets[k + 1]] = np.hstack([t.Z for t in terms])
+        W[:, Q:] = D
+        self.sizes = [terms[0].nlevels for terms in levels]
+        self.parents = parents
+        self._renumber()
+        leaf = levels[-1][0].codes
+        last = self.K - 1
+        own = slice(int(self.offsets[last]), int(self.offsets[last + 1]))
+        keep = np.r_[0 : int(self.offsets[last]), Q : Q + self.p + 1]
+        self.scalar_leaf = self.q[last] == 1 and levels[last][0].intercept_only
+        if self.scalar_leaf and self.K > 1:
+            # P_g = 1 + t n_g: sum the leaves per (parent, size) once; see the module docstring.
+            counts = np.bincount(leaf, minlength=self.sizes[last])
+            sizes, size_class, mult = np.unique(counts, return_inverse=True, return_counts=True)
+            self.leaf_sizes, self.leaf_mult = sizes.astype(np.float64), mult.astype(np.float64)
+            parent = self.new_index[last - 1][parents[last - 1]]
+            pair = parent * sizes.size + size_class
+            uniq, pair_of_leaf = np.unique(pair, return_inverse=True)
+            Wr = W[:, keep]
+            self.parent_S = _outer_sums(
+                Wr, self.new_index[last - 1][parents[last - 1]][leaf], self.sizes[last - 1]
+            )
+            c = np.empty((self.sizes[last], keep.size))
+            for j in range(keep.size):
+                c[:, j] = np.bincount(leaf, weights=Wr[:, j], minlength=self.sizes[last])
+            self.pair_P = _pair_sums(c[:, :, None] * c[:, None, :], pair_of_leaf, uniq.size)
+            self.pair_n = sizes[uniq % sizes.size].astype(np.float64)
+            self.pair_starts = np.searchsorted(uniq // sizes.size, np.arange(self.sizes[last - 1]))
+        else:
+            self.leaf_C = _outer_sums(W, leaf, self.sizes[last])
+            if self.K > 1:
+                order = np.argsort(self.new_index[last - 1][parents[last - 1]], kind="stable")
+                self.leaf_C = self.leaf_C[order]
+                self.leaf_starts = np.searchsorted(
+                    self.new_index[last - 1][parents[last - 1]][order],
+                    np.arange(self.sizes[last - 1]),
+                )
+        self.own_last, self.keep_last = own, keep
+
+    def _renumber(self) -> None:
+        """Non-leaf levels renumbered so that siblings are contiguous (one reduceat per level)."""
+        new = [np.arange(self.sizes[0], dtype=np.int64)]
+        self.level_starts: list[IntArray] = [np.zeros(0, dtype=np.int64)]
+        for k in range(1, self.K - 1):
+            parent_new = new[k - 1][self.parents[k - 1]]
+            order = np.argsort(parent_new, kind="stable")
+            idx = np.empty(self.sizes[k], dtype=np.int64)
+            idx[order] = np.arange(self.sizes[k])
+            new.append(idx)
+            self.level_starts.append(
+                np.searchsorted(parent_new[order], np.arange(self.sizes[k - 1]))
+            )
+        self.new_index = new
+
+    def factors(self, theta: FloatArray) -> list[FloatArray]:
+        """Relative factor of each level (block-diagonal over the level's terms)."""
+        out = []
+        i = 0
+        for terms in self.levels:
+            blocks = []
+            for term in terms:
+                blocks.append(term.cov.factor(theta[self.term_slices[i]]))
+                i += 1
+            q = sum(b.shape[0] for b in blocks)
+            T = np.zeros((q, q))
+            at = 0
+            for b in blocks:
+                T[at : at + b.shape[0], at : at + b.shape[0]] = b
+                at += b.shape[0]
+            out.append(T)
+        return out
+
+    @staticmethod
+    def _eliminate(
+        C: FloatArray, own: slice, keep: NDArray[np.intp], T: FloatArray
+    ) -> tuple[FloatArray, float]:
+        """Remove the ``own`` coordinates from a batch of cross-products (block Schur complement)."""
+        q = T.shape[0]
+        Coo = C[:, own, own]
+        Cro = C[:, keep, own]
+        P = T.T @ Coo @ T + np.eye(q)
+        L = np.linalg.cholesky(P)
+        B = Cro @ T  # (N, d - q, q)
+        Y = np.linalg.solve(L, B.transpose(0, 2, 1))  # L^-1 B'
+        M = C[:, keep][:, :, keep] - Y.transpose(0, 2, 1) @ Y
+        ld = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+        return M, ld
+
+    def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
+        """Eliminate the tree at ``theta`` (no analytic gradient: ``has_gradient`` is False)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        Ts = self.factors(theta)
+        last = self.K - 1
+        ld = 0.0
+        if self.scalar_leaf and self.K > 1:
+            t = float(Ts[last][0, 0]) ** 2
+            s = 1.0 + t * self.pair_n
+            ld += float(self.leaf_mult @ np.log1p(t * self.leaf_sizes))
+            down = np.add.reduceat(self.pair_P * (t / s)[:, None, None], self.pair_starts, axis=0)
+            C = self.parent_S - down
+        else:
+            M, ld_leaf = self._eliminate(self.leaf_C, self.own_last, self.keep_last, Ts[last])
+            ld += ld_leaf
+            if self.K == 1:
+                return self.finish(theta, M.sum(axis=0), ld)
+            C = np.add.reduceat(M, self.leaf_starts, axis=0)
+        for k in range(self.K - 2, -1, -1):
+            # C's coordinates are the effects of levels 0..k, then [x y]
+            lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+            M, ld_k = self._eliminate(C, slice(lo, hi), np.r_[0:lo, hi : C.shape[1]], Ts[k])
+            ld += ld_k
+            C = (
+                M.sum(axis=0, keepdims=True)
+                if k == 0
+                else np.add.reduceat(M, self.level_starts[k], axis=0)
+            )
+        return self.finish(theta, C[0], ld)
