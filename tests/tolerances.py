@@ -12,6 +12,8 @@ OPTIMUM_WITHIN_RTOL = 1e-4
 THETA_ATOL = 1e-4
 #: Fixed effects are a smooth function of theta (GLS): theta differences of 1e-5 move them ~1e-6.
 BETA_RTOL = 1e-5
+#: ... and for a coefficient near zero, as a fraction of its SE (lme4's optimum is ~1e-5 SE away).
+BETA_ATOL_SE = 1e-4
 #: Standard errors and SDs depend on theta and sigma to first order.
 SE_RTOL = 1e-4
 #: Closed-form panel estimators: same formulas, double precision.

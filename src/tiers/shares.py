@@ -62,27 +62,29 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     free = var > 0
     cov = np.asarray(sdi.cov_log_sd)[np.ix_(free, free)]
     rows = []
-    for k in range(K + 1):
-        share = var[k] / total
-        # d logit(v_k / T) / d log sd_j = 2 [j == k] - 2 v_j [j != k] / (T - v_k)
-        g = np.where(np.arange(K + 1) == k, 2.0, -2.0 * var / (total - var[k]))[free]
-        s_lo, s_hi = _logit_interval(share, g, cov, z) if free[k] else (np.nan, np.nan)
-        row = {
-            "level": res.levels[k].name if k < K else "Residual",
-            "variance": var[k],
-            "share": share,
-            "share_lower": s_lo,
-            "share_upper": s_hi,
-        }
-        if k < K:
-            upto = np.arange(K + 1) <= k
-            a = float(var[upto].sum())
-            icc = a / total
-            # d logit(A / T) / d log sd_j = 2 v_j / A [j <= k] - 2 v_j / (T - A) [j > k]
-            gi = np.where(upto, 2.0 * var / a if a > 0 else 0.0, -2.0 * var / (total - a))[free]
-            i_lo, i_hi = _logit_interval(icc, gi, cov, z)
-            row.update(icc=icc, icc_lower=i_lo, icc_upper=i_hi)
-        else:
-            row.update(icc=np.nan, icc_lower=np.nan, icc_upper=np.nan)
-        rows.append(row)
+    # zero components are not free and drop out of g; their 0/0 entries are never used
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(K + 1):
+            share = var[k] / total
+            # d logit(v_k / T) / d log sd_j = 2 [j == k] - 2 v_j [j != k] / (T - v_k)
+            g = np.where(np.arange(K + 1) == k, 2.0, -2.0 * var / (total - var[k]))[free]
+            s_lo, s_hi = _logit_interval(share, g, cov, z) if free[k] else (np.nan, np.nan)
+            row = {
+                "level": res.levels[k].name if k < K else "Residual",
+                "variance": var[k],
+                "share": share,
+                "share_lower": s_lo,
+                "share_upper": s_hi,
+            }
+            if k < K:
+                upto = np.arange(K + 1) <= k
+                a = float(var[upto].sum())
+                icc = a / total
+                # d logit(A / T) / d log sd_j = 2 v_j / A [j <= k] - 2 v_j / (T - A) [j > k]
+                gi = np.where(upto, 2.0 * var / a if a > 0 else 0.0, -2.0 * var / (total - a))[free]
+                i_lo, i_hi = _logit_interval(icc, gi, cov, z)
+                row.update(icc=icc, icc_lower=i_lo, icc_upper=i_hi)
+            else:
+                row.update(icc=np.nan, icc_lower=np.nan, icc_upper=np.nan)
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
-"""Nested random-intercept models against lme4 1.1-31 (../shared/reference)."""
+"""Models with nested grouping (random intercepts, slopes, covariance structures) against lme4
+1.1-31 (../shared/reference)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tiers.errors import SingularFitWarning
 
 from .conftest import load_case
 from .tolerances import (
+    BETA_ATOL_SE,
     BETA_RTOL,
     DEVIANCE_AT_THETA_RTOL,
     OPTIMUM_NOT_WORSE_RTOL,
@@ -20,8 +22,16 @@ from .tolerances import (
     THETA_ATOL,
 )
 
-# Cases whose random part is nested random intercepts: the nested engine's domain.
+# Every reference model whose grouping factors nest (a single factor nests trivially).
 CASES = [
+    ("sleepstudy", "corr_REML"),
+    ("sleepstudy", "corr_ML"),
+    ("sleepstudy", "uncorr_REML"),
+    ("sleepstudy", "uncorr_ML"),
+    ("exam", "rs_REML"),
+    ("exam", "rs_ML"),
+    ("hsb82", "rs_REML"),
+    ("hsb82", "rs_ML"),
     ("dyestuff", "ri_REML"),
     ("dyestuff", "ri_ML"),
     ("dyestuff2", "ri_REML"),
@@ -48,10 +58,9 @@ def _criterion(spec: dict) -> float:
 
 
 def _theta_by_level(res, spec) -> tuple[np.ndarray, np.ndarray]:
-    """lme4's theta reordered to tiers' levels (matched by group name)."""
-    ref = {name.rsplit(".", 1)[0]: value for name, value in spec["theta"].items()}
-    names = [lv.name for lv in res.levels]
-    return np.asarray(res.theta), np.array([ref[n] for n in names])
+    """lme4's theta reordered to tiers' theta (matched by lme4's parameter names)."""
+    names = res.to_dict()["theta_names"]
+    return np.asarray(res.theta), np.array([spec["theta"][n] for n in names])
 
 
 @pytest.mark.parametrize(("case", "key"), CASES)
@@ -81,8 +90,12 @@ def test_parameters(case: str, key: str) -> None:
     np.testing.assert_allclose(theta, theta_ref, atol=THETA_ATOL)
     fe = {f["name"]: f for f in spec["fixed_effects"]}
     assert list(res.xnames) == list(fe)
+    # a coefficient near zero is compared on the scale of its SE (lme4 stops ~1e-5 SE away)
     np.testing.assert_allclose(
-        res.fixef.to_numpy(), [fe[n]["estimate"] for n in res.xnames], rtol=BETA_RTOL
+        res.fixef.to_numpy(),
+        [fe[n]["estimate"] for n in res.xnames],
+        rtol=BETA_RTOL,
+        atol=BETA_ATOL_SE * res.std_errors.min(),
     )
     np.testing.assert_allclose(
         res.std_errors.to_numpy(), [fe[n]["std_error"] for n in res.xnames], rtol=SE_RTOL
@@ -90,12 +103,25 @@ def test_parameters(case: str, key: str) -> None:
     vcov_ref = np.asarray(spec["vcov_fixed"]["values"])
     np.testing.assert_allclose(res.vcov.to_numpy(), vcov_ref, rtol=2 * SE_RTOL)
     np.testing.assert_allclose(res.sigma, spec["residual_sd"], rtol=SE_RTOL)
-    sds = {(r["group"]): r["sd"] for r in spec["random_effects"]}
+    # lme4 names the second block of (x || g) "g.1"; the residual's term is null
+    sds = {
+        (r["group"].removesuffix(".1"), r["term"] or ""): r["sd"] for r in spec["random_effects"]
+    }
     vc = res.varcorr
+    assert len(vc) == len(sds)
     for _, row in vc.iterrows():
         np.testing.assert_allclose(
-            row.sd, sds[row.group], rtol=SE_RTOL, atol=THETA_ATOL * res.sigma
+            row.sd, sds[(row.group, row.term)], rtol=SE_RTOL, atol=THETA_ATOL * res.sigma
         )
+    corr = {
+        (c["group"], frozenset((c["term1"], c["term2"]))): c["correlation"]
+        for c in spec["correlations"]
+    }
+    ours = res.correlations
+    assert len(ours) == len(corr)
+    for _, row in ours.iterrows():
+        key = (row.group, frozenset((row.term1, row.term2)))
+        np.testing.assert_allclose(row.correlation, corr[key], atol=10 * THETA_ATOL)
 
 
 @pytest.mark.parametrize(("case", "key"), CASES)

@@ -1,0 +1,127 @@
+"""The general nested engine (slopes, covariance structures) against a dense computation, and the
+random-slope syntax of both front ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tiers
+from tiers.errors import DataError, FormulaError, IdentificationWarning
+from tiers.model import prepare
+from tiers.tree import TreeProblem
+
+from .conftest import load_case
+
+
+def dense_deviance(y, X, terms, thetas, reml: bool) -> float:
+    """lme4's profiled deviance from dense matrices (Bates et al. 2015, eqs. 34 and 41)."""
+    n = len(y)
+    blocks = []
+    for t, th in zip(terms, thetas, strict=True):
+        T = t.cov.factor(th)
+        Z = np.zeros((n, t.nlevels * t.q))
+        for j in range(t.q):
+            Z[np.arange(n), t.codes * t.q + j] = t.Z[:, j]
+        blocks.append(Z @ np.kron(np.eye(t.nlevels), T))
+    ZL = np.hstack(blocks)
+    ld = np.linalg.slogdet(np.eye(ZL.shape[1]) + ZL.T @ ZL)[1]
+    Vi = np.linalg.inv(np.eye(n) + ZL @ ZL.T)
+    xtvx = X.T @ Vi @ X
+    beta = np.linalg.solve(xtvx, X.T @ Vi @ y)
+    r = y - X @ beta
+    pw = r @ Vi @ r
+    nu = n - X.shape[1] if reml else n
+    dev = ld + nu * (1 + np.log(2 * np.pi * pw / nu))
+    return float(dev + (np.linalg.slogdet(xtvx)[1] if reml else 0.0))
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    d = tiers.simulate(tiers.seed_design(districts=2), seed=3)
+    d = d[(d.school_id <= 6) & (d.teach_id % 8 < 3) & (d.student_id % 20 < 3)].copy()
+    d["x"] = np.random.default_rng(1).normal(size=len(d))
+    return d.reset_index(drop=True)
+
+
+FORMULAS = [
+    "perform ~ tutoring + x + (1|dist_id) + (1 + tutoring | dist_id:school_id) + (1|dist_id:school_id:teach_id) + (1|dist_id:school_id:teach_id:student_id)",
+    "perform ~ tutoring + (1|dist_id) + (x | dist_id:school_id)",
+    "perform ~ tutoring + (1|dist_id) + (x || dist_id:school_id:teach_id)",
+    "perform tutoring || dist_id: || school_id: x tutoring, covariance(exchangeable)",
+    "perform tutoring || dist_id: x, covariance(identity) || school_id:",
+    "perform ~ x + (1 | dist_id:school_id) + (0 + x | dist_id:school_id)",
+]
+
+
+@settings(max_examples=25, deadline=None)
+@given(which=st.integers(0, len(FORMULAS) - 1), seed=st.integers(0, 2**31), reml=st.booleans())
+def test_tree_matches_dense(small, which: int, seed: int, reml: bool) -> None:
+    prep = prepare(FORMULAS[which], small)
+    assert prep.engine == "tree"
+    assert prep.nesting is not None
+    problem = TreeProblem(
+        prep.frame.y, prep.frame.X, prep.levels, list(prep.nesting.tree.parents), reml=reml
+    )
+    rng = np.random.default_rng(seed)
+    theta = np.clip(
+        rng.normal(0.5, 0.6, problem.n_theta),
+        problem.theta_lower + 1e-3,
+        problem.theta_upper - 1e-3,
+    )
+    got = problem.evaluate(theta).deviance
+    thetas = [theta[s] for s in problem.term_slices]
+    terms = [t for lv in prep.levels for t in lv]
+    np.testing.assert_allclose(
+        got, dense_deviance(prep.frame.y, prep.frame.X, terms, thetas, reml), rtol=1e-11
+    )
+
+
+def test_two_terms_on_one_factor_equal_independent_structure() -> None:
+    data, _ = load_case("sleepstudy")
+    split = tiers.fit("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", data)
+    joint = tiers.fit("Reaction ~ Days + (Days || Subject)", data)
+    np.testing.assert_allclose(split.criterion, joint.criterion, rtol=1e-9)
+    np.testing.assert_allclose(split.varcorr["sd"], joint.varcorr["sd"], rtol=1e-4)
+
+
+def test_stata_slope_syntax_matches_lme4() -> None:
+    data, _ = load_case("sleepstudy")
+    lme4 = tiers.fit("Reaction ~ Days + (Days | Subject)", data)
+    stata = tiers.fit("Reaction Days || Subject: Days, covariance(unstructured)", data)
+    np.testing.assert_allclose(stata.criterion, lme4.criterion, rtol=1e-10)
+    indep = tiers.fit("Reaction Days || Subject: Days", data)  # Stata's default: independent
+    uncorr = tiers.fit("Reaction ~ Days + (Days || Subject)", data)
+    np.testing.assert_allclose(indep.criterion, uncorr.criterion, rtol=1e-10)
+    assert "corr(" in str(stata) and "Unstructured" in str(stata)
+    assert "Independent" in str(indep)
+
+
+def test_slope_without_within_variation_warns() -> None:
+    data, _ = load_case("sleepstudy")
+    data = data.assign(age=data["Subject"] % 7)  # constant within each subject
+    with pytest.warns(IdentificationWarning, match="slope of age.*not identified"):
+        tiers.fit("Reaction ~ Days + (age | Subject)", data)
+
+
+def test_more_random_effects_than_observations() -> None:
+    data, _ = load_case("sleepstudy")
+    few = data.groupby("Subject").head(2)  # 36 rows, 18 subjects x 2 effects = 36
+    with pytest.raises(DataError, match=r"36 random effects \(18 groups x 2 effects\) for 36"):
+        tiers.fit("Reaction ~ Days + (Days | Subject)", few)
+
+
+def test_unknown_covariance_structure_lists_valid_ones() -> None:
+    with pytest.raises(FormulaError, match="unstructured, independent, exchangeable, identity"):
+        tiers.parse("y x || g: x, covariance(toeplitz)")
+
+
+def test_variance_shares_refused_with_slopes() -> None:
+    data, _ = load_case("sleepstudy")
+    res = tiers.fit("Reaction ~ Days + (Days | Subject)", data)
+    with pytest.raises(ValueError, match="random-intercept models"):
+        res.variance_shares()
+    assert res.to_dict()["variance_shares"] == []
