@@ -109,6 +109,29 @@ class CovStructure:
         )
         return t * root
 
+    def factor_grad(self, theta: FloatArray) -> FloatArray:
+        """``dT / d theta_j`` for each parameter, as (n_theta, q, q)."""
+        q, n = self.q, self.n_theta
+        out = np.zeros((n, q, q))
+        if self.kind == "unstructured":
+            idx = 0
+            for j in range(q):
+                for i in range(j, q):
+                    out[idx, i, j] = 1.0
+                    idx += 1
+        elif self.kind == "independent":
+            for j in range(q):
+                out[j, j, j] = 1.0
+        elif self.kind == "identity":
+            out[0] = np.eye(q)
+        else:  # exchangeable: T is linear in t, and smooth in rho (central differences)
+            theta = np.asarray(theta, dtype=np.float64)
+            out[0] = self.factor(np.r_[1.0, theta[1:]])
+            if n > 1:
+                h = 1e-6
+                out[1] = (self.factor(theta + [0.0, h]) - self.factor(theta - [0.0, h])) / (2 * h)
+        return out
+
     def covariance(self, theta: FloatArray) -> FloatArray:
         """``T T'``: the covariance of the term's effects relative to sigma^2."""
         T = self.factor(theta)

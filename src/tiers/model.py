@@ -31,7 +31,7 @@ from .grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from .nested import NestedProblem
 from .optimize import fd_gradient, minimize_theta, value_hessian
 from .profiled import ProfiledProblem
-from .results import LevelInfo, LmmResult, TermInfo
+from .results import Deferred, LevelInfo, LmmResult, TermInfo
 from .terms import TermSpec, build_terms, slopes_without_within_variation
 from .varcomp import lr_vs_linear, sd_inference
 from .varparams import var_inference
@@ -218,19 +218,22 @@ def fit_prepared(
     sigma = problem.sigma(ev)
     terms = _term_infos(prep, problem)
     sd_names = tuple((t.group, z) for t in terms for z in t.znames) + (("Residual", ""),)
-    if isinstance(problem, NestedProblem):
-        sdi = sd_inference(problem, opt.theta, sigma, names=sd_names)
-        corr = None
-    else:
-        sdi, corr = var_inference(
-            problem,
-            [t.cov for t in prep.terms],
-            [t.name for t in prep.terms],
-            [t.znames for t in prep.terms],
-            [slice(t.start, t.stop) for t in terms],
-            opt.theta,
-            sigma,
-        )
+    theta = opt.theta
+
+    def inference():
+        with single_thread_blas():
+            if isinstance(problem, NestedProblem):
+                return sd_inference(problem, theta, sigma, names=sd_names), None
+            return var_inference(
+                problem,
+                [t.cov for t in prep.terms],
+                [t.name for t in prep.terms],
+                [t.znames for t in prep.terms],
+                [slice(t.start, t.stop) for t in terms],
+                theta,
+                sigma,
+            )
+
     lrt = lr_vs_linear(problem, ev.deviance, opt.theta.size)
     factors = prep.nesting.factors if prep.nesting is not None else _distinct(prep.factors)
     levels = tuple(_level_info(gf) for gf in factors)
@@ -281,7 +284,6 @@ def fit_prepared(
         sigma=sigma,
         criterion=ev.deviance,
         opt=opt,
-        sd_inference=sdi,
         lr_linear=lrt,
         notes=tuple(notes),
         warnings=tuple(warns),
@@ -289,7 +291,7 @@ def fit_prepared(
         engine=prep.engine,
         data_signature=_signature(y),
         terms=terms,
-        corr_inference=corr,
+        _var_inference=Deferred(inference),
         _problem=problem,
         _refit_args={"prepared": prep, "problem": problem, "nesting": prep.nesting},
     )

@@ -350,22 +350,7 @@ class NestedProblem(ProfiledProblem):
         ev = self.finish(theta, self.dtd - G, ld)
         if dG is None or dld is None:
             return ev
-        p, beta = self.p, ev.beta
-        nu = self.n - p if self.reml else self.n
-        # A = dtd - G, so dA = -dG; pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy
-        dpw = -(dG[:, p, p] - 2.0 * dG[:, :p, p] @ beta + (dG[:, :p, :p] @ beta) @ beta)
-        dldrx = np.zeros_like(dld)
-        if self.reml:
-            dldrx = -(dG[:, :p, :p] * np.linalg.inv(ev.xtvx)).sum(axis=(1, 2))
-        dt = dld + nu * dpw / ev.pwrss + dldrx
-        return dataclasses.replace(
-            ev, gradient=dt * 2.0 * theta, gradient_t=dt, parts_t=np.stack([dld, dpw, dldrx])
-        )  # d/dtheta = 2 theta d/dt
-
-    def deviance_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
-        """The objective and its gradient in theta, for gradient-based optimizers."""
-        ev = self.evaluate(theta, gradient=True)
-        assert ev.gradient is not None
-        return ev.deviance, ev.gradient
+        dt, parts = self.gradient_parts(ev, -dG, dld)  # A = dtd - G
+        return dataclasses.replace(ev, gradient=dt * 2.0 * theta, gradient_t=dt, parts_t=parts)
 
     # ------------------------------------------------------------------------------- read-off --

@@ -90,9 +90,32 @@ class ProfiledProblem:
             dev += ldRX2
         return Evaluation(theta, float(dev), None, None, None, float(ld), ldRX2, pwrss, beta, xtvx)
 
+    def gradient_parts(
+        self, ev: Evaluation, dA: FloatArray, dld: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Gradient of the profiled deviance from the derivatives of ``A`` and ``ldL2`` along
+        each parameter; also the stacked derivatives of (ldL2, pwrss, ldRX2).
+
+        pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy, so d pwrss = da_yy - 2 beta' da_xy +
+        beta' dA_xx beta; d ldRX2 = tr(A_xx^-1 dA_xx).
+        """
+        p, beta = self.p, ev.beta
+        nu = self.n - p if self.reml else self.n
+        dpw = dA[:, p, p] - 2.0 * dA[:, :p, p] @ beta + (dA[:, :p, :p] @ beta) @ beta
+        dldrx = np.zeros_like(dld)
+        if self.reml:
+            dldrx = (dA[:, :p, :p] * np.linalg.inv(ev.xtvx)).sum(axis=(1, 2))
+        return dld + nu * dpw / ev.pwrss + dldrx, np.stack([dld, dpw, dldrx])
+
     def deviance(self, theta: FloatArray) -> float:
         """REML criterion or ML deviance at ``theta`` (lme4's ``devfun``)."""
         return self.evaluate(theta).deviance
+
+    def deviance_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
+        """The objective and its analytic gradient in theta (engines with ``has_gradient``)."""
+        ev = self.evaluate(theta, gradient=True)
+        assert ev.gradient is not None
+        return ev.deviance, ev.gradient
 
     def beta(self, ev: Evaluation) -> FloatArray:
         """Fixed effects on the original (uncentred) scale."""

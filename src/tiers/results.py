@@ -83,7 +83,6 @@ class LmmResult:
     sigma: float
     criterion: float
     opt: OptSummary
-    sd_inference: SdInference
     lr_linear: LinearLRTest
     notes: tuple[str, ...]
     warnings: tuple[str, ...]
@@ -91,11 +90,23 @@ class LmmResult:
     engine: str
     data_signature: tuple[float, float] = (0.0, 0.0)
     terms: tuple[TermInfo, ...] = ()
-    corr_inference: Any = None
+    _var_inference: Any = field(default=None, repr=False, compare=False)
     _problem: NestedProblem | None = field(default=None, repr=False, compare=False)
     _refit_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------------------- numbers --
+
+    @property
+    def sd_inference(self) -> SdInference:
+        """SDs of the random effects (then the residual) with observed-information SEs and Wald
+        intervals on the log scale (Stata's); computed on first use."""
+        return self._var_inference.get()[0]
+
+    @property
+    def corr_inference(self) -> Any:
+        """Correlations between a term's effects with SEs and Fisher-z intervals (None for
+        random-intercept models); computed on first use."""
+        return self._var_inference.get()[1]
 
     @property
     def method(self) -> str:
@@ -271,6 +282,24 @@ class LmmResult:
         from html import escape
 
         return f"<pre>{escape(self.summary())}</pre>"
+
+
+class Deferred:
+    """A value computed on first use and kept (the variance parameters' inference needs a
+    Hessian: not worth paying for in fits whose SEs are never read, such as replicates)."""
+
+    __slots__ = ("_fn", "_value")
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+        self._value: Any = None
+
+    def get(self) -> Any:
+        """The value, computing it once."""
+        if self._value is None:
+            self._value = self._fn()
+            self._fn = None
+        return self._value
 
 
 def _check_level(level: float) -> None:
