@@ -342,11 +342,11 @@ class TreeProblem(ProfiledProblem):
             dP = np.concatenate([dP, T.T @ dC[:, :, own, own] @ T], axis=1)
             dB = np.concatenate([dB, dC[:, :, keep, own] @ T], axis=1)
             dCrr = np.concatenate([dCrr, dC[:, :, keep][:, :, :, keep]], axis=1)
-        dld = np.einsum("nij,nkji->k", Pinv, dP)
-        GdB = G[:, None] @ dB.transpose(0, 1, 3, 2)
-        dM = dCrr - (
-            GdB + GdB.transpose(0, 1, 3, 2) - G[:, None] @ dP @ G[:, None].transpose(0, 1, 3, 2)
-        )
+        dld = np.einsum("nij,nkji->k", Pinv, dP, optimize=True)
+        # einsum's optimised path beats stacked matmuls of tiny matrices several-fold here
+        GdB = np.einsum("nac,nkbc->nkab", G, dB, optimize=True)
+        GdPG = np.einsum("nac,nkcd,nbd->nkab", G, dP, G, optimize=True)
+        dM = dCrr - (GdB + GdB.transpose(0, 1, 3, 2) - GdPG)
         return M, dM, ld, dld
 
     def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
