@@ -59,6 +59,27 @@ class Tree:
     sizes: tuple[int, ...]
 
 
+def renumber_levels(
+    parents: list[IntArray], sizes: list[int]
+) -> tuple[list[IntArray], list[IntArray]]:
+    """Renumber the non-leaf levels so each level's nodes are sorted by parent.
+
+    Siblings are then contiguous and summing children into parents is one ``reduceat`` with no
+    gather. Returns, per non-leaf level, the new index of each original node, and per level k the
+    first child (in level k) of each node of level k - 1.
+    """
+    new = [np.arange(sizes[0], dtype=np.int64)]
+    starts: list[IntArray] = [np.zeros(0, dtype=np.int64)]
+    for k in range(1, len(sizes) - 1):
+        parent_new = new[k - 1][parents[k - 1]]
+        order = np.argsort(parent_new, kind="stable")
+        idx = np.empty(sizes[k], dtype=np.int64)
+        idx[order] = np.arange(sizes[k])
+        new.append(idx)
+        starts.append(np.searchsorted(parent_new[order], np.arange(sizes[k - 1])))
+    return new, starts
+
+
 def _sum_rows(values: FloatArray, group: IntArray, ngroups: int) -> FloatArray:
     """Sum the rows of ``values`` by ``group`` (one bincount per column: no sort needed)."""
     out = np.empty((ngroups, values.shape[1]))
@@ -203,23 +224,7 @@ class NestedProblem(ProfiledProblem):
         self.pair_starts = np.searchsorted(uniq // nclass, np.arange(nparent))
 
     def _renumber(self, tree: Tree) -> list[IntArray]:
-        """Renumber the non-leaf levels so each level's nodes are sorted by parent.
-
-        Siblings are then contiguous and summing children into parents is one ``reduceat`` with
-        no gather. Returns, per non-leaf level, the new index of each original node; sets
-        ``self.level_starts[k]``, the first child in level ``k`` of each node of level ``k - 1``.
-        """
-        new = [np.arange(tree.sizes[0], dtype=np.int64)]
-        self.level_starts: list[IntArray] = [np.zeros(0, dtype=np.int64)]
-        for k in range(1, self.K - 1):
-            parent_new = new[k - 1][tree.parents[k - 1]]
-            order = np.argsort(parent_new, kind="stable")
-            idx = np.empty(tree.sizes[k], dtype=np.int64)
-            idx[order] = np.arange(tree.sizes[k])
-            new.append(idx)
-            self.level_starts.append(
-                np.searchsorted(parent_new[order], np.arange(tree.sizes[k - 1]))
-            )
+        new, self.level_starts = renumber_levels(list(tree.parents), list(tree.sizes))
         return new
 
     # ------------------------------------------------------------------------------ evaluation --

@@ -25,6 +25,7 @@ import dataclasses
 import numpy as np
 from numpy.typing import NDArray
 
+from .nested import renumber_levels
 from .profiled import Evaluation, ProfiledProblem
 from .terms import TermSpec
 
@@ -248,18 +249,7 @@ class TreeProblem(ProfiledProblem):
 
     def _renumber(self) -> None:
         """Non-leaf levels renumbered so that siblings are contiguous (one reduceat per level)."""
-        new = [np.arange(self.sizes[0], dtype=np.int64)]
-        self.level_starts: list[IntArray] = [np.zeros(0, dtype=np.int64)]
-        for k in range(1, self.K - 1):
-            parent_new = new[k - 1][self.parents[k - 1]]
-            order = np.argsort(parent_new, kind="stable")
-            idx = np.empty(self.sizes[k], dtype=np.int64)
-            idx[order] = np.arange(self.sizes[k])
-            new.append(idx)
-            self.level_starts.append(
-                np.searchsorted(parent_new[order], np.arange(self.sizes[k - 1]))
-            )
-        self.new_index = new
+        self.new_index, self.level_starts = renumber_levels(self.parents, self.sizes)
 
     def factors(self, theta: FloatArray) -> list[FloatArray]:
         """Relative factor of each level (block-diagonal over the level's terms)."""
