@@ -206,6 +206,11 @@ def explore(
         _fail(exc)
 
 
+from .cli_study import register as _register_study  # noqa: E402
+
+_register_study(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
