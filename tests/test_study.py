@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import tiers.study as study_mod
+import tiers.study_fit as study_mod
 from tiers.cli import app
 from tiers.errors import DesignError, FormulaError
 from tiers.simulate import Covariate, Level, NestedDesign, simulate

@@ -27,6 +27,20 @@ from .model import fit
 from .results import LmmResult
 from .simulate import NestedDesign, seed_design, simulate
 
+
+def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study
+    """Monte Carlo study of estimators over design sizes; see `tiers.study.run_study`."""
+    from .study import run_study as _run
+
+    return _run(*args, **kwargs)
+
+
+def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.plan
+    """Expected standard errors of a balanced nested design; see `tiers.plan.plan_design`."""
+    from .plan import plan_design as _plan
+
+    return _plan(*args, **kwargs)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,7 +59,9 @@ __all__ = [
     "TiersWarning",
     "fit",
     "parse",
+    "plan_design",
     "read_data",
+    "run_study",
     "seed_design",
     "simulate",
     "write_data",

@@ -37,6 +37,11 @@ class DesignError(TiersError, ValueError):
     """A simulation or study design is invalid (negative SD, zero units, too many rows, ...)."""
 
 
+class StudyError(TiersError, ValueError):
+    """A study request cannot be run: an unknown estimator, an id that is not a level, a model
+    the design cannot support, or an output folder holding a different study."""
+
+
 class TiersWarning(UserWarning):
     """Base class of the warnings tiers emits; each is also kept as text on the result."""
 
