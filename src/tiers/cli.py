@@ -44,13 +44,29 @@ def fit(
     force: Annotated[
         bool, typer.Option("--force", help="fit even if components are not identified")
     ] = False,
+    ci: Annotated[
+        str | None,
+        typer.Option(
+            "--ci",
+            help="intervals for every parameter: wald, profile, profile-ml (lme4's) or bootstrap; "
+            "fixed effects also get Satterthwaite df and p-values",
+        ),
+    ] = None,
+    level: Annotated[float, typer.Option(help="confidence level of --ci")] = 0.95,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="replicates of --ci bootstrap")] = 1000,
+    seed: Annotated[int | None, typer.Option(help="random seed of --ci bootstrap")] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
+    from .confint import METHODS
     from .io import read_data
     from .model import fit as fit_model
 
     if style not in ("stata", "lme4"):
         _fail(ValueError(f"--style must be stata or lme4, got {style!r}"))
+    if ci is not None and ci not in METHODS:
+        _fail(ValueError(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}"))
+    if not 0.0 < level < 1.0:
+        _fail(ValueError(f"--level must be strictly between 0 and 1 (e.g. 0.95); got {level}"))
     try:
         frame = read_data(data)
         result = fit_model(formula, frame, reml=False if ml else None, force=force)
@@ -58,8 +74,22 @@ def fit(
         _fail(exc)
         return
     typer.echo(result.summary(style))  # type: ignore[arg-type]
+    doc = result.to_dict() if json_path is not None else {}
+    if ci is not None:
+        from .render.json import confint_dict
+        from .render.text import confint_table
+
+        try:
+            intervals = result.confint(ci, level, n_boot=n_boot, seed=seed)
+            tests = result.satterthwaite(level)
+        except (TiersError, ValueError) as exc:
+            _fail(exc)
+            return
+        typer.echo("")
+        typer.echo(confint_table(intervals, tests))
+        doc["confint"] = confint_dict(intervals, tests)
     if json_path is not None:
-        _write_json(result.to_dict(), json_path)
+        _write_json(doc, json_path)
 
 
 @app.command()

@@ -93,6 +93,7 @@ class LmmResult:
     _var_inference: Any = field(default=None, repr=False, compare=False)
     _problem: NestedProblem | None = field(default=None, repr=False, compare=False)
     _refit_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------------------- numbers --
 
@@ -238,12 +239,183 @@ class LmmResult:
         chi2 = float(b @ np.linalg.solve(v, b))
         return chi2, len(idx), float(stats.chi2.sf(chi2, len(idx)))
 
-    def variance_shares(self, level: float = 0.95) -> pd.DataFrame:
+    def variance_shares(
+        self,
+        level: float = 0.95,
+        method: str = "delta",
+        *,
+        n_boot: int = 1000,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
         """Each level's share of the unexplained variance and the cumulative ICCs (``estat icc``),
-        with delta-method intervals on the logit scale; see `tiers.shares`."""
-        from .shares import variance_shares
+        with intervals that stay inside [0, 1].
 
-        return variance_shares(self, level)
+        ``method``: ``"delta"`` (delta method on the logit scale, Stata's; see `tiers.shares`),
+        ``"profile"`` (likelihood profile of each share on the fitted criterion; see
+        `tiers.profile`) or ``"bootstrap"`` (parametric bootstrap, percentile; ``n_boot``,
+        ``seed``, ``workers``, ``progress`` as in `confint`). ``attrs`` carries the method and
+        notes.
+        """
+        from .confint import variance_shares
+
+        return variance_shares(
+            self, level, method, n_boot=n_boot, seed=seed, workers=workers, progress=progress
+        )
+
+    # ----------------------------------------------------------------------------- inference --
+
+    def confint(
+        self,
+        method: str = "wald",
+        level: float = 0.95,
+        *,
+        n_boot: int = 1000,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Intervals for every variance parameter and fixed effect.
+
+        Parameters
+        ----------
+        method : {"wald", "profile", "profile-ml", "bootstrap"}
+            ``wald``: SDs on the log scale and correlations on Fisher's z scale with SEs from the
+            observed information (Stata's), fixed effects normal. ``profile``: likelihood-profile
+            intervals on the criterion the model was fitted with (REML profiles for REML fits).
+            ``profile-ml``: profiles of the ML deviance after an ML refit, as lme4's
+            ``confint(fit)``. ``bootstrap``: parametric bootstrap, percentile intervals.
+        level : float
+            In (0, 1).
+        n_boot, seed, workers, progress
+            Bootstrap replicates, random seed (replicates are reproducible from it whatever the
+            number of workers), processes (default: the available cores) and whether to show a
+            progress bar (default: when stderr is a terminal).
+
+        Returns
+        -------
+        DataFrame
+            ``name, estimate, lower, upper``, rows named as lme4 names them
+            (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``, ``sigma``, then the
+            fixed effects). ``attrs``: ``method``, ``level``, ``criterion`` and ``notes`` (an SD
+            estimated at zero has lower bound 0; a non-monotonic profile; bootstrap replicates
+            that did not converge, counted and left out).
+
+        Raises
+        ------
+        ValueError
+            Unknown method or level outside (0, 1).
+        """
+        from .confint import confint
+
+        return confint(
+            self, method, level, n_boot=n_boot, seed=seed, workers=workers, progress=progress
+        )
+
+    def bootstrap(
+        self,
+        n_boot: int = 1000,
+        *,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Parametric bootstrap replicates (`tiers.bootstrap.BootstrapResult`); cached per
+        ``(n_boot, seed)`` when a seed is given."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
+
+    def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
+        """t tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's
+        method): estimate, std_error, df, t, p_value, ci_lower, ci_upper."""
+        from .satterthwaite import coef_table
+
+        _check_level(level)
+        return coef_table(self, level)
+
+    def anova(self) -> pd.DataFrame:
+        """F test of each term of the fixed part (all its columns zero) with Satterthwaite's
+        denominator df: num_df, den_df, F, p_value by term. See `tiers.satterthwaite`."""
+        from .satterthwaite import anova
+
+        return anova(self)
+
+    def ftest(self, L: Any) -> pd.Series:
+        """F test of ``L beta = 0`` with Satterthwaite's denominator df; ``L`` a term name of the
+        fixed part (its columns), a contrast vector or a matrix with one row per contrast."""
+        from .satterthwaite import Satterthwaite, term_columns
+
+        if isinstance(L, str):
+            cols = term_columns(self)
+            if L not in cols:
+                raise ValueError(f"term must be one of {', '.join(cols)}; got {L!r}")
+            idx = cols[L]
+            M = np.zeros((len(idx), len(self.xnames)))
+            M[np.arange(len(idx)), idx] = 1.0
+        else:
+            M = np.atleast_2d(np.asarray(L, dtype=np.float64))
+            if M.shape[1] != len(self.xnames):
+                raise ValueError(
+                    f"L must have {len(self.xnames)} columns (one per fixed effect); got {M.shape[1]}"
+                )
+        F, ndf, ddf, p = Satterthwaite.from_result(self).contest(M)
+        return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
+
+    def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects (BLUPs), lme4's ``ranef``: per grouping factor a
+        DataFrame indexed by level label (``"a:A"`` for nested factors) with one column per
+        effect, and with ``cond_var`` the conditional SDs as ``<effect>_sd`` columns. See
+        `tiers.ranef`.
+
+        Raises
+        ------
+        ValueError
+            ``cond_var`` for a crossed design with more than `tiers.ranef.DENSE_LIMIT` random
+            effects whose engine cannot give conditional SDs.
+        """
+        from .predict import ranef_frames
+
+        return ranef_frames(self, cond_var=cond_var)
+
+    def predict(
+        self,
+        newdata: Any = None,
+        *,
+        re: str = "include",
+        new_levels: str = "population",
+        interval: bool = False,
+        level: float = 0.95,
+    ) -> pd.DataFrame:
+        """Predictions for the fitted rows or ``newdata``: a DataFrame with column ``mean`` (and
+        ``lower``, ``upper`` with ``interval``), indexed as the data.
+
+        Parameters
+        ----------
+        re : {"include", "exclude"}
+            Add the groups' conditional modes, or predict at the population mean.
+        new_levels : {"population", "error"}
+            A group not seen in the fit gets the population prediction (its effect is 0), or
+            raises a DataError naming the factor and level.
+        interval : bool
+            Prediction interval for a new observation: variance = fixed-effect uncertainty +
+            the conditional variance of the group's effects (a seen group) or the full
+            random-effect variance (an unseen group, or ``re="exclude"``) + sigma^2; see
+            `tiers.predict`.
+        """
+        from .predict import predict
+
+        return predict(self, newdata, re=re, new_levels=new_levels, interval=interval, level=level)
+
+    def caterpillar(
+        self, group: str, term: str = "(Intercept)", level: float = 0.95
+    ) -> pd.DataFrame:
+        """Conditional modes of one effect of ``group`` with intervals from the conditional SDs,
+        sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``."""
+        from .predict import caterpillar
+
+        return caterpillar(self, group, term, level)
 
     def deviance_ml(self) -> float:
         """The ML deviance at these estimates (lme4's ``deviance(fit, REML = FALSE)``)."""

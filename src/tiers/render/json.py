@@ -154,3 +154,32 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
     else:
         out["deviance"] = _num(res.criterion)
     return out
+
+
+def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
+    """The intervals of `LmmResult.confint` (and the fixed effects' Satterthwaite df and p-values
+    from `LmmResult.satterthwaite`) as the document's ``confint`` entry."""
+    params = []
+    for r in ci.itertuples():
+        row: dict[str, Any] = {
+            "name": r.name,
+            "estimate": _num(r.estimate),
+            "lower": _num(r.lower),
+            "upper": _num(r.upper),
+        }
+        if tests is not None and r.name in tests.index:
+            row["df"] = _num(tests.loc[r.name, "df"])
+            row["p_value"] = _num(tests.loc[r.name, "p_value"])
+        params.append(row)
+    a = ci.attrs
+    out: dict[str, Any] = {
+        "method": a.get("method"),
+        "level": a.get("level"),
+        "criterion": a.get("criterion"),
+        "parameters": params,
+        "notes": list(a.get("notes", [])),
+    }
+    for key in ("n_boot", "n_failed", "seed"):
+        if key in a:
+            out[key] = a[key]
+    return out

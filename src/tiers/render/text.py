@@ -272,3 +272,43 @@ def lme4(res: LmmResult) -> str:
         out += ["", "boundary (singular) fit: see help('isSingular')"]
     out += [""] + _footer(res)
     return "\n".join(out)
+
+
+_METHOD_TITLE = {
+    "wald": "Wald",
+    "profile": "profile likelihood",
+    "profile-ml": "profile likelihood (ML refit, as lme4)",
+    "bootstrap": "parametric bootstrap, percentile",
+}
+
+
+def confint_table(ci: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+    """Intervals from `LmmResult.confint`; with ``tests`` (`LmmResult.satterthwaite`), the fixed
+    effects' Satterthwaite df and p-values next to them."""
+    a = ci.attrs
+    title = (
+        f"{a.get('level', 0.95):.0%} intervals: {_METHOD_TITLE.get(a.get('method'), a.get('method'))}"
+        f" ({a.get('criterion')} criterion)"
+    )
+    rows = [["", "Estimate", "Lower", "Upper", "df", "P>|t|"]]
+    for r in ci.itertuples():
+        df = p = ""
+        if tests is not None and r.name in tests.index:
+            df = f"{tests.loc[r.name, 'df']:.2f}"
+            p = f"{tests.loc[r.name, 'p_value']:.4g}"
+        rows.append([str(r.name), f"{r.estimate:.6g}", _num(r.lower), _num(r.upper), df, p])
+    keep = 6 if tests is not None else 4
+    out = [title, RULE] + _table([row[:keep] for row in rows], ["l"] + ["r"] * (keep - 1))
+    out.append(RULE)
+    if tests is not None:
+        out.append("df, P>|t|: t tests with Satterthwaite's degrees of freedom (lmerTest's method)")
+    out += [f"Note: {n}" for n in a.get("notes", [])]
+    return "\n".join(out)
+
+
+def _num(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "."
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.6g}"
