@@ -28,6 +28,13 @@ from .results import LmmResult
 from .simulate import NestedDesign, seed_design, simulate
 
 
+def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.boundary
+    """Test variance components on the boundary; see `tiers.boundary.vctest`."""
+    from .boundary import vctest as _vctest
+
+    return _vctest(*args, **kwargs)
+
+
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study
     """Monte Carlo study of estimators over design sizes; see `tiers.study.run_study`."""
     from .study import run_study as _run
@@ -64,5 +71,6 @@ __all__ = [
     "run_study",
     "seed_design",
     "simulate",
+    "vctest",
     "write_data",
 ]

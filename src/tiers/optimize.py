@@ -181,7 +181,9 @@ def minimize_theta(
     theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
     f, g = counted(theta)
     theta, f, g = _snap(counted, theta, f, g, lower)
-    theta, f, g = _escape_boundary(counted, theta, f, g, lower, bounds, maxiter)
+    theta, f, g = _escape_boundary(
+        counted, theta, f, g, lower, upper, bounds, maxiter, np.asarray(theta0, dtype=np.float64)
+    )
     if hessian is None:
 
         def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
@@ -231,29 +233,48 @@ def _snap(fun: _Counted, theta, f, g, lower):
     return theta, f, g
 
 
-def _escape_boundary(fun: _Counted, theta, f, g, lower, bounds, maxiter):
-    """A parameter at 0 is a minimum only if stepping off it raises the objective.
+def _escape_boundary(fun: _Counted, theta, f, g, lower, upper, bounds, maxiter, theta0):
+    """A parameter at its bound is a minimum only if stepping off it raises the objective.
 
-    For a random-intercept SD the theta-gradient vanishes at 0 by symmetry, so L-BFGS-B cannot
-    tell a boundary minimum from a saddle; probe once and restart from the better point.
+    For an SD the theta-gradient vanishes at 0 by symmetry (the deviance depends on T T'), so
+    L-BFGS-B cannot tell a boundary minimum from a saddle. Probe each boundary parameter, then
+    restart once from a point off every bound at the same time (a correlated term can need both
+    its diagonal entries moved together), and keep the better end point.
     """
+
+    def refit(start):
+        res = minimize(
+            fun,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10},
+        )
+        cand = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
+        fc, gc = fun(cand)
+        return _snap(fun, cand, fc, gc, lower)
+
+    tol = 1e-10 * max(1.0, abs(f))
     at = np.isfinite(lower) & (theta <= lower)
     for i in np.flatnonzero(at):
         probe = theta.copy()
         probe[i] = lower[i] + 1e-3
         fp, _ = fun(probe)
-        if fp < f - 1e-10 * max(1.0, abs(f)):
-            res = minimize(
-                fun,
-                probe,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10},
-            )
-            theta = np.maximum(np.asarray(res.x, dtype=np.float64), lower)
-            f, g = fun(theta)
-            theta, f, g = _snap(fun, theta, f, g, lower)
+        if fp < f - tol:
+            theta, f, g = refit(probe)
+    at = np.isfinite(lower) & (theta <= lower)
+    if at.any():
+        # Boundary end points can be local: the deviance of a correlated term is not convex in
+        # its Cholesky factor, and from lme4's start L-BFGS-B sometimes settles on a ridge that
+        # BOBYQA avoids. Restarts from smaller scales of the start (where the random effects
+        # explain less) reach the interior optimum when there is one; the best end point wins.
+        theta0 = np.asarray(theta0, dtype=np.float64)
+        starts = [np.where(at, np.maximum(theta0, lower + 0.1), theta), 0.5 * theta0, 0.2 * theta0]
+        for start in starts:
+            cand, fc, gc = refit(np.clip(start, lower, upper))
+            if fc < f - tol:
+                theta, f, g = cand, fc, gc
     return theta, f, g
 
 

@@ -44,7 +44,9 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     """One row per level (outermost first) and one for the residual.
 
     Columns: ``level, variance, share, share_lower, share_upper, icc, icc_lower, icc_upper``.
-    The residual row has no ICC. Components estimated at zero have share 0 and no interval.
+    The residual row has no ICC. Components estimated at zero have share 0 and no interval. For
+    crossed factors the ICC of a factor is the correlation of two observations that share only its
+    level: its share.
     """
     from .results import _check_level
 
@@ -57,7 +59,12 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     sdi = res.sd_inference
     var = np.asarray(sdi.sd, dtype=float) ** 2
     total = float(var.sum())
-    K = len(res.levels)
+    K = len(var) - 1
+    names = [group for group, _ in sdi.names[:-1]] if sdi.names else [lv.name for lv in res.levels]
+    # Cumulative ICCs need nested levels, outermost first (theta order of the nested engines).
+    # Two observations that share one level of a crossed factor (and nothing else) correlate by
+    # that factor's share alone.
+    nested = res.engine in ("nested", "tree")
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     free = var > 0
     cov = np.asarray(sdi.cov_log_sd)[np.ix_(free, free)]
@@ -70,13 +77,15 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
             g = np.where(np.arange(K + 1) == k, 2.0, -2.0 * var / (total - var[k]))[free]
             s_lo, s_hi = _logit_interval(share, g, cov, z) if free[k] else (np.nan, np.nan)
             row = {
-                "level": res.levels[k].name if k < K else "Residual",
+                "level": names[k] if k < K else "Residual",
                 "variance": var[k],
                 "share": share,
                 "share_lower": s_lo,
                 "share_upper": s_hi,
             }
-            if k < K:
+            if k < K and not nested:
+                row.update(icc=share, icc_lower=s_lo, icc_upper=s_hi)
+            elif k < K:
                 upto = np.arange(K + 1) <= k
                 a = float(var[upto].sum())
                 icc = a / total
