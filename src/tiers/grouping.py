@@ -102,30 +102,30 @@ def parent_map(child: IntArray, nchild: int, parent: IntArray) -> tuple[IntArray
     return mapping, bool(np.array_equal(mapping[child], parent))
 
 
-def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
-    """One grouping factor per distinct group of the formula's random terms.
+class _FactorBuilder:
+    """Builds factors once per column set. A class rather than recursive closures: a closure that
+    refers to itself is a reference cycle, which kept every fit's codes (hundreds of MB at 8
+    million rows) alive until the garbage collector ran."""
 
-    A multi-column group ``(a, b)`` reuses the codes of ``b`` alone when ``b``'s labels are already
-    unique across ``a`` (cheap and the common case), and otherwise forms the combination,
-    flagging it as implicit nesting.
-    """
-    single: dict[str, tuple[IntArray, int]] = {}
-    built: dict[tuple[str, ...], GroupingFactor] = {}
+    def __init__(self, data: pd.DataFrame) -> None:
+        self.data = data
+        self.single: dict[str, tuple[IntArray, int]] = {}
+        self.built: dict[tuple[str, ...], GroupingFactor] = {}
 
-    def codes_of(col: str) -> tuple[IntArray, int]:
-        if col not in single:
-            single[col] = _factorize(data[col])
-        return single[col]
+    def codes_of(self, col: str) -> tuple[IntArray, int]:
+        if col not in self.single:
+            self.single[col] = _factorize(self.data[col])
+        return self.single[col]
 
-    def factor(group: tuple[str, ...], name: str) -> GroupingFactor:
-        if group in built:
-            return built[group]
-        own, n_own = codes_of(group[-1])
+    def factor(self, group: tuple[str, ...], name: str) -> GroupingFactor:
+        if group in self.built:
+            return self.built[group]
+        own, n_own = self.codes_of(group[-1])
         parent_codes = prefix_map = None
         if len(group) == 1:
             codes, nlevels = own, n_own
         else:
-            prefix = factor(group[:-1], ":".join(group[:-1]))
+            prefix = self.factor(group[:-1], ":".join(group[:-1]))
             prefix_map, nested = parent_map(own, n_own, prefix.codes)
             if nested:
                 codes, nlevels = own, n_own
@@ -133,9 +133,7 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
                 parent_codes = prefix.codes
                 codes, nlevels = _factorize(prefix.codes * n_own + own)
                 prefix_map = np.empty(nlevels, dtype=np.int64)
-                prefix_map[codes] = (
-                    prefix.codes
-                )  # a combination nests in its prefix by construction
+                prefix_map[codes] = prefix.codes  # a combination nests in its prefix
         gf = GroupingFactor(
             name,
             group,
@@ -146,12 +144,21 @@ def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
             prefix_map,
             np.bincount(codes, minlength=nlevels),
         )
-        built[group] = gf
+        self.built[group] = gf
         return gf
 
+
+def build_factors(formula: Formula, data: pd.DataFrame) -> list[GroupingFactor]:
+    """One grouping factor per distinct group of the formula's random terms.
+
+    A multi-column group ``(a, b)`` reuses the codes of ``b`` alone when ``b``'s labels are already
+    unique across ``a`` (cheap and the common case), and otherwise forms the combination,
+    flagging it as implicit nesting.
+    """
+    builder = _FactorBuilder(data)
     out: list[GroupingFactor] = []
     for term in formula.random:
-        gf = factor(term.group, term.name)
+        gf = builder.factor(term.group, term.name)
         if gf.name != term.name:  # same columns reached under another name first
             gf = dataclasses.replace(gf, name=term.name)
         out.append(gf)
