@@ -250,3 +250,14 @@ def test_caterpillar_sorted_with_intervals() -> None:
         res.caterpillar("pupil")
     with pytest.raises(ValueError, match=r"\(Intercept\), standLRT"):
         res.caterpillar("school", "age")
+
+
+def test_fitted_and_residuals_add_up_to_the_response() -> None:
+    data, _ = load_case("sleepstudy")
+    res = tiers.fit("Reaction ~ Days + (Days | Subject)", data)
+    fitted, resid = res.fitted(), res.residuals()
+    np.testing.assert_allclose(fitted.to_numpy() + resid.to_numpy(), data["Reaction"], rtol=1e-12)
+    # BLUP residuals are orthogonal to the fixed-effects columns (the GLS normal equations with
+    # the conditional modes plugged in): X' r = 0 up to rounding
+    X = np.column_stack([np.ones(len(data)), data["Days"]])
+    np.testing.assert_allclose(X.T @ resid.to_numpy(), 0.0, atol=1e-6 * np.abs(data["Reaction"]).sum())

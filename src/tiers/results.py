@@ -408,6 +408,15 @@ class LmmResult:
 
         return predict(self, newdata, re=re, new_levels=new_levels, interval=interval, level=level)
 
+    def fitted(self) -> pd.Series:
+        """Fitted values of the rows used: X beta + Z b (lme4's ``fitted``)."""
+        return self.predict(re="include")["mean"].rename("fitted")
+
+    def residuals(self) -> pd.Series:
+        """Response minus fitted values, for the rows used (lme4's ``residuals``)."""
+        prep = self._refit_args["prepared"]
+        return pd.Series(prep.frame.y, name="residual") - self.fitted().to_numpy()
+
     def caterpillar(
         self, group: str, term: str = "(Intercept)", level: float = 0.95
     ) -> pd.DataFrame:
