@@ -32,6 +32,8 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.sparse.linalg import splu
 
+from .tree import outer_sums as _outer_sums
+
 if TYPE_CHECKING:
     from .results import LmmResult
     from .terms import TermSpec
@@ -112,17 +114,6 @@ def _sum_into(M: FloatArray, parent: IntArray, nparent: int) -> FloatArray:
     N = M.shape[0]
     S = sp.csr_matrix((np.ones(N), (parent, np.arange(N))), shape=(nparent, N))
     return np.asarray(S @ M.reshape(N, -1)).reshape((nparent,) + M.shape[1:])
-
-
-def _outer_sums(W: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
-    d = W.shape[1]
-    out = np.zeros((nkeys, d, d))
-    for i in range(d):
-        for j in range(i + 1):
-            s = np.bincount(key, weights=W[:, i] * W[:, j], minlength=nkeys)
-            out[:, i, j] = s
-            out[:, j, i] = s
-    return out
 
 
 def _tree(prep, r: FloatArray, thetas: list[FloatArray], sigma: float, cond_var: bool):

@@ -45,7 +45,7 @@ def _pair_sums(values: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
     return out
 
 
-def _outer_sums(W: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
+def outer_sums(W: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
     """``sum_{i: key_i = g} w_i w_i'`` for every g, as (nkeys, d, d), without forming n x d x d."""
     d = W.shape[1]
     out = np.zeros((nkeys, d, d))
@@ -124,7 +124,7 @@ class TreeProblem(ProfiledProblem):
             pair = parent * sizes.size + size_class
             uniq, pair_of_leaf = np.unique(pair, return_inverse=True)
             Wr = W[:, keep]
-            self.parent_S = _outer_sums(
+            self.parent_S = outer_sums(
                 Wr, self.new_index[last - 1][parents[last - 1]][leaf], self.sizes[last - 1]
             )
             c = np.empty((self.sizes[last], keep.size))
@@ -134,7 +134,7 @@ class TreeProblem(ProfiledProblem):
             self.pair_n = sizes[uniq % sizes.size].astype(np.float64)
             self.pair_starts = np.searchsorted(uniq // sizes.size, np.arange(self.sizes[last - 1]))
         else:
-            self.leaf_C = _outer_sums(W, leaf, self.sizes[last])
+            self.leaf_C = outer_sums(W, leaf, self.sizes[last])
             if self.K > 1:
                 order = np.argsort(self.new_index[last - 1][parents[last - 1]], kind="stable")
                 self.leaf_C = self.leaf_C[order]
@@ -177,14 +177,14 @@ class TreeProblem(ProfiledProblem):
         for level in range(K - 1, u - 1, -1):
             anc.append(self.parents[level - 1][anc[-1]])
         top = self.new_index[u - 1]
-        self.uni_S = _outer_sums(Wk, top[anc[-1][leaf]], self.sizes[u - 1])
+        self.uni_S = outer_sums(Wk, top[anc[-1][leaf]], self.sizes[u - 1])
         a = np.empty((self.sizes[-1], keep.size))
         for j in range(keep.size):
             a[:, j] = np.bincount(leaf, weights=Wk[:, j], minlength=self.sizes[-1])
         self.uni_R, self.uni_n, self.uni_N = [], [], []
         for i, level in enumerate(range(K - 1, u - 1, -1)):
             key = top[self._ancestor(level, u - 1)]
-            self.uni_R.append(_outer_sums(a, key, self.sizes[u - 1]))
+            self.uni_R.append(outer_sums(a, key, self.sizes[u - 1]))
             self.uni_N.append(float(self.sizes[level]))
             self.uni_n.append(float(self.n) / self.sizes[level])
             if level > u:
