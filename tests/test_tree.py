@@ -125,3 +125,17 @@ def test_variance_shares_refused_with_slopes() -> None:
     with pytest.raises(ValueError, match="random-intercept models"):
         res.variance_shares()
     assert res.to_dict()["variance_shares"] == []
+
+
+def test_perfectly_correlated_effects_are_named_in_words() -> None:
+    """Subject intercepts and slopes built as exact multiples of each other: a boundary fit whose
+    warning says the effects are perfectly correlated (not that some SD is zero)."""
+    data, _ = load_case("sleepstudy")
+    code = pd.factorize(data["Subject"])[0]
+    u = (code - 8.5) * 4.0
+    noise = np.sin(np.arange(len(data)) * 1.7) * 10  # deterministic, uncorrelated with Days
+    y = 250 + 10 * data["Days"] + u * (1 + 0.3 * data["Days"]) + noise
+    with pytest.warns(tiers.SingularFitWarning, match="Subject are perfectly correlated"):
+        res = tiers.fit("Reaction ~ Days + (Days | Subject)", data.assign(Reaction=y))
+    assert res.is_singular
+    np.testing.assert_allclose(abs(res.correlations["correlation"].iloc[0]), 1.0, atol=1e-6)

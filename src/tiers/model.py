@@ -249,19 +249,12 @@ def fit_prepared(
                 "with force)"
             )
     emitted: list[tuple[str, type[Warning]]] = [(m, IdentificationWarning) for m in warns]
-    zero = sorted(
-        {
-            t.group
-            for t in terms
-            for d, v in zip(t.diagonal, opt.theta[t.start : t.stop], strict=True)
-            if d and v < 1e-4
-        }
-    )
-    if zero:
+    singular = _singular_words(prep.terms, terms, opt.theta)
+    if singular:
         msg = (
-            f"boundary (singular) fit: a variance of {', '.join(zero)} is estimated as zero (or a "
-            "correlation as +-1); the data show no variation of those effects beyond what the "
-            "other terms and the residual explain. Consider simplifying the random effects."
+            f"boundary (singular) fit: {'; '.join(singular)}. The data show no variation of those "
+            "effects beyond what the other terms and the residual explain; consider simplifying "
+            "the random effects."
         )
         warns.append(msg)
         emitted.append((msg, SingularFitWarning))
@@ -295,6 +288,28 @@ def fit_prepared(
         _problem=problem,
         _refit_args={"prepared": prep, "problem": problem, "nesting": prep.nesting},
     )
+
+
+def _singular_words(
+    specs: list[TermSpec], infos: tuple[TermInfo, ...], theta: np.ndarray
+) -> list[str]:
+    """Plain words for each term on the boundary: an SD at zero, or effects perfectly correlated
+    (a zero diagonal entry of T after the first: the effect is a fixed multiple of the others)."""
+    out = []
+    for spec, info in zip(specs, infos, strict=True):
+        th = theta[info.start : info.stop]
+        if not any(d and v < 1e-4 for d, v in zip(info.diagonal, th, strict=True)):
+            continue
+        sds = np.sqrt(np.clip(np.diag(spec.cov.covariance(th)), 0.0, None))
+        scale = max(float(sds.max()), 1.0)
+        zero = [z for z, sd in zip(info.znames, sds, strict=True) if sd < 1e-4 * scale]
+        if zero:
+            out.append(f"the SD of {', '.join(zero)} for {info.group} is estimated as zero")
+        else:
+            out.append(
+                f"the effects of {info.group} are perfectly correlated (a correlation of +-1)"
+            )
+    return out
 
 
 def _distinct(factors: list[GroupingFactor]) -> list[GroupingFactor]:
