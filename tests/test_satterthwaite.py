@@ -150,3 +150,15 @@ def test_satterthwaite_interval_is_a_t_interval() -> None:
     q = stats.t.ppf(0.95, row["df"])
     assert row["ci_upper"] - row["estimate"] == pytest.approx(q * row["std_error"])
     assert row["df"] == pytest.approx(5.0, rel=1e-6)  # balanced one-way: batches - 1
+
+
+def test_json_fixed_effects_carry_satterthwaite_df_and_p() -> None:
+    data, ref = load_case("sleepstudy")
+    spec = ref["fits"]["corr_REML"]
+    doc = tiers.fit(spec["formula"], data).to_dict()
+    expected = {f["name"]: f for f in spec["fixed_effects"]}
+    for fe in doc["fixed_effects"]:
+        # at tiers' own optimum lmerTest's df agree to ~1e-4 (theta differs from lme4's by ~1e-5)
+        assert fe["df"] == pytest.approx(expected[fe["name"]]["df_satterthwaite"], rel=2e-4)
+        assert fe["p_value_normal"] == pytest.approx(expected[fe["name"]]["p_value_normal"], rel=1e-2)
+        assert 0 <= fe["p_value"] <= 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..results import LmmResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _num(x: float) -> float | None:
@@ -63,6 +63,10 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
     )
     wald = res.wald
     lrt = res.lr_linear
+    try:  # Satterthwaite needs a Hessian of the deviance; a failure leaves df and p_value null
+        satt = res.satterthwaite()
+    except Exception:
+        satt = None
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "formula": res.formula.text,
@@ -89,9 +93,11 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
                 "estimate": _num(row.estimate),
                 "std_error": _num(row.std_error),
                 "z": _num(row.z),
-                "p_value": _num(row.p_value),
+                "p_value_normal": _num(row.p_value),
                 "ci_lower": _num(row.ci_lower),
                 "ci_upper": _num(row.ci_upper),
+                "df": _num(satt.loc[name, "df"]) if satt is not None else None,
+                "p_value": _num(satt.loc[name, "p_value"]) if satt is not None else None,
             }
             for name, row in table.iterrows()
         ],
