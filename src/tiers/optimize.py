@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize
 
 FloatArray = NDArray[np.float64]
 FunGrad = Callable[[FloatArray], tuple[float, FloatArray]]
@@ -170,6 +169,8 @@ def minimize_theta(
         (lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None)
         for lo, hi in zip(lower, upper, strict=True)
     ]
+    from scipy.optimize import minimize  # imported on first fit: keeps `import tiers` light
+
     res = minimize(
         counted,
         np.asarray(theta0, dtype=np.float64),
@@ -241,6 +242,8 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, upper, bounds, maxiter, 
     restart once from a point off every bound at the same time (a correlated term can need both
     its diagonal entries moved together), and keep the better end point.
     """
+
+    from scipy.optimize import minimize
 
     def refit(start):
         res = minimize(

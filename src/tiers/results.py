@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import stats
 
 from .formula import Formula
 from .optimize import OptSummary
@@ -132,6 +131,8 @@ class LmmResult:
 
     def coef_table(self, level: float = 0.95) -> pd.DataFrame:
         """Coefficient, SE, z, P>|z| and normal-theory interval, as Stata's ``mixed`` shows."""
+        from scipy import stats
+
         _check_level(level)
         est = self.fixef.to_numpy()
         se = self.std_errors.to_numpy()
@@ -231,6 +232,8 @@ class LmmResult:
     @property
     def wald(self) -> tuple[float, int, float] | None:
         """Wald chi2 that all coefficients except the intercept are zero: (chi2, df, p)."""
+        from scipy import stats
+
         idx = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
         if not idx:
             return None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from .nested import NestedProblem
 from .optimize import fd_hessian
@@ -46,6 +45,7 @@ def _phi_gradient(problem: NestedProblem, phi: FloatArray, free: NDArray[np.bool
 
     Components that are not ``free`` are held at zero and get a zero gradient.
     """
+
     sigma2 = np.exp(2.0 * phi[-1])
     theta = np.where(free[:-1], np.exp(phi[:-1] - phi[-1]), 0.0)
     ev = problem.evaluate(theta, gradient=True)
@@ -69,6 +69,8 @@ def sd_inference(
     names: tuple[tuple[str, str], ...] = (),
 ) -> SdInference:
     """Observed-information SEs of the SDs and Wald intervals on the log scale (Stata's)."""
+    from scipy import stats
+
     K = theta.size
     sd = np.append(theta * sigma, sigma)
     se = np.full(K + 1, np.nan)
@@ -115,6 +117,8 @@ class LinearLRTest:
 def lr_vs_linear(problem: ProfiledProblem, deviance: float, n_theta: int) -> LinearLRTest:
     """Compare with theta = 0 (no random effects) under the same criterion (REML vs REML, ML vs
     ML)."""
+    from scipy import stats
+
     dev0 = problem.deviance(np.zeros(n_theta))
     chi2 = max(dev0 - deviance, 0.0)
     if n_theta == 1:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from .covariance import CovStructure
 from .optimize import value_hessian
@@ -96,6 +95,8 @@ def var_inference(
     level: float = 0.95,
 ) -> tuple[object, CorrInference]:
     """SDs (then the residual) and correlations with observed-information SEs and intervals."""
+    from scipy import stats
+
     from .varcomp import SdInference
 
     sd_rows, corr_rows, phi, kinds = [], [], [], []
@@ -127,6 +128,7 @@ def var_inference(
     nu = problem.n - problem.p if problem.reml else problem.n
 
     def criterion(x: FloatArray) -> float:
+
         s = float(np.exp(x[-1]))
         th = np.empty_like(theta)
         for cov, sl, start, n_sd, n_corr in blocks:
