@@ -25,6 +25,23 @@ def load_case(case: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return data, ref
 
 
+def fit_reference(case: str, key: str, reml: bool | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fit one reference model as lme4 did (its method unless ``reml`` is given), quietly for
+    the singular cases; return the result and the reference entry."""
+    import warnings
+
+    import tiers
+    from tiers.errors import SingularFitWarning
+
+    data, ref = load_case(case)
+    spec = ref["fits"][key]
+    reml = spec["method"] == "REML" if reml is None else reml
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        res = tiers.fit(spec["formula"], data, reml=reml)
+    return res, spec
+
+
 @pytest.fixture(scope="session")
 def seed_small() -> pd.DataFrame:
     """The seed design with 5 districts (8,000 rows)."""

@@ -17,7 +17,7 @@ from tiers.errors import SingularFitWarning
 from tiers.profile import Profiler
 from tiers.sdcor import SdCor
 
-from .conftest import load_case
+from .conftest import fit_reference, load_case
 
 #: lme4's profile intervals come from a spline through its profile grid, ours from root finding
 #: on the same ML profile: the observed agreement is 2e-4 or better (dyestuff's SD and dyestuff2's
@@ -45,14 +45,7 @@ PROFILE_CASES = [
 ]
 
 
-def _fit(case: str, key: str, reml: bool | None = None):
-    data, ref = load_case(case)
-    spec = ref["fits"][key]
-    reml = spec["method"] == "REML" if reml is None else reml
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularFitWarning)
-        res = tiers.fit(spec["formula"], data, reml=reml)
-    return res, spec
+_fit = fit_reference
 
 
 def test_every_reference_profile_is_covered() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,10 +11,10 @@ import pytest
 
 import tiers
 import tiers.ranef
-from tiers.errors import DataError, SingularFitWarning
+from tiers.errors import DataError
 from tiers.ranef import modes_at
 
-from .conftest import REFERENCE, load_case
+from .conftest import REFERENCE, fit_reference, load_case
 
 #: At tiers' own optimum: modes and conditional SDs depend on theta to first order, and theta
 #: agrees with lme4's to ~1e-4 absolute (tolerances.THETA_ATOL); the largest deviation seen is
@@ -37,13 +36,7 @@ def _all_fits() -> list[tuple[str, str]]:
 FITS = _all_fits()
 
 
-def _fit(case: str, key: str):
-    data, ref = load_case(case)
-    spec = ref["fits"][key]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularFitWarning)
-        res = tiers.fit(spec["formula"], data, reml=spec["method"] == "REML")
-    return res, spec
+_fit = fit_reference
 
 
 def _compare(frames: dict[str, pd.DataFrame], spec: dict, rtol: float) -> None:
@@ -260,4 +253,6 @@ def test_fitted_and_residuals_add_up_to_the_response() -> None:
     # BLUP residuals are orthogonal to the fixed-effects columns (the GLS normal equations with
     # the conditional modes plugged in): X' r = 0 up to rounding
     X = np.column_stack([np.ones(len(data)), data["Days"]])
-    np.testing.assert_allclose(X.T @ resid.to_numpy(), 0.0, atol=1e-6 * np.abs(data["Reaction"]).sum())
+    np.testing.assert_allclose(
+        X.T @ resid.to_numpy(), 0.0, atol=1e-6 * np.abs(data["Reaction"]).sum()
+    )

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
 import tiers
 from tiers.errors import SingularFitWarning
 
-from .conftest import load_case
+from .conftest import fit_reference, load_case
 from .tolerances import (
     BETA_ATOL_SE,
     BETA_RTOL,
@@ -43,13 +41,7 @@ CASES = [
 ]
 
 
-def _fit(case: str, key: str):
-    data, ref = load_case(case)
-    spec = ref["fits"][key]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularFitWarning)
-        res = tiers.fit(spec["formula"], data, reml=spec["method"] == "REML")
-    return res, spec
+_fit = fit_reference
 
 
 def _criterion(spec: dict) -> float:

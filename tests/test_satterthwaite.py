@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 
 import numpy as np
 import pytest
 
 import tiers
-from tiers.errors import SingularFitWarning
 
-from .conftest import REFERENCE, load_case
+from .conftest import REFERENCE, fit_reference, load_case
 
 #: Asked for: 1e-4 relative. At lme4's estimates the agreement seen is 3e-7 or better (df and p);
 #: both sides differentiate numerically (numDeriv's Richardson scheme, reproduced here).
@@ -35,13 +33,7 @@ def _cases() -> list[tuple[str, str]]:
 CASES = _cases()
 
 
-def _fit(case: str, key: str):
-    data, ref = load_case(case)
-    spec = ref["fits"][key]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SingularFitWarning)
-        res = tiers.fit(spec["formula"], data, reml=spec["method"] == "REML")
-    return res, spec
+_fit = fit_reference
 
 
 def at_theta(res, theta):
@@ -160,5 +152,7 @@ def test_json_fixed_effects_carry_satterthwaite_df_and_p() -> None:
     for fe in doc["fixed_effects"]:
         # at tiers' own optimum lmerTest's df agree to ~1e-4 (theta differs from lme4's by ~1e-5)
         assert fe["df"] == pytest.approx(expected[fe["name"]]["df_satterthwaite"], rel=2e-4)
-        assert fe["p_value_normal"] == pytest.approx(expected[fe["name"]]["p_value_normal"], rel=1e-2)
+        assert fe["p_value_normal"] == pytest.approx(
+            expected[fe["name"]]["p_value_normal"], rel=1e-2
+        )
         assert 0 <= fe["p_value"] <= 1
