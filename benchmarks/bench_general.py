@@ -147,12 +147,12 @@ def engine_fit(formula: str, data: pd.DataFrame) -> dict[str, Any]:
     from scipy.optimize import minimize
 
     from tiers._threads import single_thread_blas
-    from tiers.crossed import CrossedProblem
-    from tiers.formula import parse
-    from tiers.frame import build_frame
-    from tiers.grouping import build_factors
-    from tiers.optimize import minimize_theta
-    from tiers.terms import build_terms
+    from tiers.data.frame import build_frame
+    from tiers.design.grouping import build_factors
+    from tiers.design.terms import build_terms
+    from tiers.engine.crossed import CrossedProblem
+    from tiers.formula.parse import parse
+    from tiers.optimize.minimize import minimize_theta
 
     with single_thread_blas():
         f = parse(formula)
@@ -219,7 +219,7 @@ def time_evaluations(problem: Any, theta: np.ndarray, repeats: int = 15) -> dict
 
 def result_fields(result: Any) -> dict[str, Any]:
     """What the comparison needs from a ``tiers.fit`` result, theta named the lme4 way."""
-    from tiers.covariance import CovStructure
+    from tiers.design.covariance import CovStructure
 
     out = nested_bench._extract_fit(result)
     names = [

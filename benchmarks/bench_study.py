@@ -26,8 +26,8 @@ import platform
 import tempfile
 import time
 
-from tiers.simulate import seed_design
-from tiers.study import run_study
+from tiers.simulation.data import seed_design
+from tiers.study.runner import run_study
 
 FORMULA = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"
 

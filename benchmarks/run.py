@@ -228,7 +228,7 @@ def worker(districts: int, repeats: int, csv_path: str | None, result_path: str)
         import tiers
 
         # the module, even where tiers/__init__ re-exports a function named ``simulate``
-        tsim = importlib.import_module("tiers.simulate")
+        tsim = importlib.import_module("tiers.simulation.data")
 
         res["tiers_version"] = str(getattr(tiers, "__version__", "unknown"))
         res["tiers_file"] = str(getattr(tiers, "__file__", ""))

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tiers.simulate import seed_design
-from tiers.study import run_study
+from tiers.simulation.data import seed_design
+from tiers.study.runner import run_study
 
 CORRECT = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"
 REVERSED = "perform tutoring || student_id: || teach_id: || school_id: || dist_id:"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import tiers
-import tiers.io
+import tiers.data.io
 from tiers.errors import (
     DataError,
     FormulaError,
@@ -444,21 +444,21 @@ def test_polars_string_response(pl, small: pd.DataFrame) -> None:
 def test_read_missing_file(tmp_path) -> None:
     path = tmp_path / "nope.csv"
     with pytest.raises(DataError, match=r"nope\.csv.*does not exist"):
-        tiers.io.read_data(path)
+        tiers.data.io.read_data(path)
 
 
 def test_read_unsupported_extension(tmp_path) -> None:
     path = tmp_path / "data.xlsx"
     path.write_bytes(b"PK\x03\x04 not really a workbook")
     with pytest.raises(DataError, match=r"data\.xlsx.*\.csv, \.parquet.*\.dta"):
-        tiers.io.read_data(path)
+        tiers.data.io.read_data(path)
 
 
 def test_read_corrupt_parquet(tmp_path) -> None:
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"this is not a parquet file")
     with pytest.raises(DataError, match=r"cannot read 'broken\.parquet'"):
-        tiers.io.read_data(path)
+        tiers.data.io.read_data(path)
 
 
 def test_read_truncated_parquet(tmp_path, small: pd.DataFrame) -> None:
@@ -466,4 +466,4 @@ def test_read_truncated_parquet(tmp_path, small: pd.DataFrame) -> None:
     small.to_parquet(path, index=False)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match=r"cannot read 'cut\.parquet'"):
-        tiers.io.read_data(path)
+        tiers.data.io.read_data(path)

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tiers
-from tiers.cli import app
+from tiers.cli.main import app
 
 SEED_LME4 = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 SEED_STATA = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tiers
-from tiers.cli import app
+from tiers.cli.main import app
 
 from .conftest import REFERENCE, load_case
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tiers
-from tiers.comparison import compare, lrtest
 from tiers.errors import ComparisonError
-from tiers.panel import fixed_effects, random_effects
+from tiers.inference.lrtest import compare, lrtest
+from tiers.panel.estimators import fixed_effects, random_effects
 
 FULL = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 NO_X = "perform ~ 1 + (1 | dist_id/school_id/teach_id/student_id)"

@@ -14,8 +14,8 @@ from scipy.optimize import minimize
 
 import tiers
 from tiers.errors import SingularFitWarning
-from tiers.profile import Profiler
-from tiers.sdcor import SdCor
+from tiers.inference.profile import Profiler
+from tiers.variance.scale import SdCor
 
 from .conftest import fit_reference, load_case
 
@@ -247,10 +247,10 @@ def test_bootstrap_is_reproducible_whatever_the_workers() -> None:
 
 
 def test_bootstrap_counts_failed_replicates(monkeypatch) -> None:
-    import tiers.model
+    import tiers.fitting
 
     res, _ = _fit("dyestuff", "ri_REML")
-    real = tiers.model.fit_prepared
+    real = tiers.fitting.fit_prepared
     calls = {"n": 0}
 
     def flaky(prep, **kw):
@@ -262,7 +262,7 @@ def test_bootstrap_counts_failed_replicates(monkeypatch) -> None:
             return dataclasses.replace(r, opt=dataclasses.replace(r.opt, converged=False))
         return r
 
-    monkeypatch.setattr(tiers.model, "fit_prepared", flaky)
+    monkeypatch.setattr(tiers.fitting, "fit_prepared", flaky)
     boot = res.bootstrap(30, seed=1, workers=1)
     assert int(boot.failed.sum()) == 6  # calls 5, 10, ..., 30
     assert boot.n_failed == 6 + 4  # and 7, 14, 21, 28 did not converge

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tiers.crossed_blocks as cb
-from tiers.covariance import CovStructure
-from tiers.crossed import CrossedProblem
-from tiers.formula import COVARIANCES, parse
-from tiers.frame import build_frame
-from tiers.grouping import GroupingFactor, build_factors, nested_chain
-from tiers.nested import NestedProblem
-from tiers.terms import TermSpec, build_terms
+import tiers.engine.crossed_blocks as cb
+from tiers.data.frame import build_frame
+from tiers.design.covariance import CovStructure
+from tiers.design.grouping import GroupingFactor, build_factors, nested_chain
+from tiers.design.terms import TermSpec, build_terms
+from tiers.engine.crossed import CrossedProblem
+from tiers.engine.nested_scalar import NestedProblem
+from tiers.formula.parse import COVARIANCES, parse
 
 from .conftest import load_case
 from .tolerances import DEVIANCE_AT_THETA_RTOL, OPTIMUM_NOT_WORSE_RTOL

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiers.nested import NestedProblem, Tree
+from tiers.design.grouping import Tree
+from tiers.engine.nested_scalar import NestedProblem
 
 
 def random_tree(rng: np.random.Generator, K: int, balanced: bool) -> tuple[Tree, int]:

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from tiers.explore import run_exploration
+from tiers.cli.explore import run_exploration
 
 
 def test_explore_small(tmp_path) -> None:

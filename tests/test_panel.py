@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tiers.errors import ComparisonError, DataError
-from tiers.panel import fixed_effects, pooled_ols, random_effects
-from tiers.panel_tests import hausman
+from tiers.panel.estimators import fixed_effects, pooled_ols, random_effects
+from tiers.panel.hausman import hausman
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 RTOL = 1e-8  # closed-form estimators: only floating-point noise separates us from plm

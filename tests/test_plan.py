@@ -15,9 +15,10 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from tiers.cli import app
+from tiers.cli.main import app
 from tiers.errors import DesignError
-from tiers.plan import (
+from tiers.simulation.data import Covariate, Level, NestedDesign, seed_design
+from tiers.study.plan import (
     expected_se,
     expected_xtvx,
     plan_design,
@@ -25,8 +26,7 @@ from tiers.plan import (
     strata,
     variance_information,
 )
-from tiers.simulate import Covariate, Level, NestedDesign, seed_design
-from tiers.study import run_study
+from tiers.study.runner import run_study
 
 X_COV = Covariate("x", "bernoulli", coef=1.0, p=0.3)
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import tiers
-import tiers.ranef
+import tiers.inference.ranef
 from tiers.errors import DataError
-from tiers.ranef import modes_at
+from tiers.inference.ranef import modes_at
 
 from .conftest import REFERENCE, fit_reference, load_case
 
@@ -89,7 +89,7 @@ def test_ranef_without_cond_var_and_singular_fit() -> None:
 def test_crossed_cond_var_above_the_dense_limit(monkeypatch) -> None:
     """Above the dense limit the crossed engine's own conditional SDs are used."""
     res, spec = _fit("penicillin", "crossed_REML")
-    monkeypatch.setattr(tiers.ranef, "DENSE_LIMIT", 10)
+    monkeypatch.setattr(tiers.inference.ranef, "DENSE_LIMIT", 10)
     _compare(res.ranef(), spec, OWN_FIT_RTOL)
 
 
@@ -135,7 +135,7 @@ def test_nested_tree_equals_dense_computation() -> None:
     r = prep.frame.y - prep.frame.X @ res.beta
     bvec = L @ np.linalg.solve(P, ZL.T @ r)
     C = res.sigma**2 * L @ np.linalg.inv(P) @ L.T
-    modes = tiers.ranef.conditional_modes(res)
+    modes = tiers.inference.ranef.conditional_modes(res)
     o = 0
     for t, m in zip(prep.terms, modes, strict=True):
         k = t.nlevels * t.q
@@ -177,7 +177,7 @@ def test_prediction_intervals() -> None:
     v_fix = x @ res.vcov.to_numpy() @ x
     # seen subject: conditional covariance of its effects
     sd = res.ranef()["Subject"].loc["308"]
-    modes = tiers.ranef.conditional_modes(res)[0]
+    modes = tiers.inference.ranef.conditional_modes(res)[0]
     C = modes.cov[0]
     v_seen = v_fix + x @ C @ x + res.sigma**2
     assert out["upper"].iloc[0] - out["mean"].iloc[0] == pytest.approx(z * np.sqrt(v_seen))

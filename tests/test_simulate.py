@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiers.errors import DesignError
-from tiers.simulate import (
+from tiers.simulation.data import (
     PRESETS,
     Covariate,
     Level,
@@ -24,7 +24,7 @@ from tiers.simulate import (
     simulate,
 )
 
-simmod = importlib.import_module("tiers.simulate")  # tiers.simulate is also a function
+simmod = importlib.import_module("tiers.simulation.data")
 
 SEED_NAMES = ["dist_id", "school_id", "teach_id", "student_id"]
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import tiers.study_fit as study_mod
-from tiers.cli import app
+import tiers.study.replicate as study_mod
+from tiers.cli.main import app
 from tiers.errors import DesignError, FormulaError
-from tiers.simulate import Covariate, Level, NestedDesign, simulate
-from tiers.study import (
+from tiers.simulation.data import Covariate, Level, NestedDesign, simulate
+from tiers.study.runner import (
     REPLICATE_COLUMNS,
     SUMMARY_COLUMNS,
     StudyError,
@@ -265,7 +265,7 @@ def test_summary_statistics_by_hand():
 
 
 def test_plots_are_written(tmp_path):
-    from tiers.studyplots import plot_rmse
+    from tiers.study.plots import plot_rmse
 
     res = run_study(tiny(), {"fe": "fe", "nested": NESTED}, sizes=[3, 4], replicates=3, seed=1,
                     workers=1)  # fmt: skip

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tiers
+from tiers.engine.nested_block import TreeProblem
 from tiers.errors import DataError, FormulaError, IdentificationWarning
-from tiers.model import prepare
-from tiers.tree import TreeProblem
+from tiers.fitting import prepare
 
 from .conftest import load_case
 

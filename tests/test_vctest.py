@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 import tiers
-from tiers.boundary import vctest
-from tiers.comparison import lrtest
 from tiers.errors import ComparisonError, SingularFitWarning
+from tiers.inference.lrtest import lrtest
+from tiers.inference.vctest import vctest
 
 from .conftest import load_case
 

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from .errors import (
+from tiers.data.io import read_data, write_data
+from tiers.errors import (
     ComparisonError,
     ConvergenceWarning,
     DataError,
@@ -21,32 +22,32 @@ from .errors import (
     TiersError,
     TiersWarning,
 )
-from .formula import Formula, parse
-from .io import read_data, write_data
-from .model import fit
-from .results import LmmResult
-from .simulate import NestedDesign, seed_design, simulate
+from tiers.fitting import fit
+from tiers.formula.parse import Formula, parse
+from tiers.results.result import LmmResult
+from tiers.simulation.data import NestedDesign, seed_design, simulate
 
 
 def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.boundary
     """Test variance components on the boundary; see `tiers.boundary.vctest`."""
-    from .boundary import vctest as _vctest
+    from tiers.inference.vctest import vctest as _vctest
 
     return _vctest(*args, **kwargs)
 
 
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study
     """Monte Carlo study of estimators over design sizes; see `tiers.study.run_study`."""
-    from .study import run_study as _run
+    from tiers.study.runner import run_study as _run
 
     return _run(*args, **kwargs)
 
 
 def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.plan
     """Expected standard errors of a balanced nested design; see `tiers.plan.plan_design`."""
-    from .plan import plan_design as _plan
+    from tiers.study.plan import plan_design as _plan
 
     return _plan(*args, **kwargs)
+
 
 __version__ = "0.1.0"
 

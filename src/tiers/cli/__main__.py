@@ -1,0 +1,5 @@
+"""``python -m tiers.cli``."""
+
+from tiers.cli.main import main
+
+main()

@@ -1,0 +1,199 @@
+"""``tiers study`` and ``tiers plan``: simulation studies and design planning on the command line.
+
+Added to the main app by :func:`register`; like the rest of the CLI these parse options and print,
+and the statistics live in :mod:`tiers.study` and :mod:`tiers.plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tiers.errors import DesignError, TiersError
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _design(preset: str, design: Path | None, districts: int | None) -> Any:
+    """The design from ``--design FILE`` or ``--preset``; ``--districts`` sets the top level."""
+    from tiers.simulation.data import PRESETS, load_design
+
+    if design is not None:
+        spec = load_design(design)
+        return spec if districts is None else spec.with_units(spec.levels[0].name, districts)
+    if preset not in PRESETS:
+        raise DesignError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[preset](**({} if districts is None else {"districts": districts}))
+
+
+def _table(df: Any, title: str, digits: int = 4) -> Any:
+    import pandas as pd
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[col])
+        table.add_column(str(col), justify="right" if numeric else "left")
+    for _, row in df.iterrows():
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append("." if math.isnan(v) else f"{v:,.{digits}f}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    return table
+
+
+def _units(u: int, level: str, spec: Any) -> str:
+    top = level == spec.levels[0].name
+    return f"{u:,} {level} units" + ("" if top else " per parent unit")
+
+
+def study(
+    out: Annotated[Path, typer.Option(help="folder for summary.csv, replicates.csv (resumable)")],
+    preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
+    design: Annotated[
+        Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
+    ] = None,
+    sizes: Annotated[str, typer.Option(help="units of --level, comma-separated")] = "5,10,20,50",
+    level: Annotated[
+        str | None, typer.Option(help="the level whose units vary (default: outermost)")
+    ] = None,
+    replicates: Annotated[int, typer.Option(help="data sets per size")] = 100,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    estimator: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=SPEC, repeatable; SPEC is ols, fe, re (fe:ID for another panel id) or a "
+            "mixed-model formula. Default: fe, re, the one-level and the nested model"
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    max_rows: Annotated[int, typer.Option(help="refuse larger replicates")] = 20_000_000,
+    plots: Annotated[Path | None, typer.Option(help="also write the figures here")] = None,
+    plot_format: Annotated[str, typer.Option(help="png or svg")] = "png",
+    parquet: Annotated[
+        bool, typer.Option("--parquet", help="also write summary and replicates as Parquet")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Simulation study: bias, SD, RMSE, SE and coverage of each estimator at each size."""
+    from tiers.study.runner import SUMMARY_COLUMNS, run_study
+
+    if plot_format not in ("png", "svg"):
+        _fail(ValueError(f"--plot-format must be png or svg, got {plot_format!r}"))
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        _fail(ValueError(f"--sizes must be comma-separated integers, got {sizes!r}"))
+        return
+    try:
+        spec = _design(preset, design, None)
+        result = run_study(
+            spec, estimator or None, size_list, replicates, seed, level=level, workers=workers,
+            out=out, max_rows=max_rows, progress=progress,
+        )  # fmt: skip
+        paths = result.plot(plots, fmt=plot_format) if plots is not None else []  # type: ignore[arg-type]
+    except TiersError as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        typer.echo(f"finished replicates are kept in {out}; rerun to resume", err=True)
+        raise
+    if parquet:
+        result.summary.to_parquet(out / "summary.parquet", index=False)
+        result.replicates.to_parquet(out / "replicates.parquet", index=False)
+    # Plain text, not a rich table: it stays readable when piped to a file or a narrow terminal.
+    shown = [c for c in SUMMARY_COLUMNS if c != "n_interval"]
+    typer.echo(result.summary[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    typer.echo(
+        f"{result.n_new:,} fits run, {len(result.replicates):,} rows in {out / 'replicates.csv'}; "
+        f"summary in {out / 'summary.csv'} ({result.seconds:.1f} s)"
+    )
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+def plan(
+    preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
+    design: Annotated[
+        Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
+    ] = None,
+    districts: Annotated[int | None, typer.Option(help="top-level units")] = None,
+    level: Annotated[
+        str | None, typer.Option(help="the level whose units the searches vary (default: top)")
+    ] = None,
+    target_se: Annotated[
+        list[str] | None, typer.Option(help="PARAM=VALUE, repeatable: units needed for this SE")
+    ] = None,
+    power: Annotated[
+        float | None, typer.Option(help="units needed for this power on each covariate")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="level of the test for --power")] = 0.05,
+    ml: Annotated[bool, typer.Option("--ml", help="ML information instead of REML")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+) -> None:
+    """Expected standard errors of a balanced nested design, without simulating."""
+    from rich.console import Console
+
+    from tiers.study.plan import plan_design
+
+    targets: dict[str, float] = {}
+    for item in target_se or []:
+        name, sep, value = item.partition("=")
+        try:
+            targets[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            _fail(
+                ValueError(f"--target-se must be PARAM=VALUE (e.g. sd_dist_id=0.2), not {item!r}")
+            )
+    try:
+        spec = _design(preset, design, districts)
+        result = plan_design(
+            spec, reml=not ml, level=level, target_se=targets, power_target=power, alpha=alpha
+        )
+    except TiersError as exc:
+        _fail(exc)
+        return
+    console = Console()
+    title = (
+        f"Expected SEs ({'ML' if ml else 'REML'} information), {spec.nrows:,} rows, "
+        f"{spec.levels[0].units} {spec.levels[0].name}"
+    )
+    console.print(_table(result.table().reset_index(), title))
+    for name, t in result.target_se.items():
+        u = t["units"]
+        typer.echo(
+            f"{name}: SE <= {t['target']:g} needs {_units(u, t['level'], spec)}"
+            if u is not None
+            else f"{name}: SE <= {t['target']:g} is not reached by varying {t['level']}"
+        )
+    for name, p in result.power.items():
+        line = f"{name}: power {p['power']:.3f} at alpha {p['alpha']:g} for an effect of {p['effect']:g}"
+        if "target_power" in p:
+            u = p["units"]
+            line += (
+                f"; power {p['target_power']:g} needs {_units(u, p['level'], spec)}"
+                if u is not None
+                else f"; power {p['target_power']:g} is not reached"
+            )
+        typer.echo(line)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``study`` and ``plan`` commands to the main app."""
+    app.command("study")(study)
+    app.command("plan")(plan)

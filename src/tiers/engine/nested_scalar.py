@@ -1,0 +1,320 @@
+"""Likelihood engine for nested random-intercept models: the profiled deviance as a function of theta.
+
+The model is ``y = X beta + sum_k Z_k b_k + e`` with ``b_k ~ N(0, sigma^2 theta_k^2 I)`` and levels
+``k = 1..K`` nested outermost first. Following Bates et al. (2015, JSS 67(1), eqs. 10-34) the
+deviance is profiled over beta and sigma and depends on theta alone through
+
+* ``ldL2 = log det(Lambda' Z' Z Lambda + I)``,
+* ``ldRX2 = log det(X' V^-1 X)`` (REML only), with ``V = I + Z Lambda Lambda' Z'``,
+* ``pwrss = min_beta (y - X beta)' V^-1 (y - X beta)``, the penalized weighted RSS.
+
+Because the levels nest, the penalized system is a tree. Eliminating the random effects innermost
+first, each node ``j`` of level ``k`` sees its subtree only through the first column
+``c_j = (c_j0, c_jX, c_jy)`` of its absorbed cross-product matrix (the column of the scalar offset
+that its ancestors add), so eliminating ``u_j`` is a rank-one update with pivot
+``s_j = 1 + theta_k^2 c_j0`` (a scalar Schur complement):
+
+    ldL2       += log s_j
+    [X y]'V^-1[X y] -= (theta_k^2 / s_j) c_j[1:] c_j[1:]'
+    c_parent   += c_j / s_j
+
+One evaluation is therefore one pass over the nodes with O((p + 1)^2) work each; no n x n or
+q x q matrix is formed. At the innermost level, ``c_g`` depends on the data only and ``s_g`` only
+on the group size ``n_g``, so the leaves are summed once per (parent, group size) pair and per size
+class; after that an evaluation never touches the leaves again. The gradient is carried along the
+same pass by forward differentiation in ``t_k = theta_k^2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers.design.grouping import Tree, renumber_levels
+from tiers.engine.gaussian import Evaluation, ProfiledProblem
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def _sum_rows(values: FloatArray, group: IntArray, ngroups: int) -> FloatArray:
+    """Sum the rows of ``values`` by ``group`` (one bincount per column: no sort needed)."""
+    out = np.empty((ngroups, values.shape[1]))
+    for j in range(values.shape[1]):
+        out[:, j] = np.bincount(group, weights=values[:, j], minlength=ngroups)
+    return out
+
+
+class _Accumulator:
+    """Running log-determinant and Gram downdate, and their derivatives in t = theta^2."""
+
+    __slots__ = ("G", "ld", "dG", "dld", "gradient")
+
+    def __init__(self, K: int, p: int, gradient: bool) -> None:
+        self.gradient = gradient
+        self.G = np.zeros((p + 1, p + 1))
+        self.ld = 0.0
+        self.dG = np.zeros((K, p + 1, p + 1)) if gradient else np.zeros(0)
+        self.dld = np.zeros(K) if gradient else np.zeros(0)
+
+
+class NestedProblem(ProfiledProblem):
+    """The profiled deviance of a nested random-intercept LMM, as a function of theta.
+
+    Parameters
+    ----------
+    y : array (n,)
+    X : array (n, p)
+        Full column rank (collinear columns are removed upstream).
+    tree : Tree
+        The nesting; level 0 is the outermost.
+    reml : bool
+        REML criterion (default in lme4) or ML deviance.
+
+    Notes
+    -----
+    The only state is the data's sufficient statistics, built once; `deviance` is a pure function of
+    theta. Columns of ``X`` other than an all-ones intercept, and ``y``, are centred when an intercept
+    is present: the deviance is invariant (a unit-triangular change of basis of X) and the
+    cross-products lose less precision to cancellation.
+    """
+
+    def __init__(self, y: FloatArray, X: FloatArray, tree: Tree, *, reml: bool = True) -> None:
+        y = np.asarray(y, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        self.n, self.p = X.shape
+        self.K = len(tree.sizes)
+        self.reml = reml
+        self.tree = tree
+        D = self._centred(y, X)
+        self.dtd = D.T @ D
+
+        # Leaf sums c_g = (n_g, sum x, sum y).
+        nleaf = tree.sizes[-1]
+        leaf = tree.leaf
+        counts_int = np.bincount(leaf, minlength=nleaf)
+        csum = np.empty((nleaf, self.p + 2))
+        csum[:, 0] = counts_int
+        for j in range(self.p + 1):
+            csum[:, j + 1] = np.bincount(leaf, weights=D[:, j], minlength=nleaf)
+        del D
+        renumber = self._renumber(tree) if self.K > 1 else []
+        present = np.flatnonzero(np.bincount(counts_int))
+        self.uniform_from = self._uniform_from(tree) if present.size == 1 else self.K
+        if self.uniform_from < self.K:
+            self._init_uniform(tree, csum, renumber)
+        else:
+            self._init_leaf_classes(tree, csum, counts_int, present, renumber)
+
+    def _uniform_from(self, tree: Tree) -> int:
+        """The outermost level u such that every level from u inwards is uniform.
+
+        A level is uniform when all its nodes have the same number of children (leaves: the same
+        number of observations). Balanced designs are uniform throughout.
+        """
+        u = self.K - 1
+        for level in range(self.K - 2, -1, -1):
+            kids = np.bincount(tree.parents[level], minlength=tree.sizes[level])
+            if kids.min() != kids.max():
+                break
+            u = level
+        return u
+
+    def _init_uniform(self, tree: Tree, csum: FloatArray, renumber: list[IntArray]) -> None:
+        """Uniform levels: every node of level l holds n_l observations and, at any theta, its
+        ``c_j`` is one scalar ``alpha_l(theta)`` times its raw subtree sums ``S_j``. Each uniform
+        level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone: O(1) per evaluation."""
+        S = csum
+        self.tail: list[tuple[int, float, float, FloatArray]] = []
+        for level in range(self.K - 1, self.uniform_from - 1, -1):
+            raw = S[:, 1:]
+            self.tail.append((level, float(S[0, 0]), float(S.shape[0]), raw.T @ raw))
+            if level > 0:
+                S = _sum_rows(S, tree.parents[level - 1], tree.sizes[level - 1])
+        if self.uniform_from > 0:
+            # S now holds the sums of level u - 1, in the original numbering.
+            start = np.empty_like(S)
+            start[renumber[self.uniform_from - 1]] = S
+            self.start_S = start
+
+    def _init_leaf_classes(
+        self,
+        tree: Tree,
+        csum: FloatArray,
+        counts_int: IntArray,
+        present: IntArray,
+        renumber: list[IntArray],
+    ) -> None:
+        """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only, so leaves are summed once per size
+        class (``Q``) and per (parent, size class) pair (``R``)."""
+        nleaf = tree.sizes[-1]
+        lookup = np.zeros(present[-1] + 1, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        size_class = lookup[counts_int]
+        nclass = present.size
+        self.leaf_sizes = present.astype(np.float64)
+        self.leaf_class_count = np.bincount(size_class, minlength=nclass).astype(np.float64)
+        # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free)
+        order = np.argsort(
+            size_class.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable"
+        )
+        bounds = np.concatenate(([0], np.cumsum(self.leaf_class_count.astype(np.int64))))
+        cs = csum[order, 1:]
+        self.leaf_Q = np.stack(
+            [cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]] for c in range(nclass)]
+        )
+        del cs
+        if self.K == 1:
+            return
+        parent = renumber[-1][tree.parents[-1]]
+        nparent = tree.sizes[-2]
+        pair_key = parent * nclass + size_class
+        if nparent * nclass <= 4 * nleaf + 1024:
+            # keys are small: bincount keeps them sorted by parent without a sort
+            used = np.bincount(pair_key, minlength=nparent * nclass) > 0
+            uniq = np.flatnonzero(used)
+            pair_of_leaf = (np.cumsum(used) - 1)[pair_key]
+        else:
+            uniq, pair_of_leaf = np.unique(pair_key, return_inverse=True)
+        self.pair_class = uniq % nclass
+        self.pair_R = _sum_rows(csum, pair_of_leaf, uniq.size)
+        self.pair_starts = np.searchsorted(uniq // nclass, np.arange(nparent))
+
+    def _renumber(self, tree: Tree) -> list[IntArray]:
+        new, self.level_starts = renumber_levels(list(tree.parents), list(tree.sizes))
+        return new
+
+    # ------------------------------------------------------------------------------ evaluation --
+
+    def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
+        """Eliminate the tree at ``theta``; return the deviance and its parts.
+
+        Parameters
+        ----------
+        theta : array (K,)
+            Relative standard deviations sigma_k / sigma, outermost level first.
+        gradient : bool
+            Also return d deviance / d theta (forward-mode through the elimination).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        K, p = self.K, self.p
+        t = theta**2
+        acc = _Accumulator(K, p, gradient)
+        if self.uniform_from < K:
+            W = self._uniform_levels(t, acc)
+            k_start = self.uniform_from - 1
+        else:
+            W = self._leaf_classes(t, acc)
+            k_start = K - 2
+        if W is not None:
+            self._node_levels(W, k_start, t, acc)
+        return self._finish(
+            theta, acc.G, float(acc.ld), acc.dG if gradient else None, acc.dld if gradient else None
+        )
+
+    def _uniform_levels(self, t: FloatArray, acc: _Accumulator) -> FloatArray | None:
+        """Closed-form elimination of the uniform levels (scalar recursion in alpha, s)."""
+        K = self.K
+        alpha = 1.0
+        dalpha = np.zeros(K)
+        for level, n_l, N_l, graw in self.tail:
+            tl = t[level]
+            c0 = alpha * n_l
+            s = 1.0 + tl * c0
+            coef = tl * alpha * alpha / s
+            acc.ld += N_l * np.log(s)
+            acc.G += coef * graw
+            if acc.gradient:
+                ds = tl * n_l * dalpha
+                ds[level] += c0
+                dcoef = 2.0 * tl * alpha * dalpha / s - coef * ds / s
+                dcoef[level] += alpha * alpha / s
+                acc.dld += N_l * ds / s
+                acc.dG += dcoef[:, None, None] * graw
+                dalpha = dalpha / s - alpha * ds / (s * s)
+            alpha = alpha / s
+        if self.uniform_from == 0:
+            return None
+        S = self.start_S
+        if not acc.gradient:
+            return alpha * S
+        blocks = [alpha * S] + [d * S for d in dalpha[self.uniform_from :]]
+        return np.concatenate(blocks, axis=1)
+
+    def _leaf_classes(self, t: FloatArray, acc: _Accumulator) -> FloatArray | None:
+        """Innermost level with unequal group sizes: per size class, s = 1 + t_K n."""
+        K = self.K
+        tk = t[K - 1]
+        s = 1.0 + tk * self.leaf_sizes
+        acc.ld += float(self.leaf_class_count @ np.log(s))
+        acc.G += np.tensordot(tk / s, self.leaf_Q, axes=1)
+        if acc.gradient:
+            acc.dld[K - 1] += float(self.leaf_class_count @ (self.leaf_sizes / s))
+            acc.dG[K - 1] += np.tensordot(1.0 / s**2, self.leaf_Q, axes=1)
+        if K == 1:
+            return None
+        R = self.pair_R
+        if acc.gradient:
+            scale = np.stack([1.0 / s, -self.leaf_sizes / s**2], axis=1)[self.pair_class]
+            wide = (R[:, None, :] * scale[:, :, None]).reshape(R.shape[0], 2 * R.shape[1])
+            return np.add.reduceat(wide, self.pair_starts)
+        return np.add.reduceat(R * (1.0 / s)[self.pair_class, None], self.pair_starts)
+
+    def _node_levels(self, W: FloatArray, k_start: int, t: FloatArray, acc: _Accumulator) -> None:
+        """Node-by-node elimination from level ``k_start`` outwards.
+
+        ``W`` holds, per node, ``c`` followed by ``dc/dt_j`` for each deeper level ``j`` (the only
+        nonzero derivatives), so moving up a level is one ``reduceat``.
+        """
+        K, p = self.K, self.p
+        q = p + 2
+        for k in range(k_start, -1, -1):
+            N = W.shape[0]
+            c = W[:, :q]
+            tk = t[k]
+            c0 = c[:, 0]
+            inv = 1.0 / (1.0 + tk * c0)
+            w = tk * inv
+            cx = c[:, 1:]
+            acc.ld += float(np.sum(np.log1p(tk * c0)))
+            acc.G += (cx * w[:, None]).T @ cx
+            if acc.gradient:
+                nd = K - 1 - k  # deeper levels k+1..K-1
+                dcs = W[:, q:].reshape(N, nd, q)
+                inv2 = inv * inv
+                acc.dld[k] += float(c0 @ inv)
+                acc.dG[k] += (cx * inv2[:, None]).T @ cx
+                ds = tk * dcs[:, :, 0]  # (N, nd)
+                acc.dld[k + 1 :] += inv @ ds
+                dw = -tk * ds * inv2[:, None]
+                outer = (cx[:, :, None] * cx[:, None, :]).reshape(N, -1)
+                term = (dw.T @ outer).reshape(nd, p + 1, p + 1)
+                cross = np.tensordot(dcs[:, :, 1:] * w[:, None, None], cx, axes=([0], [0]))
+                acc.dG[k + 1 :] += term + cross + cross.transpose(0, 2, 1)
+            if k > 0:
+                m = c * inv[:, None]
+                if acc.gradient:
+                    own = -c * (c0 * inv2)[:, None]
+                    deeper = (
+                        dcs * inv[:, None, None] - c[:, None, :] * (ds * inv2[:, None])[:, :, None]
+                    )
+                    m = np.concatenate([m, own, deeper.reshape(N, nd * q)], axis=1)
+                W = np.add.reduceat(m, self.level_starts[k], axis=0)
+
+    def _finish(
+        self,
+        theta: FloatArray,
+        G: FloatArray,
+        ld: float,
+        dG: FloatArray | None,
+        dld: FloatArray | None,
+    ) -> Evaluation:
+        ev = self.finish(theta, self.dtd - G, ld)
+        if dG is None or dld is None:
+            return ev
+        dt, parts = self.gradient_parts(ev, -dG, dld)  # A = dtd - G
+        return dataclasses.replace(ev, gradient=dt * 2.0 * theta, gradient_t=dt, parts_t=parts)
+
+    # ------------------------------------------------------------------------------- read-off --

@@ -1,0 +1,408 @@
+"""Parametric bootstrap: simulate responses from a fitted model, refit, keep the estimates.
+
+A replicate draws ``y* = X beta_hat + sum_t Z_t b_t* + sigma_hat e`` with ``b_t* ~ N(0, sigma_hat^2
+T_t T_t')`` independently per group of each term (``T_t`` the term's relative factor at
+``theta_hat``) and ``e ~ N(0, I)``, then refits with `tiers.model.fit_prepared` on the same
+`Prepared` structure (only the response changes, so grouping and diagnostics are not redone) and
+the same criterion (REML or ML) as the original fit.
+
+Replicates run in batches across processes (`concurrent.futures.ProcessPoolExecutor`), each worker
+with single-threaded BLAS; replicate ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``, so the
+results do not depend on the number of workers or the batching. Replicates whose fit is not
+certified as converged, or that raise, are counted and reported (`BootstrapResult.n_failed`,
+`notes`); intervals use the others.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers._threads import single_thread_blas
+
+if TYPE_CHECKING:
+    from tiers.fitting import Prepared
+    from tiers.results.result import LmmResult
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """Draws responses from a fitted model (see the module docstring)."""
+
+    prep: Prepared
+    mean: FloatArray
+    theta: FloatArray
+    sigma: float
+
+    @classmethod
+    def from_result(cls, res: LmmResult) -> Simulator:
+        """The simulator of a fitted model."""
+        prep = res._refit_args["prepared"]
+        mean = prep.frame.X @ np.asarray(res.beta)
+        return cls(prep, mean, np.asarray(res.theta), float(res.sigma))
+
+    def draw(self, rng: np.random.Generator) -> FloatArray:
+        """One simulated response vector."""
+        y = self.mean.copy()
+        at = 0
+        for t in self.prep.terms:
+            n = t.cov.n_theta
+            T = t.cov.factor(self.theta[at : at + n])
+            at += n
+            if not np.any(T):
+                continue
+            b = (rng.standard_normal((t.nlevels, t.q)) * self.sigma) @ T.T
+            if t.q == 1:
+                y += t.Z[:, 0] * b[t.codes, 0]
+            else:
+                y += np.einsum("ij,ij->i", t.Z, b[t.codes])
+        y += self.sigma * rng.standard_normal(y.size)
+        return y
+
+
+@dataclass(frozen=True)
+class _Job:
+    simulator: Simulator
+    models: tuple[Prepared, ...]
+    starts: tuple[FloatArray, ...]
+    reml: bool
+    entropy: int
+
+
+def _guard(r: Any, start: FloatArray) -> tuple[Any, ...]:
+    """A replicate's estimates, refitted from ``start`` (the original fit's theta) when the fit
+    from lme4's start ended on the boundary or at a point worse than ``start``, keeping the better
+    of the two: from lme4's start the optimizer can stop on a boundary point of a correlated term
+    that is not the minimum. Returns (theta, sigma, beta, criterion, converged, restarted)."""
+    from tiers.optimize.minimize import fd_gradient, minimize_theta
+
+    problem = r._problem
+    out = (np.asarray(r.theta), r.sigma, np.asarray(r.beta), r.criterion, r.converged, False)
+    if start.size != r.theta.size or problem is None:
+        return out
+    tol = 1e-8 * max(1.0, abs(r.criterion))
+    worse = problem.deviance(start) < r.criterion - tol
+    if not (worse or r.is_singular):
+        return out
+    if hasattr(problem, "theta_lower"):
+        lower, upper = problem.theta_lower, problem.theta_upper
+    else:
+        lower, upper = np.zeros(start.size), np.full(start.size, np.inf)
+    fun = (
+        problem.deviance_and_gradient
+        if getattr(problem, "has_gradient", True)
+        else fd_gradient(problem.deviance, lower, upper)
+    )
+    opt = minimize_theta(fun, start, lower, upper=upper)
+    if opt.deviance >= r.criterion - tol:
+        return out
+    ev = problem.evaluate(opt.theta)
+    return (opt.theta, problem.sigma(ev), problem.beta(ev), ev.deviance, opt.converged, True)
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """The estimates of one model over the replicates (rows), as fitted to the simulated data."""
+
+    theta: FloatArray
+    sigma: FloatArray
+    beta: FloatArray
+    criterion: FloatArray
+    converged: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Replicate estimates of each refitted model, with what failed.
+
+    ``models[k]`` holds the estimates of the k-th model refitted to every replicate; ``failed``
+    marks replicates where some fit raised; ``ok`` those whose fits all converged. ``entropy`` with
+    the replicate index reproduces any replicate.
+    """
+
+    n_boot: int
+    entropy: int
+    models: tuple[Replicates, ...]
+    failed: NDArray[np.bool_]
+    errors: tuple[str, ...]
+    seconds: float
+    workers: int
+    n_restarted: int = 0
+
+    @property
+    def ok(self) -> NDArray[np.bool_]:
+        """Replicates whose fits all converged."""
+        conv = np.logical_and.reduce([m.converged for m in self.models])
+        return conv & ~self.failed
+
+    @property
+    def n_failed(self) -> int:
+        """Replicates left out: a fit that raised or was not certified as converged."""
+        return int(self.n_boot - self.ok.sum())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What was left out and why, in words."""
+        raised = int(self.failed.sum())
+        unconv = self.n_failed - raised
+        out = [
+            f"parametric bootstrap: {self.n_boot:,} replicates simulated from the fitted model "
+            f"and refitted ({self.workers} worker{'s' if self.workers != 1 else ''}, "
+            f"{self.seconds:.1f} s)"
+        ]
+        if self.n_restarted:
+            out.append(
+                f"{self.n_restarted:,} replicate fits ended on the boundary and found a lower "
+                "criterion when restarted from the original estimates (kept)"
+            )
+        if self.n_failed:
+            parts = []
+            if unconv:
+                parts.append(f"{unconv:,} did not converge")
+            if raised:
+                parts.append(f"{raised:,} failed with an error ({self.errors[0]})")
+            out.append(
+                f"{self.n_failed:,} of {self.n_boot:,} replicates left out: {' and '.join(parts)}; "
+                f"the intervals use the other {self.n_boot - self.n_failed:,}"
+            )
+        return tuple(out)
+
+
+# ------------------------------------------------------------------------------ the workers --
+
+_JOB: _Job | None = None
+
+
+def _init(job: _Job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _run(indices: list[int], job: _Job | None = None) -> tuple[list[int], list[Any]]:
+    """Fit the replicates ``indices``; returns per replicate a tuple per model, or an error."""
+    from tiers.fitting import fit_prepared
+
+    job = job or _JOB
+    assert job is not None
+    out: list[Any] = []
+    with single_thread_blas():
+        for i in indices:
+            rng = np.random.default_rng(np.random.SeedSequence(job.entropy, spawn_key=(i,)))
+            y = job.simulator.draw(rng)
+            try:
+                fits = []
+                for prep, start in zip(job.models, job.starts, strict=True):
+                    r = fit_prepared(prep, y=y, reml=job.reml, warn=False)
+                    fits.append(_guard(r, start))
+                out.append(fits)
+            except Exception as exc:  # a replicate that raises is counted, never hides the rest
+                out.append(f"{type(exc).__name__}: {exc}")
+    return indices, out
+
+
+def default_workers() -> int:
+    """CPU cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def run(
+    simulator: Simulator,
+    models: tuple[Prepared, ...],
+    *,
+    reml: bool,
+    n_boot: int,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    label: str = "bootstrap",
+    starts: tuple[FloatArray, ...] | None = None,
+) -> BootstrapResult:
+    """Simulate ``n_boot`` responses and refit each of ``models`` to every one.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Processes; default the available cores (1 runs in this process).
+    progress : bool, optional
+        Show a rich progress bar; default when stderr is a terminal.
+    starts : tuple of arrays, optional
+        Per model, a theta to restart a replicate's fit from when the fit ends at a worse point.
+    """
+    if not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer; got {n_boot!r}")
+    n_boot = int(n_boot)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1; got {workers}")
+    workers = min(workers, n_boot)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    entropy = int(np.random.SeedSequence(seed).entropy)  # type: ignore[arg-type]
+    if starts is None:
+        starts = tuple(np.zeros(0) for _ in models)
+    job = _Job(simulator, tuple(models), tuple(starts), reml, entropy)
+    start = time.perf_counter()
+    results: list[Any] = [None] * n_boot
+    # batches small enough for a live progress bar, large enough that dispatch costs nothing
+    size = max(1, min(64, math.ceil(n_boot / (workers * 8))))
+    batches = [list(range(i, min(i + size, n_boot))) for i in range(0, n_boot, size)]
+    bar = _Bar(progress, n_boot, label)
+    with bar:
+        if workers == 1:
+            for batch in batches:
+                idx, out = _run(batch, job)
+                for i, r in zip(idx, out, strict=True):
+                    results[i] = r
+                bar.advance(len(idx))
+        else:
+            # fork shares the job without pickling and works from scripts without a __main__
+            # guard; elsewhere the job is pickled to each worker once
+            ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with (
+                warnings.catch_warnings(),
+                ProcessPoolExecutor(
+                    workers, mp_context=ctx, initializer=_init, initargs=(job,)
+                ) as ex,
+            ):
+                # Python >= 3.12 warns on fork when BLAS threads exist; the workers only run
+                # single-threaded numpy code after the fork, which is safe
+                warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
+                futures = [ex.submit(_run, batch) for batch in batches]
+                for fut in as_completed(futures):
+                    idx, out = fut.result()
+                    for i, r in zip(idx, out, strict=True):
+                        results[i] = r
+                    bar.advance(len(idx))
+    return _collect(results, len(models), n_boot, entropy, time.perf_counter() - start, workers)
+
+
+def _collect(
+    results: list[Any], n_models: int, n_boot: int, entropy: int, seconds: float, workers: int
+) -> BootstrapResult:
+    failed = np.array([isinstance(r, str) for r in results], dtype=bool)
+    errors = tuple(r for r in results if isinstance(r, str))
+    good = next(r for r in results if not isinstance(r, str)) if not failed.all() else None
+    models = []
+    restarted = np.zeros(n_boot, dtype=bool)
+    for k in range(n_models):
+        if good is None:
+            empty = np.full((n_boot, 0), np.nan)
+            models.append(
+                Replicates(
+                    empty,
+                    np.full(n_boot, np.nan),
+                    empty,
+                    np.full(n_boot, np.nan),
+                    np.zeros(n_boot, dtype=bool),
+                )
+            )
+            continue
+        nt, p = good[k][0].size, good[k][2].size
+        theta = np.full((n_boot, nt), np.nan)
+        beta = np.full((n_boot, p), np.nan)
+        sigma = np.full(n_boot, np.nan)
+        crit = np.full(n_boot, np.nan)
+        conv = np.zeros(n_boot, dtype=bool)
+        for i, r in enumerate(results):
+            if isinstance(r, str):
+                continue
+            th, s, b, c, ok, again = r[k]
+            theta[i], sigma[i], beta[i], crit[i], conv[i] = th, s, b, c, ok
+            restarted[i] |= again
+        models.append(Replicates(theta, sigma, beta, crit, conv))
+    return BootstrapResult(
+        n_boot, entropy, tuple(models), failed, errors, seconds, workers, int(restarted.sum())
+    )
+
+
+class _Bar:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, show: bool, total: int, label: str) -> None:
+        self.show = show
+        self.total = total
+        self.label = label
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.show:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def bootstrap(
+    res: LmmResult,
+    *,
+    n_boot: int = 1000,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> BootstrapResult:
+    """Parametric bootstrap of a fitted model (cached on the result when ``seed`` is given)."""
+    key = ("bootstrap", int(n_boot), seed)
+    cache = res._cache
+    if seed is not None and key in cache:
+        return cache[key]
+    out = run(
+        Simulator.from_result(res),
+        (res._refit_args["prepared"],),
+        reml=res.reml,
+        starts=(np.asarray(res.theta),),
+        n_boot=n_boot,
+        seed=seed,
+        workers=workers,
+        progress=progress,
+    )
+    if seed is not None:
+        cache[key] = out
+    return out
+
+
+def percentile(values: FloatArray, ok: NDArray[np.bool_], level: float) -> tuple[float, float]:
+    """Percentile interval of the ``ok`` replicates (NaN when fewer than 10)."""
+    v = values[ok]
+    v = v[np.isfinite(v)]
+    if v.size < 10:
+        return (np.nan, np.nan)
+    lo, hi = np.quantile(v, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)

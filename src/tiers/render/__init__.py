@@ -1,1 +1,0 @@
-"""Renderers: text (Stata and lme4 layouts) and JSON. They format; they compute nothing new."""

@@ -1,0 +1,191 @@
+"""The result as one JSON document; the schema is documented in docs/json.md and kept stable."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tiers.results.result import LmmResult
+
+SCHEMA_VERSION = 2
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: missing numbers are null."""
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _theta_names(res: LmmResult) -> list[str]:
+    """lme4-style names: ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``."""
+    from tiers.design.covariance import CovStructure
+
+    names = []
+    for t in res.terms:
+        cov = CovStructure(t.covariance, t.q)
+        names += [f"{t.group}.{n}" for n in cov.param_names(t.znames)]
+    return names
+
+
+def result_dict(res: LmmResult) -> dict[str, Any]:
+    """Every number of the summary, as plain Python values."""
+    table = res.coef_table()
+    sdi = res.sd_inference
+    random_effects = [
+        {
+            "group": group,
+            "term": term,
+            "variance": _num(sdi.sd[k] ** 2),
+            "sd": _num(sdi.sd[k]),
+            "std_error": _num(sdi.se[k]),
+            "ci_lower": _num(sdi.lower[k]),
+            "ci_upper": _num(sdi.upper[k]),
+        }
+        for k, (group, term) in enumerate(sdi.names[:-1])
+    ]
+    ci = res.corr_inference
+    correlations = (
+        []
+        if ci is None
+        else [
+            {
+                "group": group,
+                "term1": a,
+                "term2": b,
+                "correlation": _num(ci.estimate[i]),
+                "std_error": _num(ci.se[i]),
+                "ci_lower": _num(ci.lower[i]),
+                "ci_upper": _num(ci.upper[i]),
+            }
+            for i, (group, a, b) in enumerate(ci.names)
+        ]
+    )
+    wald = res.wald
+    lrt = res.lr_linear
+    try:  # Satterthwaite needs a Hessian of the deviance; a failure leaves df and p_value null
+        satt = res.satterthwaite()
+    except Exception:
+        satt = None
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "formula": res.formula.text,
+        "syntax": res.formula.syntax,
+        "method": res.method,
+        "nobs": res.nobs,
+        "n_dropped": res.n_dropped,
+        "ngroups": res.ngroups,
+        "levels": [
+            {
+                "name": lv.name,
+                "columns": list(lv.columns),
+                "ngroups": lv.ngroups,
+                "min_obs": lv.min_obs,
+                "mean_obs": lv.mean_obs,
+                "max_obs": lv.max_obs,
+                "implicit_nesting": lv.implicit,
+            }
+            for lv in res.levels
+        ],
+        "fixed_effects": [
+            {
+                "name": name,
+                "estimate": _num(row.estimate),
+                "std_error": _num(row.std_error),
+                "z": _num(row.z),
+                "p_value_normal": _num(row.p_value),
+                "ci_lower": _num(row.ci_lower),
+                "ci_upper": _num(row.ci_upper),
+                "df": _num(satt.loc[name, "df"]) if satt is not None else None,
+                "p_value": _num(satt.loc[name, "p_value"]) if satt is not None else None,
+            }
+            for name, row in table.iterrows()
+        ],
+        "random_effects": random_effects,
+        "correlations": correlations,
+        "terms": [
+            {"group": t.group, "effects": list(t.znames), "covariance": t.covariance}
+            for t in res.terms
+        ],
+        "residual_sd": _num(res.sigma),
+        "residual_sd_std_error": _num(sdi.se[-1]),
+        "residual_sd_ci": [_num(sdi.lower[-1]), _num(sdi.upper[-1])],
+        "theta": [float(t) for t in res.theta],
+        "theta_names": _theta_names(res),
+        "loglik": _num(res.loglik),
+        "aic": _num(res.aic),
+        "bic": _num(res.bic),
+        "n_params": res.n_params,
+        "wald_chi2": None
+        if wald is None
+        else {"chi2": _num(wald[0]), "df": wald[1], "p_value": _num(wald[2])},
+        "lr_test_vs_linear": {
+            "chi2": _num(lrt.chi2),
+            "df": lrt.df,
+            "p_value": _num(lrt.p_value),
+            "kind": lrt.kind,
+            "conservative": lrt.conservative,
+        },
+        "converged": res.converged,
+        "singular": res.is_singular,
+        "optimizer": {
+            "name": res.opt.optimizer,
+            "n_evaluations": res.opt.n_evaluations,
+            "max_abs_gradient": _num(max((abs(g) for g in res.opt.gradient), default=0.0)),
+            "newton_step": _num(res.opt.newton_step),
+            "message": res.opt.message,
+        },
+        "engine": res.engine,
+        "notes": list(res.notes),
+        "warnings": list(res.warnings),
+        "fit_seconds": res.fit_seconds,
+    }
+    out["variance_shares"] = (
+        []
+        if not res.intercepts_only
+        else [
+            {
+                "level": row.level,
+                "variance": _num(row.variance),
+                "share": _num(row.share),
+                "share_ci": [_num(row.share_lower), _num(row.share_upper)],
+                "icc": _num(row.icc),
+                "icc_ci": [_num(row.icc_lower), _num(row.icc_upper)],
+            }
+            for row in res.variance_shares().itertuples()
+        ]
+    )
+    if res.reml:
+        out["reml_criterion"] = _num(res.criterion)
+    else:
+        out["deviance"] = _num(res.criterion)
+    return out
+
+
+def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
+    """The intervals of `LmmResult.confint` (and the fixed effects' Satterthwaite df and p-values
+    from `LmmResult.satterthwaite`) as the document's ``confint`` entry."""
+    params = []
+    for r in ci.itertuples():
+        row: dict[str, Any] = {
+            "name": r.name,
+            "estimate": _num(r.estimate),
+            "lower": _num(r.lower),
+            "upper": _num(r.upper),
+        }
+        if tests is not None and r.name in tests.index:
+            row["df"] = _num(tests.loc[r.name, "df"])
+            row["p_value"] = _num(tests.loc[r.name, "p_value"])
+        params.append(row)
+    a = ci.attrs
+    out: dict[str, Any] = {
+        "method": a.get("method"),
+        "level": a.get("level"),
+        "criterion": a.get("criterion"),
+        "parameters": params,
+        "notes": list(a.get("notes", [])),
+    }
+    for key in ("n_boot", "n_failed", "seed"):
+        if key in a:
+            out[key] = a[key]
+    return out

@@ -1,0 +1,329 @@
+"""The per-replicate half of a simulation study: estimator specs, drawing and fitting.
+
+:mod:`tiers.study` runs the study (batches, workers, storage, summary); this module holds what one
+replicate needs: the :class:`Estimator` specs (:func:`parse_estimator`,
+:func:`default_estimators`) and their checks against the design, the random stream of each
+replicate (:func:`replicate_seed`) and its data (:func:`draw_replicate`), and the fit of each
+estimator to it, one row per parameter (named as :meth:`NestedDesign.true_parameters` names them;
+see :mod:`tiers.study` for the conventions). :func:`_run_batch` is the worker entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tiers.errors import FormulaError, StudyError, TiersError
+from tiers.simulation.data import NestedDesign, simulate
+
+__all__ = ["Estimator", "default_estimators", "draw_replicate", "parse_estimator",
+           "replicate_seed"]  # fmt: skip
+
+PANEL_KINDS: tuple[str, ...] = ("ols", "fe", "re")
+NAN4 = (math.nan,) * 4
+
+
+@dataclass(frozen=True, slots=True)
+class Estimator:
+    """One estimator of a study: a panel estimator (on ``id``, default the innermost level) or a
+    mixed-model formula."""
+
+    name: str
+    kind: Literal["ols", "fe", "re", "mixed"]
+    formula: str | None = None
+    id: str | None = None
+
+    @property
+    def spec(self) -> str:
+        """The text after ``NAME=`` that rebuilds it (``fe``, ``fe:teach_id`` or the formula)."""
+        if self.kind == "mixed":
+            return str(self.formula)
+        return self.kind if self.id is None else f"{self.kind}:{self.id}"
+
+
+def parse_estimator(text: str) -> Estimator:
+    """``NAME=SPEC`` (or a bare ``ols``/``fe``/``re``) -> Estimator; SPEC is ``ols``, ``fe``,
+    ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula. StudyError otherwise."""
+    name, sep, spec = (part.strip() for part in text.partition("="))
+    if not sep:
+        spec = name
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise StudyError(f"estimator {text!r}: write NAME=SPEC with a plain name, e.g. fe=fe")
+    kind, _, ident = (part.strip() for part in spec.partition(":"))
+    if kind in PANEL_KINDS and not any(c in spec for c in "|~ "):
+        return Estimator(name, kind, id=ident or None)  # type: ignore[arg-type]
+    if "~" in spec or "||" in spec:
+        return Estimator(name, "mixed", formula=spec)
+    raise StudyError(
+        f"unknown estimator {spec!r} in {text!r}: use ols, fe or re (fe:ID for another panel id) "
+        "or a mixed-model formula such as 'y ~ x + (1 | g)' or 'y x || g:'"
+    )
+
+
+def default_estimators(design: NestedDesign) -> tuple[Estimator, ...]:
+    """FE and RE on the innermost id, the one-level and the correctly nested mixed model: for the
+    seed, the founding session's ``xtreg fe``/``re`` on students, ``perform tutoring ||
+    student_id:`` and the four-level model. Panel estimators only if there is a covariate."""
+    rhs = " ".join([design.response, *(cv.name for cv in design.covariates)])
+    levels = [lv.name for lv in design.levels]
+    panel = [Estimator("fe", "fe"), Estimator("re", "re")] if design.covariates else []
+    return (
+        *panel,
+        Estimator("one_level", "mixed", formula=f"{rhs} || {levels[-1]}:"),
+        Estimator("nested", "mixed", formula=rhs + "".join(f" || {n}:" for n in levels)),
+    )
+
+
+def _as_estimators(spec: Any, design: NestedDesign) -> tuple[Estimator, ...]:
+    if spec is None:
+        return default_estimators(design)
+    if isinstance(spec, Mapping):
+        spec = [f"{k}={v}" for k, v in spec.items()]
+    elif isinstance(spec, str | Estimator):
+        spec = [spec]
+    items = [e if isinstance(e, Estimator) else parse_estimator(e) for e in spec]
+    names = [e.name for e in items]
+    if not items or len(set(names)) != len(names):
+        raise StudyError(f"give at least one estimator, each with its own name; got {names}")
+    return tuple(items)
+
+
+def _check_estimators(design: NestedDesign, ests: Sequence[Estimator]) -> None:
+    """Refuse, before any work, estimators naming columns the design does not produce (parsed,
+    not fitted: the response, the fixed part's variables and the grouping columns)."""
+    from tiers.formula.parse import parse
+
+    levels = [lv.name for lv in design.levels]
+    covs = [cv.name for cv in design.covariates]
+    columns = sorted({*levels, design.obs_name, *covs, design.response})
+    for e in ests:
+        if e.kind != "mixed":
+            if e.id is not None and e.id not in levels:
+                raise StudyError(f"estimator {e.name!r}: id {e.id!r} is not a level of {levels}")
+            if not covs:
+                raise StudyError(f"estimator {e.name!r}: {e.kind} needs a covariate; none given")
+            continue
+        try:
+            f = parse(str(e.formula))
+        except FormulaError as exc:
+            raise FormulaError(f"estimator {e.name!r}: {exc}") from None
+        used = {f.response: "the response", **dict.fromkeys(f.group_columns, "a grouping factor")}
+        for col, role in {
+            **dict.fromkeys(_fixed_variables(f.fixed), "a predictor"),
+            **used,
+        }.items():
+            if col not in columns:
+                raise FormulaError(
+                    f"estimator {e.name!r}: column {col!r} ({role}) is not produced by the design, "
+                    f"whose columns are {columns}"
+                )
+        if f.response not in (design.response, *covs):
+            raise FormulaError(f"estimator {e.name!r}: the response must be {design.response!r}")
+
+
+def _fixed_variables(rhs: str) -> set[str]:
+    terms = [t.strip() for t in rhs.split("+")]
+    if all(t in ("0", "1", "-1") or t.isidentifier() for t in terms):
+        return {t for t in terms if t.isidentifier()}
+    from formulaic import Formula as FFormula
+
+    try:
+        return set(FFormula(rhs).required_variables)
+    except Exception as exc:  # formulaic raises several types
+        raise FormulaError(f"cannot parse the fixed part {rhs!r}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------ replicates --
+
+
+def replicate_seed(seed: int, size: int, replicate: int) -> np.random.SeedSequence:
+    """The stream of one replicate: ``SeedSequence(seed, spawn_key=(size, replicate))``."""
+    return np.random.SeedSequence(seed, spawn_key=(int(size), int(replicate)))
+
+
+def draw_replicate(
+    design: NestedDesign, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The response and covariates :func:`~tiers.simulate.simulate` draws from ``rng``, as arrays.
+
+    The same draws in the same order (level effects outermost first, covariates, residuals) and
+    the same additions, so ``y`` equals simulate's bit for bit; the ids depend on the design only
+    and are not rebuilt. Covariates come back as float64.
+    """
+    counts, n = list(design.ngroups.values()), design.nrows
+    effects = [rng.standard_normal(k) * lv.sd for lv, k in zip(design.levels, counts, strict=True)]
+    covs: dict[str, np.ndarray] = {}
+    for cv in design.covariates:
+        if cv.kind == "bernoulli":
+            covs[cv.name] = (rng.random(n) < cv.p).astype(np.float64)
+        else:
+            covs[cv.name] = rng.standard_normal(n)
+            covs[cv.name] *= cv.sd
+            covs[cv.name] += cv.mean
+    y = rng.standard_normal(n)
+    y *= design.residual_sd
+    y += design.intercept
+    for cv in design.covariates:
+        y += cv.coef * covs[cv.name]
+    for eff, k in zip(effects, counts, strict=True):
+        y.reshape(k, n // k)[:] += eff[:, None]  # each unit is a contiguous block of rows
+    return y, covs
+
+
+@dataclass
+class _Layout:
+    """What a worker keeps for one size: ids, prepared mixed models (or the error preparing one
+    raised), and each estimator's parameter names."""
+
+    design: NestedDesign
+    ids: dict[str, np.ndarray]
+    prepared: dict[str, Any]
+    params: dict[str, list[str]]
+
+
+_CACHE: dict[tuple, _Layout] = {}
+
+
+def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator]) -> _Layout:
+    """Build (or reuse) one size's layout: prepare() once, on replicate 0's data."""
+    from tiers.fitting import prepare
+    from tiers.formula.parse import parse
+
+    key = (json.dumps(design.to_dict(), sort_keys=True), seed, size, tuple(ests))
+    if key not in _CACHE:
+        _CACHE.clear()  # one size at a time: a worker never holds two large layouts
+        rng = np.random.default_rng(replicate_seed(seed, size, 0))
+        data = simulate(design, rng, max_rows=design.nrows)
+        cols = [lv.name for lv in design.levels] + [design.obs_name]
+        lay = _Layout(design, {c: data[c].to_numpy() for c in cols}, {}, {})
+        for e in ests:
+            if e.kind != "mixed":
+                sds = [] if e.kind == "ols" else [f"sd_{e.id or design.levels[-1].name}"]
+                betas = [f"beta_{cv.name}" for cv in design.covariates] + ["beta_intercept"]
+                lay.params[e.name] = [*sds, "sd_residual", *betas]
+                continue
+            try:
+                prep = prepare(str(e.formula), data, force=True)
+                groups = [fac.columns[-1] for fac in prep.nesting.factors]
+                xnames = [*prep.frame.xnames, *prep.frame.omitted]  # omitted: replicate 0's draw
+            except TiersError as exc:  # every replicate of this size then fails with it
+                prep, f = exc, parse(str(e.formula))
+                groups = [t.group[-1] for t in f.random]
+                xnames = ["(Intercept)", *sorted(_fixed_variables(f.fixed))]
+            lay.prepared[e.name] = prep
+            lay.params[e.name] = _sd_names(groups) + [_beta(x) for x in xnames]
+        _CACHE[key] = lay
+    return _CACHE[key]
+
+
+def _beta(xname: str) -> str:
+    return "beta_intercept" if xname in ("(Intercept)", "_cons") else f"beta_{xname}"
+
+
+def _sd_names(groups: list[str]) -> list[str]:
+    """``sd_<grouping column>`` per level, then ``sd_residual``; a repeated name gets ``_2``."""
+    names = [f"sd_{g}" for g in groups] + ["sd_residual"]
+    return [
+        n if n not in names[:i] else f"{n}_{names[:i].count(n) + 1}" for i, n in enumerate(names)
+    ]
+
+
+def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> Any:
+    """Refit the prepared model with this replicate's y and X. If X is rank deficient this time
+    (a covariate drawn constant), or was for replicate 0 (whose X the model was prepared with),
+    the replicate goes through the full fit, which drops what it must and says so."""
+    from tiers.data.frame import model_matrix
+    from tiers.fitting import fit, fit_prepared
+
+    prep = lay.prepared[e.name]
+    if isinstance(prep, Exception):
+        raise prep
+    cols = {**lay.ids, **covs, lay.design.response: y}
+    xnames = prep.frame.xnames
+    if all(x == "(Intercept)" or x in covs for x in xnames):
+        X = np.column_stack([covs[x] if x in covs else np.ones(y.size) for x in xnames])
+    else:
+        mm, names = model_matrix(prep.formula.fixed, pd.DataFrame(cols), what="fixed part")
+        X = mm[:, [names.index(x) for x in xnames]]
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    if (
+        not prep.frame.omitted
+        and np.all(norms > 0)
+        and np.linalg.eigvalsh((X.T @ X) / np.outer(norms, norms))[0] > 1e-10
+    ):
+        return fit_prepared(prep, y=cols[prep.formula.response], X=X, warn=False)
+    return fit(prep.formula, pd.DataFrame(cols), force=True)
+
+
+def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> list:
+    """Fit one estimator to one replicate: a row per parameter (parameter, estimate, se, lower,
+    upper, singular, converged, seconds, warnings, error, n_param, status); NaNs if it failed."""
+    from tiers.panel.estimators import fixed_effects, pooled_ols, random_effects
+
+    vals: dict[str, tuple[float, ...]] = {}
+    singular, converged, notes, error = False, False, [], ""
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if e.kind == "mixed":
+                res = _fit_mixed(lay, e, y, covs)
+                sdi = res.sd_inference
+                names = _sd_names([lv.columns[-1] for lv in res.levels])
+                vals = {p: (sdi.sd[k], sdi.se[k], sdi.lower[k], sdi.upper[k])
+                        for k, p in enumerate(names)}  # fmt: skip
+                ct = res.coef_table(0.95)
+                singular, converged, notes = res.is_singular, res.converged, list(res.warnings)
+            else:
+                d = lay.design
+                gid = e.id or d.levels[-1].name
+                data = {d.response: y, **covs, gid: lay.ids[gid]}
+                xs = [cv.name for cv in d.covariates]
+                if e.kind == "ols":
+                    res = pooled_ols(data, d.response, xs)
+                    vals["sd_residual"] = (math.sqrt(res.rss / res.df_resid), *NAN4[1:])
+                else:
+                    res = (fixed_effects if e.kind == "fe" else random_effects)(data, d.response, xs, gid)  # fmt: skip
+                    vals[f"sd_{gid}"] = (float(res.sigma_u), *NAN4[1:])
+                    vals["sd_residual"] = (float(res.sigma_e), *NAN4[1:])
+                ct = res.coef
+                singular, converged, notes = e.kind == "re" and res.sigma_u == 0.0, True, list(res.notes)  # fmt: skip
+            for name, r in ct.iterrows():
+                vals[_beta(str(name))] = (
+                    r["estimate"],
+                    r["std_error"],
+                    r["ci_lower"],
+                    r["ci_upper"],
+                )
+        except Exception as exc:  # a failed fit is counted, never dropped
+            vals, error = {}, f"{type(exc).__name__}: {exc}"
+    notes = " | ".join(dict.fromkeys(notes + [str(w.message) for w in caught]))
+    secs, params = time.perf_counter() - start, lay.params[e.name]
+    status = "failed" if error else "ok"
+    return [(p, *map(float, vals.get(p, NAN4)), bool(singular), bool(converged), secs, notes,
+             error, len(params), status) for p in params]  # fmt: skip
+
+
+def _run_batch(task: tuple) -> list[tuple]:
+    """Worker entry: fit the listed estimators to the listed replicates of one size."""
+    from tiers._threads import single_thread_blas
+
+    design_dict, seed, size, ests, todo = task
+    design = NestedDesign.from_dict(design_dict)
+    lay = _layout(design, seed, size, ests)
+    by_name = {e.name: e for e in ests}
+    rows: list[tuple] = []
+    with single_thread_blas():  # one BLAS thread per process: the processes are the parallelism
+        for rep, names in todo:
+            y, covs = draw_replicate(design, np.random.default_rng(replicate_seed(seed, size, rep)))
+            for name in names:
+                rows += [(size, rep, name, *r) for r in _fit_rows(lay, by_name[name], y, covs)]
+    return rows

@@ -1,0 +1,431 @@
+"""Simulation studies: "is the sample too small?" answered with replicates instead of hope.
+
+:func:`run_study` draws ``replicates`` data sets from a :class:`~tiers.simulate.NestedDesign` at
+each of several sizes (the units per parent of one level, by default the outermost), fits each
+estimator to each data set and summarises, per size, estimator and parameter, the mean estimate,
+bias, empirical SD, RMSE, mean reported SE, coverage of the reported 95% interval, and the counts
+of fitted, failed and singular fits (Morris, White and Crowther 2019, *Stat. Med.* 38:2074, for
+the performance measures and their names). This module runs the study and stores it;
+:mod:`tiers.study_fit` holds the estimator specs and the drawing and fitting of one replicate.
+
+Estimators
+----------
+``ols``, ``fe`` and ``re`` are :mod:`tiers.panel`'s pooled OLS, within and Swamy-Arora random-
+effects estimators of the response on every covariate, with the innermost level as the panel id
+(``fe:teach_id`` names another). Anything else is a mixed-model formula (lme4 or Stata syntax),
+fitted with ``force=True`` so a wrongly nested model is fitted, counted and its warnings kept.
+
+Parameter names are those of :meth:`NestedDesign.true_parameters`: a mixed model's level SD is
+``sd_<last grouping column of the level>``, its residual SD ``sd_residual``, its coefficients
+``beta_intercept`` and ``beta_<covariate>``; a panel model's ``sigma_u`` is ``sd_<id>``,
+``sigma_e`` (pooled OLS: the root mean squared residual) ``sd_residual`` and ``_cons``
+``beta_intercept``. The truth is always the design's: an estimator that estimates a parameter under
+another meaning (the one-level model's student SD absorbs every level) shows it as bias.
+
+Coverage is computed over the replicates whose estimator reported an interval (``n_interval``):
+a mixed model reports none for an SD estimated at zero, and panel models none for their SDs. An
+interval ``[0, inf)`` (a non-identified SD) is an interval and covers.
+
+Random streams
+--------------
+Replicate ``r`` at size ``s`` uses ``numpy.random.SeedSequence(seed, spawn_key=(s, r))``, which is
+``SeedSequence(seed).spawn(s + 1)[s].spawn(r + 1)[r]``: a fixed function of (seed, size, r), so
+results do not depend on the number of workers, on the order of the work, or on which other sizes
+and replicates are run, and extending a study reuses the finished replicates. Its data are those of
+``simulate(design_at_size, numpy.random.default_rng(stream))``, drawn by :func:`draw_replicate`
+without building a DataFrame; each worker prepares every mixed model once per size, on replicate
+0's data, and refits it with each replicate's response and fixed-effects matrix.
+
+Storage
+-------
+With ``out``, ``out/study.json`` records the design, level, seed and estimators and
+``out/replicates.csv`` (one row per size, replicate, estimator and parameter) grows by one append
+per finished batch, so an interrupted study keeps what was finished and a rerun with the same or
+more replicates, sizes or estimators only fits what is missing. ``out/summary.csv`` is rewritten at
+the end: the columns of `SUMMARY_COLUMNS`, that is size, estimator, parameter, truth, mean, bias,
+sd (empirical, over replicates), rmse, mean_se (mean reported SE), coverage, n_ok, n_failed,
+n_singular, median_seconds (of one fit), then n_interval and n_unconverged (fits whose optimum
+was not certified, e.g. every fit of a non-identified model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tiers.errors import DesignError, StudyError
+from tiers.simulation.data import PRESETS, NestedDesign, load_design
+from tiers.study.replicate import (
+    Estimator,
+    _as_estimators,
+    _check_estimators,
+    _layout,
+    _run_batch,
+    default_estimators,
+    draw_replicate,
+    parse_estimator,
+    replicate_seed,
+)
+
+__all__ = ["Estimator", "StudyError", "StudyResult", "default_estimators", "draw_replicate",
+           "load_study", "parse_estimator", "replicate_seed", "run_study", "summarize"]  # fmt: skip
+
+REPLICATE_COLUMNS: tuple[str, ...] = (
+    "size", "replicate", "estimator", "parameter", "estimate", "se", "lower", "upper",
+    "singular", "converged", "seconds", "warnings", "error", "n_param", "status",
+)  # fmt: skip
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
+    "coverage", "n_ok", "n_failed", "n_singular", "median_seconds", "n_interval", "n_unconverged",
+)  # fmt: skip
+DEFAULT_MAX_ROWS = 20_000_000
+
+
+# ----------------------------------------------------------------------------- the runner --
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study: the summary and the per-replicate table (both tidy), and what produced them."""
+
+    summary: pd.DataFrame
+    replicates: pd.DataFrame
+    design: NestedDesign
+    level: str
+    sizes: tuple[int, ...]
+    estimators: tuple[Estimator, ...]
+    seed: int
+    n_replicates: int
+    out: Path | None = None
+    seconds: float = 0.0
+    n_new: int = 0  # fits run by this call; the others were loaded from ``out``
+
+    def plot(self, out: str | Path, *, fmt: Literal["png", "svg"] = "png") -> list[Path]:
+        """Write the figures of :mod:`tiers.studyplots` into ``out``; return their paths."""
+        from tiers.study.plots import plot_study
+
+        return plot_study(self, out, fmt=fmt)
+
+
+def _as_design(design: Any) -> NestedDesign:
+    if isinstance(design, NestedDesign):
+        return design
+    if isinstance(design, Mapping):
+        return NestedDesign.from_dict(design)
+    if isinstance(design, str) and design in PRESETS:
+        return PRESETS[design]()
+    if isinstance(design, str | os.PathLike):
+        return load_design(design)
+    raise DesignError(f"a study needs a NestedDesign, preset name or design file, not {design!r}")
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise DesignError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def run_study(
+    design: NestedDesign | str | os.PathLike | Mapping[str, Any],
+    estimators: Mapping[str, str] | Iterable[str | Estimator] | None = None,
+    sizes: Iterable[int] = (5, 10, 20, 50),
+    replicates: int = 100,
+    seed: int = 1,
+    *,
+    level: str | None = None,
+    workers: int | None = None,
+    out: str | os.PathLike | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+    batch_size: int | None = None,
+) -> StudyResult:
+    """Run, resume or extend a simulation study (module docstring).
+
+    Parameters
+    ----------
+    design : NestedDesign, preset name, design file (.toml/.json) or its dict
+    estimators : mapping NAME -> SPEC, "NAME=SPEC" strings or Estimator objects, optional
+        SPEC: ``ols``, ``fe``, ``re`` (``fe:ID`` for another panel id) or a mixed-model formula.
+        Default :func:`default_estimators`.
+    sizes : iterable of int
+        Units per parent of ``level`` (the outermost by default: the number of districts).
+    replicates : int
+        Data sets per size.
+    seed : int
+        Root of the random streams.
+    level : str, optional
+        The level whose units vary; default the outermost.
+    workers : int, optional
+        Processes (default: the number of cores); the numbers do not depend on it. With more than
+        one, a script calling this needs the ``if __name__ == "__main__":`` guard (spawned
+        workers import the main module).
+    out : path, optional
+        Folder of study.json, replicates.csv (appended per batch: resumable) and summary.csv.
+    max_rows : int
+        Refuse sizes with more rows per replicate than this.
+    progress : bool
+        A progress bar with an ETA on stderr.
+    on_batch : callable, optional
+        Called with the number of replicates finished so far after each batch is stored.
+    batch_size : int, optional
+        Replicates per task (default: about four tasks per worker and size, at most 25).
+
+    Raises
+    ------
+    DesignError
+        Invalid design, level, sizes or replicates, or too many rows.
+    FormulaError, StudyError
+        An estimator naming a column the design does not produce, an unknown estimator, a model
+        the design cannot support, an ``out`` folder holding another study.
+
+    All of these are raised before any replicate is fitted.
+    """
+    start = time.perf_counter()
+    design = _as_design(design)
+    names = [lv.name for lv in design.levels]
+    level = names[0] if level is None else level
+    if level not in names:
+        raise DesignError(f"no level named {level!r}; the levels are {names}")
+    size_list = sorted({_count(s, f"each size (units of {level!r})") for s in ([sizes] if isinstance(sizes, int) else sizes)})  # fmt: skip
+    if not size_list:
+        raise DesignError("give at least one size")
+    R, max_rows, seed = _count(replicates, "replicates"), _count(max_rows, "max_rows"), int(seed)
+    designs = {s: design.with_units(level, s) for s in size_list}
+    for s, d in designs.items():
+        if d.nrows > max_rows:
+            raise DesignError(
+                f"size {s} gives {d.nrows:,} rows per replicate, more than max_rows={max_rows:,} "
+                f"(roughly {d.nrows * 8 * (6 + len(d.levels)) / 2**30:.1f} GiB per worker); "
+                "raise max_rows (--max-rows) to run it anyway"
+            )
+    ests = _as_estimators(estimators, design)
+    _check_estimators(design, ests)
+    small = _layout(designs[size_list[0]], seed, size_list[0], ests)
+    for e in ests:  # a model the design cannot support is refused here, not failed R times
+        if isinstance(small.prepared.get(e.name), Exception):
+            raise StudyError(f"estimator {e.name!r} cannot be fitted: {small.prepared[e.name]}")
+    store = _Store(Path(out), design, level, seed, ests) if out is not None else None
+    old = store.load() if store is not None else _frame([])
+    done = set(zip(old["size"], old["replicate"], old["estimator"], strict=True))
+    nworkers = _count(workers or os.cpu_count() or 1, "workers")
+    tasks = []
+    for s in size_list:
+        todo = [(r, tuple(e.name for e in ests if (s, r, e.name) not in done)) for r in range(R)]
+        todo = [t for t in todo if t[1]]
+        step = batch_size or max(1, min(25, math.ceil(len(todo) / (4 * nworkers))))
+        tasks += [(designs[s].to_dict(), seed, s, ests, todo[i : i + step])
+                  for i in range(0, len(todo), step)]  # fmt: skip
+    new = _execute(tasks, nworkers, progress, store, on_batch)
+    table = pd.concat([old, _frame(new)], ignore_index=True) if new else old
+    table = table[table["size"].isin(size_list) & (table["replicate"] < R)
+                  & table["estimator"].isin([e.name for e in ests])]  # fmt: skip
+    truth = design.true_parameters()
+    table = _sorted(table, [e.name for e in ests], truth)
+    summary = summarize(table, truth)
+    if store is not None:
+        summary.to_csv(store.folder / "summary.csv", index=False)
+    return StudyResult(summary, table, design, level, tuple(size_list), ests, seed, R,
+                       None if store is None else store.folder, time.perf_counter() - start,
+                       len({r[:3] for r in new}))  # fmt: skip
+
+
+def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch: Any) -> list:
+    """Run the batches (here for one worker, else in spawned processes), storing each one as it
+    finishes; on an exception or Ctrl-C the queued batches are dropped and the stored ones kept."""
+    rows: list[tuple] = []
+    finished = 0
+    with _progress(show, sum(len(t[4]) for t in tasks)) as advance:
+
+        def finish(batch: list[tuple], n: int) -> None:
+            nonlocal finished
+            if store is not None:
+                store.append(batch)
+            rows.extend(batch)
+            finished += n
+            advance(n)
+            if on_batch is not None:
+                on_batch(finished)
+
+        if workers == 1 or len(tasks) <= 1:
+            for t in tasks:
+                finish(_run_batch(t), len(t[4]))
+            return rows
+        # spawn, not fork: the parent may hold threads (the progress bar, BLAS) and fork copies
+        # their locks; spawned workers start clean and behave the same on every platform.
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=_ignore_sigint)
+        try:
+            pending = {pool.submit(_run_batch, t): len(t[4]) for t in tasks}
+            while pending:
+                for fut in wait(pending, return_when=FIRST_COMPLETED)[0]:
+                    finish(fut.result(), pending.pop(fut))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return rows
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the parent alone handles it (dropping the queued
+    # batches), so the workers are not torn down mid-batch with a traceback each.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with an ETA on stderr (or nothing); yields its advance function."""
+    if not show or total == 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (  # noqa: I001
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("replicates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("replicates", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+_DTYPES = {"size": "int64", "replicate": "int64", "n_param": "int64", "singular": bool,
+           "converged": bool, **dict.fromkeys(["estimate", "se", "lower", "upper", "seconds"], float)}  # fmt: skip
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    """Rows -> the replicate table, with fixed dtypes (so an empty table concatenates cleanly)."""
+    return pd.DataFrame(rows, columns=list(REPLICATE_COLUMNS)).astype(_DTYPES)
+
+
+def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -> pd.DataFrame:
+    """Rows by size, estimator (as given), parameter (as the design lists them) and replicate, so
+    the summary's floating-point sums do not depend on the order batches finished in."""
+    params = list(truth) + sorted(set(table["parameter"]) - set(truth))
+    rank = {"e": {n: i for i, n in enumerate(order)}, "p": {n: i for i, n in enumerate(params)}}
+    keys = table.assign(_e=table["estimator"].map(rank["e"]), _p=table["parameter"].map(rank["p"]))
+    keys = keys.sort_values(["size", "_e", "_p", "replicate"], kind="stable")
+    keys = keys.drop_duplicates(["size", "replicate", "estimator", "parameter"])
+    return keys.drop(columns=["_e", "_p"]).reset_index(drop=True)
+
+
+def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
+    """One row per size, estimator and parameter (in the table's order), columns
+    `SUMMARY_COLUMNS`: statistics over the fits with status ``ok``; failed fits counted apart."""
+    out = []
+    for (size, est, param), g in table.groupby(["size", "estimator", "parameter"], sort=False):
+        ok = g[g["status"] == "ok"]
+        t = float(truth.get(param, math.nan))
+        e = ok["estimate"].to_numpy(float)
+        e, se = e[np.isfinite(e)], ok["se"].to_numpy(float)
+        se = se[np.isfinite(se)]
+        lo, hi = ok["lower"].to_numpy(float), ok["upper"].to_numpy(float)
+        # Replicates whose estimator reported an interval; none can cover an unknown truth.
+        has = ~np.isnan(lo) & ~np.isnan(hi) & np.isfinite(t)
+        mean = float(e.mean()) if e.size else math.nan
+        out.append({
+            "size": int(size), "estimator": est, "parameter": param, "truth": t, "mean": mean,
+            "bias": mean - t, "sd": float(e.std(ddof=1)) if e.size > 1 else math.nan,
+            "rmse": float(np.sqrt(np.mean((e - t) ** 2))) if e.size else math.nan,
+            "mean_se": float(se.mean()) if se.size else math.nan,
+            "coverage": float(np.mean((lo[has] <= t) & (t <= hi[has]))) if has.any() else math.nan,
+            "n_ok": len(ok), "n_failed": int((g["status"] == "failed").sum()),
+            "n_singular": int(ok["singular"].sum()), "median_seconds": float(g["seconds"].median()),
+            "n_interval": int(has.sum()), "n_unconverged": int((~ok["converged"]).sum()),
+        })  # fmt: skip
+    return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
+
+
+class _Store:
+    """``out/study.json`` (what the study is) and ``out/replicates.csv`` (rows, append-only)."""
+
+    def __init__(self, folder: Path, design: NestedDesign, level: str, seed: int, ests) -> None:
+        self.folder, self.path = folder, folder / "replicates.csv"
+        # The varied level's units are the sizes, so they are not part of what the study is.
+        meta = {"design": design.with_units(level, 1).to_dict(), "level": level, "seed": seed}
+        specs = {e.name: e.spec for e in ests}
+        info = folder / "study.json"
+        if info.exists():
+            old = json.loads(info.read_text())
+            for key, value in meta.items():
+                if old.get(key) != value:
+                    raise StudyError(
+                        f"{folder} holds a study with another {key} ({old.get(key)!r}); use "
+                        "another output folder, or remove it to start afresh"
+                    )
+            clash = [n for n, s in specs.items() if old["estimators"].get(n, s) != s]
+            if clash:
+                raise StudyError(f"{folder}: estimator(s) {clash} are defined differently there")
+            specs = {**old["estimators"], **specs}
+        folder.mkdir(parents=True, exist_ok=True)
+        info.write_text(json.dumps({**meta, "estimators": specs}, indent=2) + "\n")
+
+    def load(self) -> pd.DataFrame:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return _frame([])
+        with open(self.path, "rb+") as fh:  # a line cut mid-write would glue onto the next one
+            data = fh.read()
+            if not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+        return _read_replicates(self.path)
+
+    def append(self, rows: list[tuple]) -> None:
+        header = not self.path.exists() or self.path.stat().st_size == 0
+        text = _frame(rows).to_csv(index=False, header=header)
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+
+def _read_replicates(path: Path) -> pd.DataFrame:
+    """The stored rows, less any fit whose rows were cut short (fewer than its ``n_param``)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return _frame([])
+    text = dict.fromkeys(["estimator", "parameter", "warnings", "error", "status"], str)
+    df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
+    df = df[df["status"].isin(["ok", "failed"])]
+    n = df.groupby(["size", "replicate", "estimator"])["parameter"].transform("size")
+    df = df[n == df["n_param"]].copy()
+    for col in ("warnings", "error"):
+        df[col] = df[col].fillna("").astype(str)
+    for col in ("singular", "converged"):
+        df[col] = df[col].astype(str).str.lower().eq("true")
+    return df.reset_index(drop=True)
+
+
+def load_study(out: str | os.PathLike) -> StudyResult:
+    """Reload a study folder: every stored size and replicate, summarised afresh. Its ``design``
+    has the varied level's units set to 1 (the sizes say how many)."""
+    folder = Path(out)
+    try:
+        meta = json.loads((folder / "study.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StudyError(
+            f"{folder} is not a study folder (no readable study.json): {exc}"
+        ) from None
+    design = NestedDesign.from_dict(meta["design"])
+    ests = tuple(parse_estimator(f"{n}={s}") for n, s in meta["estimators"].items())
+    truth = design.true_parameters()
+    table = _sorted(_read_replicates(folder / "replicates.csv"), [e.name for e in ests], truth)
+    sizes = tuple(sorted(int(s) for s in set(table["size"])))
+    R = int(table["replicate"].max()) + 1 if len(table) else 0
+    return StudyResult(summarize(table, truth), table, design, meta["level"], sizes, ests,
+                       meta["seed"], R, folder)  # fmt: skip
