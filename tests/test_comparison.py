@@ -7,8 +7,9 @@ import pytest
 
 import tiers
 from tiers.errors import ComparisonError
-from tiers.inference.lrtest import compare, lrtest
+from tiers.inference.lrtest import lrtest
 from tiers.panel.estimators import fixed_effects, random_effects
+from tiers.report.comparison import compare
 
 FULL = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 NO_X = "perform ~ 1 + (1 | dist_id/school_id/teach_id/student_id)"

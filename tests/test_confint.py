@@ -91,7 +91,7 @@ def test_hsb82_bounds_are_true_crossings() -> None:
     profile deviance at tiers' bounds is z^2, and at lme4's correlation lower end it is above."""
     res, spec = _fit("hsb82", "rs_REML", reml=False)
     sc = SdCor.from_terms(res.terms)
-    pr = Profiler(res._problem, sc, np.asarray(res.theta), res.sigma, res.xnames)
+    pr = Profiler(res.devfun, sc, np.asarray(res.theta), res.sigma, res.xnames)
     z2 = stats.norm.ppf(0.975) ** 2
     i = sc.names.index("cor_cses.(Intercept)|school")
     free = [k for k in range(sc.size) if k != i]
@@ -139,7 +139,7 @@ def test_reml_profile_bounds_are_crossings_of_the_reml_criterion() -> None:
     # REML intervals of the SDs sit above the ML ones (REML removes the downward bias)
     assert ci.loc["sd_(Intercept)|Subject", "upper"] > ml.loc["sd_(Intercept)|Subject", "upper"]
     sc = SdCor.from_terms(res.terms)
-    pr = Profiler(res._problem, sc, np.asarray(res.theta), res.sigma, res.xnames)
+    pr = Profiler(res.devfun, sc, np.asarray(res.theta), res.sigma, res.xnames)
     z2 = stats.norm.ppf(0.975) ** 2
     for i, name in enumerate(sc.names):
         free = [k for k in range(sc.size) if k != i]
@@ -243,14 +243,16 @@ def test_bootstrap_is_reproducible_whatever_the_workers() -> None:
     ci = res.confint("bootstrap", n_boot=24, seed=7).set_index("name")
     assert ci.attrs["n_boot"] == 24 and ci.attrs["n_failed"] == 0
     assert ci.loc["sigma", "lower"] < res.sigma < ci.loc["sigma", "upper"]
-    assert res.bootstrap(24, seed=7) is res.bootstrap(24, seed=7)  # cached per seed
+    again = res.bootstrap(24, seed=7)  # a new value, the same replicates for the same seed
+    assert again is not res.bootstrap(24, seed=7)
+    assert np.array_equal(again.models[0].theta, res.bootstrap(24, seed=7).models[0].theta)
 
 
 def test_bootstrap_counts_failed_replicates(monkeypatch) -> None:
-    import tiers.fitting
+    import tiers.inference.bootstrap
 
     res, _ = _fit("dyestuff", "ri_REML")
-    real = tiers.fitting.fit_prepared
+    real = tiers.inference.bootstrap.fit_design
     calls = {"n": 0}
 
     def flaky(prep, **kw):
@@ -262,13 +264,14 @@ def test_bootstrap_counts_failed_replicates(monkeypatch) -> None:
             return dataclasses.replace(r, opt=dataclasses.replace(r.opt, converged=False))
         return r
 
-    monkeypatch.setattr(tiers.fitting, "fit_prepared", flaky)
+    monkeypatch.setattr(tiers.inference.bootstrap, "fit_design", flaky)
     boot = res.bootstrap(30, seed=1, workers=1)
     assert int(boot.failed.sum()) == 6  # calls 5, 10, ..., 30
     assert boot.n_failed == 6 + 4  # and 7, 14, 21, 28 did not converge
     notes = " ".join(boot.notes)
     assert "10 of 30 replicates left out" in notes and "did not converge" in notes
     assert "simulated failure" in notes
+    calls["n"] = 0  # a new bootstrap (results are not cached): the same failures again
     ci = res.confint("bootstrap", n_boot=30, seed=1, workers=1)
     assert ci.attrs["n_failed"] == 10
     assert any("left out" in n for n in ci.attrs["notes"])
@@ -310,11 +313,11 @@ def test_profile_share_agrees_with_the_sd_profile() -> None:
     res, _ = _fit("dyestuff", "ri_ML")
     table = res.variance_shares(method="profile")
     sc = SdCor.from_terms(res.terms)
-    pr = Profiler(res._problem, sc, np.asarray(res.theta), res.sigma, res.xnames)
+    pr = Profiler(res.devfun, sc, np.asarray(res.theta), res.sigma, res.xnames)
     z2 = stats.norm.ppf(0.975) ** 2
 
     def theta_profile(t: float) -> float:  # sigma profiled analytically: the profiled deviance
-        return res._problem.deviance(np.array([t])) - pr.dev_min
+        return res.devfun.deviance(np.array([t])) - pr.dev_min
 
     for end in ("icc_lower", "icc_upper"):
         icc = table.loc[0, end]

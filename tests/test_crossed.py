@@ -82,7 +82,7 @@ def test_conditional_modes_at_lme4_theta(case, model, formula, method, mode):
     theta = lme4_theta(problem, terms, fit)
     sigma = problem.sigma(problem.evaluate(theta))
     np.testing.assert_allclose(sigma, fit["residual_sd"], rtol=1e-7)
-    modes = problem.conditional_modes(theta)
+    modes = problem.conditional_sds(theta)
     checked = 0
     for term, (b, sd) in zip(terms, modes, strict=True):
         want = fit["ranef_first_levels"][term.name]
@@ -221,7 +221,7 @@ def test_equals_dense_computation(monkeypatch, seed, nterms, reml, sparse):
     np.testing.assert_allclose(ev.ldL2, ldL2, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(ev.deviance, dev, rtol=1e-10)
     np.testing.assert_allclose(problem.beta(ev), beta, rtol=1e-8, atol=1e-10)
-    for (b, sd), (b_ref, sd_ref) in zip(problem.conditional_modes(theta), modes, strict=True):
+    for (b, sd), (b_ref, sd_ref) in zip(problem.conditional_sds(theta), modes, strict=True):
         np.testing.assert_allclose(b, b_ref, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(sd, sd_ref, rtol=1e-8, atol=1e-10)
 
@@ -340,9 +340,9 @@ def test_sparse_conditional_sd_capped(monkeypatch):
     data, ref = load_case("penicillin")
     problem, _, terms = build("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
     theta = lme4_theta(problem, terms, ref["fits"]["crossed_REML"])
-    full = problem.conditional_modes(theta)
+    full = problem.conditional_sds(theta)
     monkeypatch.setattr(cb, "COND_VAR_MAX_FLOPS", 0.0)
-    capped = problem.conditional_modes(theta)
+    capped = problem.conditional_sds(theta)
     for (b, sd), (b_full, _) in zip(capped, full, strict=True):
         np.testing.assert_allclose(b, b_full, rtol=1e-12)
         assert np.all(np.isnan(sd))

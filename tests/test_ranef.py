@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 import tiers
-import tiers.inference.ranef
+import tiers.engine.sparse_modes
 from tiers.errors import DataError
-from tiers.inference.ranef import modes_at
 
 from .conftest import REFERENCE, fit_reference, load_case
 
@@ -67,10 +66,10 @@ def test_ranef_at_lme4_theta(case: str, key: str) -> None:
     res, spec = _fit(case, key)
     names = res.to_dict()["theta_names"]
     theta = np.array([spec["theta"][n] for n in names])
-    problem = res._problem
-    ev = problem.evaluate(theta)
-    prep = res._refit_args["prepared"]
-    modes = modes_at(prep, theta, problem.beta(ev), problem.sigma(ev), problem=problem)
+    prep = res.design
+    devfun = tiers.deviance_function(prep, reml=res.reml)
+    sol = devfun.solve(theta)
+    modes = devfun.conditional_modes(theta, sol.beta, sol.sigma)
     frames = {}
     for t, m in zip(prep.terms, modes, strict=True):
         cols = {z: m.b[:, j] for j, z in enumerate(t.znames)}
@@ -89,7 +88,7 @@ def test_ranef_without_cond_var_and_singular_fit() -> None:
 def test_crossed_cond_var_above_the_dense_limit(monkeypatch) -> None:
     """Above the dense limit the crossed engine's own conditional SDs are used."""
     res, spec = _fit("penicillin", "crossed_REML")
-    monkeypatch.setattr(tiers.inference.ranef, "DENSE_LIMIT", 10)
+    monkeypatch.setattr(tiers.engine.sparse_modes, "DENSE_LIMIT", 10)
     _compare(res.ranef(), spec, OWN_FIT_RTOL)
 
 
@@ -113,7 +112,7 @@ def test_nested_tree_equals_dense_computation() -> None:
     data = pd.DataFrame({"y": y, "x": x, "a": a, "b": b, "c": c})
     res = tiers.fit("y ~ x + (1 | a) + (1 | b) + (1 + x | c)", data)
     assert res.engine == "tree"
-    prep = res._refit_args["prepared"]
+    prep = res.design
     blocks, lam = [], []
     at = 0
     for t in prep.terms:
@@ -135,7 +134,7 @@ def test_nested_tree_equals_dense_computation() -> None:
     r = prep.frame.y - prep.frame.X @ res.beta
     bvec = L @ np.linalg.solve(P, ZL.T @ r)
     C = res.sigma**2 * L @ np.linalg.inv(P) @ L.T
-    modes = tiers.inference.ranef.conditional_modes(res)
+    modes = res.conditional_modes()
     o = 0
     for t, m in zip(prep.terms, modes, strict=True):
         k = t.nlevels * t.q
@@ -177,7 +176,7 @@ def test_prediction_intervals() -> None:
     v_fix = x @ res.vcov.to_numpy() @ x
     # seen subject: conditional covariance of its effects
     sd = res.ranef()["Subject"].loc["308"]
-    modes = tiers.inference.ranef.conditional_modes(res)[0]
+    modes = res.conditional_modes()[0]
     C = modes.cov[0]
     v_seen = v_fix + x @ C @ x + res.sigma**2
     assert out["upper"].iloc[0] - out["mean"].iloc[0] == pytest.approx(z * np.sqrt(v_seen))

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tiers
+from tiers.api import prepare
 from tiers.engine.nested_block import TreeProblem
 from tiers.errors import DataError, FormulaError, IdentificationWarning
-from tiers.fitting import prepare
 
 from .conftest import load_case
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+from tiers.api import LmmResult, assemble, deviance_function, fit, optimize_theta, prepare
 from tiers.data.io import read_data, write_data
+from tiers.design.design import Design
 from tiers.errors import (
     ComparisonError,
     ConvergenceWarning,
@@ -22,28 +24,26 @@ from tiers.errors import (
     TiersError,
     TiersWarning,
 )
-from tiers.fitting import fit
 from tiers.formula.parse import Formula, parse
-from tiers.results.result import LmmResult
 from tiers.simulation.data import NestedDesign, seed_design, simulate
 
 
-def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.boundary
-    """Test variance components on the boundary; see `tiers.boundary.vctest`."""
+def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.inference.vctest
+    """Test variance components on the boundary; see `tiers.inference.vctest.vctest`."""
     from tiers.inference.vctest import vctest as _vctest
 
     return _vctest(*args, **kwargs)
 
 
-def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study
-    """Monte Carlo study of estimators over design sizes; see `tiers.study.run_study`."""
+def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.runner
+    """Monte Carlo study of estimators over design sizes; see `tiers.study.runner.run_study`."""
     from tiers.study.runner import run_study as _run
 
     return _run(*args, **kwargs)
 
 
-def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.plan
-    """Expected standard errors of a balanced nested design; see `tiers.plan.plan_design`."""
+def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.plan
+    """Expected standard errors of a balanced nested design; see `tiers.study.plan.plan_design`."""
     from tiers.study.plan import plan_design as _plan
 
     return _plan(*args, **kwargs)
@@ -55,6 +55,7 @@ __all__ = [
     "ComparisonError",
     "ConvergenceWarning",
     "DataError",
+    "Design",
     "DesignError",
     "Formula",
     "FormulaError",
@@ -65,9 +66,15 @@ __all__ = [
     "SingularFitWarning",
     "TiersError",
     "TiersWarning",
+    "assemble",
+    "deviance_function",
     "fit",
     "parse",
+    "optimize_theta",
+    "optimize_theta",
     "plan_design",
+    "prepare",
+    "prepare",
     "read_data",
     "run_study",
     "seed_design",

@@ -1,255 +1,127 @@
-"""``tiers.fit``: formula + data -> frozen result, through the stages of the pipeline.
+"""The fitting stage: a `Design` and an engine -> optimised theta -> a frozen result.
 
-parse -> build_frame -> build_factors -> structure (nested? slopes?) -> engine -> minimize_theta
--> LmmResult. The structure picks the engine once:
-
-* ``nested``: nested random intercepts (the tree of scalar effects, analytic gradient);
-* ``tree``: nested grouping with slopes or several terms on a level;
-* ``crossed``: grouping factors that do not nest (blocked Cholesky).
+lme4's stages (``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``) are
+`tiers.design.design.build_design`, `tiers.engine.registry.build_engine`,
+`tiers.optimize.minimize.optimize_theta` and `assemble`; `fit_design` runs the last three (a
+bootstrap or simulation replicate reuses the design and passes another response).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tiers._threads import single_thread_blas
-from tiers.data.frame import ModelFrame, build_frame
-from tiers.design.diagnostics import check_child_nesting, identical_partition_error, level_messages
-from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
-from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
-from tiers.engine.gaussian import ProfiledProblem
-from tiers.engine.nested_scalar import NestedProblem
-from tiers.errors import (
-    ConvergenceWarning,
-    DataError,
-    IdentificationWarning,
-    SingularFitWarning,
-)
-from tiers.formula.parse import Formula, parse
-from tiers.optimize.minimize import fd_gradient, minimize_theta, value_hessian
-from tiers.results.result import Deferred, LevelInfo, LmmResult, TermInfo
-from tiers.variance.information import var_inference
-from tiers.variance.sd import lr_vs_linear, sd_inference
+from tiers.design.design import Design, TermInfo, signature
+from tiers.design.terms import TermSpec
+from tiers.engine.contract import Engine
+from tiers.engine.registry import build_engine
+from tiers.errors import ConvergenceWarning, IdentificationWarning, SingularFitWarning
+from tiers.optimize.minimize import OptSummary, optimize_theta
+from tiers.results.lrtest import LRTest
+from tiers.results.result import FitResult, FitState
+
+FloatArray = NDArray[np.float64]
 
 
-def fit(
-    formula: str | Formula,
-    data: Any,
+def resolve_reml(design: Design, reml: bool | None) -> bool:
+    """The criterion: ``reml`` when given, else what the formula says (Stata's ``, mle``), else
+    REML (lme4's default)."""
+    if reml is not None:
+        return bool(reml)
+    return design.formula.reml if design.formula.reml is not None else True
+
+
+def fit_design(
+    design: Design,
     *,
     reml: bool | None = None,
-    force: bool = False,
-    _prepared: dict[str, Any] | None = None,
-) -> LmmResult:
-    """Fit a linear mixed model by REML (default, as lme4) or ML.
+    y: FloatArray | None = None,
+    X: FloatArray | None = None,
+    engine: Engine | None = None,
+    warn: bool = True,
+    start: float | None = None,
+    result_type: type[FitResult] = FitResult,
+) -> FitResult:
+    """Fit a design: build the engine (unless given), optimise theta, assemble the result.
 
     Parameters
     ----------
-    formula : str or Formula
-        lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``, ``(x | g)``,
-        ``(x || g)``, crossed ``(1 | a) + (1 | b)``) or Stata syntax (``"perform tutoring ||
-        dist_id: || school_id: x, covariance(unstructured)"``, ``|| _all: R.factor``).
-    data : pandas or polars DataFrame
+    design : Design
     reml : bool, optional
-        REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
-    force : bool
-        Fit even when the diagnostics find the variance components not identified, or a declared
-        child not nested in its parent; the warning is kept on the result.
-
-    Returns
-    -------
-    LmmResult
-
-    Raises
-    ------
-    FormulaError, DataError, NestingError
-        With a message naming the column or term and what to do.
-    """
-    with single_thread_blas():
-        start = time.perf_counter()
-        if _prepared:
-            return fit_prepared(
-                _prepared["prepared"], reml=reml, problem=_prepared["problem"], start=start
-            )
-        return fit_prepared(prepare(formula, data, force=force), reml=reml, start=start)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A model's rows and grouping structure, decided once; fits can share it.
-
-    ``engine`` is ``nested``, ``tree`` or ``crossed``; ``levels`` (outermost first) holds the
-    terms of each level for the nested engines, ``terms`` all terms in theta order.
-    """
-
-    formula: Formula
-    frame: ModelFrame
-    factors: list[GroupingFactor]
-    engine: str
-    terms: list[TermSpec]
-    nesting: Nesting | None = None
-    levels: list[list[TermSpec]] = field(default_factory=list)
-    notes: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Prepared:
-    """Parse, build the model frame and the grouping structure, run the diagnostics, pick the
-    engine."""
-    f = parse(formula) if isinstance(formula, str) else formula
-    frame = build_frame(f, data)
-    if frame.X.shape[1] == 0:
-        raise DataError("the fixed part has no columns; keep at least the intercept")
-    factors = build_factors(f, frame.data)
-    if not force:
-        check_child_nesting(f, frame.data, factors)
-    terms = build_terms(f, frame.data, factors)
-    _check_sizes(terms, frame.nobs)
-    warns = [
-        f"the slope of {name} in the term for {t.name} does not vary within any group: its "
-        "variance cannot be told apart from the intercept's (not identified); drop it from the term"
-        for t in terms
-        for name in slopes_without_within_variation(t)
-    ]
-    distinct: dict[tuple[str, ...], GroupingFactor] = {}
-    for gf in factors:
-        distinct.setdefault(gf.columns, gf)
-    nesting = nested_chain(list(distinct.values()))
-    if nesting is None:
-        return Prepared(f, frame, factors, "crossed", terms, warnings=tuple(warns))
-    if nesting.identical and not force:
-        coarse, fine = nesting.identical[0]
-        raise identical_partition_error(f, frame.data, coarse, fine)
-    levels = [[t for t in terms if t.factor.columns == gf.columns] for gf in nesting.factors]
-    scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
-    ordered = [t for lv in levels for t in lv]
-    return Prepared(
-        f,
-        frame,
-        factors,
-        "nested" if scalar else "tree",
-        ordered,
-        nesting,
-        levels,
-        warnings=tuple(warns),
-    )
-
-
-def _build_problem(prep: Prepared, y: np.ndarray, X: np.ndarray, reml: bool) -> ProfiledProblem:
-    if prep.engine == "nested":
-        assert prep.nesting is not None
-        return NestedProblem(y, X, prep.nesting.tree, reml=reml)
-    if prep.engine == "tree":
-        from tiers.engine.nested_block import TreeProblem
-
-        assert prep.nesting is not None
-        return TreeProblem(y, X, prep.levels, list(prep.nesting.tree.parents), reml=reml)
-    from tiers.engine.crossed import CrossedProblem
-
-    return CrossedProblem(y, X, prep.terms, reml=reml)
-
-
-def _optimize(problem: ProfiledProblem, prep: Prepared):
-    if isinstance(problem, NestedProblem):
-        K = problem.K
-        return minimize_theta(problem.deviance_and_gradient, np.ones(K), np.zeros(K))
-    lower, upper = problem.theta_lower, problem.theta_upper  # type: ignore[attr-defined]
-    if getattr(problem, "has_gradient", False):
-        fun = problem.deviance_and_gradient  # type: ignore[attr-defined]
-        hessian = None
-    else:
-        fun = fd_gradient(problem.deviance, lower, upper)
-
-        def hessian(x: np.ndarray, free: np.ndarray) -> np.ndarray:
-            return value_hessian(problem.deviance, x, free)
-
-    return minimize_theta(
-        fun,
-        problem.theta_start,
-        lower,
-        upper=upper,
-        hessian=hessian,  # type: ignore[attr-defined]
-    )
-
-
-def _term_infos(prep: Prepared, problem: ProfiledProblem) -> tuple[TermInfo, ...]:
-    out, at = [], 0
-    for t in prep.terms:
-        n = t.cov.n_theta
-        out.append(
-            TermInfo(
-                t.name, t.znames, t.cov.kind, at, at + n, tuple(bool(v) for v in t.cov.diagonal())
-            )
-        )
-        at += n
-    return tuple(out)
-
-
-def fit_prepared(
-    prep: Prepared,
-    *,
-    reml: bool | None = None,
-    y: np.ndarray | None = None,
-    X: np.ndarray | None = None,
-    problem: ProfiledProblem | None = None,
-    warn: bool = True,
-    start: float | None = None,
-) -> LmmResult:
-    """Fit a prepared model; ``y``/``X`` replace the response and fixed-effects matrix (a
-    bootstrap or simulation replicate: the structure is reused).
-
-    ``warn=False`` keeps the warnings on the result without emitting them (replicates).
+        See `resolve_reml`.
+    y, X : arrays, optional
+        Another response or fixed-effects matrix on the same rows (a replicate).
+    engine : Engine, optional
+        An engine of this design to reuse (switched to the criterion asked for).
+    warn : bool
+        Emit the warnings; with False they are only kept on the result (replicates).
+    start : float, optional
+        ``time.perf_counter()`` when the fit began (for ``fit_seconds``).
+    result_type : type
+        `FitResult` or a subclass (the public `tiers.LmmResult`).
     """
     start = time.perf_counter() if start is None else start
-    f, frame = prep.formula, prep.frame
-    use_reml = (f.reml if f.reml is not None else True) if reml is None else bool(reml)
-    y = frame.y if y is None else np.ascontiguousarray(y, dtype=np.float64)
-    X = frame.X if X is None else np.ascontiguousarray(X, dtype=np.float64)
-    if problem is None:
-        problem = _build_problem(prep, y, X, use_reml)
-    elif problem.reml != use_reml:
-        problem = problem.with_reml(use_reml)
-    opt = _optimize(problem, prep)
-    ev = problem.evaluate(opt.theta)
-    sigma = problem.sigma(ev)
-    terms = _term_infos(prep, problem)
-    sd_names = tuple((t.group, z) for t in terms for z in t.znames) + (("Residual", ""),)
-    theta = opt.theta
+    use_reml = resolve_reml(design, reml)
+    with single_thread_blas():
+        if engine is None:
+            engine = build_engine(design, reml=use_reml, y=y, X=X)
+        elif engine.reml != use_reml:
+            engine = engine.with_reml(use_reml)
+        opt = optimize_theta(engine)
+        return assemble(
+            design, engine, opt, y=y, X=X, warn=warn, start=start, result_type=result_type
+        )
 
-    def inference():
-        with single_thread_blas():
-            if isinstance(problem, NestedProblem):
-                return sd_inference(problem, theta, sigma, names=sd_names), None
-            return var_inference(
-                problem,
-                [t.cov for t in prep.terms],
-                [t.name for t in prep.terms],
-                [t.znames for t in prep.terms],
-                [slice(t.start, t.stop) for t in terms],
-                theta,
-                sigma,
-            )
 
-    lrt = lr_vs_linear(problem, ev.deviance, opt.theta.size)
-    factors = prep.nesting.factors if prep.nesting is not None else _distinct(prep.factors)
-    levels = tuple(_level_info(gf) for gf in factors)
-    notes = list(frame.notes) + _implicit_notes(factors)
-    warns, level_notes = level_messages(tuple(factors))
-    warns = list(prep.warnings) + warns
-    notes += level_notes
-    if prep.nesting is not None:
-        for coarse, fine in prep.nesting.identical:
-            warns.append(
-                f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their "
-                "variance components are not identified and their split is arbitrary (fitted "
-                "with force)"
-            )
+def refit(res: FitResult, *, reml: bool) -> FitResult:
+    """The same model on the same rows by the other criterion (a new result of the same type)."""
+    st = res.state
+    return fit_design(
+        st.design, reml=reml, y=st.y, X=st.X, engine=res.devfun, result_type=type(res)
+    )
+
+
+def lr_vs_linear(engine: Engine, deviance: float, loglik: float) -> LRTest:
+    """LR test against theta = 0 (no random effects) under the same criterion (REML vs REML, ML
+    vs ML); chibar2(01) for one component (Self and Liang 1987), else a conservative chi2(k)."""
+    from scipy import stats
+
+    k = engine.n_theta
+    dev0 = engine.deviance(np.zeros(k))
+    chi2 = max(dev0 - deviance, 0.0)
+    method = "REML" if engine.reml else "ML"
+    if k == 1:
+        p = float(0.5 * stats.chi2.sf(chi2, 1))
+        reason = "one variance component on the boundary: a 50:50 mixture of chi2(0) and chi2(1)"
+        return LRTest(chi2, 1, p, "chibar2(01)", reason, method, -0.5 * dev0, loglik)
+    reason = f"{k} covariance parameters, some on the boundary: the chi2({k}) p-value is conservative"
+    p = float(stats.chi2.sf(chi2, k))
+    return LRTest(chi2, k, p, f"chi2({k})", reason, method, -0.5 * dev0, loglik, conservative=True)
+
+
+def assemble(
+    design: Design,
+    engine: Engine,
+    opt: OptSummary,
+    *,
+    y: FloatArray | None = None,
+    X: FloatArray | None = None,
+    warn: bool = True,
+    start: float | None = None,
+    result_type: type[FitResult] = FitResult,
+) -> FitResult:
+    """The frozen result at the optimiser's theta (lme4's ``mkMerMod``): estimates read off the
+    engine, the LR test against the linear model, notes and warnings in words."""
+    start = time.perf_counter() if start is None else start
+    sol = engine.solve(opt.theta)
+    terms = design.term_infos
+    notes, warns = design.messages()
     emitted: list[tuple[str, type[Warning]]] = [(m, IdentificationWarning) for m in warns]
-    singular = _singular_words(prep.terms, terms, opt.theta)
+    singular = _singular_words(design.terms, terms, opt.theta)
     if singular:
         msg = (
             f"boundary (singular) fit: {'; '.join(singular)}. The data show no variation of those "
@@ -264,30 +136,33 @@ def fit_prepared(
     if warn:
         for msg, category in emitted:
             warnings.warn(msg, category, stacklevel=4)
-    return LmmResult(
-        formula=f,
-        reml=use_reml,
-        nobs=frame.nobs,
-        n_dropped=frame.n_dropped,
-        xnames=frame.xnames,
-        beta=_ro(problem.beta(ev)),
-        unscaled_vcov=_ro(problem.unscaled_vcov(ev)),
-        levels=levels,
+    y_used = design.frame.y if y is None else y
+    state = FitState(design, engine.reml, y, X)
+    result = result_type(
+        formula=design.formula,
+        reml=engine.reml,
+        nobs=design.frame.nobs,
+        n_dropped=design.frame.n_dropped,
+        xnames=design.frame.xnames,
+        beta=_ro(sol.beta),
+        unscaled_vcov=_ro(sol.unscaled_vcov),
+        levels=design.level_infos,
         theta=_ro(opt.theta),
-        sigma=sigma,
-        criterion=ev.deviance,
+        sigma=sol.sigma,
+        criterion=sol.deviance,
         opt=opt,
-        lr_linear=lrt,
+        lr_linear=lr_vs_linear(engine, sol.deviance, -0.5 * sol.deviance),
         notes=tuple(notes),
         warnings=tuple(warns),
         fit_seconds=time.perf_counter() - start,
-        engine=prep.engine,
-        data_signature=_signature(y),
+        engine=design.engine,
+        data_signature=signature(np.asarray(y_used)),
         terms=terms,
-        _var_inference=Deferred(inference),
-        _problem=problem,
-        _refit_args={"prepared": prep, "problem": problem, "nesting": prep.nesting},
+        _state=state,
     )
+    # the engine that found theta is the result's own: keep it rather than rebuild it on first use
+    result.__dict__["devfun"] = engine
+    return result
 
 
 def _singular_words(
@@ -312,65 +187,9 @@ def _singular_words(
     return out
 
 
-def _distinct(factors: list[GroupingFactor]) -> list[GroupingFactor]:
-    seen: dict[tuple[str, ...], GroupingFactor] = {}
-    for gf in factors:
-        seen.setdefault(gf.columns, gf)
-    return sorted(seen.values(), key=lambda g: g.nlevels)
 
 
-def _implicit_notes(factors) -> list[str]:
-    return [
-        f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
-        f"groups formed as {' x '.join(gf.columns)}"
-        for gf in factors
-        if gf.implicit
-    ]
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
+def _ro(a: FloatArray) -> FloatArray:
     arr = np.array(a, dtype=np.float64)
     arr.setflags(write=False)
     return arr
-
-
-def _signature(y: np.ndarray) -> tuple[float, float]:
-    """A cheap fingerprint of the rows used (sum and sum of squares of y), so comparisons can refuse
-    fits to other rows; row order does not change a likelihood, and does not change this."""
-    return float(np.sum(y)), float(y @ y)
-
-
-def _level_info(gf: GroupingFactor) -> LevelInfo:
-    sizes = gf.sizes()
-    return LevelInfo(
-        name=gf.name,
-        columns=gf.columns,
-        ngroups=gf.nlevels,
-        min_obs=int(sizes.min()),
-        mean_obs=float(sizes.mean()),
-        max_obs=int(sizes.max()),
-        implicit=gf.implicit,
-    )
-
-
-def _check_sizes(terms: list[TermSpec], nobs: int) -> None:
-    """lme4's checks: a term cannot have as many random effects as there are observations."""
-    for t in terms:
-        nre = t.nlevels * t.q
-        if nre < nobs:
-            continue
-        if t.q == 1:
-            what = (
-                f"the grouping factor {t.name!r} has {t.nlevels:,} groups for {nobs:,} "
-                "observations, one observation per group"
-            )
-        else:
-            what = (
-                f"the term for {t.name!r} has {nre:,} random effects ({t.nlevels:,} groups x "
-                f"{t.q} effects) for {nobs:,} observations"
-            )
-        raise DataError(
-            f"{what}: its variance cannot be told apart from the residual variance (lme4 refuses "
-            "this too); remove the term, use fewer effects, or use data with repeated "
-            "observations per group"
-        )

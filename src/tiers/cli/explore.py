@@ -21,11 +21,12 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tiers.api import fit
 from tiers.errors import ComparisonError, NestingError, TiersWarning
-from tiers.fitting import fit
-from tiers.inference.lrtest import compare, lrtest
+from tiers.inference.lrtest import lrtest
 from tiers.panel.estimators import fixed_effects, random_effects
 from tiers.panel.hausman import hausman
+from tiers.report.comparison import compare
 from tiers.simulation.data import seed_design, simulate
 
 CORRECT = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"

@@ -57,8 +57,8 @@ def fit(
     seed: Annotated[int | None, typer.Option(help="random seed of --ci bootstrap")] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
+    from tiers.api import fit as fit_model
     from tiers.data.io import read_data
-    from tiers.fitting import fit as fit_model
     from tiers.inference.intervals import METHODS
 
     if style not in ("stata", "lme4"):
@@ -103,8 +103,8 @@ def lrtest(
     ] = None,
 ) -> None:
     """Likelihood-ratio test of FORMULA0 against FORMULA1 (refuses invalid REML comparisons)."""
+    from tiers.api import fit as fit_model
     from tiers.data.io import read_data
-    from tiers.fitting import fit as fit_model
     from tiers.inference.lrtest import lrtest as run_lrtest
 
     try:

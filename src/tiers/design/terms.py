@@ -109,3 +109,12 @@ def slopes_without_within_variation(term: TermSpec) -> list[str]:
         if np.all(hi - lo <= 1e-12 * max(1.0, float(np.abs(z).max()))):
             out.append(name)
     return out
+
+
+def split_theta(terms: list[TermSpec], theta: FloatArray) -> list[FloatArray]:
+    """Each term's entries of theta (theta order is the order of ``terms``)."""
+    out, at = [], 0
+    for t in terms:
+        out.append(theta[at : at + t.cov.n_theta])
+        at += t.cov.n_theta
+    return out

@@ -37,9 +37,11 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from tiers.design.terms import TermSpec
+from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
-from tiers.engine.gaussian import Evaluation, ProfiledProblem
+from tiers.engine.contract import Evaluation, TermModes
+from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.sparse_modes import sparse_modes
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -79,11 +81,13 @@ class CrossedProblem(ProfiledProblem):
     count as intercepts for the gradient.
     """
 
+    label = "crossed"
+
     def __init__(
         self, y: FloatArray, X: FloatArray, terms: list[TermSpec], *, reml: bool = True
     ) -> None:
-        y = np.asarray(y, dtype=np.float64)
-        X = np.asarray(X, dtype=np.float64)
+        self.y = y = np.asarray(y, dtype=np.float64)
+        self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
         self.terms = list(terms)
         sizes = [term.cov.n_theta for term in terms]
@@ -268,15 +272,9 @@ class CrossedProblem(ProfiledProblem):
         grad_t = parts[0] + nu * parts[1] / ev.pwrss + parts[2]
         return dataclasses.replace(ev, gradient=grad, gradient_t=grad_t, parts_t=parts)
 
-    def deviance_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
-        """The objective and its gradient in theta (needs ``has_gradient``)."""
-        ev = self.evaluate(theta, gradient=True)
-        assert ev.gradient is not None
-        return ev.deviance, ev.gradient
-
     # ------------------------------------------------------------------------------- read-off --
 
-    def conditional_modes(self, theta: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+    def conditional_sds(self, theta: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
         """Conditional modes and conditional SDs of the random effects, per term (order of ``terms``).
 
         Returns
@@ -332,3 +330,20 @@ class CrossedProblem(ProfiledProblem):
         for i, k in enumerate(self.order):
             out[k] = out_sorted[i]
         return out
+
+    def conditional_modes(
+        self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
+    ) -> list[TermModes]:
+        """Conditional modes (and covariance blocks) of every term, in theta order; see
+        `tiers.engine.sparse_modes` (this engine's `conditional_sds` serve designs too large for
+        a dense inverse)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
+        return sparse_modes(
+            self.terms,
+            split_theta(self.terms, theta),
+            r,
+            sigma,
+            cond_var,
+            lambda: self.conditional_sds(theta),
+        )

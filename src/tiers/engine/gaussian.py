@@ -7,7 +7,12 @@ Profiling beta and sigma out (Bates et al. 2015, JSS 67(1), eqs. 34 and 41) give
     ML:   ldL2 + n (1 + log(2 pi pwrss / n))
     REML: ldL2 + ldRX2 + (n - p) (1 + log(2 pi pwrss / (n - p)))
 
-with ``beta = A_xx^-1 A_xy``, ``pwrss = A_yy - A_xy' beta`` and ``ldRX2 = log det A_xx``.
+with ``beta = A_xx^-1 A_xy``, ``pwrss = A_yy - A_xy' beta`` and ``ldRX2 = log det A_xx``. Both
+are the minimum over sigma of the one Gaussian criterion `criterion_value`,
+
+    f(theta, sigma) = ldL2 + [ldRX2] + nu log(2 pi sigma^2) + pwrss / sigma^2,   nu = n [- p],
+
+which profiles, intervals, Satterthwaite's df and the information matrix use with sigma free.
 Engines work on centred columns (X without the intercept, and y, minus their means) when an
 intercept is present: a unit-triangular change of basis of X that leaves the deviance unchanged and
 loses less precision to cancellation; `ProfiledProblem.beta` and `unscaled_vcov` undo it.
@@ -16,45 +21,59 @@ loses less precision to cancellation; `ProfiledProblem.beta` and `unscaled_vcov`
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 from numpy.typing import NDArray
+
+from tiers.engine.contract import Evaluation, Solution
 
 FloatArray = NDArray[np.float64]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Everything read off the eliminated system at one theta.
+def residual_df(n: int, p: int, reml: bool) -> int:
+    """Degrees of freedom of the penalised RSS: ``n - p`` (REML) or ``n`` (ML)."""
+    return n - p if reml else n
 
-    ``parts_t`` (nested engine only) stacks the derivatives in ``t = theta^2`` of (ldL2, pwrss,
-    ldRX2), from which the non-profiled likelihood's gradient is assembled for standard errors.
-    ``beta``/``xtvx`` are on the centred scale; `ProfiledProblem.beta` undoes it.
+
+def criterion_value(
+    ldL2: float, ldRX2: float, pwrss: float, nu: int, reml: bool, sigma: float | None = None
+) -> float:
+    """The Gaussian criterion (-2 log L, or the REML criterion) at ``sigma``, beta profiled out.
+
+    With ``sigma=None`` sigma is profiled out too (``sigma^2 = pwrss / nu``): the criterion the
+    engines minimise (Bates et al. 2015, eqs. 34 and 41).
     """
-
-    theta: FloatArray
-    deviance: float
-    gradient: FloatArray | None
-    gradient_t: FloatArray | None
-    parts_t: FloatArray | None
-    ldL2: float
-    ldRX2: float
-    pwrss: float
-    beta: FloatArray
-    xtvx: FloatArray
+    s2 = pwrss / nu if sigma is None else sigma * sigma
+    f = ldL2 + nu * (_LOG_2PI + np.log(s2)) + pwrss / s2
+    return float(f + ldRX2) if reml else float(f)
 
 
 class ProfiledProblem:
-    """Base of the engines: data scale, the read-off at the optimum, REML/ML switching."""
+    """Base of the engines: data scale, the read-off at the optimum, REML/ML switching.
 
+    Subclasses implement `evaluate` and `conditional_modes` and set the attributes of
+    `tiers.engine.contract.Engine`.
+    """
+
+    label: str
     n: int
     p: int
     reml: bool
+    n_theta: int
+    theta_start: FloatArray
+    theta_lower: FloatArray
+    theta_upper: FloatArray
+    has_gradient: bool
     intercept: int | None
     shift: FloatArray
+
+    @property
+    def nu(self) -> int:
+        """Degrees of freedom of the penalised RSS under this criterion."""
+        return residual_df(self.n, self.p, self.reml)
 
     def _centred(self, y: FloatArray, X: FloatArray) -> FloatArray:
         """``[X y]`` in column-major order, centred when X has an all-ones column."""
@@ -84,11 +103,8 @@ class ProfiledProblem:
         beta = np.linalg.solve(xtvx, xtvy)
         pwrss = float(A[p, p] - xtvy @ beta)
         ldRX2 = 2.0 * float(np.log(np.diagonal(L)).sum())
-        nu = self.n - p if self.reml else self.n
-        dev = ld + nu * (1.0 + _LOG_2PI + np.log(pwrss / nu))
-        if self.reml:
-            dev += ldRX2
-        return Evaluation(theta, float(dev), None, None, None, float(ld), ldRX2, pwrss, beta, xtvx)
+        dev = criterion_value(ld, ldRX2, pwrss, self.nu, self.reml)
+        return Evaluation(theta, dev, None, None, None, float(ld), ldRX2, pwrss, beta, xtvx)
 
     def gradient_parts(
         self, ev: Evaluation, dA: FloatArray, dld: FloatArray
@@ -99,8 +115,7 @@ class ProfiledProblem:
         pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy, so d pwrss = da_yy - 2 beta' da_xy +
         beta' dA_xx beta; d ldRX2 = tr(A_xx^-1 dA_xx).
         """
-        p, beta = self.p, ev.beta
-        nu = self.n - p if self.reml else self.n
+        p, beta, nu = self.p, ev.beta, self.nu
         dpw = dA[:, p, p] - 2.0 * dA[:, :p, p] @ beta + (dA[:, :p, :p] @ beta) @ beta
         dldrx = np.zeros_like(dld)
         if self.reml:
@@ -113,9 +128,41 @@ class ProfiledProblem:
 
     def deviance_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
         """The objective and its analytic gradient in theta (engines with ``has_gradient``)."""
+        if not self.has_gradient:
+            raise NotImplementedError(
+                f"the {self.label} engine has no analytic gradient for these terms; use "
+                "tiers.optimize.derivatives.fd_gradient"
+            )
         ev = self.evaluate(theta, gradient=True)
-        assert ev.gradient is not None
+        if ev.gradient is None:  # pragma: no cover - engines fill it when has_gradient
+            raise RuntimeError(f"the {self.label} engine returned no gradient")
         return ev.deviance, ev.gradient
+
+    def criterion(self, theta: FloatArray, sigma: float) -> float:
+        """The criterion at ``(theta, sigma)``: beta profiled out, sigma not."""
+        ev = self.evaluate(theta)
+        return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, self.nu, self.reml, sigma)
+
+    def criterion_fixed(self, theta: FloatArray, j: int, value: float) -> float:
+        """The criterion at ``theta`` with ``beta_j`` held at ``value``, sigma profiled out.
+
+        Holding ``beta_j`` raises the penalised RSS by ``(value - beta_j(theta))^2 / U_jj(theta)``
+        (``U = (X'V^-1X)^-1``); for REML fits this is the REML criterion extended by the fixed
+        effects, whose minimum over beta is the REML criterion itself.
+        """
+        ev = self.evaluate(theta)
+        beta = self.beta(ev)
+        U = self.unscaled_vcov(ev)
+        pwrss = ev.pwrss + (value - beta[j]) ** 2 / U[j, j]
+        return criterion_value(ev.ldL2, ev.ldRX2, pwrss, self.nu, self.reml)
+
+    def solve(self, theta: FloatArray) -> Solution:
+        """beta, sigma and the unscaled covariance of beta at ``theta``."""
+        theta = np.asarray(theta, dtype=np.float64)
+        ev = self.evaluate(theta)
+        return Solution(
+            theta, ev.deviance, self.beta(ev), self.sigma(ev), self.unscaled_vcov(ev), ev
+        )
 
     def beta(self, ev: Evaluation) -> FloatArray:
         """Fixed effects on the original (uncentred) scale."""
@@ -136,9 +183,9 @@ class ProfiledProblem:
 
     def sigma(self, ev: Evaluation) -> float:
         """Residual SD at this theta: sqrt(pwrss / n) (ML) or sqrt(pwrss / (n - p)) (REML)."""
-        return float(np.sqrt(ev.pwrss / (self.n - self.p if self.reml else self.n)))
+        return float(np.sqrt(ev.pwrss / self.nu))
 
-    def with_reml(self, reml: bool) -> ProfiledProblem:
+    def with_reml(self, reml: bool) -> Self:
         """The same data and structure under the other criterion (a shallow copy)."""
         other = copy.copy(self)
         other.reml = reml

@@ -27,7 +27,9 @@ from numpy.typing import NDArray
 
 from tiers.design.grouping import renumber_levels
 from tiers.design.terms import TermSpec
-from tiers.engine.gaussian import Evaluation, ProfiledProblem
+from tiers.engine.contract import Evaluation, TermModes
+from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.tree_modes import split_levels, tree_modes
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -71,6 +73,8 @@ class TreeProblem(ProfiledProblem):
     reml : bool
     """
 
+    label = "tree"
+
     def __init__(
         self,
         y: FloatArray,
@@ -81,7 +85,8 @@ class TreeProblem(ProfiledProblem):
         reml: bool = True,
     ) -> None:
         self.reml = reml
-        D = self._centred(np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64))
+        self.y, self.X = np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64)
+        D = self._centred(self.y, self.X)
         self.levels = levels
         self.K = len(levels)
         self.q = [sum(t.q for t in terms) for terms in levels]
@@ -428,3 +433,20 @@ class TreeProblem(ProfiledProblem):
                 else np.add.reduceat(M, self.level_starts[k], axis=0)
             )
         return self.finish(theta, C[0], ld)
+
+    def conditional_modes(
+        self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
+    ) -> list[TermModes]:
+        """Conditional modes (and covariance blocks) of every term, in theta order; see
+        `tiers.engine.tree_modes`."""
+        theta = np.asarray(theta, dtype=np.float64)
+        r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
+        Ts = self.factors(theta)
+        W = np.empty((r.size, self.Q + 1))
+        for k, terms in enumerate(self.levels):
+            W[:, self.offsets[k] : self.offsets[k + 1]] = np.hstack([t.Z for t in terms]) @ Ts[k]
+        W[:, -1] = r
+        C = outer_sums(W, self.levels[-1][0].codes, self.sizes[-1])
+        del W
+        per_level = tree_modes(C, Ts, list(self.parents), self.sizes, sigma, cond_var)
+        return split_levels(self.levels, per_level)

@@ -33,7 +33,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tiers.design.grouping import Tree, renumber_levels
-from tiers.engine.gaussian import Evaluation, ProfiledProblem
+from tiers.engine.contract import Evaluation, TermModes
+from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.statistics import NestedStatistics
+from tiers.engine.tree_modes import tree_modes
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -81,25 +84,35 @@ class NestedProblem(ProfiledProblem):
     cross-products lose less precision to cancellation.
     """
 
+    label = "nested"
+    has_gradient = True
+
     def __init__(self, y: FloatArray, X: FloatArray, tree: Tree, *, reml: bool = True) -> None:
-        y = np.asarray(y, dtype=np.float64)
-        X = np.asarray(X, dtype=np.float64)
-        self.n, self.p = X.shape
+        self._from_statistics(NestedStatistics.from_arrays(y, X, tree), reml)
+
+    @classmethod
+    def from_statistics(cls, stats: NestedStatistics, *, reml: bool = True) -> NestedProblem:
+        """The engine from sufficient statistics (built in one pass, or chunk by chunk and
+        combined: `tiers.engine.statistics.NestedStatistics.combine`); no row is needed."""
+        obj = cls.__new__(cls)
+        obj._from_statistics(stats.centred(), reml)
+        return obj
+
+    def _from_statistics(self, stats: NestedStatistics, reml: bool) -> None:
+        tree = stats.tree
+        self.n, self.p = stats.n, stats.p
+        self.intercept, self.shift = stats.intercept, stats.shift
         self.K = len(tree.sizes)
         self.reml = reml
         self.tree = tree
-        D = self._centred(y, X)
-        self.dtd = D.T @ D
-
-        # Leaf sums c_g = (n_g, sum x, sum y).
-        nleaf = tree.sizes[-1]
-        leaf = tree.leaf
-        counts_int = np.bincount(leaf, minlength=nleaf)
-        csum = np.empty((nleaf, self.p + 2))
-        csum[:, 0] = counts_int
-        for j in range(self.p + 1):
-            csum[:, j + 1] = np.bincount(leaf, weights=D[:, j], minlength=nleaf)
-        del D
+        self.n_theta = self.K
+        self.theta_start = np.ones(self.K)
+        self.theta_lower = np.zeros(self.K)
+        self.theta_upper = np.full(self.K, np.inf)
+        self.dtd = stats.dtd
+        # Leaf sums c_g = (n_g, sum x, sum y), kept for the conditional modes.
+        self.leaf_sums = csum = stats.leaf
+        counts_int = csum[:, 0].astype(np.int64)
         renumber = self._renumber(tree) if self.K > 1 else []
         present = np.flatnonzero(np.bincount(counts_int))
         self.uniform_from = self._uniform_from(tree) if present.size == 1 else self.K
@@ -318,3 +331,27 @@ class NestedProblem(ProfiledProblem):
         return dataclasses.replace(ev, gradient=dt * 2.0 * theta, gradient_t=dt, parts_t=parts)
 
     # ------------------------------------------------------------------------------- read-off --
+
+    def conditional_modes(
+        self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
+    ) -> list[TermModes]:
+        """Conditional modes (and variances) of every level, from the leaf sums alone.
+
+        A leaf's cross-product over ``w_i = (theta_0, ..., theta_K-1, r_i)`` is
+        ``n_g w w'`` on the effects and ``theta sum_g r`` against the residual, with
+        ``sum_g r = sum_g y - (sum_g x)' beta`` (raw sums: centred sums plus ``n_g`` times the
+        shift); see `tiers.engine.tree_modes`.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        K, p = self.K, self.p
+        n_g = self.leaf_sums[:, 0]
+        raw = self.leaf_sums[:, 1:] + n_g[:, None] * self.shift
+        r_g = raw[:, p] - raw[:, :p] @ np.asarray(beta, dtype=np.float64)
+        C = np.zeros((n_g.size, K + 1, K + 1))
+        C[:, :K, :K] = n_g[:, None, None] * np.outer(theta, theta)
+        C[:, :K, K] = C[:, K, :K] = r_g[:, None] * theta
+        Ts = [np.array([[v]]) for v in theta]
+        per_level = tree_modes(
+            C, Ts, list(self.tree.parents), list(self.tree.sizes), sigma, cond_var
+        )
+        return [TermModes(b, cov) for b, cov in per_level]

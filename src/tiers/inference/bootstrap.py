@@ -2,8 +2,8 @@
 
 A replicate draws ``y* = X beta_hat + sum_t Z_t b_t* + sigma_hat e`` with ``b_t* ~ N(0, sigma_hat^2
 T_t T_t')`` independently per group of each term (``T_t`` the term's relative factor at
-``theta_hat``) and ``e ~ N(0, I)``, then refits with `tiers.model.fit_prepared` on the same
-`Prepared` structure (only the response changes, so grouping and diagnostics are not redone) and
+``theta_hat``) and ``e ~ N(0, I)``, then refits with `tiers.fitting.fit_design` on the same
+`Design` (only the response changes, so grouping and diagnostics are not redone) and
 the same criterion (REML or ML) as the original fit.
 
 Replicates run in batches across processes (`concurrent.futures.ProcessPoolExecutor`), each worker
@@ -23,16 +23,16 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tiers._threads import single_thread_blas
-
-if TYPE_CHECKING:
-    from tiers.fitting import Prepared
-    from tiers.results.result import LmmResult
+from tiers.design.design import Design
+from tiers.fitting import fit_design
+from tiers.optimize.minimize import optimize_theta
+from tiers.results.result import FitResult
 
 FloatArray = NDArray[np.float64]
 
@@ -41,17 +41,16 @@ FloatArray = NDArray[np.float64]
 class Simulator:
     """Draws responses from a fitted model (see the module docstring)."""
 
-    prep: Prepared
+    prep: Design
     mean: FloatArray
     theta: FloatArray
     sigma: float
 
     @classmethod
-    def from_result(cls, res: LmmResult) -> Simulator:
+    def from_result(cls, res: FitResult) -> Simulator:
         """The simulator of a fitted model."""
-        prep = res._refit_args["prepared"]
-        mean = prep.frame.X @ np.asarray(res.beta)
-        return cls(prep, mean, np.asarray(res.theta), float(res.sigma))
+        mean = res.X @ np.asarray(res.beta)
+        return cls(res.design, mean, np.asarray(res.theta), float(res.sigma))
 
     def draw(self, rng: np.random.Generator) -> FloatArray:
         """One simulated response vector."""
@@ -75,41 +74,30 @@ class Simulator:
 @dataclass(frozen=True)
 class _Job:
     simulator: Simulator
-    models: tuple[Prepared, ...]
+    models: tuple[Design, ...]
     starts: tuple[FloatArray, ...]
     reml: bool
     entropy: int
 
 
-def _guard(r: Any, start: FloatArray) -> tuple[Any, ...]:
+def _guard(r: FitResult, start: FloatArray) -> tuple[Any, ...]:
     """A replicate's estimates, refitted from ``start`` (the original fit's theta) when the fit
     from lme4's start ended on the boundary or at a point worse than ``start``, keeping the better
     of the two: from lme4's start the optimizer can stop on a boundary point of a correlated term
     that is not the minimum. Returns (theta, sigma, beta, criterion, converged, restarted)."""
-    from tiers.optimize.minimize import fd_gradient, minimize_theta
-
-    problem = r._problem
+    engine = r.devfun
     out = (np.asarray(r.theta), r.sigma, np.asarray(r.beta), r.criterion, r.converged, False)
-    if start.size != r.theta.size or problem is None:
+    if start.size != r.theta.size:
         return out
     tol = 1e-8 * max(1.0, abs(r.criterion))
-    worse = problem.deviance(start) < r.criterion - tol
+    worse = engine.deviance(start) < r.criterion - tol
     if not (worse or r.is_singular):
         return out
-    if hasattr(problem, "theta_lower"):
-        lower, upper = problem.theta_lower, problem.theta_upper
-    else:
-        lower, upper = np.zeros(start.size), np.full(start.size, np.inf)
-    fun = (
-        problem.deviance_and_gradient
-        if getattr(problem, "has_gradient", True)
-        else fd_gradient(problem.deviance, lower, upper)
-    )
-    opt = minimize_theta(fun, start, lower, upper=upper)
+    opt = optimize_theta(engine, start)
     if opt.deviance >= r.criterion - tol:
         return out
-    ev = problem.evaluate(opt.theta)
-    return (opt.theta, problem.sigma(ev), problem.beta(ev), ev.deviance, opt.converged, True)
+    sol = engine.solve(opt.theta)
+    return (opt.theta, sol.sigma, sol.beta, sol.deviance, opt.converged, True)
 
 
 @dataclass(frozen=True)
@@ -192,8 +180,6 @@ def _init(job: _Job) -> None:
 
 def _run(indices: list[int], job: _Job | None = None) -> tuple[list[int], list[Any]]:
     """Fit the replicates ``indices``; returns per replicate a tuple per model, or an error."""
-    from tiers.fitting import fit_prepared
-
     job = job or _JOB
     assert job is not None
     out: list[Any] = []
@@ -204,7 +190,7 @@ def _run(indices: list[int], job: _Job | None = None) -> tuple[list[int], list[A
             try:
                 fits = []
                 for prep, start in zip(job.models, job.starts, strict=True):
-                    r = fit_prepared(prep, y=y, reml=job.reml, warn=False)
+                    r = fit_design(prep, y=y, reml=job.reml, warn=False)
                     fits.append(_guard(r, start))
                 out.append(fits)
             except Exception as exc:  # a replicate that raises is counted, never hides the rest
@@ -222,7 +208,7 @@ def default_workers() -> int:
 
 def run(
     simulator: Simulator,
-    models: tuple[Prepared, ...],
+    models: tuple[Design, ...],
     *,
     reml: bool,
     n_boot: int,
@@ -371,21 +357,17 @@ class _Bar:
 
 
 def bootstrap(
-    res: LmmResult,
+    res: FitResult,
     *,
     n_boot: int = 1000,
     seed: int | None = None,
     workers: int | None = None,
     progress: bool | None = None,
 ) -> BootstrapResult:
-    """Parametric bootstrap of a fitted model (cached on the result when ``seed`` is given)."""
-    key = ("bootstrap", int(n_boot), seed)
-    cache = res._cache
-    if seed is not None and key in cache:
-        return cache[key]
-    out = run(
+    """Parametric bootstrap of a fitted model (reproducible from ``seed``)."""
+    return run(
         Simulator.from_result(res),
-        (res._refit_args["prepared"],),
+        (res.design,),
         reml=res.reml,
         starts=(np.asarray(res.theta),),
         n_boot=n_boot,
@@ -393,9 +375,6 @@ def bootstrap(
         workers=workers,
         progress=progress,
     )
-    if seed is not None:
-        cache[key] = out
-    return out
 
 
 def percentile(values: FloatArray, ok: NDArray[np.bool_], level: float) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Intervals for every parameter (SDs, correlations, sigma, fixed effects) and for the variance
-shares, by one of several methods; the statistics live in `tiers.profile`, `tiers.bootstrap` and
-`tiers.varparams`.
+shares, by one of several methods; the statistics live in `tiers.inference.profile`,
+`tiers.inference.bootstrap` and `tiers.variance.information`.
 
 ``confint`` returns a DataFrame with columns ``name, estimate, lower, upper`` in lme4's order and
 with lme4's names (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``, ``sigma``, then
@@ -11,17 +11,17 @@ non-monotonic profile, bootstrap replicates left out).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from tiers._threads import single_thread_blas
+from tiers.fitting import refit
+from tiers.options import check_level, check_option
+from tiers.results.result import FitResult
 from tiers.variance.scale import SdCor
-
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
 
 Method = Literal["wald", "profile", "profile-ml", "bootstrap"]
 METHODS: tuple[str, ...] = ("wald", "profile", "profile-ml", "bootstrap")
@@ -30,8 +30,7 @@ SHARE_METHODS: tuple[str, ...] = ("delta", "profile", "bootstrap")
 
 def check_method(method: str, valid: tuple[str, ...] = METHODS) -> None:
     """A ValueError listing the valid methods."""
-    if method not in valid:
-        raise ValueError(f"method must be one of {', '.join(valid)}; got {method!r}")
+    check_option(method, valid, "method")
 
 
 def _frame(rows: list[dict[str, Any]], attrs: dict[str, Any]) -> pd.DataFrame:
@@ -41,7 +40,7 @@ def _frame(rows: list[dict[str, Any]], attrs: dict[str, Any]) -> pd.DataFrame:
 
 
 def confint(
-    res: LmmResult,
+    res: FitResult,
     method: str = "wald",
     level: float = 0.95,
     *,
@@ -50,11 +49,9 @@ def confint(
     workers: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Intervals for the variance parameters and the fixed effects (see `LmmResult.confint`)."""
-    from tiers.results.result import _check_level
-
+    """Intervals for the variance parameters and the fixed effects (see `FitResult.confint`)."""
     check_method(method)
-    _check_level(level)
+    check_level(level)
     sc = SdCor.from_terms(res.terms)
     if method == "bootstrap":
         return _bootstrap(res, sc, level, n_boot, seed, workers, progress)
@@ -64,7 +61,7 @@ def confint(
         return _profile(res, sc, level, ml=method == "profile-ml")
 
 
-def _wald_varpar(res: LmmResult, sc: SdCor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _wald_varpar(res: FitResult, sc: SdCor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Estimates and Wald bounds in `SdCor` order (log scale for SDs, Fisher z for correlations)."""
     sdi, ci = res.sd_inference, res.corr_inference
     est = np.empty(sc.size)
@@ -82,7 +79,7 @@ def _wald_varpar(res: LmmResult, sc: SdCor) -> tuple[np.ndarray, np.ndarray, np.
     return est, lo, hi
 
 
-def _se_varpar(res: LmmResult, sc: SdCor) -> np.ndarray:
+def _se_varpar(res: FitResult, sc: SdCor) -> np.ndarray:
     """Observed-information SEs in `SdCor` order (first steps of the profile search)."""
     sdi, ci = res.sd_inference, res.corr_inference
     se = np.full(sc.size, np.nan)
@@ -110,7 +107,7 @@ def _rescale_level(est, lo, hi, kinds, old: float, new: float):
     return lo2, hi2
 
 
-def _wald(res: LmmResult, sc: SdCor, level: float) -> pd.DataFrame:
+def _wald(res: FitResult, sc: SdCor, level: float) -> pd.DataFrame:
     sdi = res.sd_inference
     est, lo, hi = _wald_varpar(res, sc)
     if abs(level - sdi.level) > 1e-12:
@@ -136,12 +133,12 @@ def _wald(res: LmmResult, sc: SdCor, level: float) -> pd.DataFrame:
     return _frame(rows, {"method": "wald", "level": level, "criterion": res.method, "notes": notes})
 
 
-def _profile(res: LmmResult, sc: SdCor, level: float, *, ml: bool) -> pd.DataFrame:
+def _profile(res: FitResult, sc: SdCor, level: float, *, ml: bool) -> pd.DataFrame:
     from tiers.inference.profile import Profiler
 
-    target = res.refit(reml=False) if (ml and res.reml) else res
+    target = refit(res, reml=False) if (ml and res.reml) else res
     z = float(stats.norm.ppf(0.5 + level / 2.0))
-    pr = Profiler(target._problem, sc, np.asarray(target.theta), target.sigma, target.xnames)
+    pr = Profiler(target.devfun, sc, np.asarray(target.theta), target.sigma, target.xnames)
     se = _se_varpar(target, sc)
     rows, notes = [], []
     if ml and res.reml:
@@ -195,7 +192,7 @@ def _bound_notes(name: str, lo, hi, est: float, kind: str) -> list[str]:
 
 
 def _bootstrap(
-    res: LmmResult,
+    res: FitResult,
     sc: SdCor,
     level: float,
     n_boot: int,
@@ -239,9 +236,9 @@ def _bootstrap(
 # ----------------------------------------------------------------------------- variance shares --
 
 
-def share_groups(res: LmmResult) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+def share_groups(res: FitResult) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     """Components (indices into the SDs, residual last) of each level's share and cumulative ICC,
-    in the rows of `tiers.shares.variance_shares`."""
+    in the rows of `tiers.inference.shares.variance_shares`."""
     K = len(res.theta)
     shares = [(k,) for k in range(K + 1)]
     iccs = [tuple(range(k + 1)) for k in range(K)]
@@ -249,7 +246,7 @@ def share_groups(res: LmmResult) -> tuple[list[tuple[int, ...]], list[tuple[int,
 
 
 def variance_shares(
-    res: LmmResult,
+    res: FitResult,
     level: float = 0.95,
     method: str = "delta",
     *,
@@ -259,7 +256,7 @@ def variance_shares(
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Variance shares and cumulative ICCs with intervals by the delta method (logit scale),
-    profile likelihood or parametric bootstrap (percentile); see `LmmResult.variance_shares`."""
+    profile likelihood or parametric bootstrap (percentile); see `FitResult.variance_shares`."""
     from tiers.inference.shares import variance_shares as delta
 
     check_method(method, SHARE_METHODS)
@@ -297,7 +294,7 @@ def _share_profiles(res, table, level, shares, iccs) -> pd.DataFrame:
     cols = ("share_lower", "share_upper", "icc_lower", "icc_upper")
     sc = SdCor.from_terms(res.terms)
     z = float(stats.norm.ppf(0.5 + level / 2.0))
-    pr = Profiler(res._problem, sc, np.asarray(res.theta), res.sigma, res.xnames)
+    pr = Profiler(res.devfun, sc, np.asarray(res.theta), res.sigma, res.xnames)
     notes = [
         f"profile intervals of the {res.method} criterion: each share (or ICC) held at a value "
         "while the total variance and the split within and outside the share are optimised"

@@ -1,5 +1,4 @@
-"""Honest model comparison: side-by-side tables (Stata's ``estimates table``) and LR tests that
-refuse comparisons the likelihoods cannot support.
+"""Likelihood-ratio tests between two fits that refuse comparisons the likelihoods cannot support.
 
 REML maximises the likelihood of the residual contrasts ``K'y`` with ``K'X = 0``; two models with
 different fixed effects use different ``K``, so their REML likelihoods describe different data and
@@ -10,59 +9,16 @@ chi-bar-square mixture, not chi2 (Self and Liang 1987; Stram and Lee 1994).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from tiers.errors import ComparisonError
-from tiers.panel.estimators import PanelResult
-from tiers.results.result import LmmResult
+from tiers.fitting import refit as refit_fit
+from tiers.results.lrtest import LRTest
+from tiers.results.result import FitResult
 
 
-@dataclass(frozen=True, slots=True)
-class LRTest:
-    """A likelihood-ratio test of a smaller model (m0) against a larger one (m1)."""
-
-    chi2: float
-    df: int
-    p_value: float
-    test: str
-    reason: str
-    method: str
-    loglik0: float
-    loglik1: float
-    refitted: bool
-
-    def summary(self) -> str:
-        """Stata-like text."""
-        sign = ">=" if self.test.startswith("chibar2") else ">"
-        lines = [
-            f"Likelihood-ratio test ({self.method} fits{', refitted by ML' if self.refitted else ''})",
-            f"  log likelihood: m0 = {self.loglik0:.6g}, m1 = {self.loglik1:.6g}",
-            f"  LR {self.test} = {self.chi2:.2f}    Prob {sign} {self.test.split('(')[0]} = {self.p_value:.4f}",
-            f"  {self.reason}",
-        ]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able."""
-        return {
-            "chi2": self.chi2,
-            "df": self.df,
-            "p_value": self.p_value,
-            "test": self.test,
-            "reason": self.reason,
-            "method": self.method,
-            "loglik0": self.loglik0,
-            "loglik1": self.loglik1,
-            "refitted": self.refitted,
-        }
-
-
-def _same_rows(m0: LmmResult, m1: LmmResult) -> None:
+def _same_rows(m0: FitResult, m1: FitResult) -> None:
     if m0.nobs != m1.nobs or m0.data_signature != m1.data_signature:
         raise ComparisonError(
             f"the two models were fitted on different rows ({m0.nobs:,} and {m1.nobs:,} "
@@ -72,12 +28,12 @@ def _same_rows(m0: LmmResult, m1: LmmResult) -> None:
         )
 
 
-def lrtest(m0: LmmResult, m1: LmmResult, *, refit: bool = False) -> LRTest:
+def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
     """LR test of ``m0`` (the smaller model) against ``m1``.
 
     Parameters
     ----------
-    m0, m1 : LmmResult
+    m0, m1 : FitResult
         Fitted to the same rows; ``m0`` nested in ``m1``.
     refit : bool
         When both are REML fits whose fixed effects differ, refit both by ML instead of refusing.
@@ -88,7 +44,7 @@ def lrtest(m0: LmmResult, m1: LmmResult, *, refit: bool = False) -> LRTest:
         Different rows; different criteria (REML vs ML); REML fits with different fixed effects
         (unless ``refit``); ``m0`` not nested in ``m1``.
     """
-    if not isinstance(m0, LmmResult) or not isinstance(m1, LmmResult):
+    if not isinstance(m0, FitResult) or not isinstance(m1, FitResult):
         raise ComparisonError("lrtest compares two mixed-model fits from tiers.fit")
     _same_rows(m0, m1)
     if m0.reml != m1.reml:
@@ -107,7 +63,7 @@ def lrtest(m0: LmmResult, m1: LmmResult, *, refit: bool = False) -> LRTest:
                 "lrtest(m0.refit(reml=False), m1.refit(reml=False)), or lrtest(m0, m1, refit=True), "
                 "or --ml on the command line."
             )
-        m0, m1 = m0.refit(reml=False), m1.refit(reml=False)
+        m0, m1 = refit_fit(m0, reml=False), refit_fit(m1, reml=False)
         refitted = True
     if m0.n_params > m1.n_params:
         m0, m1 = m1, m0
@@ -146,12 +102,12 @@ def lrtest(m0: LmmResult, m1: LmmResult, *, refit: bool = False) -> LRTest:
     )
 
 
-def _partition_codes(res: LmmResult) -> list[np.ndarray]:
-    nesting = res._refit_args.get("nesting")
+def _partition_codes(res: FitResult) -> list[np.ndarray]:
+    nesting = res.design.nesting
     return [] if nesting is None else [gf.codes for gf in nesting.factors]
 
 
-def _matched_levels(m0: LmmResult, m1: LmmResult) -> int:
+def _matched_levels(m0: FitResult, m1: FitResult) -> int:
     """How many levels of m0 partition the rows exactly as some level of m1 does (names may differ:
     ``school_id`` with unique ids is the same grouping as ``school_id:dist_id``)."""
     codes1 = _partition_codes(m1)
@@ -163,79 +119,3 @@ def _matched_levels(m0: LmmResult, m1: LmmResult) -> int:
                 matched += 1
                 break
     return matched
-
-
-def _column(res: LmmResult | PanelResult) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(res, LmmResult):
-        table = res.coef_table()
-        for name, row in table.iterrows():
-            out[f"b:{name}"] = (row.estimate, row.std_error)
-        for _, row in res.varcorr.iterrows():
-            out[f"sd:{row.group}"] = (row.sd, None)
-        out.update(
-            {
-                "N": res.nobs,
-                "groups": ", ".join(f"{k} {v:,}" for k, v in res.ngroups.items()),
-                "ll": res.loglik,
-                "aic": res.aic,
-                "bic": res.bic,
-                "method": res.method,
-            }
-        )
-        return out
-    for name, row in res.coef.iterrows():
-        out[f"b:{'(Intercept)' if name == '_cons' else name}"] = (row.estimate, row.std_error)
-    if res.sigma_u is not None:
-        out["sd:sigma_u"] = (res.sigma_u, None)
-    if res.sigma_e is not None:
-        out["sd:Residual"] = (res.sigma_e, None)
-    out.update(
-        {
-            "N": res.nobs,
-            "groups": f"{res.ngroups:,}" if res.ngroups else "",
-            "ll": None,
-            "aic": None,
-            "bic": None,
-            "method": res.estimator,
-        }
-    )
-    return out
-
-
-def compare(*models: LmmResult | PanelResult, names: list[str] | None = None) -> pd.DataFrame:
-    """A side-by-side table of coefficients (with SEs), SDs, log-likelihood, AIC, BIC, N and groups.
-
-    Rows are ``b:<name>`` (estimate), ``se:<name>``, ``sd:<group>``, then the statistics.
-    Log-likelihoods of panel estimators are left empty (they are not likelihood fits), and those
-    of REML and ML fits are labelled by the ``method`` row so they are not compared by mistake.
-
-    Raises
-    ------
-    ComparisonError
-        The models were fitted to different numbers of rows.
-    """
-    if not models:
-        raise ComparisonError("compare needs at least one model")
-    names = names or [f"m{i + 1}" for i in range(len(models))]
-    if len(names) != len(models):
-        raise ComparisonError(f"{len(names)} names for {len(models)} models")
-    counts = {m.nobs for m in models}
-    if len(counts) > 1:
-        raise ComparisonError(
-            f"the models were fitted on different numbers of rows ({', '.join(f'{c:,}' for c in sorted(counts))}): "
-            "a side-by-side table would compare estimates from different samples; fit all models "
-            "to the same rows"
-        )
-    cols = [_column(m) for m in models]
-    coef_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("b:")))
-    sd_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("sd:")))
-    rows: dict[str, list[Any]] = {}
-    for key in coef_keys:
-        rows[key] = [c[key][0] if key in c else np.nan for c in cols]
-        rows["se:" + key[2:]] = [c[key][1] if key in c else np.nan for c in cols]
-    for key in sd_keys:
-        rows[key] = [c[key][0] if key in c else np.nan for c in cols]
-    for key in ("ll", "aic", "bic", "N", "groups", "method"):
-        rows[key] = [c[key] if c[key] is not None else np.nan for c in cols]
-    return pd.DataFrame(rows, index=names).T

@@ -1,5 +1,5 @@
 """Random-effect tables, predictions and prediction intervals (DataFrames at the edges; the numbers
-come from `tiers.ranef`).
+come from the engine's `conditional_modes`).
 
 Prediction interval for a new observation with fixed-effects row ``x`` and random-effects rows
 ``z_t`` (one per term) at ``level``: ``mean +- z_{(1+level)/2} sqrt(v)`` with
@@ -17,7 +17,7 @@ known. Normal quantiles.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,28 +25,20 @@ from scipy import stats
 
 from tiers.data.frame import as_pandas, model_matrix
 from tiers.errors import DataError
-
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
+from tiers.options import check_level, check_option
+from tiers.results.result import FitResult
 
 RE_OPTIONS: tuple[str, ...] = ("include", "exclude")
 NEW_LEVELS: tuple[str, ...] = ("population", "error")
 
 
-def _check(value: str, valid: tuple[str, ...], what: str) -> None:
-    if value not in valid:
-        raise ValueError(f"{what} must be one of {', '.join(valid)}; got {value!r}")
-
-
 # ---------------------------------------------------------------------------- random effects --
 
 
-def ranef_frames(res: LmmResult, *, cond_var: bool = True) -> dict[str, pd.DataFrame]:
+def ranef_frames(res: FitResult, *, cond_var: bool = True) -> dict[str, pd.DataFrame]:
     """Per grouping factor, the conditional modes (and ``<effect>_sd`` columns) by level label."""
-    from tiers.inference.ranef import conditional_modes
-
-    prep = res._refit_args["prepared"]
-    modes = conditional_modes(res, cond_var=cond_var)
+    prep = res.design
+    modes = res.conditional_modes(cond_var=cond_var)
     out: dict[str, pd.DataFrame] = {}
     for t, m in zip(prep.terms, modes, strict=True):
         labels = pd.Index(t.factor.labels(prep.frame.data), name=t.name)
@@ -66,13 +58,11 @@ def ranef_frames(res: LmmResult, *, cond_var: bool = True) -> dict[str, pd.DataF
 
 
 def caterpillar(
-    res: LmmResult, group: str, term: str = "(Intercept)", level: float = 0.95
+    res: FitResult, group: str, term: str = "(Intercept)", level: float = 0.95
 ) -> pd.DataFrame:
     """Conditional modes of one effect with normal intervals from the conditional SDs, sorted by
     mode: columns ``level, mode, lower, upper``."""
-    from tiers.results.result import _check_level
-
-    _check_level(level)
+    check_level(level)
     frames = ranef_frames(res, cond_var=True)
     if group not in frames:
         raise ValueError(f"group must be one of {', '.join(frames)}; got {group!r}")
@@ -99,9 +89,9 @@ def caterpillar(
 # ------------------------------------------------------------------------------- new data --
 
 
-def _matrix(res: LmmResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...], what: str):
+def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...], what: str):
     """Columns ``names`` of the model matrix of ``rhs`` on new data, coded as in the fit."""
-    prep = res._refit_args["prepared"]
+    prep = res.design
     terms = [t.strip() for t in rhs.split("+")]
     plain = [t for t in terms if t not in ("0", "1")]
     if all(t.isidentifier() for t in plain):
@@ -116,13 +106,14 @@ def _matrix(res: LmmResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
     ):
         M, got = model_matrix(rhs, data, what=what)
     else:
-        key = ("model_spec", rhs)
-        if key not in res._cache:
+        if rhs == prep.formula.fixed:
+            spec = prep.fixed_spec
+        else:
             from formulaic import model_matrix as fmm
 
-            res._cache[key] = fmm(rhs, prep.frame.data, na_action="ignore").model_spec
+            spec = fmm(rhs, prep.frame.data, na_action="ignore").model_spec
         try:
-            mm = res._cache[key].get_model_matrix(data, na_action="ignore")
+            mm = spec.get_model_matrix(data, na_action="ignore")
         except Exception as exc:
             raise DataError(f"cannot build the {what} on newdata: {exc}") from None
         got = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
@@ -167,7 +158,7 @@ def _codes(t, data: pd.DataFrame, like: pd.DataFrame) -> tuple[np.ndarray, np.nd
 
 
 def predict(
-    res: LmmResult,
+    res: FitResult,
     newdata: Any = None,
     *,
     re: str = "include",
@@ -175,14 +166,11 @@ def predict(
     interval: bool = False,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Predictions (see `LmmResult.predict`)."""
-    from tiers.inference.ranef import conditional_modes
-    from tiers.results.result import _check_level
-
-    _check(re, RE_OPTIONS, "re")
-    _check(new_levels, NEW_LEVELS, "new_levels")
-    _check_level(level)
-    prep = res._refit_args["prepared"]
+    """Predictions (see `FitResult.predict`)."""
+    check_option(re, RE_OPTIONS, "re")
+    check_option(new_levels, NEW_LEVELS, "new_levels")
+    check_level(level)
+    prep = res.design
     like = prep.frame.data
     if newdata is None:
         data = like
@@ -207,7 +195,7 @@ def predict(
             codes.append(c)
     beta = np.asarray(res.beta)
     mean = X @ beta
-    modes = conditional_modes(res, cond_var=interval) if re == "include" else None
+    modes = res.conditional_modes(cond_var=interval) if re == "include" else None
     var = np.zeros(len(data))
     if interval:
         var += np.einsum("ij,jk,ik->i", X, res.vcov.to_numpy(), X) + res.sigma**2
@@ -240,7 +228,7 @@ def predict(
     return out
 
 
-def _term_matrix(res: LmmResult, t, data: pd.DataFrame) -> np.ndarray:
+def _term_matrix(res: FitResult, t, data: pd.DataFrame) -> np.ndarray:
     """A term's effects on new data (the formula term on the same factor that has its effects)."""
     candidates = [term for term in res.formula.random if term.name == t.name]
     error: DataError | None = None

@@ -7,9 +7,9 @@ lies within ``+- z_{(1+level)/2}``:
 
 * an SD, a correlation or sigma: held at ``v`` on the data scale (lme4's ``"sdcor"`` varpar scale)
   while the other SDs, correlations and sigma are optimised (bounded L-BFGS-B on
-  `tiers.sdcor.criterion`, beta profiled out);
+  the engine's ``criterion``, beta profiled out);
 * a fixed effect ``beta_j``: held at ``v`` while theta is optimised; beta's other entries and sigma
-  have closed forms (`tiers.sdcor.fixed_criterion`);
+  have closed forms (the engine's ``criterion_fixed``);
 * a variance share or cumulative ICC: the share is held at ``v`` by writing the variances as
   ``total x shares`` with the shares inside and outside the target group rescaled to sum to ``v``
   and ``1 - v``; the total and the relative sizes within each group are optimised.
@@ -40,9 +40,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import brentq, minimize
 
-from tiers.engine.gaussian import ProfiledProblem
-from tiers.optimize.minimize import fd_gradient
-from tiers.variance.scale import SdCor, criterion, fixed_criterion
+from tiers.engine.contract import Engine
+from tiers.optimize.derivatives import fd_gradient
+from tiers.variance.scale import SdCor
 
 FloatArray = NDArray[np.float64]
 
@@ -108,7 +108,7 @@ class Profiler:
 
     Parameters
     ----------
-    problem : ProfiledProblem
+    problem : Engine
         The engine, with the criterion the intervals are computed on.
     sdcor : SdCor
         The variance parameters' names and map.
@@ -118,7 +118,7 @@ class Profiler:
 
     def __init__(
         self,
-        problem: ProfiledProblem,
+        problem: Engine,
         sdcor: SdCor,
         theta: FloatArray,
         sigma: float,
@@ -130,10 +130,10 @@ class Profiler:
         self.sigma = float(sigma)
         self.xnames = xnames
         self.p_hat = sdcor.from_theta(self.theta, self.sigma)
-        self.dev_min = criterion(problem, self.theta, self.sigma)
-        ev = problem.evaluate(self.theta)
-        self.beta = problem.beta(ev)
-        self.vcov = self.sigma**2 * problem.unscaled_vcov(ev)
+        self.dev_min = problem.criterion(self.theta, self.sigma)
+        sol = problem.solve(self.theta)
+        self.beta = sol.beta
+        self.vcov = self.sigma**2 * sol.unscaled_vcov
         self.theta_lo, self.theta_hi = sdcor.theta_bounds()
         # scale of each variance parameter in the optimiser's coordinates
         kinds = np.array(sdcor.kinds)
@@ -153,7 +153,7 @@ class Profiler:
         self.n_evaluations += 1
         theta, sigma = self.sdcor.to_theta(p)
         try:
-            return criterion(self.problem, theta, sigma)
+            return self.problem.criterion(theta, sigma)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
             # far out in a profile (an SD 1e6 times its estimate) the fixed-effects system can
             # lose definiteness in floating point: that point is far outside any interval
@@ -184,7 +184,7 @@ class Profiler:
         def fun(theta: FloatArray) -> float:
             self.n_evaluations += 1
             try:
-                return fixed_criterion(self.problem, theta, j, v) - self.dev_min
+                return self.problem.criterion_fixed(theta, j, v) - self.dev_min
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 return FAR
 

@@ -2,7 +2,7 @@
 lmerTest's method (Kuznetsova, Brockhoff and Christensen 2017, JSS 82(13)).
 
 The variance parameters are ``varpar = (theta, sigma)``; ``f(varpar)`` is the criterion the model
-was fitted with (REML or ML) with beta profiled out and sigma *not* (`tiers.sdcor.criterion`).
+was fitted with (REML or ML) with beta profiled out and sigma *not* (the engine's ``criterion``).
 Their asymptotic covariance is ``A = 2 H^-1``, ``H`` the Hessian of ``f`` at the estimates
 (a pseudo-inverse over the eigenvalues above 1e-8, as lmerTest). The covariance of beta_hat is
 ``V(varpar) = sigma^2 (X'V^-1X)^-1``. For a contrast ``L`` (a vector),
@@ -25,83 +25,20 @@ factors are coded with sum-to-zero contrasts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
-from tiers.variance.scale import criterion
-
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
+from tiers.optimize.derivatives import hessian, jacobian, lmertest_steps
+from tiers.results.result import FitResult
 
 FloatArray = NDArray[np.float64]
 
 #: Eigenvalues of H below this are dropped from its inverse (lmerTest's tolerance).
 EIG_TOL = 1e-8
-
-
-def _steps(x: FloatArray, d: float = 0.1) -> FloatArray:
-    return np.where(np.abs(x) < np.sqrt(1e-7), 1e-4, d * np.abs(x))
-
-
-def _richardson(values: list) -> object:
-    """Extrapolate central differences at steps h, h/2, h/4, ... (error in even powers of h)."""
-    A = list(values)
-    for m in range(1, len(A)):
-        A = [(4**m * A[k + 1] - A[k]) / (4**m - 1) for k in range(len(A) - 1)]
-    return A[0]
-
-
-def hessian(
-    f: Callable[[FloatArray], float], x: FloatArray, r: int = 4, d: float = 0.1
-) -> FloatArray:
-    """Hessian of ``f`` at ``x`` (central differences, Richardson extrapolation; first step
-    ``d |x_i|``)."""
-    m = x.size
-    h0 = _steps(x, d)
-    f0 = f(x)
-    H = np.zeros((m, m))
-
-    def at(d: FloatArray) -> float:
-        return f(x + d)
-
-    for i in range(m):
-        for j in range(i + 1):
-            ests = []
-            for k in range(r):
-                h = h0 / 2**k
-                ei = np.zeros(m)
-                ei[i] = h[i]
-                if i == j:
-                    ests.append((at(ei) - 2.0 * f0 + at(-ei)) / h[i] ** 2)
-                else:
-                    ej = np.zeros(m)
-                    ej[j] = h[j]
-                    ests.append(
-                        (at(ei + ej) - at(ei - ej) - at(-ei + ej) + at(-ei - ej))
-                        / (4 * h[i] * h[j])
-                    )
-            H[i, j] = H[j, i] = float(_richardson(ests))  # type: ignore[arg-type]
-    return H
-
-
-def jacobian(f: Callable[[FloatArray], FloatArray], x: FloatArray, r: int = 4) -> FloatArray:
-    """``df/dx_i`` stacked on the first axis (central differences, Richardson extrapolation)."""
-    h0 = _steps(x)
-    out = []
-    for i in range(x.size):
-        ests = []
-        for k in range(r):
-            e = np.zeros(x.size)
-            e[i] = h0[i] / 2**k
-            ests.append((f(x + e) - f(x - e)) / (2.0 * e[i]))
-        out.append(_richardson(ests))
-    return np.array(out)
 
 
 @dataclass(frozen=True)
@@ -115,45 +52,33 @@ class Satterthwaite:
     xnames: tuple[str, ...]
 
     @classmethod
-    def from_result(cls, res: LmmResult) -> Satterthwaite:
-        """Computed once per result (cached)."""
-        key = ("satterthwaite",)
-        if key in res._cache:
-            return res._cache[key]
-        from tiers._threads import single_thread_blas
-
-        with single_thread_blas():
-            out = cls._compute(res)
-        res._cache[key] = out
-        return out
-
-    @classmethod
-    def _compute(cls, res: LmmResult) -> Satterthwaite:
-        problem = res._problem
+    def from_result(cls, res: FitResult) -> Satterthwaite:
+        """The derivatives at a fit's estimates (`tiers.FitResult` keeps one per result)."""
+        problem = res.devfun
         theta = np.asarray(res.theta, dtype=np.float64)
         x = np.append(theta, res.sigma)
 
         def f(v: FloatArray) -> float:
-            return criterion(problem, v[:-1], float(v[-1]))
+            return problem.criterion(v[:-1], float(v[-1]))
 
         try:
-            H = hessian(f, x)
+            H = hessian(f, x, lmertest_steps(x), richardson=4)
             if not np.all(np.isfinite(H)):
                 raise FloatingPointError
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
             # steps of 10% left the parameter space (e.g. an exchangeable correlation near its
             # bound): smaller first steps
-            H = hessian(f, x, d=1e-3)
+            H = hessian(f, x, lmertest_steps(x, 1e-3), richardson=4)
         w, V = np.linalg.eigh(H)
         pos = w > EIG_TOL
         A = 2.0 * (V[:, pos] / w[pos]) @ V[:, pos].T
 
         def unscaled(th: FloatArray) -> FloatArray:
-            return problem.unscaled_vcov(problem.evaluate(th))
+            return problem.solve(th).unscaled_vcov
 
         U = unscaled(theta)
         s2 = res.sigma**2
-        jac = np.concatenate([s2 * jacobian(unscaled, theta), (2.0 * res.sigma * U)[None]])
+        jac = np.concatenate([s2 * jacobian(unscaled, theta, lmertest_steps(theta), richardson=4), (2.0 * res.sigma * U)[None]])
         return cls(np.asarray(res.beta), s2 * U, jac, A, tuple(res.xnames))
 
     def df(self, L: FloatArray) -> float:
@@ -199,9 +124,8 @@ class Satterthwaite:
         return F, q, ddf, float(stats.f.sf(F, q, ddf))
 
 
-def coef_table(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
+def coef_table(res: FitResult, s: Satterthwaite, level: float = 0.95) -> pd.DataFrame:
     """Estimate, SE, Satterthwaite df, t, p and the t interval of each fixed effect."""
-    s = Satterthwaite.from_result(res)
     rows = []
     for j, name in enumerate(res.xnames):
         L = np.zeros(len(res.xnames))
@@ -223,20 +147,14 @@ def coef_table(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("name").rename_axis(None)
 
 
-def term_columns(res: LmmResult) -> dict[str, list[int]]:
+def term_columns(res: FitResult) -> dict[str, list[int]]:
     """The fixed part's terms and the columns of X each one owns (the intercept left out)."""
-    prep = res._refit_args["prepared"]
     names = list(res.xnames)
     rhs = res.formula.fixed
     plain = [t.strip() for t in rhs.split("+") if t.strip() not in ("0", "1")]
     if all(t in names for t in plain):
         return {t: [names.index(t)] for t in plain}
-    from formulaic import model_matrix as fmm
-
-    key = ("model_spec", rhs)
-    if key not in res._cache:
-        res._cache[key] = fmm(rhs, prep.frame.data, na_action="ignore").model_spec
-    spec = res._cache[key]
+    spec = res.design.fixed_spec
     out: dict[str, list[int]] = {}
     for term, sl in spec.term_slices.items():
         label = str(term)
@@ -249,9 +167,8 @@ def term_columns(res: LmmResult) -> dict[str, list[int]]:
     return out
 
 
-def anova(res: LmmResult) -> pd.DataFrame:
+def anova(res: FitResult, s: Satterthwaite) -> pd.DataFrame:
     """F test of each fixed term (all its columns zero) with Satterthwaite's denominator df."""
-    s = Satterthwaite.from_result(res)
     rows = []
     p = len(res.xnames)
     for term, idx in term_columns(res).items():

@@ -15,15 +15,13 @@ Intervals: ``logit(x) +- z se``, with ``se`` from the delta method on the covari
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
+from tiers.options import check_level
+from tiers.results.result import FitResult
 
 
 def _logit_interval(
@@ -40,7 +38,7 @@ def _logit_interval(
     return float(expit(centre - half)), float(expit(centre + half))
 
 
-def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
+def variance_shares(res: FitResult, level: float = 0.95) -> pd.DataFrame:
     """One row per level (outermost first) and one for the residual.
 
     Columns: ``level, variance, share, share_lower, share_upper, icc, icc_lower, icc_upper``.
@@ -48,9 +46,7 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     crossed factors the ICC of a factor is the correlation of two observations that share only its
     level: its share.
     """
-    from tiers.results.result import _check_level
-
-    _check_level(level)
+    check_level(level)
     if not res.intercepts_only:
         raise ValueError(
             "variance shares are defined for random-intercept models: with random slopes the "
@@ -64,7 +60,7 @@ def variance_shares(res: LmmResult, level: float = 0.95) -> pd.DataFrame:
     # Cumulative ICCs need nested levels, outermost first (theta order of the nested engines).
     # Two observations that share one level of a crossed factor (and nothing else) correlate by
     # that factor's share alone.
-    nested = res.engine in ("nested", "tree")
+    nested = res.nested
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     free = var > 0
     cov = np.asarray(sdi.cov_log_sd)[np.ix_(free, free)]

@@ -20,58 +20,23 @@ two models with the same fixed part are comparable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from tiers.errors import ComparisonError
-from tiers.results.result import LmmResult
+from tiers.results.lrtest import LRTest
+from tiers.results.result import FitResult
 
 METHODS: tuple[str, ...] = ("auto", "mixture", "bootstrap")
 
 
-@dataclass(frozen=True, slots=True)
-class VcTest:
-    """An LR test of variance components: the statistic, the test used and why."""
-
-    lr: float
-    df: int
-    p_value: float
-    test: str
-    reason: str
-    method: str
-    loglik0: float
-    loglik1: float
-    n_boot: int = 0
-    n_failed: int = 0
-
-    def summary(self) -> str:
-        """Plain text."""
-        lines = [
-            f"Variance-component LR test ({self.method} fits)",
-            f"  log likelihood: m0 = {self.loglik0:.6g}, m1 = {self.loglik1:.6g}",
-            f"  LR = {self.lr:.4f}, {self.df} parameter(s) removed",
-            f"  test: {self.test}    p = {self.p_value:.4g}",
-            f"  {self.reason}",
-        ]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able."""
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
-
-    def __str__(self) -> str:
-        return self.summary()
+def _terms(res: FitResult) -> list[tuple[tuple[str, ...], tuple[str, ...], str, Any]]:
+    return [(t.factor.columns, t.znames, t.cov.kind, t) for t in res.design.terms]
 
 
-def _terms(res: LmmResult) -> list[tuple[tuple[str, ...], tuple[str, ...], str, Any]]:
-    prep = res._refit_args["prepared"]
-    return [(t.factor.columns, t.znames, t.cov.kind, t) for t in prep.terms]
-
-
-def _classify(m0: LmmResult, m1: LmmResult) -> tuple[str, int | None]:
+def _classify(m0: FitResult, m1: FitResult) -> tuple[str, int | None]:
     """``("mixture", q)`` when a closed form applies (q the larger chi2's df), else a reason."""
     t0, t1 = _terms(m0), _terms(m1)
     by_factor0: dict[tuple[str, ...], list] = {}
@@ -115,20 +80,20 @@ def _classify(m0: LmmResult, m1: LmmResult) -> tuple[str, int | None]:
 
 
 def vctest(
-    m0: LmmResult,
-    m1: LmmResult,
+    m0: FitResult,
+    m1: FitResult,
     *,
     method: str = "auto",
     n_boot: int = 1000,
     seed: int | None = None,
     workers: int | None = None,
     progress: bool | None = None,
-) -> VcTest:
+) -> LRTest:
     """LR test that the variance components in m1 but not in m0 are zero.
 
     Parameters
     ----------
-    m0, m1 : LmmResult
+    m0, m1 : FitResult
         Same rows, same fixed effects, same criterion; m0's random effects a subset of m1's.
     method : {"auto", "mixture", "bootstrap"}
         ``auto``: the chi-bar-square mixture where it is known in closed form, else the parametric
@@ -153,7 +118,7 @@ def vctest(
     if list(m0.xnames) != list(m1.xnames):
         raise ComparisonError(
             "the models have different fixed effects: a variance-component test compares models "
-            "that differ only in their random effects (use tiers.comparison.lrtest for others)"
+            "that differ only in their random effects (use tiers.inference.lrtest.lrtest for others)"
         )
     if m0.reml != m1.reml:
         raise ComparisonError(
@@ -178,21 +143,21 @@ def vctest(
             else f"one effect and its {q - 1} covariance(s) removed from an unstructured term: a "
             "50:50 mixture (Stram and Lee 1994)"
         )
-        return VcTest(lr, df, float(p), test, reason, crit, m0.loglik, m1.loglik)
+        return LRTest(lr, df, float(p), test, reason, crit, m0.loglik, m1.loglik)
     if kind == "chi2" and method != "bootstrap":
         p = float(stats.chi2.sf(lr, df))
         reason = (
             "only covariances are added, and a covariance of zero is inside its range: the usual "
             f"chi2({df}) reference distribution applies"
         )
-        return VcTest(lr, df, p, f"chi2({df})", reason, crit, m0.loglik, m1.loglik)
+        return LRTest(lr, df, p, f"chi2({df})", reason, crit, m0.loglik, m1.loglik)
     if method == "mixture":
         raise ComparisonError(
             f"no closed-form mixture for this comparison ({kind}); use method='bootstrap'"
         )
     from tiers.inference.bootstrap import Simulator, run
 
-    if not np.array_equal(m0._refit_args["prepared"].frame.y, m1._refit_args["prepared"].frame.y):
+    if not np.array_equal(m0.y, m1.y):
         raise ComparisonError(
             "the two fits hold the same rows in a different order: fit both to the same data "
             "frame for a bootstrap test"
@@ -200,7 +165,7 @@ def vctest(
 
     boot = run(
         Simulator.from_result(m0),
-        (m0._refit_args["prepared"], m1._refit_args["prepared"]),
+        (m0.design, m1.design),
         reml=m0.reml,
         n_boot=n_boot,
         seed=seed,
@@ -227,7 +192,7 @@ def vctest(
             else ""
         )
     )
-    return VcTest(
+    return LRTest(
         lr,
         df,
         float(p),
@@ -236,6 +201,6 @@ def vctest(
         crit,
         m0.loglik,
         m1.loglik,
-        boot.n_boot,
-        boot.n_failed,
+        n_boot=boot.n_boot,
+        n_failed=boot.n_failed,
     )

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.engine.contract import Engine
+from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
+
 FloatArray = NDArray[np.float64]
 FunGrad = Callable[[FloatArray], tuple[float, FloatArray]]
+HessianFn = Callable[[FloatArray, NDArray[np.bool_]], FloatArray]
 
 #: theta below this, at a lower bound of 0, is snapped to 0 (lme4's isSingular uses 1e-4).
 SNAP = 1e-5
@@ -74,71 +78,6 @@ class _Counted:
         return self.fun(np.asarray(x, dtype=np.float64))
 
 
-def fd_hessian(
-    fun: Callable[[FloatArray], FloatArray], x: FloatArray, free: FloatArray
-) -> FloatArray:
-    """Central differences of an analytic gradient, symmetrised, over the ``free`` coordinates."""
-    idx = np.flatnonzero(free)
-    H = np.zeros((idx.size, idx.size))
-    for a, i in enumerate(idx):
-        h = 1e-5 * max(1.0, abs(x[i]))
-        up, dn = x.copy(), x.copy()
-        up[i] += h
-        dn[i] -= h
-        H[a] = (fun(up)[idx] - fun(dn)[idx]) / (2.0 * h)
-    return 0.5 * (H + H.T)
-
-
-def fd_gradient(
-    dev: Callable[[FloatArray], float], lower: FloatArray, upper: FloatArray
-) -> FunGrad:
-    """Objective and central-difference gradient (one-sided next to a bound), for engines without
-    an analytic gradient. Step 1e-6 relative: truncation (h^2 times the third derivative) and
-    rounding (eps f / h) both stay far below the gradient's scale for deviances up to ~1e7."""
-
-    def fun(x: FloatArray) -> tuple[float, FloatArray]:
-        f0 = dev(x)
-        g = np.empty_like(x)
-        for i in range(x.size):
-            h = 1e-6 * max(1.0, abs(x[i]))
-            up, dn = x.copy(), x.copy()
-            up[i] = min(x[i] + h, upper[i])
-            dn[i] = max(x[i] - h, lower[i])
-            g[i] = (dev(up) - dev(dn)) / (up[i] - dn[i])
-        return f0, g
-
-    return fun
-
-
-def value_hessian(
-    dev: Callable[[FloatArray], float], x: FloatArray, free: NDArray[np.bool_]
-) -> FloatArray:
-    """Second differences of function values over the ``free`` coordinates (step 1e-4 relative:
-    the rounding error eps f / h^2 stays ~1e-8 of the curvature of a deviance)."""
-    idx = np.flatnonzero(free)
-    m = idx.size
-    h = 1e-4 * np.maximum(1.0, np.abs(x[idx]))
-    f0 = dev(x)
-    H = np.zeros((m, m))
-
-    def at(*moves: tuple[int, float]) -> float:
-        y = x.copy()
-        for i, d in moves:
-            y[idx[i]] += d
-        return dev(y)
-
-    for a in range(m):
-        H[a, a] = (at((a, h[a])) - 2.0 * f0 + at((a, -h[a]))) / h[a] ** 2
-        for b in range(a):
-            H[a, b] = H[b, a] = (
-                at((a, h[a]), (b, h[b]))
-                - at((a, h[a]), (b, -h[b]))
-                - at((a, -h[a]), (b, h[b]))
-                + at((a, -h[a]), (b, -h[b]))
-            ) / (4.0 * h[a] * h[b])
-    return H
-
-
 def minimize_theta(
     fun: FunGrad,
     theta0: FloatArray,
@@ -188,7 +127,7 @@ def minimize_theta(
     if hessian is None:
 
         def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
-            return fd_hessian(lambda z: counted(z)[1], x, free)
+            return gradient_hessian(lambda z: counted(z)[1], x, free)
 
     theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower, upper, hessian)
     at_bound = tuple(bool(v) for v in (theta <= lower))
@@ -321,3 +260,78 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
         if not accepted:
             break
     return theta, f, g, step, pd_ok
+
+
+def _objective(engine: Engine) -> tuple[FunGrad, HessianFn | None]:
+    """The engine's criterion with its gradient, and a Hessian for the polish: differences of the
+    analytic gradient (None: `minimize_theta`'s default), or of the criterion's values."""
+    if engine.has_gradient:
+        return engine.deviance_and_gradient, None
+
+    def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+        return value_hessian(engine.deviance, x, free)
+
+    return fd_gradient(engine.deviance, engine.theta_lower, engine.theta_upper), hessian
+
+
+def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummary:
+    """Minimise an engine's criterion over theta within its bounds (lme4's ``optimizeLmer``).
+
+    With an analytic gradient the Newton polish differentiates the gradient; without one the
+    gradient is a central difference of the criterion and the polish uses second differences of
+    its values (`tiers.optimize.derivatives`).
+
+    Parameters
+    ----------
+    engine : Engine
+    start : array, optional
+        Default the engine's ``theta_start`` (lme4's).
+    """
+    theta0 = engine.theta_start if start is None else np.asarray(start, dtype=np.float64)
+    fun, hessian = _objective(engine)
+    return minimize_theta(fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian)
+
+
+def certify(engine: Engine, theta: FloatArray) -> OptSummary:
+    """The optimizer's certificate at a given theta, without moving it (a result at a pinned
+    theta, such as another program's estimates): converged when the Newton step on the free
+    parameters is below `STEP_TOL` and the curvature there is positive."""
+    start = time.perf_counter()
+    fun, hessian = _objective(engine)
+    counted = _Counted(fun)
+    theta = np.asarray(theta, dtype=np.float64)
+    lower = engine.theta_lower
+    f, g = counted(theta)
+    free = ~(np.isfinite(lower) & (theta <= lower))
+    step, pd_ok = 0.0, True
+    if free.any():
+        if hessian is None:
+
+            def hessian(x: FloatArray, fr: NDArray[np.bool_]) -> FloatArray:
+                return gradient_hessian(lambda z: counted(z)[1], x, fr)
+
+        try:
+            L = np.linalg.cholesky(hessian(theta, free))
+            delta = np.linalg.solve(L.T, np.linalg.solve(L, g[free]))
+            step = float(np.max(np.abs(delta)))
+        except np.linalg.LinAlgError:
+            pd_ok = False
+    converged = pd_ok and step <= STEP_TOL
+    message = (
+        "theta given, not optimised: it is a certified optimum"
+        if converged
+        else "theta given, not optimised: it is not a certified optimum of this criterion"
+    )
+    return OptSummary(
+        theta0=theta.copy(),
+        theta=theta,
+        deviance=float(f),
+        gradient=np.where(free, g, 0.0),
+        newton_step=step,
+        at_bound=tuple(bool(v) for v in ~free),
+        n_evaluations=counted.n,
+        converged=converged,
+        message=message,
+        optimizer="none (theta given)",
+        seconds=time.perf_counter() - start,
+    )

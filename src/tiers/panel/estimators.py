@@ -155,7 +155,7 @@ class PanelResult:
 
     def summary(self) -> str:
         """Plain-text table laid out like Stata's ``xtreg`` / ``regress`` output."""
-        from tiers.report.panel import panel_text
+        from tiers.panel.text import panel_text
 
         return panel_text(self)
 

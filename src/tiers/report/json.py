@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
+import pandas as pd
+
+from tiers.design.covariance import CovStructure
+from tiers.results.result import FitResult
 
 SCHEMA_VERSION = 2
 
@@ -17,10 +19,8 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-def _theta_names(res: LmmResult) -> list[str]:
+def _theta_names(res: FitResult) -> list[str]:
     """lme4-style names: ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``."""
-    from tiers.design.covariance import CovStructure
-
     names = []
     for t in res.terms:
         cov = CovStructure(t.covariance, t.q)
@@ -28,8 +28,15 @@ def _theta_names(res: LmmResult) -> list[str]:
     return names
 
 
-def result_dict(res: LmmResult) -> dict[str, Any]:
-    """Every number of the summary, as plain Python values."""
+def result_dict(
+    res: FitResult, tests: pd.DataFrame | None, shares: pd.DataFrame | None
+) -> dict[str, Any]:
+    """Every number of the summary, as plain Python values.
+
+    ``tests`` is the Satterthwaite table (`tiers.FitResult.satterthwaite`; None where it could
+    not be computed: df and p-values are then null) and ``shares`` the variance shares (None for
+    models with random slopes).
+    """
     table = res.coef_table()
     sdi = res.sd_inference
     random_effects = [
@@ -63,10 +70,7 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
     )
     wald = res.wald
     lrt = res.lr_linear
-    try:  # Satterthwaite needs a Hessian of the deviance; a failure leaves df and p_value null
-        satt = res.satterthwaite()
-    except Exception:
-        satt = None
+    satt = tests
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "formula": res.formula.text,
@@ -123,7 +127,7 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
             "chi2": _num(lrt.chi2),
             "df": lrt.df,
             "p_value": _num(lrt.p_value),
-            "kind": lrt.kind,
+            "kind": lrt.test,
             "conservative": lrt.conservative,
         },
         "converged": res.converged,
@@ -142,7 +146,7 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
     }
     out["variance_shares"] = (
         []
-        if not res.intercepts_only
+        if shares is None
         else [
             {
                 "level": row.level,
@@ -152,7 +156,7 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
                 "icc": _num(row.icc),
                 "icc_ci": [_num(row.icc_lower), _num(row.icc_upper)],
             }
-            for row in res.variance_shares().itertuples()
+            for row in shares.itertuples()
         ]
     )
     if res.reml:
@@ -163,8 +167,8 @@ def result_dict(res: LmmResult) -> dict[str, Any]:
 
 
 def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
-    """The intervals of `LmmResult.confint` (and the fixed effects' Satterthwaite df and p-values
-    from `LmmResult.satterthwaite`) as the document's ``confint`` entry."""
+    """The intervals of `FitResult.confint` (and the fixed effects' Satterthwaite df and p-values
+    from `FitResult.satterthwaite`) as the document's ``confint`` entry."""
     params = []
     for r in ci.itertuples():
         row: dict[str, Any] = {

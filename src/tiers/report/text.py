@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tiers.design.diagnostics import FEW_GROUPS
-
-if TYPE_CHECKING:
-    from tiers.results.result import LmmResult
+from tiers.results.result import FitResult
 
 RULE = "-" * 78
 
@@ -32,7 +29,7 @@ def _fixed_name(name: str) -> str:
     return "_cons" if name == "(Intercept)" else name
 
 
-def _footer(res: LmmResult) -> list[str]:
+def _footer(res: FitResult) -> list[str]:
     lines = []
     for note in res.notes:
         lines.append(f"Note: {note}")
@@ -47,7 +44,7 @@ def _footer(res: LmmResult) -> list[str]:
     return lines
 
 
-def stata(res: LmmResult) -> str:
+def stata(res: FitResult, shares: pd.DataFrame | None = None) -> str:
     """The Stata ``mixed`` layout: groups table, fixed effects, random-effects parameters, LR test."""
     method = "REML" if res.reml else "ML"
     ll_name = "Log restricted-likelihood" if res.reml else "Log likelihood"
@@ -115,7 +112,7 @@ def stata(res: LmmResult) -> str:
     )
     out.append(RULE)
     lrt = res.lr_linear
-    if lrt.kind.startswith("chibar2"):
+    if lrt.test.startswith("chibar2"):
         out.append(
             f"LR test vs. linear model: chibar2(01) = {lrt.chi2:.2f}".ljust(52)
             + f"Prob >= chibar2 = {lrt.p_value:.4f}"
@@ -129,7 +126,7 @@ def stata(res: LmmResult) -> str:
     if any(math.isnan(v) for v in res.sd_inference.se[:-1]):
         out.append("Note: an SD estimated at zero has no log-scale standard error or interval.")
     if res.intercepts_only:
-        out += [""] + shares_table(res)
+        out += [""] + shares_table(shares)
     out += _footer(res)
     return "\n".join(out)
 
@@ -146,7 +143,7 @@ def _z(name: str) -> str:
     return "_cons" if name == "(Intercept)" else name
 
 
-def _re_rows(res: LmmResult) -> list[str]:
+def _re_rows(res: FitResult) -> list[str]:
     """Stata's random-effects block: per term its structure, sd() rows, then corr() rows."""
     sdi, ci = res.sd_inference, res.corr_inference
     ngroups = {lv.name: lv.ngroups for lv in res.levels}
@@ -177,9 +174,9 @@ def _re_rows(res: LmmResult) -> list[str]:
     return out
 
 
-def shares_table(res: LmmResult) -> list[str]:
-    """Each level's share of the unexplained variance, and the cumulative ICC (Stata's estat icc)."""
-    shares = res.variance_shares()
+def shares_table(shares: pd.DataFrame) -> list[str]:
+    """Each level's share of the unexplained variance, and the cumulative ICC (Stata's estat icc),
+    from `tiers.inference.shares.variance_shares`'s table."""
     width = max(12, *(len(str(v)) for v in shares["level"]))
     rule = "-" * (width + 1) + "+" + "-" * 66
     out = [
@@ -216,7 +213,7 @@ def _table(rows: list[list[str]], align: list[str]) -> list[str]:
     return lines
 
 
-def lme4(res: LmmResult) -> str:
+def lme4(res: FitResult) -> str:
     """lme4's ``summary(lmer(...))`` layout (levels innermost first, as lme4 orders them)."""
     crit = "REML" if res.reml else "maximum likelihood"
     out = [
@@ -283,7 +280,7 @@ _METHOD_TITLE = {
 
 
 def confint_table(ci: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
-    """Intervals from `LmmResult.confint`; with ``tests`` (`LmmResult.satterthwaite`), the fixed
+    """Intervals from `FitResult.confint`; with ``tests`` (`FitResult.satterthwaite`), the fixed
     effects' Satterthwaite df and p-values next to them."""
     a = ci.attrs
     title = (

@@ -67,8 +67,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from tiers.errors import DesignError
+
+FloatArray = NDArray[np.float64]
 
 _KINDS: tuple[str, ...] = ("bernoulli", "normal")
 
@@ -351,6 +354,49 @@ def seed_design(districts: int = 5) -> NestedDesign:
 PRESETS: dict[str, Callable[..., NestedDesign]] = {"seed": seed_design}
 
 
+def draw_response(
+    design: NestedDesign, rng: np.random.Generator, *, components: bool = False
+) -> tuple[FloatArray, dict[str, np.ndarray], list[FloatArray], FloatArray | None]:
+    """The one response simulator of a nested design: level effects outermost first, then the
+    covariates, then the residuals, drawn from ``rng`` in that order.
+
+    Returns
+    -------
+    y : array (nrows,)
+    covariates : dict
+        Per covariate its values (Bernoulli as int64, normal as float64).
+    effects : list of arrays
+        Each level's effects, one per unit.
+    residual : array or None
+        The residuals, with ``components``.
+    """
+    nrows = design.nrows
+    counts = list(design.ngroups.values())
+    effects = [rng.standard_normal(n) * lv.sd for lv, n in zip(design.levels, counts, strict=True)]
+    covs: dict[str, np.ndarray] = {}
+    for cv in design.covariates:
+        if cv.kind == "bernoulli":
+            # random() is in [0, 1), so p = 0 and p = 1 give all zeros and all ones.
+            covs[cv.name] = (rng.random(nrows) < cv.p).astype(np.int64)
+        else:
+            x = rng.standard_normal(nrows)
+            x *= cv.sd
+            x += cv.mean
+            covs[cv.name] = x
+    y = rng.standard_normal(nrows)
+    y *= design.residual_sd
+    residual = y.copy() if components else None
+    y += design.intercept
+    for cv in design.covariates:
+        y += cv.coef * covs[cv.name]
+    for eff, n in zip(effects, counts, strict=True):
+        # Each unit owns a contiguous block of rows, so a (units, block) view adds the effects by
+        # broadcasting, without an nrows-long temporary per level.
+        blocks = y.reshape(n, nrows // n)
+        blocks += eff[:, None]
+    return y, covs, effects, residual
+
+
 def simulate(
     design: NestedDesign,
     seed: int | np.random.Generator | np.random.SeedSequence | None = None,
@@ -406,30 +452,7 @@ def simulate(
 
     rng = np.random.default_rng(seed)
     counts = list(design.ngroups.values())
-
-    effects = [rng.standard_normal(n) * lv.sd for lv, n in zip(design.levels, counts, strict=True)]
-    covs: list[np.ndarray] = []
-    for cv in design.covariates:
-        if cv.kind == "bernoulli":
-            # random() is in [0, 1), so p = 0 and p = 1 give all zeros and all ones.
-            x = (rng.random(nrows) < cv.p).astype(np.int64)
-        else:
-            x = rng.standard_normal(nrows)
-            x *= cv.sd
-            x += cv.mean
-        covs.append(x)
-    y = rng.standard_normal(nrows)
-    y *= design.residual_sd
-    residual = y.copy() if components else None
-
-    y += design.intercept
-    for cv, x in zip(design.covariates, covs, strict=True):
-        y += cv.coef * x
-    for eff, n in zip(effects, counts, strict=True):
-        # Each unit owns a contiguous block of rows, so a (units, block) view adds the effects by
-        # broadcasting, without an nrows-long temporary per level.
-        blocks = y.reshape(n, nrows // n)
-        blocks += eff[:, None]
+    y, covs, effects, residual = draw_response(design, rng, components=components)
 
     cols: dict[str, np.ndarray] = {}
     for lv, n in zip(design.levels, counts, strict=True):
@@ -439,8 +462,8 @@ def simulate(
     cols[design.obs_name] = np.tile(
         np.arange(1, design.obs_per_unit + 1, dtype=np.int64), counts[-1]
     )
-    for cv, x in zip(design.covariates, covs, strict=True):
-        cols[cv.name] = x
+    for cv in design.covariates:
+        cols[cv.name] = covs[cv.name]
     cols[design.response] = y
     if components:
         for lv, eff, n in zip(design.levels, effects, counts, strict=True):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tiers.errors import FormulaError, StudyError, TiersError
-from tiers.simulation.data import NestedDesign, simulate
+from tiers.simulation.data import NestedDesign, draw_response, simulate
 
 __all__ = ["Estimator", "default_estimators", "draw_replicate", "parse_estimator",
            "replicate_seed"]  # fmt: skip
@@ -158,23 +158,8 @@ def draw_replicate(
     the same additions, so ``y`` equals simulate's bit for bit; the ids depend on the design only
     and are not rebuilt. Covariates come back as float64.
     """
-    counts, n = list(design.ngroups.values()), design.nrows
-    effects = [rng.standard_normal(k) * lv.sd for lv, k in zip(design.levels, counts, strict=True)]
-    covs: dict[str, np.ndarray] = {}
-    for cv in design.covariates:
-        if cv.kind == "bernoulli":
-            covs[cv.name] = (rng.random(n) < cv.p).astype(np.float64)
-        else:
-            covs[cv.name] = rng.standard_normal(n)
-            covs[cv.name] *= cv.sd
-            covs[cv.name] += cv.mean
-    y = rng.standard_normal(n)
-    y *= design.residual_sd
-    y += design.intercept
-    for cv in design.covariates:
-        y += cv.coef * covs[cv.name]
-    for eff, k in zip(effects, counts, strict=True):
-        y.reshape(k, n // k)[:] += eff[:, None]  # each unit is a contiguous block of rows
+    y, raw, _, _ = draw_response(design, rng)
+    covs = {name: np.asarray(x, dtype=np.float64) for name, x in raw.items()}
     return y, covs
 
 
@@ -193,8 +178,8 @@ _CACHE: dict[tuple, _Layout] = {}
 
 
 def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator]) -> _Layout:
-    """Build (or reuse) one size's layout: prepare() once, on replicate 0's data."""
-    from tiers.fitting import prepare
+    """Build (or reuse) one size's layout: the design built once, on replicate 0's data."""
+    from tiers.design.design import build_design
     from tiers.formula.parse import parse
 
     key = (json.dumps(design.to_dict(), sort_keys=True), seed, size, tuple(ests))
@@ -211,7 +196,7 @@ def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator
                 lay.params[e.name] = [*sds, "sd_residual", *betas]
                 continue
             try:
-                prep = prepare(str(e.formula), data, force=True)
+                prep = build_design(str(e.formula), data, force=True)
                 groups = [fac.columns[-1] for fac in prep.nesting.factors]
                 xnames = [*prep.frame.xnames, *prep.frame.omitted]  # omitted: replicate 0's draw
             except TiersError as exc:  # every replicate of this size then fails with it
@@ -240,8 +225,9 @@ def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.nda
     """Refit the prepared model with this replicate's y and X. If X is rank deficient this time
     (a covariate drawn constant), or was for replicate 0 (whose X the model was prepared with),
     the replicate goes through the full fit, which drops what it must and says so."""
+    from tiers.api import LmmResult, fit
     from tiers.data.frame import model_matrix
-    from tiers.fitting import fit, fit_prepared
+    from tiers.fitting import fit_design
 
     prep = lay.prepared[e.name]
     if isinstance(prep, Exception):
@@ -259,7 +245,8 @@ def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.nda
         and np.all(norms > 0)
         and np.linalg.eigvalsh((X.T @ X) / np.outer(norms, norms))[0] > 1e-10
     ):
-        return fit_prepared(prep, y=cols[prep.formula.response], X=X, warn=False)
+        y_ = cols[prep.formula.response]
+        return fit_design(prep, y=y_, X=X, warn=False, result_type=LmmResult)
     return fit(prep.formula, pd.DataFrame(cols), force=True)
 
 

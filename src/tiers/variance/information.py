@@ -1,15 +1,21 @@
-"""Variance parameters on Stata's scales, for any covariance structure: SDs and correlations, their
-standard errors from the observed information, and Wald intervals (log scale for SDs, Fisher's z
-for correlations), as Stata's ``mixed`` reports them.
+"""The observed information of the variance parameters: SDs and correlations with standard errors
+and Wald intervals, as Stata's ``mixed`` reports them (log scale for SDs, Fisher's z for
+correlations).
 
 The parameters ``phi`` are, term by term, the log SDs of the term's effects and the atanh of their
-correlations (those the structure has), then ``log sigma``. The non-profiled criterion
+correlations (those the structure has), then ``log sigma``. The criterion with beta profiled out
+and sigma free (`tiers.engine.gaussian.criterion_value`) is differentiated twice and
+``cov(phi) = 2 H^-1`` (the information of log L is half the Hessian of -2 log L; profiling beta
+out leaves the variance block of the inverse information unchanged, by the Schur complement
+identity). Two routes to ``H``, one result:
 
-    f(phi) = ldL2(theta) + [ldRX2(theta)] + nu log(2 pi sigma^2) + pwrss(theta) / sigma^2
+* engines whose evaluation carries the derivatives of (ldL2, pwrss, ldRX2) in ``t = theta^2``
+  (``Evaluation.parts_t``, nested random intercepts) give the criterion's analytic gradient in
+  ``phi``; ``H`` is its central difference (accurate to ~1e-10);
+* otherwise ``H`` is the second difference of the criterion's values.
 
-(beta profiled out, which leaves the variance block of the inverse information unchanged) is
-differentiated twice by finite differences; ``cov(phi) = 2 H^-1``. Components estimated at zero are
-held there (their log is -inf): their SE and interval are reported as missing.
+Components estimated at zero are held there (their log is -inf): their SE and interval are
+reported as missing, and so are correlations of a term with a zero SD.
 """
 
 from __future__ import annotations
@@ -19,11 +25,32 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tiers.design.covariance import CovStructure
-from tiers.engine.gaussian import ProfiledProblem
-from tiers.optimize.minimize import value_hessian
+from tiers.design.terms import TermSpec
+from tiers.engine.contract import Engine
+from tiers.engine.gaussian import criterion_value, residual_df
+from tiers.optimize.derivatives import gradient_hessian, value_hessian
+from tiers.variance.scale import corr_pairs, n_sd, sd_corr, theta_from
 
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class SdInference:
+    """SD estimates (terms in theta order, then the residual) with SEs and log-scale intervals.
+
+    SEs and intervals are NaN for components estimated at zero. ``cov_log_sd`` is the covariance
+    of the log SDs (NaN rows for zero components), used by the delta method for variance shares.
+    ``names`` gives (group, term) of each SD, the residual last as ("Residual", "").
+    """
+
+    sd: FloatArray
+    se: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    level: float
+    cov_log_sd: FloatArray
+    names: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,129 +64,141 @@ class CorrInference:
     upper: FloatArray
 
 
-def sd_corr(cov: CovStructure, theta_t: FloatArray, sigma: float) -> tuple[FloatArray, FloatArray]:
-    """SDs (q,) and correlation matrix (q, q) of a term's effects on the data scale."""
-    S = cov.covariance(theta_t) * sigma**2
-    sd = np.sqrt(np.clip(np.diag(S), 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R = S / np.outer(sd, sd)
-    R[~np.isfinite(R)] = 0.0
-    np.fill_diagonal(R, 1.0)
-    return sd, R
+@dataclass(frozen=True)
+class _Layout:
+    """Where each term's SDs and correlations sit in ``phi``."""
+
+    blocks: tuple[tuple[TermSpec, slice, int, int, int], ...]  # spec, theta slice, start, nsd, ncor
+    sd_rows: tuple[tuple[str, str], ...]
+    corr_rows: tuple[tuple[str, str, str], ...]
+    phi: FloatArray
+    is_sd: BoolArray
+    free: BoolArray
 
 
-def _corr_pairs(cov: CovStructure) -> list[tuple[int, int]]:
-    if cov.kind == "unstructured":
-        return [(i, j) for j in range(cov.q) for i in range(j + 1, cov.q)]
-    if cov.kind == "exchangeable" and cov.q > 1:
-        return [(1, 0)]  # one common correlation
-    return []
+def _layout(specs: list[TermSpec], theta: FloatArray, sigma: float) -> _Layout:
+    sd_rows: list[tuple[str, str]] = []
+    corr_rows: list[tuple[str, str, str]] = []
+    phi: list[float] = []
+    kinds: list[bool] = []
+    blocks = []
+    at = 0
+    for t in specs:
+        cov = t.cov
+        sl = slice(at, at + cov.n_theta)
+        at += cov.n_theta
+        sd, R = sd_corr(cov, theta[sl], sigma)
+        nsd = n_sd(cov)
+        pairs = corr_pairs(cov)
+        start = len(phi)
+        for k in range(nsd):
+            sd_rows.append((t.name, t.znames[k] if nsd == cov.q else "(all)"))
+            phi.append(float(np.log(sd[k])) if sd[k] > 0 else -np.inf)
+            kinds.append(True)
+        for i, j in pairs:
+            corr_rows.append((t.name, t.znames[i], t.znames[j]))
+            phi.append(float(np.arctanh(np.clip(R[i, j], -1 + 1e-12, 1 - 1e-12))))
+            kinds.append(False)
+        blocks.append((t, sl, start, nsd, len(pairs)))
+    phi.append(float(np.log(sigma)))
+    kinds.append(True)
+    phi_arr = np.array(phi)
+    free = np.isfinite(phi_arr)
+    for _t, _sl, start, nsd, ncor in blocks:
+        if not np.all(free[start : start + nsd]):
+            free[start + nsd : start + nsd + ncor] = False
+    return _Layout(
+        tuple(blocks), tuple(sd_rows), tuple(corr_rows), phi_arr, np.array(kinds), free
+    )
 
 
-def _n_sd(cov: CovStructure) -> int:
-    return 1 if cov.kind in ("identity", "exchangeable") else cov.q
+def _theta_at(lay: _Layout, x: FloatArray, n_theta: int) -> tuple[FloatArray, float]:
+    s = float(np.exp(x[-1]))
+    th = np.empty(n_theta)
+    for t, sl, start, nsd, ncor in lay.blocks:
+        logs = x[start : start + nsd]
+        sds = np.where(np.isfinite(logs), np.exp(logs), 0.0)
+        corrs = np.tanh(x[start + nsd : start + nsd + ncor])
+        th[sl] = theta_from(t.cov, sds, corrs, s)
+    return th, s
 
 
-def _theta_from(cov: CovStructure, sds: FloatArray, corrs: FloatArray, sigma: float) -> FloatArray:
-    """theta of one term from its SDs and correlations on the data scale."""
-    q = cov.q
-    if cov.kind == "identity":
-        return np.array([sds[0] / sigma])
-    if cov.kind == "independent":
-        return sds / sigma
-    if cov.kind == "exchangeable":
-        return np.array([sds[0] / sigma, corrs[0]]) if q > 1 else np.array([sds[0] / sigma])
-    R = np.eye(q)
-    for (i, j), r in zip(_corr_pairs(cov), corrs, strict=True):
-        R[i, j] = R[j, i] = r
-    S = np.outer(sds, sds) * R / sigma**2
-    try:
-        T = np.linalg.cholesky(S)
-    except np.linalg.LinAlgError:
-        w, V = np.linalg.eigh(S)
-        _, T = np.linalg.qr((V * np.sqrt(np.clip(w, 0.0, None))).T)
-        T = T.T
-        T *= np.sign(np.diag(T) + (np.diag(T) == 0))
-    return np.array([T[i, j] for j in range(q) for i in range(j, q)])
+def _phi_gradient(engine: Engine, x: FloatArray, free: BoolArray) -> FloatArray:
+    """Analytic gradient of the criterion in phi = (log sd_k, log sigma), scalar terms only.
+
+    With ``t_k = theta_k^2 = exp(2 (phi_k - phi_e))``, ``df/dphi_k = 2 t_k df/dt_k`` and
+    ``df/dphi_e = -sum_k 2 t_k df/dt_k + 2 (nu - pwrss / sigma^2)``.
+    """
+    sigma2 = float(np.exp(2.0 * x[-1]))
+    theta = np.where(free[:-1], np.exp(x[:-1] - x[-1]), 0.0)
+    ev = engine.evaluate(theta, gradient=True)
+    if ev.parts_t is None:  # pragma: no cover - only called when the engine fills parts_t
+        raise RuntimeError(f"the {engine.label} engine gives no derivative parts")
+    dld, dpw, dldrx = ev.parts_t
+    nu = residual_df(engine.n, engine.p, engine.reml)
+    df_dt = dld + dpw / sigma2 + (dldrx if engine.reml else 0.0)
+    chain = 2.0 * theta**2 * df_dt
+    g = np.zeros_like(x)
+    g[:-1] = np.where(free[:-1], chain, 0.0)
+    g[-1] = -np.sum(chain) + 2.0 * (nu - ev.pwrss / sigma2)
+    return g
 
 
-def var_inference(
-    problem: ProfiledProblem,
-    covs: list[CovStructure],
-    groups: list[str],
-    znames: list[tuple[str, ...]],
-    slices: list[slice],
+def variance_inference(
+    engine: Engine,
+    specs: list[TermSpec],
     theta: FloatArray,
     sigma: float,
     *,
     level: float = 0.95,
-) -> tuple[object, CorrInference]:
-    """SDs (then the residual) and correlations with observed-information SEs and intervals."""
+) -> tuple[SdInference, CorrInference]:
+    """SDs (then the residual) and correlations with observed-information SEs and intervals.
+
+    Parameters
+    ----------
+    engine : Engine
+        The fit's engine (same criterion, REML or ML).
+    specs : list of TermSpec
+        The random-effects terms in theta order.
+    theta, sigma
+        The estimates.
+    level : float
+        Confidence level of the Wald intervals.
+    """
     from scipy import stats
 
-    from tiers.variance.sd import SdInference
-
-    sd_rows, corr_rows, phi, kinds = [], [], [], []
-    blocks = []
-    for cov, group, names, sl in zip(covs, groups, znames, slices, strict=True):
-        sd, R = sd_corr(cov, theta[sl], sigma)
-        n_sd = _n_sd(cov)
-        sds = sd[:n_sd]
-        pairs = _corr_pairs(cov)
-        corrs = np.array([R[i, j] for i, j in pairs])
-        start = len(phi)
-        for k in range(n_sd):
-            sd_rows.append((group, names[k] if n_sd == cov.q else "(all)"))
-            phi.append(np.log(sds[k]) if sds[k] > 0 else -np.inf)
-            kinds.append("sd")
-        for (i, j), r in zip(pairs, corrs, strict=True):
-            corr_rows.append((group, names[i], names[j]))
-            phi.append(np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)))
-            kinds.append("corr")
-        blocks.append((cov, sl, start, n_sd, len(pairs)))
-    phi.append(np.log(sigma))
-    kinds.append("sd")
-    phi_arr = np.array(phi)
-    free = np.isfinite(phi_arr)
-    # correlations of a term with a zero SD are not identified: hold them too
-    for _cov, _sl, start, n_sd, n_corr in blocks:
-        if not np.all(free[start : start + n_sd]):
-            free[start + n_sd : start + n_sd + n_corr] = False
-    nu = problem.n - problem.p if problem.reml else problem.n
-
-    def criterion(x: FloatArray) -> float:
-
-        s = float(np.exp(x[-1]))
-        th = np.empty_like(theta)
-        for cov, sl, start, n_sd, n_corr in blocks:
-            sds = np.where(
-                np.isfinite(x[start : start + n_sd]), np.exp(x[start : start + n_sd]), 0.0
-            )
-            corrs = np.tanh(x[start + n_sd : start + n_sd + n_corr])
-            th[sl] = _theta_from(cov, sds, corrs, s)
-        ev = problem.evaluate(th)
-        f = ev.ldL2 + nu * np.log(2.0 * np.pi * s * s) + ev.pwrss / (s * s)
-        return float(f + (ev.ldRX2 if problem.reml else 0.0))
-
-    m = phi_arr.size
+    theta = np.asarray(theta, dtype=np.float64)
+    lay = _layout(specs, theta, sigma)
+    phi, free, is_sd = lay.phi, lay.free, lay.is_sd
+    m = phi.size
     cov_phi = np.full((m, m), np.nan)
-    x0 = np.where(free, phi_arr, phi_arr)
+    analytic = engine.has_gradient and all(t.q == 1 for t in specs)
+    if analytic:
+        analytic = engine.evaluate(theta, gradient=True).parts_t is not None
+    x0 = np.where(free, phi, 0.0)
+    idx = np.flatnonzero(free)
     try:
-        H = value_hessian(criterion, x0, free)
-        idx = np.flatnonzero(free)
+        if analytic:
+            H = gradient_hessian(lambda x: _phi_gradient(engine, x, free), x0, free)
+        else:
+
+            def criterion(x: FloatArray) -> float:
+                th, s = _theta_at(lay, np.where(free, x, phi), theta.size)
+                ev = engine.evaluate(th)
+                return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, residual_df(engine.n, engine.p, engine.reml), engine.reml, s)
+
+            H = value_hessian(criterion, x0, free)
         cov_phi[np.ix_(idx, idx)] = np.linalg.inv(0.5 * H)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         pass
     z = stats.norm.ppf(0.5 + level / 2.0)
     var = np.diag(cov_phi)
     se_phi = np.where(var > 0, np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
-    kinds_arr = np.array(kinds)
-    is_sd = kinds_arr == "sd"
     with np.errstate(over="ignore", invalid="ignore"):
-        est = np.where(is_sd, np.exp(phi_arr), np.tanh(phi_arr))
+        est = np.where(is_sd, np.exp(phi), np.tanh(phi))
         se = np.where(is_sd, est * se_phi, (1 - est**2) * se_phi)
-        lo = np.where(is_sd, np.exp(phi_arr - z * se_phi), np.tanh(phi_arr - z * se_phi))
-        hi = np.where(is_sd, np.exp(phi_arr + z * se_phi), np.tanh(phi_arr + z * se_phi))
+        lo = np.where(is_sd, np.exp(phi - z * se_phi), np.tanh(phi - z * se_phi))
+        hi = np.where(is_sd, np.exp(phi + z * se_phi), np.tanh(phi + z * se_phi))
     sd_idx = np.flatnonzero(is_sd)
     corr_idx = np.flatnonzero(~is_sd)
     sdi = SdInference(
@@ -169,7 +208,10 @@ def var_inference(
         hi[sd_idx],
         level,
         cov_phi[np.ix_(sd_idx, sd_idx)],
-        tuple(sd_rows) + (("Residual", ""),),
+        lay.sd_rows + (("Residual", ""),),
     )
-    ci = CorrInference(tuple(corr_rows), est[corr_idx], se[corr_idx], lo[corr_idx], hi[corr_idx])
+    ci = CorrInference(
+        lay.corr_rows, est[corr_idx], se[corr_idx], lo[corr_idx], hi[corr_idx]
+    )
     return sdi, ci
+

@@ -1,14 +1,9 @@
 """The variance parameters on the data scale, as lme4 names and orders them: per term its SDs and
 correlations (lme4's ``"sdcor"`` scale), then the residual SD ``sigma``.
 
-Profile and bootstrap intervals are reported on this scale; `SdCor` maps it to and from
-``(theta, sigma)``, and `criterion` is the objective as a function of ``(theta, sigma)`` with beta
-profiled out but sigma not:
-
-    f(theta, sigma) = ldL2 + [ldRX2] + nu log(2 pi sigma^2) + pwrss / sigma^2,   nu = n [- p]
-
-(the REML criterion for REML fits, the ML deviance for ML fits). Minimising over sigma gives the
-profiled deviance the fit minimised, so ``f`` at the estimates equals the fitted criterion.
+Profile and bootstrap intervals and the information matrix are on this scale; `SdCor` maps it to
+and from ``(theta, sigma)``; the objective at ``(theta, sigma)``, beta profiled out and sigma not,
+is the engine's ``criterion`` (`tiers.engine.gaussian.criterion_value`).
 
 Names are lme4's (``confint(fit, oldNames = FALSE)``): ``sd_(Intercept)|Subject``,
 ``cor_Days.(Intercept)|Subject``, ``sigma``. Within a term the order is lme4's, column-major over
@@ -24,12 +19,57 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tiers.design.covariance import CovStructure
-from tiers.engine.gaussian import ProfiledProblem
-from tiers.variance.information import _corr_pairs, _n_sd, _theta_from, sd_corr
 
 FloatArray = NDArray[np.float64]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+
+def sd_corr(cov: CovStructure, theta_t: FloatArray, sigma: float) -> tuple[FloatArray, FloatArray]:
+    """SDs (q,) and correlation matrix (q, q) of a term's effects on the data scale."""
+    S = cov.covariance(theta_t) * sigma**2
+    sd = np.sqrt(np.clip(np.diag(S), 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R = S / np.outer(sd, sd)
+    R[~np.isfinite(R)] = 0.0
+    np.fill_diagonal(R, 1.0)
+    return sd, R
+
+
+def corr_pairs(cov: CovStructure) -> list[tuple[int, int]]:
+    """The (row, column) of each correlation the structure has, in lme4's order."""
+    if cov.kind == "unstructured":
+        return [(i, j) for j in range(cov.q) for i in range(j + 1, cov.q)]
+    if cov.kind == "exchangeable" and cov.q > 1:
+        return [(1, 0)]  # one common correlation
+    return []
+
+
+def n_sd(cov: CovStructure) -> int:
+    """Number of distinct SDs of a term (one for identity and exchangeable structures)."""
+    return 1 if cov.kind in ("identity", "exchangeable") else cov.q
+
+
+def theta_from(cov: CovStructure, sds: FloatArray, corrs: FloatArray, sigma: float) -> FloatArray:
+    """theta of one term from its SDs and correlations on the data scale."""
+    q = cov.q
+    if cov.kind == "identity":
+        return np.array([sds[0] / sigma])
+    if cov.kind == "independent":
+        return sds / sigma
+    if cov.kind == "exchangeable":
+        return np.array([sds[0] / sigma, corrs[0]]) if q > 1 else np.array([sds[0] / sigma])
+    R = np.eye(q)
+    for (i, j), r in zip(corr_pairs(cov), corrs, strict=True):
+        R[i, j] = R[j, i] = r
+    S = np.outer(sds, sds) * R / sigma**2
+    try:
+        T = np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        w, V = np.linalg.eigh(S)
+        _, T = np.linalg.qr((V * np.sqrt(np.clip(w, 0.0, None))).T)
+        T = T.T
+        T *= np.sign(np.diag(T) + (np.diag(T) == 0))
+    return np.array([T[i, j] for j in range(q) for i in range(j, q)])
+
 
 
 @dataclass(frozen=True)
@@ -70,22 +110,22 @@ class SdCor:
         n_theta = 0
         for t in terms:
             cov = CovStructure(t.covariance, t.q)
-            n_sd = _n_sd(cov)
-            pairs = _corr_pairs(cov)
-            z = list(t.znames) if n_sd == cov.q else ["(all)"] * cov.q
-            sd_at = [0] * n_sd
+            nsd = n_sd(cov)
+            pairs = corr_pairs(cov)
+            z = list(t.znames) if nsd == cov.q else ["(all)"] * cov.q
+            sd_at = [0] * nsd
             cor_at = [0] * len(pairs)
             # lme4's order: column-major over the lower triangle of the SD/correlation matrix
             for j in range(cov.q):
                 for i in range(j, cov.q):
-                    if i == j and j < n_sd:
+                    if i == j and j < nsd:
                         sd_at[j] = len(names)
                         names.append(f"sd_{z[j]}|{t.group}")
                         kinds.append("sd")
                         groups.append(t.group)
                     elif (i, j) in pairs:
                         cor_at[pairs.index((i, j))] = len(names)
-                        label = f"{z[i]}.{z[j]}" if n_sd == cov.q else "(all)"
+                        label = f"{z[i]}.{z[j]}" if nsd == cov.q else "(all)"
                         names.append(f"cor_{label}|{t.group}")
                         kinds.append("cor")
                         groups.append(t.group)
@@ -107,7 +147,7 @@ class SdCor:
         for b in self.blocks:
             sd, R = sd_corr(b.cov, np.asarray(theta[b.theta]), sigma)
             p[list(b.sd_at)] = sd[: len(b.sd_at)]
-            for k, (i, j) in enumerate(_corr_pairs(b.cov)):
+            for k, (i, j) in enumerate(corr_pairs(b.cov)):
                 p[b.cor_at[k]] = R[i, j]
         p[-1] = sigma
         return p
@@ -119,7 +159,7 @@ class SdCor:
         for b in self.blocks:
             sds = np.asarray(p[list(b.sd_at)], dtype=np.float64)
             cors = np.clip(np.asarray(p[list(b.cor_at)], dtype=np.float64), -1.0, 1.0)
-            theta[b.theta] = _theta_from(b.cov, sds, cors, sigma)
+            theta[b.theta] = theta_from(b.cov, sds, cors, sigma)
         return theta, sigma
 
     def theta_bounds(self) -> tuple[FloatArray, FloatArray]:
@@ -127,33 +167,3 @@ class SdCor:
         lo = np.concatenate([b.cov.lower() for b in self.blocks])
         hi = np.concatenate([b.cov.upper() for b in self.blocks])
         return lo, hi
-
-
-def nu(problem: ProfiledProblem) -> int:
-    """Degrees of freedom of the residual sum of squares: n - p (REML) or n (ML)."""
-    return problem.n - problem.p if problem.reml else problem.n
-
-
-def criterion(problem: ProfiledProblem, theta: FloatArray, sigma: float) -> float:
-    """The REML criterion or ML deviance at ``(theta, sigma)``, beta profiled out, sigma not."""
-    ev = problem.evaluate(theta)
-    s2 = sigma * sigma
-    f = ev.ldL2 + nu(problem) * (_LOG_2PI + np.log(s2)) + ev.pwrss / s2
-    return float(f + (ev.ldRX2 if problem.reml else 0.0))
-
-
-def fixed_criterion(problem: ProfiledProblem, theta: FloatArray, j: int, value: float) -> float:
-    """The criterion at ``theta`` with ``beta_j`` held at ``value`` and sigma profiled out.
-
-    Holding ``beta_j`` raises the penalised RSS by ``(value - beta_j(theta))^2 / U_jj(theta)``
-    (``U = (X'V^-1X)^-1``); for REML fits this is the REML criterion extended by the fixed effects
-    (``-2 log L(beta, theta, sigma) + log det(X'V^-1X / sigma^2)``), whose minimum over beta is
-    the REML criterion itself.
-    """
-    ev = problem.evaluate(theta)
-    beta = problem.beta(ev)
-    U = problem.unscaled_vcov(ev)
-    pwrss = ev.pwrss + (value - beta[j]) ** 2 / U[j, j]
-    n_ = nu(problem)
-    f = ev.ldL2 + n_ * (1.0 + _LOG_2PI + np.log(pwrss / n_))
-    return float(f + (ev.ldRX2 if problem.reml else 0.0))

@@ -1,0 +1,262 @@
+"""The frozen `Design`: a model's rows, grouping structure and engine, decided once.
+
+formula + data -> model frame -> grouping factors -> terms -> nesting: `build_design` runs these
+stages and the diagnostics once; every fit of the same rows (REML and ML, bootstrap and simulation
+replicates, profiles) shares the result. The structure picks the engine here, never in a hot loop
+(``../shared/STYLE.md`` section 2):
+
+* ``nested`` (`tiers.engine.nested_scalar`): nested random intercepts, a tree of scalar effects;
+* ``tree`` (`tiers.engine.nested_block`): nested grouping with slopes or several terms on a level;
+* ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+
+from tiers.data.frame import ModelFrame, build_frame
+from tiers.design.diagnostics import (
+    check_child_nesting,
+    identical_partition_error,
+    level_messages,
+)
+from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
+from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
+from tiers.errors import DataError
+from tiers.formula.parse import Formula, parse
+
+EngineName = Literal["nested", "tree", "crossed"]
+
+
+@dataclass(frozen=True, slots=True)
+class LevelInfo:
+    """One grouping level: its name, number of groups and observations per group."""
+
+    name: str
+    columns: tuple[str, ...]
+    ngroups: int
+    min_obs: int
+    mean_obs: float
+    max_obs: int
+    implicit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TermInfo:
+    """One random-effects term: its group, effects, covariance structure and theta entries."""
+
+    group: str
+    znames: tuple[str, ...]
+    covariance: str
+    start: int
+    stop: int
+    diagonal: tuple[bool, ...]
+
+    @property
+    def q(self) -> int:
+        """Effects per group."""
+        return len(self.znames)
+
+
+@dataclass(frozen=True)
+class Design:
+    """A model's rows and grouping structure, decided once; fits can share it.
+
+    Attributes
+    ----------
+    formula : Formula
+    frame : ModelFrame
+        Response, fixed-effects matrix and the rows used.
+    factors : list of GroupingFactor
+        Grouping factors of the random terms, in formula order.
+    engine : {"nested", "tree", "crossed"}
+        The engine the structure calls for (see the module docstring).
+    terms : list of TermSpec
+        All random-effects terms in theta order.
+    nesting : Nesting or None
+        The nesting tree when the factors nest, else None.
+    levels : list of list of TermSpec
+        For the nested engines, the terms of each level, outermost first.
+    warnings : tuple of str
+        What the diagnostics found that does not stop the fit.
+    """
+
+    formula: Formula
+    frame: ModelFrame
+    factors: list[GroupingFactor]
+    engine: EngineName
+    terms: list[TermSpec]
+    nesting: Nesting | None = None
+    levels: list[list[TermSpec]] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+
+    @cached_property
+    def fixed_spec(self) -> Any:
+        """formulaic's model spec of the fixed part on these rows: new data (predictions) and the
+        fixed part's terms (F tests) are coded with it, as the fit was."""
+        from formulaic import model_matrix as fmm
+
+        return fmm(self.formula.fixed, self.frame.data, na_action="ignore").model_spec
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the model spec is rebuilt on first use after unpickling
+        state = dict(self.__dict__)
+        state.pop("fixed_spec", None)
+        return state
+
+    @property
+    def nested(self) -> bool:
+        """The grouping factors nest (a tree): cumulative ICCs and tree algorithms apply."""
+        return self.nesting is not None
+
+    @property
+    def n_theta(self) -> int:
+        """Number of covariance parameters."""
+        return sum(t.cov.n_theta for t in self.terms)
+
+    @property
+    def term_infos(self) -> tuple[TermInfo, ...]:
+        """Each term's group, effects, covariance structure and slice of theta."""
+        out, at = [], 0
+        for t in self.terms:
+            n = t.cov.n_theta
+            diagonal = tuple(bool(v) for v in t.cov.diagonal())
+            out.append(TermInfo(t.name, t.znames, t.cov.kind, at, at + n, diagonal))
+            at += n
+        return tuple(out)
+
+    @property
+    def grouping_levels(self) -> list[GroupingFactor]:
+        """The distinct grouping factors: outermost first when nested, else by size."""
+        if self.nesting is not None:
+            return list(self.nesting.factors)
+        seen: dict[tuple[str, ...], GroupingFactor] = {}
+        for gf in self.factors:
+            seen.setdefault(gf.columns, gf)
+        return sorted(seen.values(), key=lambda g: g.nlevels)
+
+    @property
+    def level_infos(self) -> tuple[LevelInfo, ...]:
+        """Size summaries of the grouping levels."""
+        out = []
+        for gf in self.grouping_levels:
+            sizes = gf.sizes()
+            out.append(
+                LevelInfo(
+                    name=gf.name,
+                    columns=gf.columns,
+                    ngroups=gf.nlevels,
+                    min_obs=int(sizes.min()),
+                    mean_obs=float(sizes.mean()),
+                    max_obs=int(sizes.max()),
+                    implicit=gf.implicit,
+                )
+            )
+        return tuple(out)
+
+    def messages(self) -> tuple[list[str], list[str]]:
+        """Notes and identification warnings about the rows and levels, in plain words."""
+        factors = self.grouping_levels
+        notes = list(self.frame.notes) + [
+            f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
+            f"groups formed as {' x '.join(gf.columns)}"
+            for gf in factors
+            if gf.implicit
+        ]
+        warns, level_notes = level_messages(tuple(factors))
+        warns = list(self.warnings) + warns
+        notes += level_notes
+        if self.nesting is not None:
+            for coarse, fine in self.nesting.identical:
+                warns.append(
+                    f"{coarse.name} and {fine.name} define the same {fine.nlevels:,} groups: their "
+                    "variance components are not identified and their split is arbitrary (fitted "
+                    "with force)"
+                )
+        return notes, warns
+
+
+def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
+    """Parse, build the model frame and the grouping structure, run the diagnostics, pick the
+    engine.
+
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 or Stata syntax.
+    data : pandas or polars DataFrame
+    force : bool
+        Keep going when the diagnostics find a declared child not nested in its parent, or two
+        levels that define the same groups (the warning is kept on the design).
+
+    Returns
+    -------
+    Design
+
+    Raises
+    ------
+    FormulaError, DataError, NestingError
+        With a message naming the column or term and what to do.
+    """
+    f = parse(formula) if isinstance(formula, str) else formula
+    frame = build_frame(f, data)
+    if frame.X.shape[1] == 0:
+        raise DataError("the fixed part has no columns; keep at least the intercept")
+    factors = build_factors(f, frame.data)
+    if not force:
+        check_child_nesting(f, frame.data, factors)
+    terms = build_terms(f, frame.data, factors)
+    _check_sizes(terms, frame.nobs)
+    warns = tuple(
+        f"the slope of {name} in the term for {t.name} does not vary within any group: its "
+        "variance cannot be told apart from the intercept's (not identified); drop it from the term"
+        for t in terms
+        for name in slopes_without_within_variation(t)
+    )
+    distinct: dict[tuple[str, ...], GroupingFactor] = {}
+    for gf in factors:
+        distinct.setdefault(gf.columns, gf)
+    nesting = nested_chain(list(distinct.values()))
+    if nesting is None:
+        return Design(f, frame, factors, "crossed", terms, warnings=warns)
+    if nesting.identical and not force:
+        coarse, fine = nesting.identical[0]
+        raise identical_partition_error(f, frame.data, coarse, fine)
+    levels = [[t for t in terms if t.factor.columns == gf.columns] for gf in nesting.factors]
+    scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
+    ordered = [t for lv in levels for t in lv]
+    engine: EngineName = "nested" if scalar else "tree"
+    return Design(f, frame, factors, engine, ordered, nesting, levels, warnings=warns)
+
+
+def _check_sizes(terms: list[TermSpec], nobs: int) -> None:
+    """lme4's checks: a term cannot have as many random effects as there are observations."""
+    for t in terms:
+        nre = t.nlevels * t.q
+        if nre < nobs:
+            continue
+        if t.q == 1:
+            what = (
+                f"the grouping factor {t.name!r} has {t.nlevels:,} groups for {nobs:,} "
+                "observations, one observation per group"
+            )
+        else:
+            what = (
+                f"the term for {t.name!r} has {nre:,} random effects ({t.nlevels:,} groups x "
+                f"{t.q} effects) for {nobs:,} observations"
+            )
+        raise DataError(
+            f"{what}: its variance cannot be told apart from the residual variance (lme4 refuses "
+            "this too); remove the term, use fewer effects, or use data with repeated "
+            "observations per group"
+        )
+
+
+def signature(y: np.ndarray) -> tuple[float, float]:
+    """A cheap fingerprint of the rows used (sum and sum of squares of y), so comparisons can refuse
+    fits to other rows; row order does not change a likelihood, and does not change this."""
+    return float(np.sum(y)), float(y @ y)

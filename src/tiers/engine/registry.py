@@ -1,0 +1,66 @@
+"""One way to build an engine: from a `Design`, by the name the design chose.
+
+`build_engine` is the only constructor the rest of tiers calls; a new engine (a GLMM by Laplace,
+residual correlation, weights) registers a builder here under a new name, and the design picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers.design.design import Design
+from tiers.engine.contract import Engine
+from tiers.engine.crossed import CrossedProblem
+from tiers.engine.nested_block import TreeProblem
+from tiers.engine.nested_scalar import NestedProblem
+
+FloatArray = NDArray[np.float64]
+Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
+
+
+def _nested(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
+        raise ValueError("the nested engine needs nested grouping factors")
+    return NestedProblem(y, X, design.nesting.tree, reml=reml)
+
+
+def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
+        raise ValueError("the tree engine needs nested grouping factors")
+    return TreeProblem(y, X, design.levels, list(design.nesting.tree.parents), reml=reml)
+
+
+def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    return CrossedProblem(y, X, design.terms, reml=reml)
+
+
+ENGINES: dict[str, Builder] = {"nested": _nested, "tree": _tree, "crossed": _crossed}
+
+
+def build_engine(
+    design: Design,
+    *,
+    reml: bool = True,
+    y: FloatArray | None = None,
+    X: FloatArray | None = None,
+) -> Engine:
+    """The engine of ``design`` (its criterion as a function of theta).
+
+    Parameters
+    ----------
+    design : Design
+    reml : bool
+        REML criterion (True, lme4's default) or ML deviance.
+    y, X : arrays, optional
+        Another response or fixed-effects matrix on the same rows and structure (a bootstrap or
+        simulation replicate); default the design's.
+    """
+    builder = ENGINES.get(design.engine)
+    if builder is None:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {design.engine!r}")
+    y_ = design.frame.y if y is None else np.ascontiguousarray(y, dtype=np.float64)
+    X_ = design.frame.X if X is None else np.ascontiguousarray(X, dtype=np.float64)
+    return builder(design, y_, X_, bool(reml))

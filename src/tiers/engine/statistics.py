@@ -1,0 +1,135 @@
+"""Sufficient statistics of a nested random-intercept model: all the nested engine needs.
+
+The profiled deviance of nested random intercepts depends on the data only through
+
+* the cross-product ``D'D`` of ``D = [X y]``,
+* per innermost group g, ``c_g = (n_g, sum_g x, sum_g y)``,
+* and the nesting tree
+
+(see `tiers.engine.nested_scalar`). They are kept about a shift ``s`` (the column means, 0 for an
+intercept column): centring leaves the deviance unchanged and loses less precision to cancellation.
+
+Statistics of disjoint chunks of rows combine exactly (`NestedStatistics.combine`): about a common
+shift ``s``, ``sum (d_i - s)(d_i - s)' = M_a + c_a delta' + delta c_a' + n_a delta delta'`` with
+``delta = s_a - s`` and ``c_a = sum (d_i - s_a)`` (the pairwise update of Chan, Golub and LeVeque
+1979), and leaf sums move by ``n_g delta``. So the statistics can be built chunk by chunk, in
+parallel, from data that never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers.design.grouping import Tree
+
+FloatArray = NDArray[np.float64]
+
+
+def intercept_column(X: FloatArray) -> int | None:
+    """The first all-ones column of X, if any."""
+    if X.shape[0] == 0:
+        return None
+    ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
+    return int(ones[0]) if ones else None
+
+
+@dataclass(frozen=True)
+class NestedStatistics:
+    """Sufficient statistics of a nested random-intercept LMM, about a shift.
+
+    Attributes
+    ----------
+    n, p : int
+        Rows and fixed-effect columns.
+    intercept : int or None
+        The all-ones column of X (its shift is 0).
+    shift : array (p + 1,)
+        The point the columns of ``[X y]`` are centred about.
+    colsum : array (p + 1,)
+        ``sum_i (d_i - shift)``.
+    dtd : array (p + 1, p + 1)
+        ``sum_i (d_i - shift)(d_i - shift)'``.
+    leaf : array (leaves, p + 2)
+        Per innermost group: its size, then ``sum_g (d_i - shift)``.
+    tree : Tree
+    """
+
+    n: int
+    p: int
+    intercept: int | None
+    shift: FloatArray
+    colsum: FloatArray
+    dtd: FloatArray
+    leaf: FloatArray
+    tree: Tree
+
+    @classmethod
+    def from_arrays(
+        cls, y: FloatArray, X: FloatArray, tree: Tree, *, intercept: int | None = -1
+    ) -> NestedStatistics:
+        """The statistics of one block of rows, centred about its own column means.
+
+        ``intercept=-1`` finds the all-ones column; pass the column (or None) to use the same
+        one for every chunk.
+        """
+        y = np.asarray(y, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        n, p = X.shape
+        icpt = intercept_column(X) if intercept == -1 else intercept
+        D = np.empty((n, p + 1), order="F")
+        D[:, :p] = X
+        D[:, p] = y
+        shift = np.zeros(p + 1)
+        if icpt is not None and n:
+            shift = np.ones(n) @ D / n
+            shift[icpt] = 0.0
+            D -= shift
+        nleaf = tree.sizes[-1]
+        leaf = np.empty((nleaf, p + 2))
+        leaf[:, 0] = np.bincount(tree.leaf, minlength=nleaf)
+        for j in range(p + 1):
+            leaf[:, j + 1] = np.bincount(tree.leaf, weights=D[:, j], minlength=nleaf)
+        return cls(n, p, icpt, shift, D.sum(axis=0), D.T @ D, leaf, tree)
+
+    def recentred(self, shift: FloatArray) -> NestedStatistics:
+        """The same statistics about another shift."""
+        delta = self.shift - shift
+        dtd = (
+            self.dtd
+            + np.outer(self.colsum, delta)
+            + np.outer(delta, self.colsum)
+            + self.n * np.outer(delta, delta)
+        )
+        leaf = self.leaf.copy()
+        leaf[:, 1:] += leaf[:, :1] * delta
+        colsum = self.colsum + self.n * delta
+        return NestedStatistics(self.n, self.p, self.intercept, shift, colsum, dtd, leaf, self.tree)
+
+    def combine(self, other: NestedStatistics) -> NestedStatistics:
+        """Statistics of the union of two disjoint sets of rows of the same tree."""
+        if other.p != self.p or other.leaf.shape != self.leaf.shape:
+            raise ValueError("statistics of different models or trees cannot be combined")
+        n = self.n + other.n
+        shift = (self.shift * self.n + other.shift * other.n) / max(n, 1)
+        a, b = self.recentred(shift), other.recentred(shift)
+        return NestedStatistics(
+            n,
+            self.p,
+            self.intercept,
+            shift,
+            a.colsum + b.colsum,
+            a.dtd + b.dtd,
+            a.leaf + b.leaf,
+            self.tree,
+        )
+
+    def centred(self) -> NestedStatistics:
+        """About the column means (the intercept column about 0): the engine's working scale."""
+        if self.intercept is None or self.n == 0:
+            return self if not np.any(self.shift) else self.recentred(np.zeros(self.p + 1))
+        mean = self.shift + self.colsum / self.n
+        mean[self.intercept] = 0.0
+        return self.recentred(mean)

@@ -1,0 +1,89 @@
+"""Side-by-side tables of fitted models (Stata's ``estimates table``): mixed models and panel
+estimators in columns, coefficients with SEs, SDs, log-likelihoods, AIC, BIC, N and groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tiers.errors import ComparisonError
+from tiers.panel.estimators import PanelResult
+from tiers.results.result import FitResult
+
+
+def _column(res: FitResult | PanelResult) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(res, FitResult):
+        table = res.coef_table()
+        for name, row in table.iterrows():
+            out[f"b:{name}"] = (row.estimate, row.std_error)
+        for _, row in res.varcorr.iterrows():
+            out[f"sd:{row.group}"] = (row.sd, None)
+        out.update(
+            {
+                "N": res.nobs,
+                "groups": ", ".join(f"{k} {v:,}" for k, v in res.ngroups.items()),
+                "ll": res.loglik,
+                "aic": res.aic,
+                "bic": res.bic,
+                "method": res.method,
+            }
+        )
+        return out
+    for name, row in res.coef.iterrows():
+        out[f"b:{'(Intercept)' if name == '_cons' else name}"] = (row.estimate, row.std_error)
+    if res.sigma_u is not None:
+        out["sd:sigma_u"] = (res.sigma_u, None)
+    if res.sigma_e is not None:
+        out["sd:Residual"] = (res.sigma_e, None)
+    out.update(
+        {
+            "N": res.nobs,
+            "groups": f"{res.ngroups:,}" if res.ngroups else "",
+            "ll": None,
+            "aic": None,
+            "bic": None,
+            "method": res.estimator,
+        }
+    )
+    return out
+
+
+def compare(*models: FitResult | PanelResult, names: list[str] | None = None) -> pd.DataFrame:
+    """A side-by-side table of coefficients (with SEs), SDs, log-likelihood, AIC, BIC, N and groups.
+
+    Rows are ``b:<name>`` (estimate), ``se:<name>``, ``sd:<group>``, then the statistics.
+    Log-likelihoods of panel estimators are left empty (they are not likelihood fits), and those
+    of REML and ML fits are labelled by the ``method`` row so they are not compared by mistake.
+
+    Raises
+    ------
+    ComparisonError
+        The models were fitted to different numbers of rows.
+    """
+    if not models:
+        raise ComparisonError("compare needs at least one model")
+    names = names or [f"m{i + 1}" for i in range(len(models))]
+    if len(names) != len(models):
+        raise ComparisonError(f"{len(names)} names for {len(models)} models")
+    counts = {m.nobs for m in models}
+    if len(counts) > 1:
+        raise ComparisonError(
+            f"the models were fitted on different numbers of rows ({', '.join(f'{c:,}' for c in sorted(counts))}): "
+            "a side-by-side table would compare estimates from different samples; fit all models "
+            "to the same rows"
+        )
+    cols = [_column(m) for m in models]
+    coef_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("b:")))
+    sd_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("sd:")))
+    rows: dict[str, list[Any]] = {}
+    for key in coef_keys:
+        rows[key] = [c[key][0] if key in c else np.nan for c in cols]
+        rows["se:" + key[2:]] = [c[key][1] if key in c else np.nan for c in cols]
+    for key in sd_keys:
+        rows[key] = [c[key][0] if key in c else np.nan for c in cols]
+    for key in ("ll", "aic", "bic", "N", "groups", "method"):
+        rows[key] = [c[key] if c[key] is not None else np.nan for c in cols]
+    return pd.DataFrame(rows, index=names).T
