@@ -144,23 +144,27 @@ class LmmResult(FitResult):
         progress: bool | None = None,
     ) -> Any:
         """Parametric bootstrap replicates (`tiers.inference.bootstrap.BootstrapResult`): a new
-        value on every call (the same one for the same ``seed``)."""
+        value on every call (the same one for the same ``seed``).
+        """
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
-        """t tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's
-        method): estimate, std_error, df, t, p_value, ci_lower, ci_upper."""
+        """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's
+        method): estimate, std_error, df, t, p_value, ci_lower, ci_upper.
+        """
         check_level(level)
         return satt.coef_table(self, self._satterthwaite, level)
 
     def anova(self) -> pd.DataFrame:
         """F test of each term of the fixed part (all its columns zero) with Satterthwaite's
-        denominator df: num_df, den_df, F, p_value by term. See `tiers.satterthwaite`."""
+        denominator df: num_df, den_df, F, p_value by term. See `tiers.satterthwaite`.
+        """
         return satt.anova(self, self._satterthwaite)
 
     def ftest(self, L: Any) -> pd.Series:
         """F test of ``L beta = 0`` with Satterthwaite's denominator df; ``L`` a term name of the
-        fixed part (its columns), a contrast vector or a matrix with one row per contrast."""
+        fixed part (its columns), a contrast vector or a matrix with one row per contrast.
+        """
         if isinstance(L, str):
             cols = satt.term_columns(self)
             if L not in cols:
@@ -230,7 +234,8 @@ class LmmResult(FitResult):
         self, group: str, term: str = "(Intercept)", level: float = 0.95
     ) -> pd.DataFrame:
         """Conditional modes of one effect of ``group`` with intervals from the conditional SDs,
-        sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``."""
+        sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
+        """
         return predict.caterpillar(self, group, term, level)
 
     # ---------------------------------------------------------------------------- new fits --
@@ -305,7 +310,8 @@ def fit(
 
 def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
     """Stage 1 (lme4's ``lFormula``): the model frame, grouping structure and engine, decided
-    once; see `tiers.design.design.build_design`."""
+    once; see `tiers.design.design.build_design`.
+    """
     return build_design(formula, data, force=force)
 
 

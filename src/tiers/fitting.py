@@ -29,7 +29,8 @@ FloatArray = NDArray[np.float64]
 
 def resolve_reml(design: Design, reml: bool | None) -> bool:
     """The criterion: ``reml`` when given, else what the formula says (Stata's ``, mle``), else
-    REML (lme4's default)."""
+    REML (lme4's default).
+    """
     if reml is not None:
         return bool(reml)
     return design.formula.reml if design.formula.reml is not None else True
@@ -87,7 +88,8 @@ def refit(res: FitResult, *, reml: bool) -> FitResult:
 
 def lr_vs_linear(engine: Engine, deviance: float, loglik: float) -> LRTest:
     """LR test against theta = 0 (no random effects) under the same criterion (REML vs REML, ML
-    vs ML); chibar2(01) for one component (Self and Liang 1987), else a conservative chi2(k)."""
+    vs ML); chibar2(01) for one component (Self and Liang 1987), else a conservative chi2(k).
+    """
     from scipy import stats
 
     k = engine.n_theta
@@ -115,7 +117,8 @@ def assemble(
     result_type: type[FitResult] = FitResult,
 ) -> FitResult:
     """The frozen result at the optimiser's theta (lme4's ``mkMerMod``): estimates read off the
-    engine, the LR test against the linear model, notes and warnings in words."""
+    engine, the LR test against the linear model, notes and warnings in words.
+    """
     start = time.perf_counter() if start is None else start
     sol = engine.solve(opt.theta)
     terms = design.term_infos
@@ -169,7 +172,8 @@ def _singular_words(
     specs: list[TermSpec], infos: tuple[TermInfo, ...], theta: np.ndarray
 ) -> list[str]:
     """Plain words for each term on the boundary: an SD at zero, or effects perfectly correlated
-    (a zero diagonal entry of T after the first: the effect is a fixed multiple of the others)."""
+    (a zero diagonal entry of T after the first: the effect is a fixed multiple of the others).
+    """
     out = []
     for spec, info in zip(specs, infos, strict=True):
         th = theta[info.start : info.stop]

@@ -50,7 +50,8 @@ class CovStructure:
 
     def lower(self) -> FloatArray:
         """Lower bounds: 0 for diagonal entries and SD ratios, -inf (or the exchangeable limit)
-        elsewhere."""
+        elsewhere.
+        """
         q = self.q
         if self.kind == "unstructured":
             return np.array([0.0 if i == j else -np.inf for j in range(q) for i in range(j, q)])

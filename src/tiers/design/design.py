@@ -96,8 +96,9 @@ class Design:
 
     @cached_property
     def fixed_spec(self) -> Any:
-        """formulaic's model spec of the fixed part on these rows: new data (predictions) and the
-        fixed part's terms (F tests) are coded with it, as the fit was."""
+        """Formulaic's model spec of the fixed part on these rows: new data (predictions) and the
+        fixed part's terms (F tests) are coded with it, as the fit was.
+        """
         from formulaic import model_matrix as fmm
 
         return fmm(self.formula.fixed, self.frame.data, na_action="ignore").model_spec
@@ -258,5 +259,6 @@ def _check_sizes(terms: list[TermSpec], nobs: int) -> None:
 
 def signature(y: np.ndarray) -> tuple[float, float]:
     """A cheap fingerprint of the rows used (sum and sum of squares of y), so comparisons can refuse
-    fits to other rows; row order does not change a likelihood, and does not change this."""
+    fits to other rows; row order does not change a likelihood, and does not change this.
+    """
     return float(np.sum(y)), float(y @ y)

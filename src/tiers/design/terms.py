@@ -96,7 +96,8 @@ def build_terms(
 
 def slopes_without_within_variation(term: TermSpec) -> list[str]:
     """Slope columns that are constant within every group: their variance is not identified
-    (it is confounded with the intercept's)."""
+    (it is confounded with the intercept's).
+    """
     out = []
     for j, name in enumerate(term.znames):
         if name == "(Intercept)":

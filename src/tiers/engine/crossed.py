@@ -336,7 +336,8 @@ class CrossedProblem(ProfiledProblem):
     ) -> list[TermModes]:
         """Conditional modes (and covariance blocks) of every term, in theta order; see
         `tiers.engine.sparse_modes` (this engine's `conditional_sds` serve designs too large for
-        a dense inverse)."""
+        a dense inverse).
+        """
         theta = np.asarray(theta, dtype=np.float64)
         r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
         return sparse_modes(

@@ -57,7 +57,8 @@ COND_VAR_MAX_FLOPS = 2e11
 
 def use_dense(r: int, nnz_lower: int) -> bool:
     """Whether to factor the ``r x r`` Schur complement densely, given its lower triangle's
-    nonzeros (before fill)."""
+    nonzeros (before fill).
+    """
     if r > DENSE_MAX:
         return False
     return r < SPARSE_FROM or nnz_lower > SPARSE_DENSITY * r * (r + 1) / 2
@@ -155,7 +156,8 @@ class Coupling:
 
 def unique_inverse(keys: IntArray, bound: int) -> tuple[IntArray, IntArray]:
     """``np.unique(keys, return_inverse=True)`` for keys in ``[0, bound)``; by a presence table
-    (no sort) when ``bound`` is small next to the number of keys."""
+    (no sort) when ``bound`` is small next to the number of keys.
+    """
     if bound > 4 * keys.size + (1 << 22):
         return np.unique(keys, return_inverse=True)
     present = np.zeros(bound, dtype=bool)
@@ -349,7 +351,8 @@ class SparseRest:
 
     def inverse_at(self, rows: IntArray, cols: IntArray, T: list[FloatArray]) -> FloatArray:
         """``X = Lambda_r S^-1 Lambda_r'`` at ``(rows, cols)``, a column block of ``X`` at a time;
-        NaN when that would cost more than `COND_VAR_MAX_FLOPS`."""
+        NaN when that would cost more than `COND_VAR_MAX_FLOPS`.
+        """
         assert self.lam is not None and self.lu is not None
         if 2.0 * self.r * (self.lu.L.nnz + self.lu.U.nnz) > COND_VAR_MAX_FLOPS:
             return np.full(rows.size, np.nan)

@@ -154,7 +154,8 @@ class TreeProblem(ProfiledProblem):
 
     def _uniform_from(self, leaf: IntArray) -> int:
         """The outermost level u >= 1 from which every level inwards is a scalar intercept with
-        nodes of one shape (equal group sizes, equal numbers of children); K when there is none."""
+        nodes of one shape (equal group sizes, equal numbers of children); K when there is none.
+        """
         counts = np.bincount(leaf, minlength=self.sizes[-1])
         if self.K < 2 or counts.min() != counts.max():
             return self.K
@@ -173,7 +174,8 @@ class TreeProblem(ProfiledProblem):
             C_j = S_j - sum_{l >= u} coef_l(theta) R_jl,   R_jl = sum of a_d a_d' over its
                                                             descendants d at level l,
 
-        and an evaluation never visits the uniform levels' nodes."""
+        and an evaluation never visits the uniform levels' nodes.
+        """
         u, K = self.uniform_from, self.K
         keep = np.r_[0 : int(self.offsets[u]), self.Q : self.Q + self.p + 1]
         Wk = W[:, keep]
@@ -352,7 +354,8 @@ class TreeProblem(ProfiledProblem):
 
     def _leaf_class_start(self, t: float) -> tuple[FloatArray, FloatArray, float, float]:
         """Parents of scalar-intercept leaves: C = S - sum (t / (1 + t n)) P, and d/dt of C and
-        of the leaves' ldL2."""
+        of the leaves' ldL2.
+        """
         s = 1.0 + t * self.pair_n
         C = self.parent_S - np.add.reduceat(
             self.pair_P * (t / s)[:, None, None], self.pair_starts, axis=0
@@ -438,7 +441,8 @@ class TreeProblem(ProfiledProblem):
         self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
     ) -> list[TermModes]:
         """Conditional modes (and covariance blocks) of every term, in theta order; see
-        `tiers.engine.tree_modes`."""
+        `tiers.engine.tree_modes`.
+        """
         theta = np.asarray(theta, dtype=np.float64)
         r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
         Ts = self.factors(theta)

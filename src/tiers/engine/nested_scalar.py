@@ -93,7 +93,8 @@ class NestedProblem(ProfiledProblem):
     @classmethod
     def from_statistics(cls, stats: NestedStatistics, *, reml: bool = True) -> NestedProblem:
         """The engine from sufficient statistics (built in one pass, or chunk by chunk and
-        combined: `tiers.engine.statistics.NestedStatistics.combine`); no row is needed."""
+        combined: `tiers.engine.statistics.NestedStatistics.combine`); no row is needed.
+        """
         obj = cls.__new__(cls)
         obj._from_statistics(stats.centred(), reml)
         return obj
@@ -138,7 +139,8 @@ class NestedProblem(ProfiledProblem):
     def _init_uniform(self, tree: Tree, csum: FloatArray, renumber: list[IntArray]) -> None:
         """Uniform levels: every node of level l holds n_l observations and, at any theta, its
         ``c_j`` is one scalar ``alpha_l(theta)`` times its raw subtree sums ``S_j``. Each uniform
-        level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone: O(1) per evaluation."""
+        level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone: O(1) per evaluation.
+        """
         S = csum
         self.tail: list[tuple[int, float, float, FloatArray]] = []
         for level in range(self.K - 1, self.uniform_from - 1, -1):
@@ -161,7 +163,8 @@ class NestedProblem(ProfiledProblem):
         renumber: list[IntArray],
     ) -> None:
         """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only, so leaves are summed once per size
-        class (``Q``) and per (parent, size class) pair (``R``)."""
+        class (``Q``) and per (parent, size class) pair (``R``).
+        """
         nleaf = tree.sizes[-1]
         lookup = np.zeros(present[-1] + 1, dtype=np.int64)
         lookup[present] = np.arange(present.size)

@@ -130,7 +130,8 @@ def split_levels(
     levels: list[list[TermSpec]], per_level: list[tuple[FloatArray, FloatArray | None]]
 ) -> list[TermModes]:
     """Per term, in theta order (levels outermost first, terms within a level in order), the
-    columns of its level's modes and covariance blocks."""
+    columns of its level's modes and covariance blocks.
+    """
     out: list[TermModes] = []
     for lv, (b, cov) in zip(levels, per_level, strict=True):
         at = 0

@@ -359,7 +359,7 @@ def render(formula: Formula) -> str:
 
 
 def _to_stata(rhs: str) -> list[str]:
-    """formulaic terms back to Stata's varlist notation (C(x) -> i.x, a:b -> a#b)."""
+    """Formulaic terms back to Stata's varlist notation (C(x) -> i.x, a:b -> a#b)."""
     out = []
     for term in rhs.split("+"):
         term = term.strip()

@@ -84,7 +84,8 @@ def _guard(r: FitResult, start: FloatArray) -> tuple[Any, ...]:
     """A replicate's estimates, refitted from ``start`` (the original fit's theta) when the fit
     from lme4's start ended on the boundary or at a point worse than ``start``, keeping the better
     of the two: from lme4's start the optimizer can stop on a boundary point of a correlated term
-    that is not the minimum. Returns (theta, sigma, beta, criterion, converged, restarted)."""
+    that is not the minimum. Returns (theta, sigma, beta, criterion, converged, restarted).
+    """
     engine = r.devfun
     out = (np.asarray(r.theta), r.sigma, np.asarray(r.beta), r.criterion, r.converged, False)
     if start.size != r.theta.size:

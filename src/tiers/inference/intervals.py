@@ -238,7 +238,8 @@ def _bootstrap(
 
 def share_groups(res: FitResult) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     """Components (indices into the SDs, residual last) of each level's share and cumulative ICC,
-    in the rows of `tiers.inference.shares.variance_shares`."""
+    in the rows of `tiers.inference.shares.variance_shares`.
+    """
     K = len(res.theta)
     shares = [(k,) for k in range(K + 1)]
     iccs = [tuple(range(k + 1)) for k in range(K)]
@@ -256,7 +257,8 @@ def variance_shares(
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Variance shares and cumulative ICCs with intervals by the delta method (logit scale),
-    profile likelihood or parametric bootstrap (percentile); see `FitResult.variance_shares`."""
+    profile likelihood or parametric bootstrap (percentile); see `FitResult.variance_shares`.
+    """
     from tiers.inference.shares import variance_shares as delta
 
     check_method(method, SHARE_METHODS)

@@ -61,7 +61,8 @@ def caterpillar(
     res: FitResult, group: str, term: str = "(Intercept)", level: float = 0.95
 ) -> pd.DataFrame:
     """Conditional modes of one effect with normal intervals from the conditional SDs, sorted by
-    mode: columns ``level, mode, lower, upper``."""
+    mode: columns ``level, mode, lower, upper``.
+    """
     check_level(level)
     frames = ranef_frames(res, cond_var=True)
     if group not in frames:
@@ -127,7 +128,8 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
 
 def _keys(data: pd.DataFrame, t, like: pd.DataFrame) -> np.ndarray:
     """Group labels of new rows as `GroupingFactor.labels` writes them (lme4's ``a:A`` for
-    ``cask:batch``), with ids cast to the fit's types."""
+    ``cask:batch``), with ids cast to the fit's types.
+    """
     cols = list(t.factor.columns)
     if len(cols) > 1 and t.factor.name == ":".join(reversed(cols)):
         cols = cols[::-1]

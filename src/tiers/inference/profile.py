@@ -296,7 +296,8 @@ class Profiler:
 
     def share_deviance(self, group: tuple[int, ...], c: float) -> float:
         """``min f`` with the share of the components ``group`` (indices into the SDs, the
-        residual last) in the total variance held at ``c`` (random-intercept models)."""
+        residual last) in the total variance held at ``c`` (random-intercept models).
+        """
         m = self.sdcor.size
         var_hat = self.p_hat**2
         total_hat = float(var_hat.sum())

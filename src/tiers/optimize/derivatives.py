@@ -34,7 +34,7 @@ def relative_steps(x: FloatArray, rel: float) -> FloatArray:
 
 
 def lmertest_steps(x: FloatArray, d: float = 0.1) -> FloatArray:
-    """numDeriv's first steps: ``d |x_i|``, and 1e-4 where ``x_i`` is (nearly) zero."""
+    """NumDeriv's first steps: ``d |x_i|``, and 1e-4 where ``x_i`` is (nearly) zero."""
     return np.where(np.abs(x) < np.sqrt(1e-7), 1e-4, d * np.abs(x))
 
 
@@ -83,7 +83,8 @@ def hessian(
     richardson: int = 1,
 ) -> FloatArray:
     """Second differences of ``f``'s values over the ``free`` coordinates (three-point on the
-    diagonal, four-point off it), refined by Richardson extrapolation."""
+    diagonal, four-point off it), refined by Richardson extrapolation.
+    """
     idx = _free_index(x, free)
     m = idx.size
     f0 = f(x)
@@ -120,7 +121,8 @@ def gradient_hessian(
     gradient: Callable[[FloatArray], FloatArray], x: FloatArray, free: BoolArray
 ) -> FloatArray:
     """Central differences of an analytic gradient over the ``free`` coordinates (step 1e-5
-    relative), symmetrised."""
+    relative), symmetrised.
+    """
     idx = np.flatnonzero(free)
     J = jacobian(gradient, x, relative_steps(x, 1e-5), free=free)
     H = J[:, idx]
@@ -129,7 +131,8 @@ def gradient_hessian(
 
 def value_hessian(dev: Callable[[FloatArray], float], x: FloatArray, free: BoolArray) -> FloatArray:
     """Second differences of a deviance's values over the ``free`` coordinates (step 1e-4
-    relative)."""
+    relative).
+    """
     return hessian(dev, x, relative_steps(x, 1e-4), free=free)
 
 
@@ -137,7 +140,8 @@ def fd_gradient(
     dev: Callable[[FloatArray], float], lower: FloatArray, upper: FloatArray
 ) -> FunGrad:
     """Objective and central-difference gradient (one-sided next to a bound, step 1e-6
-    relative)."""
+    relative).
+    """
 
     def fun(x: FloatArray) -> tuple[float, FloatArray]:
         f0 = dev(x)

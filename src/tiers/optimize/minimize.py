@@ -181,7 +181,6 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, upper, bounds, maxiter, 
     restart once from a point off every bound at the same time (a correlated term can need both
     its diagonal entries moved together), and keep the better end point.
     """
-
     from scipy.optimize import minimize
 
     def refit(start):
@@ -264,7 +263,8 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
 
 def _objective(engine: Engine) -> tuple[FunGrad, HessianFn | None]:
     """The engine's criterion with its gradient, and a Hessian for the polish: differences of the
-    analytic gradient (None: `minimize_theta`'s default), or of the criterion's values."""
+    analytic gradient (None: `minimize_theta`'s default), or of the criterion's values.
+    """
     if engine.has_gradient:
         return engine.deviance_and_gradient, None
 
@@ -295,7 +295,8 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
 def certify(engine: Engine, theta: FloatArray) -> OptSummary:
     """The optimizer's certificate at a given theta, without moving it (a result at a pinned
     theta, such as another program's estimates): converged when the Newton step on the free
-    parameters is below `STEP_TOL` and the curvature there is positive."""
+    parameters is below `STEP_TOL` and the curvature there is positive.
+    """
     start = time.perf_counter()
     fun, hessian = _objective(engine)
     counted = _Counted(fun)

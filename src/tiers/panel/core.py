@@ -1,5 +1,6 @@
 """Private building blocks of the panel estimators: data preparation, within transforms, OLS,
-cluster-robust covariance, coefficient tables."""
+cluster-robust covariance, coefficient tables.
+"""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def _prepare(data: Any, y: str, x: Sequence[str], group: str | None) -> _Panel:
 
 def _independent(M: np.ndarray) -> list[int]:
     """Columns of M (already centred or demeaned) kept greedily, left to right, dropping each
-    one that lies in the span of those kept before it (Stata's _rmcoll keeps the first)."""
+    one that lies in the span of those kept before it (Stata's _rmcoll keeps the first).
+    """
     kept: list[int] = []
     for j in range(M.shape[1]):
         c = M[:, j]
@@ -155,7 +157,8 @@ def _drop_pooled_collinear(X: np.ndarray, names: Sequence[str]) -> tuple[list[in
 
 def _within(p: _Panel, cols: Sequence[int] | None = None) -> _Within:
     """Within regression on the columns `cols` that vary within groups and are not collinear
-    after demeaning (Baltagi 2013, sec. 2.2; Stata drops the others with a note)."""
+    after demeaning (Baltagi 2013, sec. 2.2; Stata drops the others with a note).
+    """
     cols = list(range(p.k)) if cols is None else list(cols)
     Xw_all = p.X - p.means(p.X)[p.g]
     inv = _constant(p.X, p.g, p.n)
@@ -179,7 +182,8 @@ def _cluster_vcov(
     Z: np.ndarray, e: np.ndarray, g: np.ndarray, G: int, bread: np.ndarray
 ) -> np.ndarray:
     """Cluster-robust sandwich (Arellano 1987) with Stata's small-sample factor
-    G/(G-1) (N-1)/(N-K), K = columns of Z ([U] 20.22; [XT] xtreg, vce(cluster))."""
+    G/(G-1) (N-1)/(N-K), K = columns of Z ([U] 20.22; [XT] xtreg, vce(cluster)).
+    """
     if G < 2:
         raise DataError("cluster-robust standard errors need at least two clusters")
     N, K = Z.shape

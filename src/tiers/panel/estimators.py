@@ -117,7 +117,7 @@ class PanelResult:
 
     @property
     def theta_summary(self) -> dict[str, float] | None:
-        """min / median / max of the per-group theta_i (``re`` only)."""
+        """Min / median / max of the per-group theta_i (``re`` only)."""
         if self.theta_i is None:
             return None
         t = self.theta_i.to_numpy()

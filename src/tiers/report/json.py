@@ -168,7 +168,8 @@ def result_dict(
 
 def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
     """The intervals of `FitResult.confint` (and the fixed effects' Satterthwaite df and p-values
-    from `FitResult.satterthwaite`) as the document's ``confint`` entry."""
+    from `FitResult.satterthwaite`) as the document's ``confint`` entry.
+    """
     params = []
     for r in ci.itertuples():
         row: dict[str, Any] = {

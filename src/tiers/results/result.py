@@ -36,7 +36,8 @@ __all__ = ["FitResult", "FitState", "LevelInfo", "TermInfo"]
 @dataclass(frozen=True)
 class FitState:
     """What a result was computed from: the design, the criterion, and the response and
-    fixed-effects matrix when they are not the design's (a bootstrap or simulation replicate)."""
+    fixed-effects matrix when they are not the design's (a bootstrap or simulation replicate).
+    """
 
     design: Design
     reml: bool
@@ -124,13 +125,15 @@ class FitResult:
     @property
     def sd_inference(self) -> SdInference:
         """SDs of the random effects (then the residual) with observed-information SEs and Wald
-        intervals on the log scale (Stata's); computed on first use."""
+        intervals on the log scale (Stata's); computed on first use.
+        """
         return self._variance[0]
 
     @property
     def corr_inference(self) -> CorrInference:
         """Correlations between a term's effects with SEs and Fisher-z intervals (no rows for
-        random-intercept models); computed on first use."""
+        random-intercept models); computed on first use.
+        """
         return self._variance[1]
 
     @property
@@ -154,7 +157,8 @@ class FitResult:
 
     def conditional_modes(self, *, cond_var: bool = True) -> list[TermModes]:
         """Conditional modes (and covariance blocks) of every term at the estimates, in theta
-        order; computed once per ``cond_var``."""
+        order; computed once per ``cond_var``.
+        """
         return self._modes_var if cond_var else self._modes_only
 
     @property
@@ -202,7 +206,8 @@ class FitResult:
     @property
     def varcorr(self) -> pd.DataFrame:
         """Variance components: one row per random effect (terms in theta order), then the
-        residual (term ``""``). Correlations are in `correlations`."""
+        residual (term ``""``). Correlations are in `correlations`.
+        """
         rows = [
             {"group": g, "term": t, "variance": sd**2, "sd": sd}
             for (g, t), sd in zip(self.sd_inference.names, self.sd_inference.sd, strict=True)

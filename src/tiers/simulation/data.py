@@ -256,7 +256,8 @@ class NestedDesign:
 
     def true_parameters(self) -> dict[str, float]:
         """The true parameters: ``sd_<level>`` (outermost first), ``sd_residual``,
-        ``beta_intercept`` and ``beta_<covariate>``."""
+        ``beta_intercept`` and ``beta_<covariate>``.
+        """
         out = {f"sd_{lv.name}": lv.sd for lv in self.levels}
         out["sd_residual"] = self.residual_sd
         out["beta_intercept"] = self.intercept
@@ -280,7 +281,8 @@ class NestedDesign:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NestedDesign:
         """Build a design from the :meth:`to_dict` layout; :class:`DesignError` on unknown or
-        missing keys (a misspelt key must not be silently ignored) or invalid values."""
+        missing keys (a misspelt key must not be silently ignored) or invalid values.
+        """
         top = _checked_keys(data, cls, "design")
         levels = top.pop("levels")
         covariates = top.pop("covariates", [])

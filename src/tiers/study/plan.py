@@ -124,7 +124,8 @@ def _dims_reml(st: Strata) -> np.ndarray:
 
 def variance_information(design: NestedDesign, *, reml: bool = True) -> np.ndarray:
     """Expected Fisher information of ``(sigma_0^2, ..., sigma_{K-1}^2, sigma^2)``, levels
-    outermost first, under ML or REML (with the design's covariates in the mean)."""
+    outermost first, under ML or REML (with the design's covariates in the mean).
+    """
     st = strata(design)
     lam, A = st.eigenvalues, st.A
     info = 0.5 * (A * (st.dims / lam**2)) @ A.T
@@ -161,7 +162,8 @@ def expected_xtvx(design: NestedDesign) -> np.ndarray:
 def expected_se(design: NestedDesign, *, reml: bool = True) -> dict[str, float]:
     """Expected SEs keyed as ``design.true_parameters()``: ``sd_<level>``, ``sd_residual``,
     ``beta_intercept``, ``beta_<covariate>``. NaN where undefined (an SD of zero, a singular
-    information such as one top-level unit under REML, a constant covariate)."""
+    information such as one top-level unit under REML, a constant covariate).
+    """
     st = strata(design)
     info = variance_information(design, reml=reml)
     sds = np.array([lv.sd for lv in design.levels] + [design.residual_sd])
@@ -189,7 +191,8 @@ def expected_se(design: NestedDesign, *, reml: bool = True) -> dict[str, float]:
 
 def power(se: float, effect: float, alpha: float = 0.05) -> float:
     """Power of the two-sided Wald z test of ``beta = 0`` at level ``alpha`` when the true
-    coefficient is ``effect`` and its SE is ``se``."""
+    coefficient is ``effect`` and its SE is ``se``.
+    """
     if not math.isfinite(se) or se <= 0:
         return math.nan
     z = stats.norm.ppf(1.0 - alpha / 2.0)
@@ -199,7 +202,8 @@ def power(se: float, effect: float, alpha: float = 0.05) -> float:
 
 def _smallest_units(ok: Callable[[int], bool], max_units: int) -> int | None:
     """Smallest u in 1..max_units with ok(u), assuming ok is monotone (more units never hurt:
-    every stratum's dimension grows with them); doubling, then bisection."""
+    every stratum's dimension grows with them); doubling, then bisection.
+    """
     if ok(1):
         return 1
     lo, hi = 1, 2

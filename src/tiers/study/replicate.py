@@ -34,7 +34,8 @@ NAN4 = (math.nan,) * 4
 @dataclass(frozen=True, slots=True)
 class Estimator:
     """One estimator of a study: a panel estimator (on ``id``, default the innermost level) or a
-    mixed-model formula."""
+    mixed-model formula.
+    """
 
     name: str
     kind: Literal["ols", "fe", "re", "mixed"]
@@ -51,7 +52,8 @@ class Estimator:
 
 def parse_estimator(text: str) -> Estimator:
     """``NAME=SPEC`` (or a bare ``ols``/``fe``/``re``) -> Estimator; SPEC is ``ols``, ``fe``,
-    ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula. StudyError otherwise."""
+    ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula. StudyError otherwise.
+    """
     name, sep, spec = (part.strip() for part in text.partition("="))
     if not sep:
         spec = name
@@ -71,7 +73,8 @@ def parse_estimator(text: str) -> Estimator:
 def default_estimators(design: NestedDesign) -> tuple[Estimator, ...]:
     """FE and RE on the innermost id, the one-level and the correctly nested mixed model: for the
     seed, the founding session's ``xtreg fe``/``re`` on students, ``perform tutoring ||
-    student_id:`` and the four-level model. Panel estimators only if there is a covariate."""
+    student_id:`` and the four-level model. Panel estimators only if there is a covariate.
+    """
     rhs = " ".join([design.response, *(cv.name for cv in design.covariates)])
     levels = [lv.name for lv in design.levels]
     panel = [Estimator("fe", "fe"), Estimator("re", "re")] if design.covariates else []
@@ -98,7 +101,8 @@ def _as_estimators(spec: Any, design: NestedDesign) -> tuple[Estimator, ...]:
 
 def _check_estimators(design: NestedDesign, ests: Sequence[Estimator]) -> None:
     """Refuse, before any work, estimators naming columns the design does not produce (parsed,
-    not fitted: the response, the fixed part's variables and the grouping columns)."""
+    not fitted: the response, the fixed part's variables and the grouping columns).
+    """
     from tiers.formula.parse import parse
 
     levels = [lv.name for lv in design.levels]
@@ -166,7 +170,8 @@ def draw_replicate(
 @dataclass
 class _Layout:
     """What a worker keeps for one size: ids, prepared mixed models (or the error preparing one
-    raised), and each estimator's parameter names."""
+    raised), and each estimator's parameter names.
+    """
 
     design: NestedDesign
     ids: dict[str, np.ndarray]
@@ -224,7 +229,8 @@ def _sd_names(groups: list[str]) -> list[str]:
 def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> Any:
     """Refit the prepared model with this replicate's y and X. If X is rank deficient this time
     (a covariate drawn constant), or was for replicate 0 (whose X the model was prepared with),
-    the replicate goes through the full fit, which drops what it must and says so."""
+    the replicate goes through the full fit, which drops what it must and says so.
+    """
     from tiers.api import LmmResult, fit
     from tiers.data.frame import model_matrix
     from tiers.fitting import fit_design
@@ -252,7 +258,8 @@ def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.nda
 
 def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> list:
     """Fit one estimator to one replicate: a row per parameter (parameter, estimate, se, lower,
-    upper, singular, converged, seconds, warnings, error, n_param, status); NaNs if it failed."""
+    upper, singular, converged, seconds, warnings, error, n_param, status); NaNs if it failed.
+    """
     from tiers.panel.estimators import fixed_effects, pooled_ols, random_effects
 
     vals: dict[str, tuple[float, ...]] = {}

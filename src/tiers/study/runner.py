@@ -244,7 +244,8 @@ def run_study(
 
 def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch: Any) -> list:
     """Run the batches (here for one worker, else in spawned processes), storing each one as it
-    finishes; on an exception or Ctrl-C the queued batches are dropped and the stored ones kept."""
+    finishes; on an exception or Ctrl-C the queued batches are dropped and the stored ones kept.
+    """
     rows: list[tuple] = []
     finished = 0
     with _progress(show, sum(len(t[4]) for t in tasks)) as advance:
@@ -319,7 +320,8 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -> pd.DataFrame:
     """Rows by size, estimator (as given), parameter (as the design lists them) and replicate, so
-    the summary's floating-point sums do not depend on the order batches finished in."""
+    the summary's floating-point sums do not depend on the order batches finished in.
+    """
     params = list(truth) + sorted(set(table["parameter"]) - set(truth))
     rank = {"e": {n: i for i, n in enumerate(order)}, "p": {n: i for i, n in enumerate(params)}}
     keys = table.assign(_e=table["estimator"].map(rank["e"]), _p=table["parameter"].map(rank["p"]))
@@ -330,7 +332,8 @@ def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -
 
 def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
     """One row per size, estimator and parameter (in the table's order), columns
-    `SUMMARY_COLUMNS`: statistics over the fits with status ``ok``; failed fits counted apart."""
+    `SUMMARY_COLUMNS`: statistics over the fits with status ``ok``; failed fits counted apart.
+    """
     out = []
     for (size, est, param), g in table.groupby(["size", "estimator", "parameter"], sort=False):
         ok = g[g["status"] == "ok"]
@@ -413,7 +416,8 @@ def _read_replicates(path: Path) -> pd.DataFrame:
 
 def load_study(out: str | os.PathLike) -> StudyResult:
     """Reload a study folder: every stored size and replicate, summarised afresh. Its ``design``
-    has the varied level's units set to 1 (the sizes say how many)."""
+    has the varied level's units set to 1 (the sizes say how many).
+    """
     folder = Path(out)
     try:
         meta = json.loads((folder / "study.json").read_text())

@@ -49,7 +49,7 @@ def n_sd(cov: CovStructure) -> int:
 
 
 def theta_from(cov: CovStructure, sds: FloatArray, corrs: FloatArray, sigma: float) -> FloatArray:
-    """theta of one term from its SDs and correlations on the data scale."""
+    """Theta of one term from its SDs and correlations on the data scale."""
     q = cov.q
     if cov.kind == "identity":
         return np.array([sds[0] / sigma])
