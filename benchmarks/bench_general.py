@@ -16,11 +16,10 @@ Cases:
   + (1 | dist_id:school_id:teach_id) + (1 | dist_id:school_id:teach_id:student_id)``.
 
 For each case a fresh Python subprocess simulates the data (seeded), times ``tiers.fit`` (median of
-``--repeats``) and records the peak RSS. Where ``tiers.fit`` cannot fit the model yet (the router to
-the crossed engine is not wired), it times the engine path instead: build the terms,
-``tiers.crossed.CrossedProblem``, and ``tiers.optimize.minimize_theta`` with the analytic gradient
-(or L-BFGS-B on finite differences when the engine has none); the JSON says which path ran
-(``path``). It also times single evaluations at the optimum (``eval_ms``, ``eval_grad_ms``). Then the
+``--repeats``) and records the peak RSS. It checks that the public staged API (``tiers.prepare ->
+deviance_function -> optimize_theta -> assemble``) gives the same theta
+(``staged_max_abs_theta_diff``) and times single evaluations of the fit's engine at the optimum
+(``eval_ms``, ``eval_grad_ms``). Then the
 subprocess writes the data to a CSV and, when ``Rscript`` and lme4 are available,
 ``benchmarks/lmer_general.R`` fits the same formula with ``lmer`` (REML). Everything goes to
 ``bench-out/general.json`` and a table is printed.
@@ -142,57 +141,14 @@ def simulate(case: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def engine_fit(formula: str, data: pd.DataFrame) -> dict[str, Any]:
-    """Fit with the crossed engine directly (the path ``tiers.fit`` will take once wired)."""
-    from scipy.optimize import minimize
+def staged_fit(formula: str, data: pd.DataFrame) -> Any:
+    """The fit through the public staged API (what ``tiers.fit`` runs), stage by stage."""
+    import tiers
 
-    from tiers._threads import single_thread_blas
-    from tiers.data.frame import build_frame
-    from tiers.design.grouping import build_factors
-    from tiers.design.terms import build_terms
-    from tiers.engine.crossed import CrossedProblem
-    from tiers.formula.parse import parse
-    from tiers.optimize.minimize import minimize_theta
-
-    with single_thread_blas():
-        f = parse(formula)
-        frame = build_frame(f, data)
-        factors = build_factors(f, frame.data)
-        terms = build_terms(f, frame.data, factors)
-        problem = CrossedProblem(frame.y, frame.X, terms, reml=True)
-        if problem.has_gradient:
-            opt = minimize_theta(
-                problem.deviance_and_gradient, problem.theta_start, problem.theta_lower
-            )
-            theta, nev, crit = opt.theta, opt.n_evaluations, opt.deviance
-        else:
-            lo, up = problem.theta_lower, problem.theta_upper
-            bounds = [
-                (a if np.isfinite(a) else None, b if np.isfinite(b) else None)
-                for a, b in zip(lo, up, strict=True)
-            ]
-            res = minimize(
-                problem.deviance,
-                problem.theta_start,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"ftol": 1e-12, "gtol": 1e-6},
-            )
-            theta, nev, crit = res.x, res.nfev, float(res.fun)
-        ev = problem.evaluate(theta)
-    names = [f"{t.name}.{p}" for t in terms for p in t.cov.param_names(t.znames)]
-    return {
-        "reml_criterion": crit,
-        "theta": dict(zip(names, (float(v) for v in theta), strict=True)),
-        "n_evaluations": int(nev),
-        "sigma": problem.sigma(ev),
-        "fixef": dict(zip(frame.xnames, (float(b) for b in problem.beta(ev)), strict=True)),
-        "dense": problem.dense,
-        "rest_columns": problem.r,
-        "has_gradient": problem.has_gradient,
-        "_problem": problem,
-        "_theta": theta,
-    }
+    design = tiers.prepare(formula, data)
+    devfun = tiers.deviance_function(design, reml=True)
+    opt = tiers.optimize_theta(devfun)
+    return tiers.assemble(design, opt, engine=devfun)
 
 
 def time_evaluations(problem: Any, theta: np.ndarray, repeats: int = 15) -> dict[str, float]:
@@ -205,7 +161,7 @@ def time_evaluations(problem: Any, theta: np.ndarray, repeats: int = 15) -> dict
         problem.evaluate(theta)
         reps = repeats if time.perf_counter() - t0 < 0.5 else 2
         for key, grad in (("eval_ms", False), ("eval_grad_ms", True)):
-            if grad and not getattr(problem, "has_gradient", True):
+            if grad and not problem.has_gradient:
                 continue
             times = []
             for _ in range(reps):
@@ -251,21 +207,12 @@ def worker(case: str, repeats: int, csv_path: str | None, result_path: str) -> i
     res["rss_before_fit_mib"] = nested_bench.current_rss_mib()
     times: list[float] = []
     fitted: Any = None
-    try:
-        tiers.fit(formula, data)  # probe: does tiers.fit route this model yet?
-        res["path"] = "tiers.fit"
-    except Exception as exc:
-        res["path"] = "engine"
-        res["tiers_fit_error"] = f"{type(exc).__name__}: {exc}"
+    res["path"] = "tiers.fit"
     try:
         for i in range(repeats):
             fitted = None
             t0 = time.perf_counter()
-            fitted = (
-                tiers.fit(formula, data)
-                if res["path"] == "tiers.fit"
-                else engine_fit(formula, data)
-            )
+            fitted = tiers.fit(formula, data)
             times.append(time.perf_counter() - t0)
             print(f"  {case} fit {i + 1}/{repeats}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
     except Exception:
@@ -274,13 +221,11 @@ def worker(case: str, repeats: int, csv_path: str | None, result_path: str) -> i
     res["times_s"] = times
     if times:
         res["median_s"] = statistics.median(times)
-    if isinstance(fitted, dict):
-        res.update({k: v for k, v in fitted.items() if not k.startswith("_")})
-        res.update(time_evaluations(fitted["_problem"], fitted["_theta"]))
-    elif fitted is not None:
+    if fitted is not None:
         res.update(result_fields(fitted))
-        if fitted._problem is not None:
-            res.update(time_evaluations(fitted._problem, np.asarray(fitted.theta)))
+        staged = staged_fit(formula, data)  # the staged API must give the same fit
+        res["staged_max_abs_theta_diff"] = float(np.max(np.abs(staged.theta - fitted.theta)))
+        res.update(time_evaluations(fitted.devfun, np.asarray(fitted.theta)))
     fitted = None
     if csv_path:
         data.to_csv(csv_path, index=False)

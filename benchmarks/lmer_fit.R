@@ -4,7 +4,7 @@
 # Usage:  Rscript benchmarks/lmer_fit.R DATA.csv [REPEATS]
 #
 # The CSV needs the columns dist_id, school_id, teach_id, student_id, tutoring, perform (as written
-# by benchmarks/run.py from tiers.simulate). The model is
+# by benchmarks/run.py from tiers.simulation.data). The model is
 #     lmer(perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id), REML = TRUE)
 # with lme4's default control. Only the lmer() call is timed (system.time, elapsed seconds); the
 # median over REPEATS fits is reported together with every single time.

@@ -4,11 +4,11 @@ One command::
 
     python benchmarks/run.py [--sizes 50,500] [--repeats 5] [--r-repeats 3] [--no-r] [--big]
 
-For each size (number of districts of ``tiers.simulate.seed_design``; 1,600 rows per district,
+For each size (number of districts of ``tiers.seed_design``; 1,600 rows per district,
 so 50 -> 80,000 rows, 500 -> 800,000 rows, 5000 -> 8,000,000 rows) it
 
 1. starts a fresh Python subprocess that simulates the data with
-   ``tiers.simulate.simulate(tiers.simulate.seed_design(districts=D), seed=1)``, records the
+   ``tiers.simulate(tiers.seed_design(districts=D), seed=1)``, records the
    resident set size (RSS), then times ``tiers.fit(FORMULA, data)`` ``--repeats`` times and
    records the peak RSS of the subprocess; afterwards (outside the timing and the memory
    figures) it writes the data to a temporary CSV for R;
@@ -830,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload: dict[str, Any] = {
         "benchmark": "nested four-level random intercepts, REML",
         "formula": FORMULA,
-        "design": "tiers.simulate.seed_design(districts=D)",
+        "design": "tiers.seed_design(districts=D)",
         "seed": SEED,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {

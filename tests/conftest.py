@@ -48,3 +48,21 @@ def seed_small() -> pd.DataFrame:
     import tiers
 
     return tiers.simulate(tiers.seed_design(districts=5), seed=1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--regen-golden``: rewrite the golden files of tests/test_golden.py instead of comparing."""
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.txt from the current output (also: TIERS_REGEN_GOLDEN=1)",
+    )
+
+
+@pytest.fixture(scope="session")
+def regen_golden(request: pytest.FixtureRequest) -> bool:
+    """Whether golden files are rewritten: ``--regen-golden`` or ``TIERS_REGEN_GOLDEN=1``."""
+    return bool(request.config.getoption("--regen-golden")) or (
+        os.environ.get("TIERS_REGEN_GOLDEN") == "1"
+    )

@@ -59,7 +59,9 @@ def _theta_by_level(res, spec) -> tuple[np.ndarray, np.ndarray]:
 def test_deviance_at_reference_theta(case: str, key: str) -> None:
     res, spec = _fit(case, key)
     _, theta_ref = _theta_by_level(res, spec)
-    devfun = tiers.deviance_function(tiers.prepare(spec["formula"], load_case(case)[0]), reml=res.reml)
+    devfun = tiers.deviance_function(
+        tiers.prepare(spec["formula"], load_case(case)[0]), reml=res.reml
+    )
     got = devfun.deviance(theta_ref)
     np.testing.assert_allclose(got, _criterion(spec), rtol=DEVIANCE_AT_THETA_RTOL)
 

@@ -386,3 +386,12 @@ def test_cli_study_refuses_a_design_file_with_a_negative_sd(tmp_path):
     design.write_text(json.dumps(bad))
     result = CliRunner().invoke(app, ["study", "--design", str(design), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "error:" in result.output and "sd" in result.output
+
+
+def test_estimator_whose_factors_do_not_nest_is_refused_in_words() -> None:
+    """A study fits nested mixed models: crossed grouping is a StudyError naming the estimator,
+    not an AttributeError from inside a worker."""
+    with pytest.raises(StudyError, match="cannot be fitted: the grouping factors"):
+        run_study(
+            tiny(), {"crossed": "y ~ x + (1 | a) + (1 | obs)"}, sizes=[3], replicates=2, seed=1
+        )

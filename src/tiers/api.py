@@ -75,12 +75,13 @@ class LmmResult(FitResult):
         workers: int | None = None,
         progress: bool | None = None,
     ) -> pd.DataFrame:
-        """Each level's share of the unexplained variance and the cumulative ICCs (``estat icc``),
-        with intervals that stay inside [0, 1].
+        """Each level's share of the unexplained variance and the cumulative ICCs (``estat icc``).
 
-        ``method``: ``"delta"`` (delta method on the logit scale, Stata's; see `tiers.shares`),
+        The intervals stay inside [0, 1].
+
+        ``method``: ``"delta"`` (delta method on the logit scale, Stata's; see `tiers.inference.shares`),
         ``"profile"`` (likelihood profile of each share on the fitted criterion; see
-        `tiers.profile`) or ``"bootstrap"`` (parametric bootstrap, percentile; ``n_boot``,
+        `tiers.inference.profile`) or ``"bootstrap"`` (parametric bootstrap, percentile; ``n_boot``,
         ``seed``, ``workers``, ``progress`` as in `confint`). ``attrs`` carries the method and
         notes.
         """
@@ -143,27 +144,33 @@ class LmmResult(FitResult):
         workers: int | None = None,
         progress: bool | None = None,
     ) -> Any:
-        """Parametric bootstrap replicates (`tiers.inference.bootstrap.BootstrapResult`): a new
-        value on every call (the same one for the same ``seed``).
+        """Parametric bootstrap replicates (`tiers.inference.bootstrap.BootstrapResult`).
+
+        A new value on every call (the same one for the same ``seed``).
         """
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
-        """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's
-        method): estimate, std_error, df, t, p_value, ci_lower, ci_upper.
+        """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
+
+        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper.
         """
         check_level(level)
         return satt.coef_table(self, self._satterthwaite, level)
 
     def anova(self) -> pd.DataFrame:
-        """F test of each term of the fixed part (all its columns zero) with Satterthwaite's
-        denominator df: num_df, den_df, F, p_value by term. See `tiers.satterthwaite`.
+        """F test of each term of the fixed part (all its columns zero).
+
+        With Satterthwaite's denominator df; by term: num_df, den_df, F, p_value. See
+        `tiers.inference.satterthwaite`.
         """
         return satt.anova(self, self._satterthwaite)
 
     def ftest(self, L: Any) -> pd.Series:
-        """F test of ``L beta = 0`` with Satterthwaite's denominator df; ``L`` a term name of the
-        fixed part (its columns), a contrast vector or a matrix with one row per contrast.
+        """F test of ``L beta = 0`` with Satterthwaite's denominator df.
+
+        ``L`` is a term name of the fixed part (its columns), a contrast vector or a matrix with one
+        row per contrast.
         """
         if isinstance(L, str):
             cols = satt.term_columns(self)
@@ -182,16 +189,18 @@ class LmmResult(FitResult):
         return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
 
     def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects (BLUPs), lme4's ``ranef``: per grouping factor a
-        DataFrame indexed by level label (``"a:A"`` for nested factors) with one column per
-        effect, and with ``cond_var`` the conditional SDs as ``<effect>_sd`` columns. See
-        `tiers.ranef`.
+        """Conditional modes of the random effects (BLUPs), lme4's ``ranef``.
+
+        Per grouping factor a DataFrame indexed by level label (``"a:A"`` for nested factors) with
+        one column per effect, and with ``cond_var`` the conditional SDs as ``<effect>_sd`` columns.
+        See the engines' `conditional_modes`.
 
         Raises
         ------
         ValueError
-            ``cond_var`` for a crossed design with more than `tiers.ranef.DENSE_LIMIT` random
-            effects whose engine cannot give conditional SDs.
+            ``cond_var`` for a crossed design with more than
+            `tiers.engine.sparse_modes.DENSE_LIMIT` random effects whose engine cannot give
+            conditional SDs.
         """
         return predict.ranef_frames(self, cond_var=cond_var)
 
@@ -204,8 +213,10 @@ class LmmResult(FitResult):
         interval: bool = False,
         level: float = 0.95,
     ) -> pd.DataFrame:
-        """Predictions for the fitted rows or ``newdata``: a DataFrame with column ``mean`` (and
-        ``lower``, ``upper`` with ``interval``), indexed as the data.
+        """Predictions for the fitted rows or ``newdata``.
+
+        A DataFrame with column ``mean`` (and ``lower``, ``upper`` with ``interval``), indexed as
+        the data.
 
         Parameters
         ----------
@@ -218,9 +229,11 @@ class LmmResult(FitResult):
             Prediction interval for a new observation: variance = fixed-effect uncertainty +
             the conditional variance of the group's effects (a seen group) or the full
             random-effect variance (an unseen group, or ``re="exclude"``) + sigma^2; see
-            `tiers.predict`.
+            `tiers.inference.predict`.
         """
-        return predict.predict(self, newdata, re=re, new_levels=new_levels, interval=interval, level=level)
+        return predict.predict(
+            self, newdata, re=re, new_levels=new_levels, interval=interval, level=level
+        )
 
     def fitted(self) -> pd.Series:
         """Fitted values of the rows used: X beta + Z b (lme4's ``fitted``)."""
@@ -233,8 +246,9 @@ class LmmResult(FitResult):
     def caterpillar(
         self, group: str, term: str = "(Intercept)", level: float = 0.95
     ) -> pd.DataFrame:
-        """Conditional modes of one effect of ``group`` with intervals from the conditional SDs,
-        sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
+        """Conditional modes of one effect of ``group`` with intervals from the conditional SDs.
+
+        Sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
         """
         return predict.caterpillar(self, group, term, level)
 
@@ -309,8 +323,9 @@ def fit(
 
 
 def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
-    """Stage 1 (lme4's ``lFormula``): the model frame, grouping structure and engine, decided
-    once; see `tiers.design.design.build_design`.
+    """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
+
+    See `tiers.design.design.build_design`.
     """
     return build_design(formula, data, force=force)
 

@@ -19,20 +19,25 @@ class FormulaError(TiersError, ValueError):
 
 
 class DataError(TiersError, ValueError):
-    """The data cannot support the model: an unknown or non-numeric column, missing ids, too few
-    groups, no rows left after dropping missing values, or a malformed file.
+    """The data cannot support the model.
+
+    An unknown or non-numeric column, missing ids, too few groups, no rows left after dropping
+    missing values, or a malformed file.
     """
 
 
 class NestingError(TiersError, ValueError):
-    """The grouping structure contradicts the declared model: levels that are not nested, or two
-    levels that partition the rows identically (variance components not identified).
+    """The grouping structure contradicts the declared model.
+
+    Levels that are not nested, or two levels that partition the rows identically (variance
+    components not identified).
     """
 
 
 class ComparisonError(TiersError, ValueError):
-    """Two fits cannot be compared as asked (different rows, REML fits with different fixed
-    effects, ...).
+    """Two fits cannot be compared as asked.
+
+    For instance different rows, or REML fits with different fixed effects.
     """
 
 
@@ -41,8 +46,10 @@ class DesignError(TiersError, ValueError):
 
 
 class StudyError(TiersError, ValueError):
-    """A study request cannot be run: an unknown estimator, an id that is not a level, a model
-    the design cannot support, or an output folder holding a different study.
+    """A study request cannot be run.
+
+    An unknown estimator, an id that is not a level, a model the design cannot support, or an output
+    folder holding a different study.
     """
 
 

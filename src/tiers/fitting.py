@@ -28,8 +28,9 @@ FloatArray = NDArray[np.float64]
 
 
 def resolve_reml(design: Design, reml: bool | None) -> bool:
-    """The criterion: ``reml`` when given, else what the formula says (Stata's ``, mle``), else
-    REML (lme4's default).
+    """The criterion: ``reml`` when given, else what the formula says, else REML.
+
+    What the formula says is Stata's ``, mle``; REML is lme4's default.
     """
     if reml is not None:
         return bool(reml)
@@ -87,8 +88,10 @@ def refit(res: FitResult, *, reml: bool) -> FitResult:
 
 
 def lr_vs_linear(engine: Engine, deviance: float, loglik: float) -> LRTest:
-    """LR test against theta = 0 (no random effects) under the same criterion (REML vs REML, ML
-    vs ML); chibar2(01) for one component (Self and Liang 1987), else a conservative chi2(k).
+    """LR test against theta = 0 (no random effects) under the same criterion.
+
+    REML vs REML, ML vs ML; chibar2(01) for one component (Self and Liang 1987), else a conservative
+    chi2(k).
     """
     from scipy import stats
 
@@ -100,7 +103,9 @@ def lr_vs_linear(engine: Engine, deviance: float, loglik: float) -> LRTest:
         p = float(0.5 * stats.chi2.sf(chi2, 1))
         reason = "one variance component on the boundary: a 50:50 mixture of chi2(0) and chi2(1)"
         return LRTest(chi2, 1, p, "chibar2(01)", reason, method, -0.5 * dev0, loglik)
-    reason = f"{k} covariance parameters, some on the boundary: the chi2({k}) p-value is conservative"
+    reason = (
+        f"{k} covariance parameters, some on the boundary: the chi2({k}) p-value is conservative"
+    )
     p = float(stats.chi2.sf(chi2, k))
     return LRTest(chi2, k, p, f"chi2({k})", reason, method, -0.5 * dev0, loglik, conservative=True)
 
@@ -116,8 +121,10 @@ def assemble(
     start: float | None = None,
     result_type: type[FitResult] = FitResult,
 ) -> FitResult:
-    """The frozen result at the optimiser's theta (lme4's ``mkMerMod``): estimates read off the
-    engine, the LR test against the linear model, notes and warnings in words.
+    """The frozen result at the optimiser's theta (lme4's ``mkMerMod``).
+
+    Estimates read off the engine, the LR test against the linear model, notes and warnings in
+    words.
     """
     start = time.perf_counter() if start is None else start
     sol = engine.solve(opt.theta)
@@ -171,8 +178,10 @@ def assemble(
 def _singular_words(
     specs: list[TermSpec], infos: tuple[TermInfo, ...], theta: np.ndarray
 ) -> list[str]:
-    """Plain words for each term on the boundary: an SD at zero, or effects perfectly correlated
-    (a zero diagonal entry of T after the first: the effect is a fixed multiple of the others).
+    """Plain words for each term on the boundary: an SD at zero, or effects perfectly correlated.
+
+    Perfect correlation shows as a zero diagonal entry of T after the first: the effect is a fixed
+    multiple of the others.
     """
     out = []
     for spec, info in zip(specs, infos, strict=True):
@@ -189,8 +198,6 @@ def _singular_words(
                 f"the effects of {info.group} are perfectly correlated (a correlation of +-1)"
             )
     return out
-
-
 
 
 def _ro(a: FloatArray) -> FloatArray:

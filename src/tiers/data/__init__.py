@@ -1,1 +1,1 @@
-"""data"""
+"""Data in: reading data files and building the model frame (y, X, the rows used)."""

@@ -143,13 +143,12 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
     _check_finite(X, names)
     keep, omitted = independent_columns(X, names)
     X = np.ascontiguousarray(X[:, keep])
-    names = tuple(names[i] for i in keep)
     return ModelFrame(
         formula=formula,
         data=used,
         y=y,
         X=X,
-        xnames=names,
+        xnames=tuple(names[i] for i in keep),
         omitted=tuple(omitted),
         n_dropped=n_dropped,
         dropped_by_column=dropped_by_column,

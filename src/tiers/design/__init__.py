@@ -1,1 +1,1 @@
-"""design"""
+"""The design: grouping factors, random-effects terms, covariance structures, diagnostics."""

@@ -49,8 +49,9 @@ class CovStructure:
         }[self.kind]
 
     def lower(self) -> FloatArray:
-        """Lower bounds: 0 for diagonal entries and SD ratios, -inf (or the exchangeable limit)
-        elsewhere.
+        """Lower bounds: 0 for diagonal entries and SD ratios, -inf elsewhere.
+
+        For an exchangeable structure, the exchangeable limit replaces -inf.
         """
         q = self.q
         if self.kind == "unstructured":

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tiers.data.frame import ModelFrame, build_frame
+from tiers.design.covariance import CovStructure
 from tiers.design.diagnostics import (
     check_child_nesting,
     identical_partition_error,
@@ -96,8 +97,10 @@ class Design:
 
     @cached_property
     def fixed_spec(self) -> Any:
-        """Formulaic's model spec of the fixed part on these rows: new data (predictions) and the
-        fixed part's terms (F tests) are coded with it, as the fit was.
+        """Formulaic's model spec of the fixed part on these rows.
+
+        New data (predictions) and the fixed part's terms (F tests) are coded with it, as the fit
+        was.
         """
         from formulaic import model_matrix as fmm
 
@@ -129,6 +132,14 @@ class Design:
             out.append(TermInfo(t.name, t.znames, t.cov.kind, at, at + n, diagonal))
             at += n
         return tuple(out)
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        """lme4's name of each entry of theta, in theta order.
+
+        ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``; see `theta_names`.
+        """
+        return theta_names(self.term_infos)
 
     @property
     def grouping_levels(self) -> list[GroupingFactor]:
@@ -181,9 +192,20 @@ class Design:
         return notes, warns
 
 
+def theta_names(terms: tuple[TermInfo, ...]) -> tuple[str, ...]:
+    """lme4's names of the entries of theta, term by term.
+
+    For example ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``.
+    """
+    return tuple(
+        f"{t.group}.{n}"
+        for t in terms
+        for n in CovStructure(t.covariance, t.q).param_names(t.znames)
+    )
+
+
 def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
-    """Parse, build the model frame and the grouping structure, run the diagnostics, pick the
-    engine.
+    """Parse, build the model frame and grouping structure, run the diagnostics, pick the engine.
 
     Parameters
     ----------
@@ -258,7 +280,9 @@ def _check_sizes(terms: list[TermSpec], nobs: int) -> None:
 
 
 def signature(y: np.ndarray) -> tuple[float, float]:
-    """A cheap fingerprint of the rows used (sum and sum of squares of y), so comparisons can refuse
-    fits to other rows; row order does not change a likelihood, and does not change this.
+    """A cheap fingerprint of the rows used: the sum and sum of squares of y.
+
+    Comparisons use it to refuse fits to other rows; row order does not change a likelihood, and
+    does not change this.
     """
     return float(np.sum(y)), float(y @ y)

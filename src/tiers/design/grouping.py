@@ -113,8 +113,10 @@ class GroupingFactor:
 
 
 def _factorize(values: pd.Series | np.ndarray) -> tuple[IntArray, int]:
-    """Codes in sorted order of the values. Integer ids in a compact range (the usual case) are
-    coded by a presence table, O(n) without hashing.
+    """Codes in sorted order of the values.
+
+    Integer ids in a compact range (the usual case) are coded by a presence table, O(n) without
+    hashing.
     """
     arr = values.to_numpy() if isinstance(values, pd.Series) else values
     if arr.dtype.kind in "iu" and arr.size:
@@ -144,9 +146,11 @@ def parent_map(child: IntArray, nchild: int, parent: IntArray) -> tuple[IntArray
 
 
 class _FactorBuilder:
-    """Builds factors once per column set. A class rather than recursive closures: a closure that
-    refers to itself is a reference cycle, which kept every fit's codes (hundreds of MB at 8
-    million rows) alive until the garbage collector ran.
+    """Builds factors once per column set.
+
+    A class rather than recursive closures: a closure that refers to itself is a reference cycle,
+    which kept every fit's codes (hundreds of MB at 8 million rows) alive until the garbage
+    collector ran.
     """
 
     def __init__(self, data: pd.DataFrame) -> None:

@@ -95,8 +95,9 @@ def build_terms(
 
 
 def slopes_without_within_variation(term: TermSpec) -> list[str]:
-    """Slope columns that are constant within every group: their variance is not identified
-    (it is confounded with the intercept's).
+    """Slope columns that are constant within every group.
+
+    Their variance is not identified (it is confounded with the intercept's).
     """
     out = []
     for j, name in enumerate(term.znames):

@@ -1,1 +1,1 @@
-"""engine"""
+"""Likelihood engines: the profiled deviance for each grouping structure, and conditional modes."""

@@ -255,21 +255,15 @@ class CrossedProblem(ProfiledProblem):
                 if th[i + 1] != 0.0:
                     dld[i + 1] = 2.0 * (b.nlevels - float(diag[sl].sum())) / th[i + 1]
         dld[0] = 2.0 * t1 * first
-        p, beta = self.p, ev.beta
-        nu = self.n - p if self.reml else self.n
-        dpw = dA[:, p, p] - 2.0 * dA[:, :p, p] @ beta + (dA[:, :p, :p] @ beta) @ beta
-        dldrx = np.zeros(K)
-        if self.reml:
-            dldrx = (dA[:, :p, :p] * np.linalg.inv(ev.xtvx)).sum(axis=(1, 2))
-        g_sorted = dld + nu * dpw / ev.pwrss + dldrx
+        g_sorted, (_, dpw, dldrx) = self.gradient_parts(ev, dA, dld)
         grad = np.zeros(self.n_theta)
         parts = np.zeros((3, self.n_theta))
         for i, k in enumerate(self.order):
             j = self.term_slices[k].start
             grad[j] = g_sorted[i]
-            if th[i] != 0.0:  # d/dt = d/dtheta / (2 theta); 0 where theta = 0 (see varcomp)
+            if th[i] != 0.0:  # d/dt = d/dtheta / (2 theta); 0 where theta = 0
                 parts[:, j] = np.array([dld[i], dpw[i], dldrx[i]]) / (2.0 * th[i])
-        grad_t = parts[0] + nu * parts[1] / ev.pwrss + parts[2]
+        grad_t = parts[0] + self.nu * parts[1] / ev.pwrss + parts[2]
         return dataclasses.replace(ev, gradient=grad, gradient_t=grad_t, parts_t=parts)
 
     # ------------------------------------------------------------------------------- read-off --
@@ -334,8 +328,9 @@ class CrossedProblem(ProfiledProblem):
     def conditional_modes(
         self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
     ) -> list[TermModes]:
-        """Conditional modes (and covariance blocks) of every term, in theta order; see
-        `tiers.engine.sparse_modes` (this engine's `conditional_sds` serve designs too large for
+        """Conditional modes (and covariance blocks) of every term, in theta order.
+
+        See `tiers.engine.sparse_modes` (this engine's `conditional_sds` serve designs too large for
         a dense inverse).
         """
         theta = np.asarray(theta, dtype=np.float64)

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.linalg import lapack
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import SuperLU, splu
 
 from tiers._threads import _controller
 
@@ -56,8 +56,9 @@ COND_VAR_MAX_FLOPS = 2e11
 
 
 def use_dense(r: int, nnz_lower: int) -> bool:
-    """Whether to factor the ``r x r`` Schur complement densely, given its lower triangle's
-    nonzeros (before fill).
+    """Whether to factor the ``r x r`` Schur complement densely.
+
+    ``nnz_lower`` is the number of nonzeros of its lower triangle (before fill).
     """
     if r > DENSE_MAX:
         return False
@@ -155,8 +156,9 @@ class Coupling:
 
 
 def unique_inverse(keys: IntArray, bound: int) -> tuple[IntArray, IntArray]:
-    """``np.unique(keys, return_inverse=True)`` for keys in ``[0, bound)``; by a presence table
-    (no sort) when ``bound`` is small next to the number of keys.
+    """``np.unique(keys, return_inverse=True)`` for keys in ``[0, bound)``.
+
+    By a presence table (no sort) when ``bound`` is small next to the number of keys.
     """
     if bound > 4 * keys.size + (1 << 22):
         return np.unique(keys, return_inverse=True)
@@ -316,7 +318,7 @@ class SparseRest:
         self.diagpos = np.searchsorted(pattern, diag)
         self.rowcol = (self.indices.astype(np.int64), colidx)
         self.intercepts = all(b.q == 1 for b in blocks)
-        self.lu = None
+        self.lu: SuperLU | None = None
         self.lam: sp.csc_matrix | None = None
 
     def factor(self, g: FloatArray, T: list[FloatArray]) -> float:
@@ -350,7 +352,8 @@ class SparseRest:
         return self.lu.solve(np.asarray(rhs, dtype=np.float64))
 
     def inverse_at(self, rows: IntArray, cols: IntArray, T: list[FloatArray]) -> FloatArray:
-        """``X = Lambda_r S^-1 Lambda_r'`` at ``(rows, cols)``, a column block of ``X`` at a time;
+        """``X = Lambda_r S^-1 Lambda_r'`` at ``(rows, cols)``, a column block of ``X`` at a time.
+
         NaN when that would cost more than `COND_VAR_MAX_FLOPS`.
         """
         assert self.lam is not None and self.lu is not None

@@ -21,7 +21,7 @@ loses less precision to cancellation; `ProfiledProblem.beta` and `unscaled_vcov`
 from __future__ import annotations
 
 import copy
-from typing import Self
+from typing import Self, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,7 +100,7 @@ class ProfiledProblem:
         xtvx = A[:p, :p]
         xtvy = A[:p, p]
         L = np.linalg.cholesky(xtvx)
-        beta = np.linalg.solve(xtvx, xtvy)
+        beta = cast(FloatArray, np.linalg.solve(xtvx, xtvy))
         pwrss = float(A[p, p] - xtvy @ beta)
         ldRX2 = 2.0 * float(np.log(np.diagonal(L)).sum())
         dev = criterion_value(ld, ldRX2, pwrss, self.nu, self.reml)
@@ -109,8 +109,10 @@ class ProfiledProblem:
     def gradient_parts(
         self, ev: Evaluation, dA: FloatArray, dld: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        """Gradient of the profiled deviance from the derivatives of ``A`` and ``ldL2`` along
-        each parameter; also the stacked derivatives of (ldL2, pwrss, ldRX2).
+        """Gradient of the profiled deviance, from the derivatives of ``A`` and ``ldL2``.
+
+        The derivatives are along each parameter; also returns the stacked derivatives of (ldL2,
+        pwrss, ldRX2).
 
         pwrss = a_yy - a_xy' beta with beta = A_xx^-1 a_xy, so d pwrss = da_yy - 2 beta' da_xy +
         beta' dA_xx beta; d ldRX2 = tr(A_xx^-1 dA_xx).
@@ -173,7 +175,7 @@ class ProfiledProblem:
 
     def unscaled_vcov(self, ev: Evaluation) -> FloatArray:
         """``(X' V^-1 X)^-1`` on the original scale; times sigma^2 it is vcov(beta)."""
-        inv = np.linalg.inv(ev.xtvx)
+        inv = cast(FloatArray, np.linalg.inv(ev.xtvx))
         if self.intercept is None:
             return inv
         T = np.eye(self.p)

@@ -15,7 +15,7 @@ cross-product the profiled deviance is read from. Nothing n x n or q x q (q the 
 random effects) is ever formed; work is O(nodes * d^2 * q_k) with d = sum_{l<=k} q_l + p + 1.
 
 When the innermost term is a scalar intercept, ``P_g = 1 + t n_g`` depends on the group size only:
-leaves are then summed once per (parent, group size), as in `tiers.nested`.
+leaves are then summed once per (parent, group size), as in `tiers.engine.nested_scalar`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tiers.design.grouping import renumber_levels
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
-from tiers.engine.tree_modes import split_levels, tree_modes
+from tiers.engine.tree_modes import block_diag, split_levels, tree_modes
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -153,8 +153,10 @@ class TreeProblem(ProfiledProblem):
         return self.q[k] == 1 and self.levels[k][0].intercept_only
 
     def _uniform_from(self, leaf: IntArray) -> int:
-        """The outermost level u >= 1 from which every level inwards is a scalar intercept with
-        nodes of one shape (equal group sizes, equal numbers of children); K when there is none.
+        """The outermost level u >= 1 from which every level inwards is a scalar intercept.
+
+        Those levels have nodes of one shape (equal group sizes, equal numbers of children). K when
+        there is none.
         """
         counts = np.bincount(leaf, minlength=self.sizes[-1])
         if self.K < 2 or counts.min() != counts.max():
@@ -168,8 +170,10 @@ class TreeProblem(ProfiledProblem):
         return u
 
     def _init_uniform(self, W: FloatArray, leaf: IntArray) -> None:
-        """Uniform scalar levels (as in `tiers.nested`): the first column of a node's matrix is
-        ``alpha_l(theta)`` times its raw subtree sums ``a``, so a node j of level u - 1 holds
+        """Uniform scalar levels (as in `tiers.engine.nested_scalar`).
+
+        The first column of a node's matrix is ``alpha_l(theta)`` times its raw subtree sums ``a``,
+        so a node j of level u - 1 holds
 
             C_j = S_j - sum_{l >= u} coef_l(theta) R_jl,   R_jl = sum of a_d a_d' over its
                                                             descendants d at level l,
@@ -237,7 +241,7 @@ class TreeProblem(ProfiledProblem):
             coef = t * alpha * alpha / s
             ld += N_l * np.log(s)
             C -= coef * R
-            if gradient:
+            if dC is not None:
                 ds = t * n_l * dalpha
                 ds[i] += c0
                 dcoef = 2.0 * t * alpha * dalpha / s - coef * ds / s
@@ -249,7 +253,7 @@ class TreeProblem(ProfiledProblem):
         # derivatives were in t = theta^2; the uniform levels run innermost first, theta order is
         # outermost first
         chain = 2.0 * theta[self.uni_theta]
-        if gradient:
+        if dC is not None:
             dC = (dC * chain[None, :, None, None])[:, ::-1]
             dld = (dld * chain)[::-1]
         return C, dC, ld, dld
@@ -267,13 +271,7 @@ class TreeProblem(ProfiledProblem):
             for term in terms:
                 blocks.append(term.cov.factor(theta[self.term_slices[i]]))
                 i += 1
-            q = sum(b.shape[0] for b in blocks)
-            T = np.zeros((q, q))
-            at = 0
-            for b in blocks:
-                T[at : at + b.shape[0], at : at + b.shape[0]] = b
-                at += b.shape[0]
-            out.append(T)
+            out.append(block_diag(blocks))
         return out
 
     @staticmethod
@@ -317,8 +315,10 @@ class TreeProblem(ProfiledProblem):
         T: FloatArray,
         dT: FloatArray,
     ) -> tuple[FloatArray, FloatArray, float, FloatArray]:
-        """`_eliminate` with forward derivatives: along the level's own parameters (``dT``) then
-        along the deeper levels' parameters (``dC``, whose own-parameter derivatives are zero).
+        """`_eliminate` with forward derivatives.
+
+        Along the level's own parameters (``dT``), then along the deeper levels' parameters (``dC``,
+        whose own-parameter derivatives are zero).
 
         With G = B P^-1:  d ld = tr(P^-1 dP),  dM = dC_rr - (dB G' + G dB' - G dP G').
         """
@@ -353,8 +353,9 @@ class TreeProblem(ProfiledProblem):
         return self._evaluate(np.asarray(theta, dtype=np.float64))
 
     def _leaf_class_start(self, t: float) -> tuple[FloatArray, FloatArray, float, float]:
-        """Parents of scalar-intercept leaves: C = S - sum (t / (1 + t n)) P, and d/dt of C and
-        of the leaves' ldL2.
+        """Parents of scalar-intercept leaves: C = S - sum (t / (1 + t n)) P.
+
+        Also d/dt of C and of the leaves' ldL2.
         """
         s = 1.0 + t * self.pair_n
         C = self.parent_S - np.add.reduceat(
@@ -440,8 +441,9 @@ class TreeProblem(ProfiledProblem):
     def conditional_modes(
         self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True
     ) -> list[TermModes]:
-        """Conditional modes (and covariance blocks) of every term, in theta order; see
-        `tiers.engine.tree_modes`.
+        """Conditional modes (and covariance blocks) of every term, in theta order.
+
+        See `tiers.engine.tree_modes`.
         """
         theta = np.asarray(theta, dtype=np.float64)
         r = self.y - self.X @ np.asarray(beta, dtype=np.float64)

@@ -92,8 +92,10 @@ class NestedProblem(ProfiledProblem):
 
     @classmethod
     def from_statistics(cls, stats: NestedStatistics, *, reml: bool = True) -> NestedProblem:
-        """The engine from sufficient statistics (built in one pass, or chunk by chunk and
-        combined: `tiers.engine.statistics.NestedStatistics.combine`); no row is needed.
+        """The engine from sufficient statistics; no row is needed.
+
+        The statistics are built in one pass, or chunk by chunk and combined
+        (`tiers.engine.statistics.NestedStatistics.combine`).
         """
         obj = cls.__new__(cls)
         obj._from_statistics(stats.centred(), reml)
@@ -137,9 +139,11 @@ class NestedProblem(ProfiledProblem):
         return u
 
     def _init_uniform(self, tree: Tree, csum: FloatArray, renumber: list[IntArray]) -> None:
-        """Uniform levels: every node of level l holds n_l observations and, at any theta, its
-        ``c_j`` is one scalar ``alpha_l(theta)`` times its raw subtree sums ``S_j``. Each uniform
-        level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone: O(1) per evaluation.
+        """Uniform levels: every node of level l holds n_l observations.
+
+        At any theta, a node's ``c_j`` is one scalar ``alpha_l(theta)`` times its raw subtree sums
+        ``S_j``. Each uniform level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone:
+        O(1) per evaluation.
         """
         S = csum
         self.tail: list[tuple[int, float, float, FloatArray]] = []
@@ -162,8 +166,10 @@ class NestedProblem(ProfiledProblem):
         present: IntArray,
         renumber: list[IntArray],
     ) -> None:
-        """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only, so leaves are summed once per size
-        class (``Q``) and per (parent, size class) pair (``R``).
+        """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only.
+
+        Leaves are therefore summed once per size class (``Q``) and per (parent, size class) pair
+        (``R``).
         """
         nleaf = tree.sizes[-1]
         lookup = np.zeros(present[-1] + 1, dtype=np.int64)

@@ -17,6 +17,8 @@ linear in the number of groups.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -91,7 +93,7 @@ def tree_modes(
         rest = np.r_[0:lo, C.shape[1] - 1]
         P = C[:, lo:hi, lo:hi]
         B = C[:, lo:hi][:, :, rest]
-        Pinv[k] = np.linalg.inv(P)
+        Pinv[k] = cast(FloatArray, np.linalg.inv(P))
         G[k] = Pinv[k] @ B
         if k > 0:
             M = C[:, rest][:, :, rest] - B.transpose(0, 2, 1) @ G[k]
@@ -129,8 +131,9 @@ def tree_modes(
 def split_levels(
     levels: list[list[TermSpec]], per_level: list[tuple[FloatArray, FloatArray | None]]
 ) -> list[TermModes]:
-    """Per term, in theta order (levels outermost first, terms within a level in order), the
-    columns of its level's modes and covariance blocks.
+    """Per term, in theta order, the columns of its level's modes and covariance blocks.
+
+    Theta order: levels outermost first, terms within a level in order.
     """
     out: list[TermModes] = []
     for lv, (b, cov) in zip(levels, per_level, strict=True):

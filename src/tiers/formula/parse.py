@@ -378,5 +378,5 @@ def render_nested(formula: Formula, order: list[str]) -> str:
     if formula.syntax == "stata":
         fixed = _to_stata(formula.fixed)
         return " ".join([formula.response, *fixed, *(f"|| {name}:" for name in order)])
-    fixed = "" if formula.fixed.strip() == "1" else formula.fixed + " + "
-    return f"{formula.response} ~ {fixed}(1 | {'/'.join(order)})"
+    rhs = "" if formula.fixed.strip() == "1" else formula.fixed + " + "
+    return f"{formula.response} ~ {rhs}(1 | {'/'.join(order)})"

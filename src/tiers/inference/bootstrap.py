@@ -81,10 +81,12 @@ class _Job:
 
 
 def _guard(r: FitResult, start: FloatArray) -> tuple[Any, ...]:
-    """A replicate's estimates, refitted from ``start`` (the original fit's theta) when the fit
-    from lme4's start ended on the boundary or at a point worse than ``start``, keeping the better
-    of the two: from lme4's start the optimizer can stop on a boundary point of a correlated term
-    that is not the minimum. Returns (theta, sigma, beta, criterion, converged, restarted).
+    """A replicate's estimates, refitted from ``start`` (the original fit's theta) when needed.
+
+    The refit runs when the fit from lme4's start ended on the boundary or at a point worse than
+    ``start``, and the better of the two is kept: from lme4's start the optimizer can stop on a
+    boundary point of a correlated term that is not the minimum. Returns (theta, sigma, beta,
+    criterion, converged, restarted).
     """
     engine = r.devfun
     out = (np.asarray(r.theta), r.sigma, np.asarray(r.beta), r.criterion, r.converged, False)

@@ -1,5 +1,6 @@
-"""Intervals for every parameter (SDs, correlations, sigma, fixed effects) and for the variance
-shares, by one of several methods; the statistics live in `tiers.inference.profile`,
+"""Intervals for every parameter (SDs, correlations, sigma, fixed effects) and the variance shares.
+
+Several methods are offered; the statistics live in `tiers.inference.profile`,
 `tiers.inference.bootstrap` and `tiers.variance.information`.
 
 ``confint`` returns a DataFrame with columns ``name, estimate, lower, upper`` in lme4's order and
@@ -237,11 +238,12 @@ def _bootstrap(
 
 
 def share_groups(res: FitResult) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """Components (indices into the SDs, residual last) of each level's share and cumulative ICC,
-    in the rows of `tiers.inference.shares.variance_shares`.
+    """Components of each level's share and cumulative ICC (indices into the SDs, residual last).
+
+    In the order of the rows of `tiers.inference.shares.variance_shares`.
     """
     K = len(res.theta)
-    shares = [(k,) for k in range(K + 1)]
+    shares: list[tuple[int, ...]] = [(k,) for k in range(K + 1)]
     iccs = [tuple(range(k + 1)) for k in range(K)]
     return shares, iccs
 
@@ -256,8 +258,10 @@ def variance_shares(
     workers: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Variance shares and cumulative ICCs with intervals by the delta method (logit scale),
-    profile likelihood or parametric bootstrap (percentile); see `FitResult.variance_shares`.
+    """Variance shares and cumulative ICCs with intervals.
+
+    Intervals by the delta method (logit scale), profile likelihood or parametric bootstrap
+    (percentile); see `FitResult.variance_shares`.
     """
     from tiers.inference.shares import variance_shares as delta
 

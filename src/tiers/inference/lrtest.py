@@ -108,8 +108,9 @@ def _partition_codes(res: FitResult) -> list[np.ndarray]:
 
 
 def _matched_levels(m0: FitResult, m1: FitResult) -> int:
-    """How many levels of m0 partition the rows exactly as some level of m1 does (names may differ:
-    ``school_id`` with unique ids is the same grouping as ``school_id:dist_id``).
+    """How many levels of m0 partition the rows exactly as some level of m1 does.
+
+    Names may differ: ``school_id`` with unique ids is the same grouping as ``school_id:dist_id``.
     """
     codes1 = _partition_codes(m1)
     matched = 0

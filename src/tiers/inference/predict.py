@@ -1,5 +1,6 @@
-"""Random-effect tables, predictions and prediction intervals (DataFrames at the edges; the numbers
-come from the engine's `conditional_modes`).
+"""Random-effect tables, predictions and prediction intervals.
+
+DataFrames at the edges; the numbers come from the engine's `conditional_modes`.
 
 Prediction interval for a new observation with fixed-effects row ``x`` and random-effects rows
 ``z_t`` (one per term) at ``level``: ``mean +- z_{(1+level)/2} sqrt(v)`` with
@@ -60,8 +61,9 @@ def ranef_frames(res: FitResult, *, cond_var: bool = True) -> dict[str, pd.DataF
 def caterpillar(
     res: FitResult, group: str, term: str = "(Intercept)", level: float = 0.95
 ) -> pd.DataFrame:
-    """Conditional modes of one effect with normal intervals from the conditional SDs, sorted by
-    mode: columns ``level, mode, lower, upper``.
+    """Conditional modes of one effect with normal intervals from the conditional SDs.
+
+    Sorted by mode; columns ``level, mode, lower, upper``.
     """
     check_level(level)
     frames = ranef_frames(res, cond_var=True)
@@ -127,8 +129,9 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
 
 
 def _keys(data: pd.DataFrame, t, like: pd.DataFrame) -> np.ndarray:
-    """Group labels of new rows as `GroupingFactor.labels` writes them (lme4's ``a:A`` for
-    ``cask:batch``), with ids cast to the fit's types.
+    """Group labels of new rows as `GroupingFactor.labels` writes them.
+
+    As lme4's ``a:A`` for ``cask:batch``, with ids cast to the fit's types.
     """
     cols = list(t.factor.columns)
     if len(cols) > 1 and t.factor.name == ":".join(reversed(cols)):
@@ -213,8 +216,9 @@ def predict(
         if interval:
             full = res.sigma**2 * t.cov.covariance(th)
             v_new = np.einsum("ij,jk,ik->i", Zs[k], full, Zs[k])
-            if modes is not None and modes[k].cov is not None:
-                C = modes[k].cov[np.where(seen, codes[k], 0)]
+            cov = modes[k].cov if modes is not None else None
+            if cov is not None:
+                C = cov[np.where(seen, codes[k], 0)]
                 v_seen = np.einsum("ij,ijk,ik->i", Zs[k], C, Zs[k])
                 var += np.where(seen, v_seen, v_new)
             else:

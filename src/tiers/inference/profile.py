@@ -1,5 +1,4 @@
-"""Likelihood-profile intervals for the variance parameters, the fixed effects and the variance
-shares.
+"""Likelihood-profile intervals for the variance parameters, fixed effects and variance shares.
 
 For a parameter ``psi`` the profile is ``dev(v) = min { f : psi = v }`` over every other parameter,
 and the interval is where the signed root ``zeta(v) = sign(v - psi_hat) sqrt(dev(v) - dev_min)``
@@ -17,7 +16,7 @@ lies within ``+- z_{(1+level)/2}``:
 The criterion is the one the model was fitted with: the REML criterion for REML fits (for the
 fixed effects the REML criterion extended by beta, whose minimum over beta is the REML criterion),
 the ML deviance for ML fits. lme4 refits REML models by ML before profiling; ``method="profile-ml"``
-in `tiers.confint` does the same.
+in `tiers.inference.intervals` does the same.
 
 The crossings are found by root finding, not by lme4's spline through a grid: from the estimate,
 steps outwards (the first one of the Wald half-width) until ``|zeta|`` exceeds ``z``, then brentq
@@ -295,8 +294,9 @@ class Profiler:
     # ---------------------------------------------------------------------- variance shares --
 
     def share_deviance(self, group: tuple[int, ...], c: float) -> float:
-        """``min f`` with the share of the components ``group`` (indices into the SDs, the
-        residual last) in the total variance held at ``c`` (random-intercept models).
+        """``min f`` with the share of the components ``group`` in the total variance held at ``c``.
+
+        ``group`` holds indices into the SDs, the residual last. For random-intercept models.
         """
         m = self.sdcor.size
         var_hat = self.p_hat**2

@@ -1,5 +1,6 @@
-"""t and F tests of the fixed effects with Satterthwaite's denominator degrees of freedom, by
-lmerTest's method (Kuznetsova, Brockhoff and Christensen 2017, JSS 82(13)).
+"""t and F tests of the fixed effects with Satterthwaite's denominator degrees of freedom.
+
+The method is lmerTest's (Kuznetsova, Brockhoff and Christensen 2017, JSS 82(13)).
 
 The variance parameters are ``varpar = (theta, sigma)``; ``f(varpar)`` is the criterion the model
 was fitted with (REML or ML) with beta profiled out and sigma *not* (the engine's ``criterion``).
@@ -78,7 +79,12 @@ class Satterthwaite:
 
         U = unscaled(theta)
         s2 = res.sigma**2
-        jac = np.concatenate([s2 * jacobian(unscaled, theta, lmertest_steps(theta), richardson=4), (2.0 * res.sigma * U)[None]])
+        jac = np.concatenate(
+            [
+                s2 * jacobian(unscaled, theta, lmertest_steps(theta), richardson=4),
+                (2.0 * res.sigma * U)[None],
+            ]
+        )
         return cls(np.asarray(res.beta), s2 * U, jac, A, tuple(res.xnames))
 
     def df(self, L: FloatArray) -> float:

@@ -1,6 +1,7 @@
-"""Variance decomposition of a nested model: each level's share of the unexplained variance and the
-intraclass correlations in Stata's ``estat icc`` (cumulative) sense, with delta-method intervals on
-the logit scale.
+"""Variance decomposition of a nested model: level shares and cumulative ICCs, with intervals.
+
+Each level's share of the unexplained variance and the intraclass correlations in Stata's
+``estat icc`` (cumulative) sense, with delta-method intervals on the logit scale.
 
 For levels ``1..K`` (outermost first) with variances ``s_k^2`` and residual ``s^2``, and
 ``T = sum_k s_k^2 + s^2``:

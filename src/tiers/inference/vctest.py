@@ -1,5 +1,6 @@
-"""Likelihood-ratio tests for variance components, with the reference distribution that applies on
-the boundary of the parameter space.
+"""Likelihood-ratio tests for variance components, on the boundary of the parameter space.
+
+Each test uses the reference distribution that applies there.
 
 Under H0 a variance sits at zero, the edge of its range, so the LR statistic is not chi2 with the
 difference in parameters. Where the mixture is known in closed form (Self and Liang 1987; Stram and

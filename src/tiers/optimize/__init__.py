@@ -1,1 +1,1 @@
-"""optimize"""
+"""Minimising the profiled deviance over theta, and the numerical derivatives it uses."""

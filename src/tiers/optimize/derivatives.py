@@ -82,8 +82,9 @@ def hessian(
     free: BoolArray | None = None,
     richardson: int = 1,
 ) -> FloatArray:
-    """Second differences of ``f``'s values over the ``free`` coordinates (three-point on the
-    diagonal, four-point off it), refined by Richardson extrapolation.
+    """Second differences of ``f``'s values over the ``free`` coordinates.
+
+    Three-point on the diagonal, four-point off it, refined by Richardson extrapolation.
     """
     idx = _free_index(x, free)
     m = idx.size
@@ -120,8 +121,9 @@ def hessian(
 def gradient_hessian(
     gradient: Callable[[FloatArray], FloatArray], x: FloatArray, free: BoolArray
 ) -> FloatArray:
-    """Central differences of an analytic gradient over the ``free`` coordinates (step 1e-5
-    relative), symmetrised.
+    """Central differences of an analytic gradient over the ``free`` coordinates, symmetrised.
+
+    The step is 1e-5 relative.
     """
     idx = np.flatnonzero(free)
     J = jacobian(gradient, x, relative_steps(x, 1e-5), free=free)
@@ -130,8 +132,9 @@ def gradient_hessian(
 
 
 def value_hessian(dev: Callable[[FloatArray], float], x: FloatArray, free: BoolArray) -> FloatArray:
-    """Second differences of a deviance's values over the ``free`` coordinates (step 1e-4
-    relative).
+    """Second differences of a deviance's values over the ``free`` coordinates.
+
+    The step is 1e-4 relative.
     """
     return hessian(dev, x, relative_steps(x, 1e-4), free=free)
 
@@ -139,9 +142,7 @@ def value_hessian(dev: Callable[[FloatArray], float], x: FloatArray, free: BoolA
 def fd_gradient(
     dev: Callable[[FloatArray], float], lower: FloatArray, upper: FloatArray
 ) -> FunGrad:
-    """Objective and central-difference gradient (one-sided next to a bound, step 1e-6
-    relative).
-    """
+    """Objective and central-difference gradient (one-sided next to a bound, step 1e-6 relative)."""
 
     def fun(x: FloatArray) -> tuple[float, FloatArray]:
         f0 = dev(x)

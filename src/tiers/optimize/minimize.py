@@ -220,8 +220,9 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, upper, bounds, maxiter, 
 
 
 def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int = 6):
-    """Newton steps on the free parameters; returns the final Newton step size and whether the
-    Hessian there is positive definite.
+    """Newton steps on the free parameters.
+
+    Returns the final Newton step size and whether the Hessian there is positive definite.
 
     The Hessian is recomputed only while steps are large (> 1e-3): near the optimum the previous
     one is accurate enough to measure the remaining step (the certificate), and each recomputation
@@ -235,7 +236,7 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
         free = ~(np.isfinite(lower) & (theta <= lower))
         if not free.any():
             return theta, f, g, 0.0, True
-        if L is None or step > 1e-3 or not np.array_equal(free, free_prev):
+        if L is None or free_prev is None or step > 1e-3 or not np.array_equal(free, free_prev):
             try:
                 L = np.linalg.cholesky(hessian(theta, free))
             except np.linalg.LinAlgError:
@@ -262,8 +263,10 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
 
 
 def _objective(engine: Engine) -> tuple[FunGrad, HessianFn | None]:
-    """The engine's criterion with its gradient, and a Hessian for the polish: differences of the
-    analytic gradient (None: `minimize_theta`'s default), or of the criterion's values.
+    """The engine's criterion with its gradient, and a Hessian for the polish.
+
+    The Hessian is from differences of the analytic gradient (None: `minimize_theta`'s default), or
+    of the criterion's values.
     """
     if engine.has_gradient:
         return engine.deviance_and_gradient, None
@@ -289,13 +292,16 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
     """
     theta0 = engine.theta_start if start is None else np.asarray(start, dtype=np.float64)
     fun, hessian = _objective(engine)
-    return minimize_theta(fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian)
+    return minimize_theta(
+        fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian
+    )
 
 
 def certify(engine: Engine, theta: FloatArray) -> OptSummary:
-    """The optimizer's certificate at a given theta, without moving it (a result at a pinned
-    theta, such as another program's estimates): converged when the Newton step on the free
-    parameters is below `STEP_TOL` and the curvature there is positive.
+    """The optimizer's certificate at a given theta, without moving it.
+
+    For a result at a pinned theta, such as another program's estimates. Converged when the Newton
+    step on the free parameters is below `STEP_TOL` and the curvature there is positive.
     """
     start = time.perf_counter()
     fun, hessian = _objective(engine)

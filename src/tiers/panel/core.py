@@ -1,5 +1,6 @@
-"""Private building blocks of the panel estimators: data preparation, within transforms, OLS,
-cluster-robust covariance, coefficient tables.
+"""Private building blocks of the panel estimators.
+
+Data preparation, within transforms, OLS, cluster-robust covariance, coefficient tables.
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def _prepare(data: Any, y: str, x: Sequence[str], group: str | None) -> _Panel:
 
 
 def _independent(M: np.ndarray) -> list[int]:
-    """Columns of M (already centred or demeaned) kept greedily, left to right, dropping each
-    one that lies in the span of those kept before it (Stata's _rmcoll keeps the first).
+    """Columns of M (already centred or demeaned) kept greedily, left to right.
+
+    Each one that lies in the span of those kept before it is dropped (Stata's _rmcoll keeps the
+    first).
     """
     kept: list[int] = []
     for j in range(M.shape[1]):
@@ -156,8 +159,10 @@ def _drop_pooled_collinear(X: np.ndarray, names: Sequence[str]) -> tuple[list[in
 
 
 def _within(p: _Panel, cols: Sequence[int] | None = None) -> _Within:
-    """Within regression on the columns `cols` that vary within groups and are not collinear
-    after demeaning (Baltagi 2013, sec. 2.2; Stata drops the others with a note).
+    """Within regression on the columns `cols` that vary within groups.
+
+    Only columns that are not collinear after demeaning are kept (Baltagi 2013, sec. 2.2; Stata
+    drops the others with a note).
     """
     cols = list(range(p.k)) if cols is None else list(cols)
     Xw_all = p.X - p.means(p.X)[p.g]
@@ -181,8 +186,9 @@ def _ols(Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _cluster_vcov(
     Z: np.ndarray, e: np.ndarray, g: np.ndarray, G: int, bread: np.ndarray
 ) -> np.ndarray:
-    """Cluster-robust sandwich (Arellano 1987) with Stata's small-sample factor
-    G/(G-1) (N-1)/(N-K), K = columns of Z ([U] 20.22; [XT] xtreg, vce(cluster)).
+    """Cluster-robust sandwich (Arellano 1987) with Stata's small-sample factor.
+
+    The factor is G/(G-1) (N-1)/(N-K), K = columns of Z ([U] 20.22; [XT] xtreg, vce(cluster)).
     """
     if G < 2:
         raise DataError("cluster-robust standard errors need at least two clusters")

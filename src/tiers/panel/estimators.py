@@ -3,7 +3,7 @@
 ``pooled_ols`` (``regress``), ``fixed_effects`` (``xtreg, fe`` / plm ``"within"``) and
 ``random_effects`` (``xtreg, re`` / plm ``"random"`` with ``random.method = "swar"``), each with
 conventional or cluster-robust (by panel id) standard errors. The Hausman test is in
-:mod:`tiers.panel_tests`.
+:mod:`tiers.panel.hausman`.
 
 Formula sources: Stata [XT] xtreg "Methods and formulas" (and the ``xtreg_fe`` / ``xtreg_re``
 programs it describes), Baltagi, *Econometric Analysis of Panel Data* (5th ed., 2013), ch. 2-3

@@ -1,1 +1,1 @@
-"""report"""
+"""Reports of fits: text summaries, the JSON document and side-by-side comparison tables."""

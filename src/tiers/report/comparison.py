@@ -1,5 +1,7 @@
-"""Side-by-side tables of fitted models (Stata's ``estimates table``): mixed models and panel
-estimators in columns, coefficients with SEs, SDs, log-likelihoods, AIC, BIC, N and groups.
+"""Side-by-side tables of fitted models (Stata's ``estimates table``).
+
+Mixed models and panel estimators in columns; coefficients with SEs, SDs, log-likelihoods, AIC, BIC,
+N and groups.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from tiers.design.covariance import CovStructure
+from tiers.design.design import theta_names
 from tiers.results.result import FitResult
 
 SCHEMA_VERSION = 2
@@ -17,15 +17,6 @@ def _num(x: float) -> float | None:
     """JSON has no NaN: missing numbers are null."""
     x = float(x)
     return None if math.isnan(x) or math.isinf(x) else x
-
-
-def _theta_names(res: FitResult) -> list[str]:
-    """lme4-style names: ``group.(Intercept)``, ``group.Days.(Intercept)``, ``group.Days``."""
-    names = []
-    for t in res.terms:
-        cov = CovStructure(t.covariance, t.q)
-        names += [f"{t.group}.{n}" for n in cov.param_names(t.znames)]
-    return names
 
 
 def result_dict(
@@ -115,7 +106,7 @@ def result_dict(
         "residual_sd_std_error": _num(sdi.se[-1]),
         "residual_sd_ci": [_num(sdi.lower[-1]), _num(sdi.upper[-1])],
         "theta": [float(t) for t in res.theta],
-        "theta_names": _theta_names(res),
+        "theta_names": list(theta_names(res.terms)),
         "loglik": _num(res.loglik),
         "aic": _num(res.aic),
         "bic": _num(res.bic),
@@ -167,8 +158,10 @@ def result_dict(
 
 
 def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
-    """The intervals of `FitResult.confint` (and the fixed effects' Satterthwaite df and p-values
-    from `FitResult.satterthwaite`) as the document's ``confint`` entry.
+    """The intervals of `FitResult.confint` as the document's ``confint`` entry.
+
+    With ``tests`` (`FitResult.satterthwaite`), also the fixed effects' Satterthwaite df and
+    p-values.
     """
     params = []
     for r in ci.itertuples():

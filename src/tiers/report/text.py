@@ -175,8 +175,9 @@ def _re_rows(res: FitResult) -> list[str]:
 
 
 def shares_table(shares: pd.DataFrame) -> list[str]:
-    """Each level's share of the unexplained variance, and the cumulative ICC (Stata's estat icc),
-    from `tiers.inference.shares.variance_shares`'s table.
+    """Each level's share of the unexplained variance, and the cumulative ICC (Stata's estat icc).
+
+    From `tiers.inference.shares.variance_shares`'s table.
     """
     width = max(12, *(len(str(v)) for v in shares["level"]))
     rule = "-" * (width + 1) + "+" + "-" * 66
@@ -281,8 +282,10 @@ _METHOD_TITLE = {
 
 
 def confint_table(ci: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
-    """Intervals from `FitResult.confint`; with ``tests`` (`FitResult.satterthwaite`), the fixed
-    effects' Satterthwaite df and p-values next to them.
+    """Intervals from `FitResult.confint`.
+
+    With ``tests`` (`FitResult.satterthwaite`), the fixed effects' Satterthwaite df and p-values
+    next to them.
     """
     a = ci.attrs
     title = (

@@ -1,5 +1,7 @@
-"""The one likelihood-ratio test result: against the linear model, between two fits, and of
-variance components (chi-bar-square mixtures or a parametric bootstrap).
+"""The one likelihood-ratio test result.
+
+For tests against the linear model, between two fits, and of variance components (chi-bar-square
+mixtures or a parametric bootstrap).
 """
 
 from __future__ import annotations

@@ -35,8 +35,10 @@ __all__ = ["FitResult", "FitState", "LevelInfo", "TermInfo"]
 
 @dataclass(frozen=True)
 class FitState:
-    """What a result was computed from: the design, the criterion, and the response and
-    fixed-effects matrix when they are not the design's (a bootstrap or simulation replicate).
+    """What a result was computed from.
+
+    The design, the criterion, and the response and fixed-effects matrix when they are not the
+    design's (a bootstrap or simulation replicate).
     """
 
     design: Design
@@ -124,15 +126,17 @@ class FitResult:
 
     @property
     def sd_inference(self) -> SdInference:
-        """SDs of the random effects (then the residual) with observed-information SEs and Wald
-        intervals on the log scale (Stata's); computed on first use.
+        """SDs of the random effects (then the residual) with observed-information SEs.
+
+        With Wald intervals on the log scale (Stata's); computed on first use.
         """
         return self._variance[0]
 
     @property
     def corr_inference(self) -> CorrInference:
-        """Correlations between a term's effects with SEs and Fisher-z intervals (no rows for
-        random-intercept models); computed on first use.
+        """Correlations between a term's effects with SEs and Fisher-z intervals.
+
+        No rows for random-intercept models; computed on first use.
         """
         return self._variance[1]
 
@@ -156,8 +160,9 @@ class FitResult:
             )
 
     def conditional_modes(self, *, cond_var: bool = True) -> list[TermModes]:
-        """Conditional modes (and covariance blocks) of every term at the estimates, in theta
-        order; computed once per ``cond_var``.
+        """Conditional modes (and covariance blocks) of every term at the estimates, in theta order.
+
+        Computed once per ``cond_var``.
         """
         return self._modes_var if cond_var else self._modes_only
 
@@ -205,8 +210,10 @@ class FitResult:
 
     @property
     def varcorr(self) -> pd.DataFrame:
-        """Variance components: one row per random effect (terms in theta order), then the
-        residual (term ``""``). Correlations are in `correlations`.
+        """Variance components: one row per random effect, then the residual (term ``""``).
+
+        The random effects' rows follow the terms in theta order. Correlations are in
+        `correlations`.
         """
         rows = [
             {"group": g, "term": t, "variance": sd**2, "sd": sd}

@@ -1,1 +1,1 @@
-"""simulation"""
+"""Simulated data from nested random-intercept designs."""

@@ -58,6 +58,7 @@ import json
 import math
 import numbers
 import operator
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
@@ -84,11 +85,15 @@ def _check_name(value: object, what: str) -> str:
 
 def _check_real(value: object, what: str, *, nonneg: bool = False) -> float:
     # bool is an Integral; True as an SD is far more likely a mistake than a 1.
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or (nonneg and value < 0):  # type: ignore[arg-type]
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or (nonneg and value < 0)
+    ):
         need = "a finite number >= 0" if nonneg else "a finite number"
         raise DesignError(f"{what} must be {need}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _check_count(value: object, what: str) -> int:
@@ -244,6 +249,7 @@ class NestedDesign:
 
     def with_units(self, level_name: str, units: int) -> NestedDesign:
         """Return a copy with one level's units per parent changed (e.g. the number of districts).
+
         Raises :class:`DesignError` if no level is called `level_name` or `units` is invalid.
         """
         names = [lv.name for lv in self.levels]
@@ -255,8 +261,10 @@ class NestedDesign:
         return replace(self, levels=levels)
 
     def true_parameters(self) -> dict[str, float]:
-        """The true parameters: ``sd_<level>`` (outermost first), ``sd_residual``,
-        ``beta_intercept`` and ``beta_<covariate>``.
+        """The true parameters, by name.
+
+        ``sd_<level>`` (outermost first), ``sd_residual``, ``beta_intercept`` and
+        ``beta_<covariate>``.
         """
         out = {f"sd_{lv.name}": lv.sd for lv in self.levels}
         out["sd_residual"] = self.residual_sd
@@ -280,8 +288,10 @@ class NestedDesign:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NestedDesign:
-        """Build a design from the :meth:`to_dict` layout; :class:`DesignError` on unknown or
-        missing keys (a misspelt key must not be silently ignored) or invalid values.
+        """Build a design from the :meth:`to_dict` layout.
+
+        Raises :class:`DesignError` on unknown or missing keys (a misspelt key must not be silently
+        ignored) or invalid values.
         """
         top = _checked_keys(data, cls, "design")
         levels = top.pop("levels")
@@ -359,8 +369,10 @@ PRESETS: dict[str, Callable[..., NestedDesign]] = {"seed": seed_design}
 def draw_response(
     design: NestedDesign, rng: np.random.Generator, *, components: bool = False
 ) -> tuple[FloatArray, dict[str, np.ndarray], list[FloatArray], FloatArray | None]:
-    """The one response simulator of a nested design: level effects outermost first, then the
-    covariates, then the residuals, drawn from ``rng`` in that order.
+    """The one response simulator of a nested design.
+
+    Level effects outermost first, then the covariates, then the residuals, drawn from ``rng`` in
+    that order.
 
     Returns
     -------
@@ -475,7 +487,7 @@ def simulate(
     return pd.DataFrame(cols, copy=False)
 
 
-def load_design(path: str | Path) -> NestedDesign:
+def load_design(path: str | os.PathLike[str]) -> NestedDesign:
     """Read a design from a ``.toml`` or ``.json`` file in the :meth:`NestedDesign.to_dict` layout.
 
     Raises :class:`DesignError`, naming the file, if the suffix is neither, the file does not parse

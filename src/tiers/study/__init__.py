@@ -1,1 +1,1 @@
-"""study"""
+"""Simulation studies and design planning: replicates, summaries, figures, expected SEs."""

@@ -123,8 +123,9 @@ def _dims_reml(st: Strata) -> np.ndarray:
 
 
 def variance_information(design: NestedDesign, *, reml: bool = True) -> np.ndarray:
-    """Expected Fisher information of ``(sigma_0^2, ..., sigma_{K-1}^2, sigma^2)``, levels
-    outermost first, under ML or REML (with the design's covariates in the mean).
+    """Expected Fisher information of ``(sigma_0^2, ..., sigma_{K-1}^2, sigma^2)``.
+
+    Levels outermost first, under ML or REML (with the design's covariates in the mean).
     """
     st = strata(design)
     lam, A = st.eigenvalues, st.A
@@ -160,9 +161,11 @@ def expected_xtvx(design: NestedDesign) -> np.ndarray:
 
 
 def expected_se(design: NestedDesign, *, reml: bool = True) -> dict[str, float]:
-    """Expected SEs keyed as ``design.true_parameters()``: ``sd_<level>``, ``sd_residual``,
-    ``beta_intercept``, ``beta_<covariate>``. NaN where undefined (an SD of zero, a singular
-    information such as one top-level unit under REML, a constant covariate).
+    """Expected SEs keyed as ``design.true_parameters()``.
+
+    Keys ``sd_<level>``, ``sd_residual``, ``beta_intercept``, ``beta_<covariate>``. NaN where
+    undefined (an SD of zero, a singular information such as one top-level unit under REML, a
+    constant covariate).
     """
     st = strata(design)
     info = variance_information(design, reml=reml)
@@ -190,8 +193,9 @@ def expected_se(design: NestedDesign, *, reml: bool = True) -> dict[str, float]:
 
 
 def power(se: float, effect: float, alpha: float = 0.05) -> float:
-    """Power of the two-sided Wald z test of ``beta = 0`` at level ``alpha`` when the true
-    coefficient is ``effect`` and its SE is ``se``.
+    """Power of the two-sided Wald z test of ``beta = 0`` at level ``alpha``.
+
+    For a true coefficient ``effect`` whose SE is ``se``.
     """
     if not math.isfinite(se) or se <= 0:
         return math.nan
@@ -201,8 +205,9 @@ def power(se: float, effect: float, alpha: float = 0.05) -> float:
 
 
 def _smallest_units(ok: Callable[[int], bool], max_units: int) -> int | None:
-    """Smallest u in 1..max_units with ok(u), assuming ok is monotone (more units never hurt:
-    every stratum's dimension grows with them); doubling, then bisection.
+    """Smallest u in 1..max_units with ok(u); doubling, then bisection.
+
+    Assumes ok is monotone (more units never hurt: every stratum's dimension grows with them).
     """
     if ok(1):
         return 1
@@ -321,7 +326,11 @@ def plan_design(
             raise DesignError(f"unknown parameter {param!r}; the parameters are {list(se)}")
         if not (isinstance(target, int | float) and target > 0):
             raise DesignError(f"the target SE of {param} must be a positive number, got {target!r}")
-        u = _smallest_units(lambda k, p=param, t=target: at(k)[p] <= t, max_units)
+
+        def meets_se(k: int, p: str = param, t: float = target) -> bool:
+            return at(k)[p] <= t
+
+        u = _smallest_units(meets_se, max_units)
         targets[param] = {"target": float(target), "units": u, "level": level,
                           "expected_se": at(u)[param] if u else math.nan}  # fmt: skip
     powers: dict[str, dict[str, Any]] = {}
@@ -332,10 +341,11 @@ def plan_design(
         if power_target is not None:
             u = None
             if cv.coef != 0:
-                u = _smallest_units(
-                    lambda k, n=name, b=cv.coef: power(at(k)[n], b, alpha) >= power_target,
-                    max_units,
-                )
+
+                def meets_power(k: int, n: str = name, b: float = cv.coef) -> bool:
+                    return power(at(k)[n], b, alpha) >= power_target
+
+                u = _smallest_units(meets_power, max_units)
             entry |= {"target_power": float(power_target), "units": u, "level": level}
         powers[name] = entry
     return DesignPlan(design, reml, level, se, strata(design), targets, powers)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -110,7 +111,7 @@ def _lines(
     # One colour per estimator in every panel, and one legend for the figure.
     colours = {e.name: f"C{i % 10}" for i, e in enumerate(result.estimators)}
     plain = FuncFormatter(lambda v, _: f"{v:g}")
-    handles: dict[str, object] = {}
+    handles: dict[str, Artist] = {}
     for k, param in enumerate(params):
         ax: Axes = axes.flat[k]
         for e in result.estimators:

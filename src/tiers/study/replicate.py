@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from tiers.errors import FormulaError, StudyError, TiersError
+from tiers.errors import FormulaError, NestingError, StudyError, TiersError
 from tiers.simulation.data import NestedDesign, draw_response, simulate
 
 __all__ = ["Estimator", "default_estimators", "draw_replicate", "parse_estimator",
@@ -33,8 +33,9 @@ NAN4 = (math.nan,) * 4
 
 @dataclass(frozen=True, slots=True)
 class Estimator:
-    """One estimator of a study: a panel estimator (on ``id``, default the innermost level) or a
-    mixed-model formula.
+    """One estimator of a study: a panel estimator or a mixed-model formula.
+
+    A panel estimator runs on ``id``, by default the innermost level.
     """
 
     name: str
@@ -51,8 +52,10 @@ class Estimator:
 
 
 def parse_estimator(text: str) -> Estimator:
-    """``NAME=SPEC`` (or a bare ``ols``/``fe``/``re``) -> Estimator; SPEC is ``ols``, ``fe``,
-    ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula. StudyError otherwise.
+    """``NAME=SPEC`` (or a bare ``ols``/``fe``/``re``) -> Estimator.
+
+    SPEC is ``ols``, ``fe``, ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula.
+    StudyError otherwise.
     """
     name, sep, spec = (part.strip() for part in text.partition("="))
     if not sep:
@@ -71,9 +74,11 @@ def parse_estimator(text: str) -> Estimator:
 
 
 def default_estimators(design: NestedDesign) -> tuple[Estimator, ...]:
-    """FE and RE on the innermost id, the one-level and the correctly nested mixed model: for the
-    seed, the founding session's ``xtreg fe``/``re`` on students, ``perform tutoring ||
-    student_id:`` and the four-level model. Panel estimators only if there is a covariate.
+    """FE and RE on the innermost id, the one-level and the correctly nested mixed model.
+
+    For the seed: the founding session's ``xtreg fe``/``re`` on students,
+    ``perform tutoring || student_id:`` and the four-level model. Panel estimators only if there is
+    a covariate.
     """
     rhs = " ".join([design.response, *(cv.name for cv in design.covariates)])
     levels = [lv.name for lv in design.levels]
@@ -100,8 +105,10 @@ def _as_estimators(spec: Any, design: NestedDesign) -> tuple[Estimator, ...]:
 
 
 def _check_estimators(design: NestedDesign, ests: Sequence[Estimator]) -> None:
-    """Refuse, before any work, estimators naming columns the design does not produce (parsed,
-    not fitted: the response, the fixed part's variables and the grouping columns).
+    """Refuse, before any work, estimators naming columns the design does not produce.
+
+    Formulas are parsed, not fitted; the columns checked are the response, the fixed part's
+    variables and the grouping columns.
     """
     from tiers.formula.parse import parse
 
@@ -156,7 +163,7 @@ def replicate_seed(seed: int, size: int, replicate: int) -> np.random.SeedSequen
 def draw_replicate(
     design: NestedDesign, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The response and covariates :func:`~tiers.simulate.simulate` draws from ``rng``, as arrays.
+    """The response and covariates :func:`~tiers.simulation.data.simulate` draws from ``rng``, as arrays.
 
     The same draws in the same order (level effects outermost first, covariates, residuals) and
     the same additions, so ``y`` equals simulate's bit for bit; the ids depend on the design only
@@ -169,8 +176,10 @@ def draw_replicate(
 
 @dataclass
 class _Layout:
-    """What a worker keeps for one size: ids, prepared mixed models (or the error preparing one
-    raised), and each estimator's parameter names.
+    """What a worker keeps for one size.
+
+    Ids, prepared mixed models (or the error preparing one raised), and each estimator's parameter
+    names.
     """
 
     design: NestedDesign
@@ -184,7 +193,7 @@ _CACHE: dict[tuple, _Layout] = {}
 
 def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator]) -> _Layout:
     """Build (or reuse) one size's layout: the design built once, on replicate 0's data."""
-    from tiers.design.design import build_design
+    from tiers.design.design import Design, build_design
     from tiers.formula.parse import parse
 
     key = (json.dumps(design.to_dict(), sort_keys=True), seed, size, tuple(ests))
@@ -200,8 +209,14 @@ def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator
                 betas = [f"beta_{cv.name}" for cv in design.covariates] + ["beta_intercept"]
                 lay.params[e.name] = [*sds, "sd_residual", *betas]
                 continue
+            prep: Design | TiersError
             try:
                 prep = build_design(str(e.formula), data, force=True)
+                if prep.nesting is None:
+                    raise NestingError(
+                        f"the grouping factors of {e.formula!r} do not nest; a study fits nested "
+                        "mixed models only"
+                    )
                 groups = [fac.columns[-1] for fac in prep.nesting.factors]
                 xnames = [*prep.frame.xnames, *prep.frame.omitted]  # omitted: replicate 0's draw
             except TiersError as exc:  # every replicate of this size then fails with it
@@ -227,9 +242,11 @@ def _sd_names(groups: list[str]) -> list[str]:
 
 
 def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> Any:
-    """Refit the prepared model with this replicate's y and X. If X is rank deficient this time
-    (a covariate drawn constant), or was for replicate 0 (whose X the model was prepared with),
-    the replicate goes through the full fit, which drops what it must and says so.
+    """Refit the prepared model with this replicate's y and X.
+
+    If X is rank deficient this time (a covariate drawn constant), or was for replicate 0 (whose X
+    the model was prepared with), the replicate goes through the full fit, which drops what it must
+    and says so.
     """
     from tiers.api import LmmResult, fit
     from tiers.data.frame import model_matrix
@@ -257,8 +274,10 @@ def _fit_mixed(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.nda
 
 
 def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndarray]) -> list:
-    """Fit one estimator to one replicate: a row per parameter (parameter, estimate, se, lower,
-    upper, singular, converged, seconds, warnings, error, n_param, status); NaNs if it failed.
+    """Fit one estimator to one replicate: a row per parameter; NaNs if it failed.
+
+    Each row: parameter, estimate, se, lower, upper, singular, converged, seconds, warnings, error,
+    n_param, status.
     """
     from tiers.panel.estimators import fixed_effects, pooled_ols, random_effects
 
@@ -283,9 +302,11 @@ def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndar
                 xs = [cv.name for cv in d.covariates]
                 if e.kind == "ols":
                     res = pooled_ols(data, d.response, xs)
+                    assert res.df_resid is not None  # pooled OLS always has residual df
                     vals["sd_residual"] = (math.sqrt(res.rss / res.df_resid), *NAN4[1:])
                 else:
                     res = (fixed_effects if e.kind == "fe" else random_effects)(data, d.response, xs, gid)  # fmt: skip
+                    assert res.sigma_u is not None and res.sigma_e is not None  # set by fe and re
                     vals[f"sd_{gid}"] = (float(res.sigma_u), *NAN4[1:])
                     vals["sd_residual"] = (float(res.sigma_e), *NAN4[1:])
                 ct = res.coef
@@ -299,10 +320,10 @@ def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndar
                 )
         except Exception as exc:  # a failed fit is counted, never dropped
             vals, error = {}, f"{type(exc).__name__}: {exc}"
-    notes = " | ".join(dict.fromkeys(notes + [str(w.message) for w in caught]))
+    noted = " | ".join(dict.fromkeys(notes + [str(w.message) for w in caught]))
     secs, params = time.perf_counter() - start, lay.params[e.name]
     status = "failed" if error else "ok"
-    return [(p, *map(float, vals.get(p, NAN4)), bool(singular), bool(converged), secs, notes,
+    return [(p, *map(float, vals.get(p, NAN4)), bool(singular), bool(converged), secs, noted,
              error, len(params), status) for p in params]  # fmt: skip
 
 

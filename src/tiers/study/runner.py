@@ -1,6 +1,6 @@
 """Simulation studies: "is the sample too small?" answered with replicates instead of hope.
 
-:func:`run_study` draws ``replicates`` data sets from a :class:`~tiers.simulate.NestedDesign` at
+:func:`run_study` draws ``replicates`` data sets from a :class:`~tiers.simulation.data.NestedDesign` at
 each of several sizes (the units per parent of one level, by default the outermost), fits each
 estimator to each data set and summarises, per size, estimator and parameter, the mean estimate,
 bias, empirical SD, RMSE, mean reported SE, coverage of the reported 95% interval, and the counts
@@ -113,7 +113,7 @@ class StudyResult:
     n_new: int = 0  # fits run by this call; the others were loaded from ``out``
 
     def plot(self, out: str | Path, *, fmt: Literal["png", "svg"] = "png") -> list[Path]:
-        """Write the figures of :mod:`tiers.studyplots` into ``out``; return their paths."""
+        """Write the figures of :mod:`tiers.study.plots` into ``out``; return their paths."""
         from tiers.study.plots import plot_study
 
         return plot_study(self, out, fmt=fmt)
@@ -243,8 +243,10 @@ def run_study(
 
 
 def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch: Any) -> list:
-    """Run the batches (here for one worker, else in spawned processes), storing each one as it
-    finishes; on an exception or Ctrl-C the queued batches are dropped and the stored ones kept.
+    """Run the batches, storing each one as it finishes.
+
+    They run here for one worker, else in spawned processes. On an exception or Ctrl-C the queued
+    batches are dropped and the stored ones kept.
     """
     rows: list[tuple] = []
     finished = 0
@@ -319,8 +321,9 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -> pd.DataFrame:
-    """Rows by size, estimator (as given), parameter (as the design lists them) and replicate, so
-    the summary's floating-point sums do not depend on the order batches finished in.
+    """Rows by size, estimator (as given), parameter (as the design lists them) and replicate.
+
+    Sorted so that the summary's floating-point sums do not depend on the order batches finished in.
     """
     params = list(truth) + sorted(set(table["parameter"]) - set(truth))
     rank = {"e": {n: i for i, n in enumerate(order)}, "p": {n: i for i, n in enumerate(params)}}
@@ -331,8 +334,9 @@ def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -
 
 
 def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
-    """One row per size, estimator and parameter (in the table's order), columns
-    `SUMMARY_COLUMNS`: statistics over the fits with status ``ok``; failed fits counted apart.
+    """One row per size, estimator and parameter (in the table's order), columns `SUMMARY_COLUMNS`.
+
+    Statistics over the fits with status ``ok``; failed fits counted apart.
     """
     out = []
     for (size, est, param), g in table.groupby(["size", "estimator", "parameter"], sort=False):
@@ -415,8 +419,9 @@ def _read_replicates(path: Path) -> pd.DataFrame:
 
 
 def load_study(out: str | os.PathLike) -> StudyResult:
-    """Reload a study folder: every stored size and replicate, summarised afresh. Its ``design``
-    has the varied level's units set to 1 (the sizes say how many).
+    """Reload a study folder: every stored size and replicate, summarised afresh.
+
+    Its ``design`` has the varied level's units set to 1 (the sizes say how many).
     """
     folder = Path(out)
     try:

@@ -1,1 +1,1 @@
-"""variance"""
+"""The variance parameters on the data scale, and their observed information."""

@@ -1,6 +1,7 @@
-"""The observed information of the variance parameters: SDs and correlations with standard errors
-and Wald intervals, as Stata's ``mixed`` reports them (log scale for SDs, Fisher's z for
-correlations).
+"""The observed information of the variance parameters.
+
+SDs and correlations with standard errors and Wald intervals, as Stata's ``mixed`` reports them (log
+scale for SDs, Fisher's z for correlations).
 
 The parameters ``phi`` are, term by term, the log SDs of the term's effects and the atanh of their
 correlations (those the structure has), then ``log sigma``. The criterion with beta profiled out
@@ -10,7 +11,8 @@ out leaves the variance block of the inverse information unchanged, by the Schur
 identity). Two routes to ``H``, one result:
 
 * engines whose evaluation carries the derivatives of (ldL2, pwrss, ldRX2) in ``t = theta^2``
-  (``Evaluation.parts_t``, nested random intercepts) give the criterion's analytic gradient in
+  (``Evaluation.parts_t``: nested or crossed random intercepts) give the criterion's analytic
+  gradient in
   ``phi``; ``H`` is its central difference (accurate to ~1e-10);
 * otherwise ``H`` is the second difference of the criterion's values.
 
@@ -107,9 +109,7 @@ def _layout(specs: list[TermSpec], theta: FloatArray, sigma: float) -> _Layout:
     for _t, _sl, start, nsd, ncor in blocks:
         if not np.all(free[start : start + nsd]):
             free[start + nsd : start + nsd + ncor] = False
-    return _Layout(
-        tuple(blocks), tuple(sd_rows), tuple(corr_rows), phi_arr, np.array(kinds), free
-    )
+    return _Layout(tuple(blocks), tuple(sd_rows), tuple(corr_rows), phi_arr, np.array(kinds), free)
 
 
 def _theta_at(lay: _Layout, x: FloatArray, n_theta: int) -> tuple[FloatArray, float]:
@@ -185,7 +185,14 @@ def variance_inference(
             def criterion(x: FloatArray) -> float:
                 th, s = _theta_at(lay, np.where(free, x, phi), theta.size)
                 ev = engine.evaluate(th)
-                return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, residual_df(engine.n, engine.p, engine.reml), engine.reml, s)
+                return criterion_value(
+                    ev.ldL2,
+                    ev.ldRX2,
+                    ev.pwrss,
+                    residual_df(engine.n, engine.p, engine.reml),
+                    engine.reml,
+                    s,
+                )
 
             H = value_hessian(criterion, x0, free)
         cov_phi[np.ix_(idx, idx)] = np.linalg.inv(0.5 * H)
@@ -210,8 +217,5 @@ def variance_inference(
         cov_phi[np.ix_(sd_idx, sd_idx)],
         lay.sd_rows + (("Residual", ""),),
     )
-    ci = CorrInference(
-        lay.corr_rows, est[corr_idx], se[corr_idx], lo[corr_idx], hi[corr_idx]
-    )
+    ci = CorrInference(lay.corr_rows, est[corr_idx], se[corr_idx], lo[corr_idx], hi[corr_idx])
     return sdi, ci
-

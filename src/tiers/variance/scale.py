@@ -1,5 +1,6 @@
-"""The variance parameters on the data scale, as lme4 names and orders them: per term its SDs and
-correlations (lme4's ``"sdcor"`` scale), then the residual SD ``sigma``.
+"""The variance parameters on the data scale, as lme4 names and orders them.
+
+Per term its SDs and correlations (lme4's ``"sdcor"`` scale), then the residual SD ``sigma``.
 
 Profile and bootstrap intervals and the information matrix are on this scale; `SdCor` maps it to
 and from ``(theta, sigma)``; the objective at ``(theta, sigma)``, beta profiled out and sigma not,
@@ -71,7 +72,6 @@ def theta_from(cov: CovStructure, sds: FloatArray, corrs: FloatArray, sigma: flo
     return np.array([T[i, j] for j in range(q) for i in range(j, q)])
 
 
-
 @dataclass(frozen=True)
 class _Block:
     cov: CovStructure
@@ -102,7 +102,7 @@ class SdCor:
 
     @classmethod
     def from_terms(cls, terms: Sequence) -> SdCor:
-        """From `tiers.results.TermInfo` values (theta order)."""
+        """From `tiers.design.design.TermInfo` values (theta order)."""
         names: list[str] = []
         kinds: list[str] = []
         groups: list[str] = []
