@@ -16,7 +16,8 @@ from tiers.design.grouping import GroupingFactor, build_factors, nested_chain
 from tiers.design.terms import TermSpec, build_terms
 from tiers.engine.crossed import CrossedProblem
 from tiers.engine.nested_scalar import NestedProblem
-from tiers.formula.parse import COVARIANCES, parse
+from tiers.formula.parse import parse
+from tiers.formula.types import COVARIANCES
 
 from .conftest import load_case
 from .tolerances import DEVIANCE_AT_THETA_RTOL, OPTIMUM_NOT_WORSE_RTOL

@@ -24,7 +24,8 @@ from tiers.errors import (
     TiersError,
     TiersWarning,
 )
-from tiers.formula.parse import Formula, parse
+from tiers.formula.parse import parse
+from tiers.formula.types import Formula
 from tiers.simulation.data import NestedDesign, seed_design, simulate
 
 

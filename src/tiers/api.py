@@ -29,7 +29,7 @@ from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
 from tiers.fitting import assemble as _assemble
 from tiers.fitting import fit_design, refit, resolve_reml
-from tiers.formula.parse import Formula
+from tiers.formula.types import Formula
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
 from tiers.inference import satterthwaite as satt

@@ -14,7 +14,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from tiers.errors import DataError, FormulaError
-from tiers.formula.parse import Formula
+from tiers.formula.types import Formula
 
 #: Columns with |R_jj| below this (relative to the largest) in a pivoted QR are collinear, the
 #: rank tolerance lme4 uses (1e-7) for its fixed-effects model matrix.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tiers.formula.parse import COVARIANCES
+from tiers.formula.types import COVARIANCES
 
 FloatArray = NDArray[np.float64]
 

@@ -28,7 +28,8 @@ from tiers.design.diagnostics import (
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
 from tiers.errors import DataError
-from tiers.formula.parse import Formula, parse
+from tiers.formula.parse import parse
+from tiers.formula.types import Formula
 
 EngineName = Literal["nested", "tree", "crossed"]
 

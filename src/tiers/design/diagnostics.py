@@ -16,7 +16,8 @@ import pandas as pd
 
 from tiers.design.grouping import GroupingFactor, parent_map
 from tiers.errors import NestingError
-from tiers.formula.parse import Formula, render_nested
+from tiers.formula.render import render_nested
+from tiers.formula.types import Formula
 
 #: A child whose labels repeat under several parents is taken as implicitly nested (labels
 #: restarted within each parent) when at least this share of its labels repeat; below it, the

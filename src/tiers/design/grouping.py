@@ -14,7 +14,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from tiers.errors import DataError
-from tiers.formula.parse import Formula
+from tiers.formula.types import Formula
 
 IntArray = NDArray[np.int64]
 

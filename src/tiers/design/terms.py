@@ -17,7 +17,7 @@ from tiers.data.frame import model_matrix
 from tiers.design.covariance import CovStructure
 from tiers.design.grouping import GroupingFactor
 from tiers.errors import DataError
-from tiers.formula.parse import Formula
+from tiers.formula.types import Formula
 
 FloatArray = NDArray[np.float64]
 

@@ -1,5 +1,20 @@
-"""Model formulas: lme4's and Stata's syntax parsed into one `Formula` value (pure syntax, no data)."""
+"""Model formulas: lme4's and Stata's syntax parsed into one `Formula` value (pure syntax, no data).
 
-from tiers.formula.parse import COVARIANCES, Covariance, Formula, RandomTerm, Syntax, parse, render
+`types` (the values), `lme4` and `stata` (the two syntaxes), `parse` (which one a text is written
+in), `render` (a formula written back as text).
+"""
 
-__all__ = ["COVARIANCES", "Covariance", "Formula", "RandomTerm", "Syntax", "parse", "render"]
+from tiers.formula.parse import parse
+from tiers.formula.render import render, render_nested
+from tiers.formula.types import COVARIANCES, Covariance, Formula, RandomTerm, Syntax
+
+__all__ = [
+    "COVARIANCES",
+    "Covariance",
+    "Formula",
+    "RandomTerm",
+    "Syntax",
+    "parse",
+    "render",
+    "render_nested",
+]

@@ -22,7 +22,7 @@ from tiers._threads import single_thread_blas
 from tiers.design.design import Design, LevelInfo, TermInfo
 from tiers.engine.contract import Engine, TermModes
 from tiers.engine.registry import build_engine
-from tiers.formula.parse import Formula
+from tiers.formula.types import Formula
 from tiers.optimize.minimize import OptSummary
 from tiers.options import check_level
 from tiers.results.lrtest import LRTest

@@ -1,0 +1,67 @@
+"""lme4's syntax: ``y ~ x + (1 | a/b) + (x || g) + (0 + x | g)``."""
+
+from __future__ import annotations
+
+from tiers.formula._text import caret, check_name, split_top
+from tiers.formula.types import Covariance, Formula, RandomTerm
+
+
+def parse_lme4(text: str) -> Formula:
+    """Parse ``response ~ fixed + (expr | group) ...``; see `tiers.formula.parse.parse`."""
+    if text.count("~") > 1:
+        raise caret(text, text.index("~", text.index("~") + 1), "more than one '~' in formula")
+    tilde = text.index("~")
+    response = check_name(text[:tilde], text, 0, "response (left of '~')")
+    fixed_parts: list[str] = []
+    random: list[RandomTerm] = []
+    for pos, piece in split_top(text[tilde + 1 :], "+", offset=tilde + 1, whole=text):
+        chunk = piece.strip()
+        lead = pos + len(piece) - len(piece.lstrip())
+        if not chunk:
+            raise caret(text, lead, "empty term (two '+' in a row, or a trailing '+')")
+        if chunk.startswith("(") and chunk.endswith(")") and "|" in chunk:
+            random.extend(_lme4_bar(chunk[1:-1], text, lead + 1))
+        elif "|" in chunk:
+            raise caret(
+                text, lead, f"a random-effects term must be in parentheses: write '({chunk})'"
+            )
+        else:
+            fixed_parts.append(chunk)
+    if not random:
+        raise caret(
+            text,
+            len(text),
+            "no random-effects term: add one such as '(1 | group)'; for a model without random "
+            "effects use tiers.panel.pooled_ols",
+        )
+    fixed = " + ".join(fixed_parts) if fixed_parts else "1"
+    return Formula(text, response, fixed, tuple(random), "lme4")
+
+
+def _lme4_bar(inner: str, whole: str, offset: int) -> list[RandomTerm]:
+    double = "||" in inner
+    bar = inner.index("||") if double else inner.index("|")
+    expr = inner[:bar].strip()
+    rhs = inner[bar + (2 if double else 1) :]
+    if not expr:
+        raise caret(whole, offset + bar, "missing effects left of '|': write '(1 | g)'")
+    rhs_pos = offset + bar + (2 if double else 1)
+    if not rhs.strip():
+        raise caret(whole, rhs_pos, "missing grouping factor right of '|'")
+    levels = [
+        tuple(
+            check_name(col, whole, rhs_pos + p, "grouping factor")
+            for p, col in split_top(part, ":", offset=0)
+        )
+        for p, part in split_top(rhs, "/", offset=0)
+    ]
+    covariance: Covariance = "independent" if double else "unstructured"
+    terms = []
+    # lme4's expandSlash: a/b/c is (1|a) + (1|b:a) + (1|c:b:a); each factor nests in the last.
+    prefix: tuple[str, ...] = ()
+    for cols in levels:
+        group = prefix + cols
+        name = ":".join(reversed(group)) if len(levels) > 1 else ":".join(group)
+        terms.append(RandomTerm(expr, group, name, covariance))
+        prefix = group
+    return terms

@@ -1,0 +1,89 @@
+"""The parsed formula: `Formula` and its `RandomTerm` values (pure syntax, no data).
+
+Both syntaxes produce a `Formula` whose fixed part is a formulaic right-hand side and whose random
+part is a tuple of `RandomTerm`. Grouping factors are tuples of columns (their interaction), so
+nesting written as ``a/b`` and Stata's implicit nesting both become ``("a", "b")``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Syntax = Literal["lme4", "stata"]
+Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
+COVARIANCES: tuple[str, ...] = ("unstructured", "independent", "exchangeable", "identity")
+
+
+@dataclass(frozen=True, slots=True)
+class RandomTerm:
+    """One random-effects term: effects ``expr`` varying over the groups of ``group``.
+
+    Attributes
+    ----------
+    expr : str
+        The left-hand side as formulaic understands it, e.g. ``"1"``, ``"1 + x"``, ``"0 + x"``.
+    group : tuple of str
+        Columns whose interaction forms the grouping factor (``("batch", "cask")`` for
+        ``batch:cask`` or for ``cask`` nested in ``batch``).
+    name : str
+        The factor's display name: lme4's (``"cask:batch"``) or Stata's (``"cask"``).
+    covariance : str
+        Structure of the term's covariance matrix: ``unstructured`` (lme4's ``|``), ``independent``
+        (lme4's ``||``), ``exchangeable`` or ``identity``.
+    """
+
+    expr: str
+    group: tuple[str, ...]
+    name: str
+    covariance: Covariance = "unstructured"
+
+    @property
+    def is_intercept_only(self) -> bool:
+        """True for ``(1 | g)``: a scalar random intercept."""
+        return re.sub(r"\s+", "", self.expr) in ("1", "1+0", "0+1")
+
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    """A parsed mixed-model formula.
+
+    Attributes
+    ----------
+    text : str
+        The formula as the user wrote it.
+    response : str
+        Name of the response column.
+    fixed : str
+        Right-hand side of the fixed part in formulaic syntax (``"1 + tutoring"``).
+    random : tuple of RandomTerm
+        The random-effects terms, in the order written.
+    syntax : {"lme4", "stata"}
+        Which syntax was used; output echoes it (e.g. when proposing a corrected model).
+    reml : bool or None
+        Estimation method requested inside the formula (Stata's ``, reml`` / ``, mle``), else None.
+    """
+
+    text: str
+    response: str
+    fixed: str
+    random: tuple[RandomTerm, ...]
+    syntax: Syntax
+    reml: bool | None = None
+
+    @property
+    def group_columns(self) -> tuple[str, ...]:
+        """Every column used to define a grouping factor, in first-use order."""
+        seen: dict[str, None] = {}
+        for term in self.random:
+            for col in term.group:
+                seen.setdefault(col, None)
+        return tuple(seen)
+
+    def with_random(self, random: tuple[RandomTerm, ...]) -> Formula:
+        """A copy with other random terms; ``text`` is re-rendered in the same syntax."""
+        from tiers.formula.render import render  # rendering needs the types: imported on use
+
+        draft = Formula(self.text, self.response, self.fixed, random, self.syntax, self.reml)
+        return Formula(render(draft), self.response, self.fixed, random, self.syntax, self.reml)
