@@ -7,6 +7,7 @@ nesting written as ``a/b`` and Stata's implicit nesting both become ``("a", "b")
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -63,6 +64,11 @@ class Formula:
         Which syntax was used; output echoes it (e.g. when proposing a corrected model).
     reml : bool or None
         Estimation method requested inside the formula (Stata's ``, reml`` / ``, mle``), else None.
+    stddeviations : bool
+        Stata's display option ``stddeviations``: show SDs and correlations rather than variances
+        and covariances in Stata's layout.
+    level : float or None
+        Stata's ``level(#)`` as a fraction (``level(90)`` is 0.90), else None.
     """
 
     text: str
@@ -71,6 +77,8 @@ class Formula:
     random: tuple[RandomTerm, ...]
     syntax: Syntax
     reml: bool | None = None
+    stddeviations: bool = False
+    level: float | None = None
 
     @property
     def group_columns(self) -> tuple[str, ...]:
@@ -85,5 +93,5 @@ class Formula:
         """A copy with other random terms; ``text`` is re-rendered in the same syntax."""
         from tiers.formula.render import render  # rendering needs the types: imported on use
 
-        draft = Formula(self.text, self.response, self.fixed, random, self.syntax, self.reml)
-        return Formula(render(draft), self.response, self.fixed, random, self.syntax, self.reml)
+        draft = dataclasses.replace(self, random=random)
+        return dataclasses.replace(draft, text=render(draft))
