@@ -24,6 +24,13 @@ on the bracket. A bound that the profile never reaches inside the parameter's ra
 the range: 0 for an SD (always so for an SD estimated at zero), -1 or 1 for a correlation, 0 or 1
 for a share; an upper end that is not reached within 60 doublings is reported as infinite.
 
+Every crossing is verified: the profile at the root is recomputed from the estimate (made valid
+at the held value) rather than from the path of warm starts; if that finds a lower criterion, the
+path had stalled (the root is not a crossing), the path follows the better optimum and the search
+goes on outwards, with a note. While a correlation is held, the others are kept inside the valid
+set (a positive-definite correlation matrix) by a penalty on its negative eigenvalue: outside it
+the held value would not mean what it says.
+
 Non-monotonic profiles (lme4 warns "non-monotonic profile" and falls back to linear
 interpolation): tiers takes the crossing nearest the estimate on each side, so the interval is the
 connected set of values around the estimate whose profile stays below the critical value, and adds
@@ -49,6 +56,11 @@ FloatArray = NDArray[np.float64]
 MAX_STEPS = 60
 #: The criterion's value where it cannot be evaluated (far outside any interval).
 FAR = 1e12
+#: Penalty per unit of negative eigenvalue of a term's correlation matrix: keeps the profile's
+#: optimiser inside the valid correlations, where the held value means what it says.
+PENALTY = 1e4
+#: A crossing is verified when a fresh optimisation at it agrees with the path to this much zeta.
+VERIFY_TOL = 1e-3
 
 
 @dataclass
@@ -143,6 +155,7 @@ class Profiler:
         for b in sdcor.blocks:  # an exchangeable correlation is bounded below by -1/(q-1)
             if b.cov.kind == "exchangeable" and b.cor_at:
                 self.p_lo[list(b.cor_at)] = -1.0 / (b.cov.q - 1)
+        self.has_cor = "cor" in sdcor.kinds
         self.paths: dict[object, _Path] = {}
         self.n_evaluations = 0
 
@@ -150,21 +163,31 @@ class Profiler:
 
     def _f(self, p: FloatArray) -> float:
         self.n_evaluations += 1
+        # correlations outside the valid set are projected by to_theta; the penalty keeps the
+        # optimiser from resting there (the projected matrix has other correlations than p)
+        bad = max(0.0, -self.sdcor.min_eigenvalue(p)) if self.has_cor else 0.0
         theta, sigma = self.sdcor.to_theta(p)
         try:
-            return self.problem.criterion(theta, sigma)
+            return self.problem.criterion(theta, sigma) + PENALTY * bad
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
             # far out in a profile (an SD 1e6 times its estimate) the fixed-effects system can
             # lose definiteness in floating point: that point is far outside any interval
             return FAR
 
-    def varpar_deviance(self, i: int, v: float) -> float:
-        """``min f`` with variance parameter ``i`` held at ``v``."""
+    def varpar_deviance(self, i: int, v: float, *, fresh: bool = False) -> float:
+        """``min f`` with variance parameter ``i`` held at ``v``.
+
+        The optimisation starts from the nearest solved point of the path; ``fresh`` starts from
+        the estimate made valid at ``v`` instead (other correlations shrunk until the matrix is
+        positive definite): the verification of a crossing, whose better optimum the path then
+        follows.
+        """
         free = np.arange(self.sdcor.size) != i
         path = self.paths.setdefault(i, _Path(float(self.p_hat[i])))
-        x0 = path.nearest(v, self.p_hat[free] / self.scale[free])
         p = self.p_hat.copy()
         p[i] = v
+        start = self.sdcor.feasible(p, i)[free] / self.scale[free]
+        x0 = start if fresh else path.nearest(v, start)
 
         def fun(x: FloatArray) -> float:
             p[free] = x * self.scale[free]
@@ -172,13 +195,19 @@ class Profiler:
 
         lo, hi = self.p_lo[free] / self.scale[free], self.p_hi[free] / self.scale[free]
         x, f = _minimize(fun, x0, lo, hi)
-        path.points[v] = x
+        if not fresh or v not in path.points:
+            path.points[v] = x
+        elif f < fun(path.points[v]):
+            path.points[v] = x  # the restart found the lower minimum: later points start here
         return f
 
-    def fixed_deviance(self, j: int, v: float) -> float:
-        """``min f`` with fixed effect ``j`` held at ``v``."""
+    def fixed_deviance(self, j: int, v: float, *, fresh: bool = False) -> float:
+        """``min f`` with fixed effect ``j`` held at ``v``.
+
+        ``fresh`` starts from the estimate rather than the path (the verification of a crossing).
+        """
         path = self.paths.setdefault(("beta", j), _Path(float(self.beta[j])))
-        x0 = path.nearest(v, self.theta)
+        x0 = self.theta if fresh else path.nearest(v, self.theta)
 
         def fun(theta: FloatArray) -> float:
             self.n_evaluations += 1
@@ -188,7 +217,8 @@ class Profiler:
                 return FAR
 
         x, f = _minimize(fun, x0, self.theta_lo, self.theta_hi)
-        path.points[v] = x
+        if not fresh or v not in path.points or f < fun(path.points[v]):
+            path.points[v] = x
         return f
 
     # -------------------------------------------------------------------------- the crossings --
@@ -201,11 +231,17 @@ class Profiler:
         lo: float,
         hi: float,
         z: float,
+        verify: Callable[[float], float] | None = None,
     ) -> tuple[Bound, Bound]:
-        """Both crossings of ``|zeta| = z`` around ``estimate`` within ``[lo, hi]``."""
+        """Both crossings of ``|zeta| = z`` around ``estimate`` within ``[lo, hi]``.
+
+        ``verify`` recomputes the profile at a crossing from an independent start: a crossing
+        it does not confirm (the path's optimum was not the minimum there) is passed, and the
+        search goes on outwards.
+        """
         return (
-            self._crossing(deviance, estimate, step, lo, z, -1.0),
-            self._crossing(deviance, estimate, step, hi, z, 1.0),
+            self._crossing(deviance, estimate, step, lo, z, -1.0, verify),
+            self._crossing(deviance, estimate, step, hi, z, 1.0, verify),
         )
 
     def _crossing(
@@ -216,6 +252,7 @@ class Profiler:
         edge: float,
         z: float,
         direction: float,
+        verify: Callable[[float], float] | None = None,
     ) -> Bound:
         if direction * (edge - estimate) <= 0.0:
             return Bound(edge, "the estimate is on the boundary of the parameter's range")
@@ -242,7 +279,16 @@ class Profiler:
                 root = brentq(
                     lambda x: zeta(x) - z, inside, v, xtol=1e-7 * scale + 1e-300, rtol=1e-10
                 )
-                return Bound(float(root), note)
+                if verify is None or np.sqrt(max(verify(root), 0.0)) >= z - VERIFY_TOL:
+                    return Bound(float(root), note)
+                # a fresh start found a lower profile at the crossing: not a crossing; go on
+                note = (
+                    "the profile's optimiser had stopped short of the minimum on the way (a "
+                    "restart found a lower criterion); the bound is the verified crossing beyond"
+                )
+                inside, z_in = root, 0.0
+                h = abs(root - estimate)
+                continue
             if at_edge:
                 return Bound(
                     float(edge),
@@ -277,6 +323,7 @@ class Profiler:
             float(self.p_lo[i]) if kind != "sigma" else 1e-8 * self.sigma,
             float(self.p_hi[i]),
             z,
+            verify=lambda v: self.varpar_deviance(i, v, fresh=True),
         )
 
     def fixed_interval(self, j: int, z: float) -> tuple[Bound, Bound]:
@@ -289,6 +336,7 @@ class Profiler:
             -np.inf,
             np.inf,
             z,
+            verify=lambda v: self.fixed_deviance(j, v, fresh=True),
         )
 
     # ---------------------------------------------------------------------- variance shares --

@@ -162,6 +162,35 @@ class SdCor:
             theta[b.theta] = theta_from(b.cov, sds, cors, sigma)
         return theta, sigma
 
+    def min_eigenvalue(self, p: FloatArray) -> float:
+        """The smallest eigenvalue of the terms' correlation matrices at ``p`` (1 without any).
+
+        Negative where ``p``'s correlations do not form a valid correlation matrix.
+        """
+        worst = 1.0
+        for b in self.blocks:
+            if len(b.cor_at) == 0 or b.cov.kind != "unstructured":
+                continue
+            R = np.eye(b.cov.q)
+            for (i, j), r in zip(corr_pairs(b.cov), p[list(b.cor_at)], strict=True):
+                R[i, j] = R[j, i] = r
+            worst = min(worst, float(np.linalg.eigvalsh(R)[0]))
+        return worst
+
+    def feasible(self, p: FloatArray, keep: int, margin: float = 1e-3) -> FloatArray:
+        """``p`` made valid: its other correlations shrunk until every matrix is definite.
+
+        The correlations other than entry ``keep`` are multiplied by 0.9, 0.8, ..., 0 until every
+        term's correlation matrix has its smallest eigenvalue at least ``margin``.
+        """
+        cor = [k for k, kind in enumerate(self.kinds) if kind == "cor" and k != keep]
+        out = np.array(p, dtype=np.float64)
+        for s in np.linspace(1.0, 0.0, 11):
+            out[cor] = s * np.asarray(p)[cor]
+            if not cor or self.min_eigenvalue(out) >= margin:
+                return out
+        return out
+
     def theta_bounds(self) -> tuple[FloatArray, FloatArray]:
         """Lower and upper bounds of theta."""
         lo = np.concatenate([b.cov.lower() for b in self.blocks])
