@@ -67,3 +67,11 @@ class SingularFitWarning(TiersWarning):
 
 class IdentificationWarning(TiersWarning):
     """A variance component is weakly or not identified by this design."""
+
+
+class LinearProbabilityWarning(TiersWarning):
+    """The response takes only the values 0 and 1, so a linear probability model is fitted.
+
+    Fitted values can fall outside [0, 1] and the residuals are not normal; logistic mixed models
+    (Stata's ``melogit``, lme4's ``glmer``) are planned.
+    """

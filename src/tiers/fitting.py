@@ -19,7 +19,7 @@ from tiers.design.design import Design, TermInfo, signature
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
-from tiers.errors import ConvergenceWarning, IdentificationWarning, SingularFitWarning
+from tiers.errors import ConvergenceWarning, SingularFitWarning
 from tiers.optimize.minimize import OptSummary, optimize_theta
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult, FitState
@@ -130,7 +130,7 @@ def assemble(
     sol = engine.solve(opt.theta)
     terms = design.term_infos
     notes, warns = design.messages()
-    emitted: list[tuple[str, type[Warning]]] = [(m, IdentificationWarning) for m in warns]
+    emitted: list[tuple[str, type[Warning]]] = [(m, design.warning_category(m)) for m in warns]
     singular = _singular_words(design.terms, terms, opt.theta)
     if singular:
         msg = (

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from tiers.data.convert import polars_to_pandas
+from tiers.data.variables import evaluate_response, expression_variables, response_variables
 from tiers.errors import DataError, FormulaError
 from tiers.formula.types import Formula
 
@@ -42,6 +44,10 @@ class ModelFrame:
         Rows dropped because a used column was missing.
     dropped_by_column : dict
         Missing values per used column (a row can count in several).
+    input_index : pandas.Index or None
+        The input's index, all rows (fitted values and residuals carry its labels).
+    rows : array or None
+        Positions in the input of the rows used; None when every row was used.
     """
 
     formula: Formula
@@ -52,6 +58,15 @@ class ModelFrame:
     omitted: tuple[str, ...]
     n_dropped: int
     dropped_by_column: dict[str, int]
+    input_index: pd.Index | None = None
+    rows: NDArray[np.intp] | None = None
+
+    @property
+    def index(self) -> pd.Index:
+        """The input's labels of the rows used (0..nobs-1 when not known)."""
+        if self.input_index is None:
+            return pd.RangeIndex(self.nobs)
+        return self.input_index if self.rows is None else self.input_index[self.rows]
 
     @property
     def nobs(self) -> int:
@@ -78,7 +93,7 @@ def as_pandas(data: Any) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
     if hasattr(data, "to_pandas") and type(data).__module__.startswith("polars"):
-        return data.to_pandas()
+        return polars_to_pandas(data)
     if isinstance(data, dict):
         return pd.DataFrame(data)
     raise DataError(
@@ -94,18 +109,29 @@ def _unknown(name: str, columns: list[str], role: str) -> DataError:
     return DataError(f"column {name!r} ({role}) is not in the data{hint} (columns: {shown})")
 
 
-def _fixed_variables(formula: Formula) -> set[str]:
-    plain = [t.strip() for t in formula.fixed.split("+")]
-    if all(t in ("0", "1") or t.isidentifier() for t in plain):
-        return {t for t in plain if t not in ("0", "1")}
-    from formulaic import Formula as FFormula
+def _variables(formula: Formula) -> dict[str, str]:
+    """Every column the formula reads, with its role (for messages), response first.
 
-    try:
-        return set(FFormula(formula.fixed).required_variables)
-    except Exception as exc:  # formulaic raises several types; report them as one
-        raise FormulaError(
-            f"cannot parse the fixed part {formula.fixed!r} of {formula.text!r}: {exc}"
-        ) from None
+    Variables used only inside stateful transforms (``center(x)``, ``poly(x, 2)``) are found too
+    (`tiers.data.variables`), so formulaic gets every column it evaluates.
+    """
+    what = f"{{}} of {formula.text!r}"
+    roles: dict[str, str] = {}
+    for col in response_variables(
+        formula.response, formula.response_column, what=what.format("the response")
+    ):
+        roles.setdefault(col, "the response")
+    for col in formula.group_columns:
+        roles.setdefault(col, "a grouping factor")
+    predictors = expression_variables(formula.fixed, what=what.format("the fixed part"))
+    for term in formula.random:
+        if not term.is_intercept_only:
+            predictors += expression_variables(
+                term.expr, what=what.format(f"the term ({term.expr} | {term.name})")
+            )
+    for col in sorted(set(predictors)):
+        roles.setdefault(col, "a predictor")
+    return roles
 
 
 def build_frame(formula: Formula, data: Any) -> ModelFrame:
@@ -120,25 +146,16 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
     """
     df = as_pandas(data)
     columns = [str(c) for c in df.columns]
-    fixed_vars = _fixed_variables(formula)
-    slope_vars: set[str] = set()
-    for term in formula.random:
-        if not term.is_intercept_only:
-            from formulaic import Formula as FFormula
-
-            slope_vars |= set(FFormula(term.expr).required_variables)
-    roles: dict[str, str] = {formula.response: "the response"}
-    for col in formula.group_columns:
-        roles.setdefault(col, "a grouping factor")
-    for col in sorted(fixed_vars | slope_vars):
-        roles.setdefault(col, "a predictor")
+    roles = _variables(formula)
     for col, role in roles.items():
         if col not in df.columns:
             raise _unknown(col, columns, role)
     used, n_dropped, dropped_by_column = _complete_rows(df, list(roles))
     if len(used) == 0:
         raise DataError(f"no rows left: every row has a missing value in one of {', '.join(roles)}")
-    y = _response(used[formula.response], formula.response)
+    column = formula.response_column
+    resp = used[column] if column is not None else evaluate_response(formula.response, used)
+    y = _response(resp, formula.response)
     X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
     _check_finite(X, names)
     keep, omitted = independent_columns(X, names)
@@ -152,7 +169,14 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         omitted=tuple(omitted),
         n_dropped=n_dropped,
         dropped_by_column=dropped_by_column,
+        input_index=df.index,
+        rows=_used_rows(df, list(roles)) if n_dropped else None,
     )
+
+
+def _used_rows(df: pd.DataFrame, cols: list[str]) -> NDArray[np.intp]:
+    """Positions of the complete rows (those `_complete_rows` keeps), for the input's labels."""
+    return np.flatnonzero(df[cols].notna().all(axis=1).to_numpy())
 
 
 def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int, dict[str, int]]:
@@ -184,7 +208,8 @@ def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:
     y = np.ascontiguousarray(resp.to_numpy(dtype=np.float64))
     if not np.all(np.isfinite(y)):
         raise DataError(
-            f"the response {name!r} has {int((~np.isfinite(y)).sum()):,} infinite values; "
+            f"the response {name!r} has {int((~np.isfinite(y)).sum()):,} non-finite values "
+            "(infinite, or NaN from a transformation such as log of a non-positive number); "
             "remove or recode them"
         )
     return y

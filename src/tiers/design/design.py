@@ -27,7 +27,7 @@ from tiers.design.diagnostics import (
 )
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
-from tiers.errors import DataError
+from tiers.errors import DataError, IdentificationWarning, LinearProbabilityWarning, TiersWarning
 from tiers.formula.parse import parse
 from tiers.formula.types import Formula
 
@@ -85,6 +85,9 @@ class Design:
         For the nested engines, the terms of each level, outermost first.
     warnings : tuple of str
         What the diagnostics found that does not stop the fit.
+    response_warnings : tuple of str
+        What the response says about the model: a 0/1 response is fitted as a linear probability
+        model (`tiers.errors.LinearProbabilityWarning`).
     """
 
     formula: Formula
@@ -95,6 +98,7 @@ class Design:
     nesting: Nesting | None = None
     levels: list[list[TermSpec]] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
+    response_warnings: tuple[str, ...] = ()
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -174,14 +178,18 @@ class Design:
     def messages(self) -> tuple[list[str], list[str]]:
         """Notes and identification warnings about the rows and levels, in plain words."""
         factors = self.grouping_levels
-        notes = list(self.frame.notes) + [
-            f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
-            f"groups formed as {' x '.join(gf.columns)}"
-            for gf in factors
-            if gf.implicit
-        ]
+        notes = (
+            list(self.formula.notes)
+            + list(self.frame.notes)
+            + [
+                f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
+                f"groups formed as {' x '.join(gf.columns)}"
+                for gf in factors
+                if gf.implicit
+            ]
+        )
         warns, level_notes = level_messages(tuple(factors))
-        warns = list(self.warnings) + warns
+        warns = list(self.response_warnings) + list(self.warnings) + warns
         notes += level_notes
         if self.nesting is not None:
             for coarse, fine in self.nesting.identical:
@@ -191,6 +199,25 @@ class Design:
                     "with force)"
                 )
         return notes, warns
+
+    def warning_category(self, message: str) -> type[TiersWarning]:
+        """The class a fit emits one of `messages`' warnings with."""
+        if message in self.response_warnings:
+            return LinearProbabilityWarning
+        return IdentificationWarning
+
+
+def linear_probability(y: np.ndarray, response: str) -> tuple[str, ...]:
+    """The warning for a response of only 0s and 1s (a linear probability model), else none."""
+    if y.size == 0 or y[0] not in (0.0, 1.0) or not np.all((y == 0.0) | (y == 1.0)):
+        return ()
+    if y.min() == y.max():
+        return ()
+    return (
+        f"the response {response!r} takes only the values 0 and 1: a linear probability model is "
+        "being fitted (fitted values can fall outside 0 to 1, and the residuals are not normal); "
+        "logistic mixed models (Stata's melogit, lme4's glmer) are planned in tiers",
+    )
 
 
 def theta_names(terms: tuple[TermInfo, ...]) -> tuple[str, ...]:
@@ -245,8 +272,9 @@ def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> D
     for gf in factors:
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
+    binary = linear_probability(frame.y, f.response)
     if nesting is None:
-        return Design(f, frame, factors, "crossed", terms, warnings=warns)
+        return Design(f, frame, factors, "crossed", terms, warnings=warns, response_warnings=binary)
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
         raise identical_partition_error(f, frame.data, coarse, fine)
@@ -254,7 +282,17 @@ def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> D
     scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
     ordered = [t for lv in levels for t in lv]
     engine: EngineName = "nested" if scalar else "tree"
-    return Design(f, frame, factors, engine, ordered, nesting, levels, warnings=warns)
+    return Design(
+        f,
+        frame,
+        factors,
+        engine,
+        ordered,
+        nesting,
+        levels,
+        warnings=warns,
+        response_warnings=binary,
+    )
 
 
 def _check_sizes(terms: list[TermSpec], nobs: int) -> None:

@@ -6,7 +6,7 @@ import re
 
 from tiers.errors import FormulaError
 
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
 def strip_spaces(text: str) -> str:
@@ -49,6 +49,6 @@ def split_top(
 
 def check_name(name: str, whole: str, pos: int, what: str) -> str:
     name = name.strip().strip("`")
-    if not name or not _NAME.match(name):
+    if not name or not NAME.match(name):
         raise caret(whole, pos, f"expected a column name for the {what}, got {name!r}")
     return name

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tiers.formula._text import caret, check_name, split_top
+import ast
+
+from tiers.formula._text import NAME, caret, check_name, split_top
+from tiers.formula.rspell import read_as, translate
 from tiers.formula.types import Covariance, Formula, RandomTerm
 
 
@@ -11,7 +14,8 @@ def parse_lme4(text: str) -> Formula:
     if text.count("~") > 1:
         raise caret(text, text.index("~", text.index("~") + 1), "more than one '~' in formula")
     tilde = text.index("~")
-    response = check_name(text[:tilde], text, 0, "response (left of '~')")
+    notes: list[str] = []
+    response = _response(text[:tilde], text, notes)
     fixed_parts: list[str] = []
     random: list[RandomTerm] = []
     for pos, piece in split_top(text[tilde + 1 :], "+", offset=tilde + 1, whole=text):
@@ -20,13 +24,13 @@ def parse_lme4(text: str) -> Formula:
         if not chunk:
             raise caret(text, lead, "empty term (two '+' in a row, or a trailing '+')")
         if chunk.startswith("(") and chunk.endswith(")") and "|" in chunk:
-            random.extend(_lme4_bar(chunk[1:-1], text, lead + 1))
+            random.extend(_lme4_bar(chunk[1:-1], text, lead + 1, notes))
         elif "|" in chunk:
             raise caret(
                 text, lead, f"a random-effects term must be in parentheses: write '({chunk})'"
             )
         else:
-            fixed_parts.append(chunk)
+            fixed_parts.append(_read(chunk, text, lead, notes))
     if not random:
         raise caret(
             text,
@@ -35,16 +39,45 @@ def parse_lme4(text: str) -> Formula:
             "effects use tiers.panel.pooled_ols",
         )
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
-    return Formula(text, response, fixed, tuple(random), "lme4")
+    return Formula(text, response, fixed, tuple(random), "lme4", notes=tuple(notes))
 
 
-def _lme4_bar(inner: str, whole: str, offset: int) -> list[RandomTerm]:
+def _read(chunk: str, whole: str, pos: int, notes: list[str]) -> str:
+    """A piece of formula with R spellings translated; the note, if any, appended to ``notes``."""
+    out, reasons = translate(chunk, whole, pos)
+    note = read_as(chunk, out, reasons)
+    if note is not None and note not in notes:
+        notes.append(note)
+    return out.strip()
+
+
+def _response(left: str, whole: str, notes: list[str]) -> str:
+    """The response: a column name, or an expression of columns (``np.log(y)``, ``log(y + 1)``)."""
+    name = left.strip()
+    if not name or NAME.match(name.strip("`")):
+        return check_name(left, whole, 0, "response (left of '~')")
+    lead = len(left) - len(left.lstrip())
+    expr = _read(name, whole, lead, notes)
+    try:
+        ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise caret(
+            whole,
+            lead,
+            f"cannot read the response {name!r}: write a column name or an expression of columns "
+            "such as np.log(y) or log(y + 1)",
+        ) from None
+    return expr
+
+
+def _lme4_bar(inner: str, whole: str, offset: int, notes: list[str]) -> list[RandomTerm]:
     double = "||" in inner
     bar = inner.index("||") if double else inner.index("|")
     expr = inner[:bar].strip()
     rhs = inner[bar + (2 if double else 1) :]
     if not expr:
         raise caret(whole, offset + bar, "missing effects left of '|': write '(1 | g)'")
+    expr = _read(expr, whole, offset + len(inner[:bar]) - len(inner[:bar].lstrip()), notes)
     rhs_pos = offset + bar + (2 if double else 1)
     if not rhs.strip():
         raise caret(whole, rhs_pos, "missing grouping factor right of '|'")

@@ -1,6 +1,9 @@
-"""Stata's syntax: ``y x || dist: || school: x, covariance(unstructured)`` and ``|| _all: R.f``.
+"""Stata's syntax: ``y x || dist: || school: x, covariance(unstructured) reml`` and ``|| _all: R.f``.
 
-Levels are listed outermost first, each nested in the ones before it.
+Levels are listed outermost first, each nested in the ones before it. Options follow Stata's
+``mixed`` (see `tiers.formula.stata_options`): each level's own after its comma, the model's after
+the comma of the last level; REML is the default (as lme4's and the seed's ``xtmixed``; Stata's
+``mixed`` defaults to ML: write ``mle``).
 """
 
 from __future__ import annotations
@@ -8,7 +11,15 @@ from __future__ import annotations
 import re
 
 from tiers.formula._text import caret, check_name, split_top
-from tiers.formula.types import COVARIANCES, Covariance, Formula, RandomTerm
+from tiers.formula.stata_options import (
+    GLOBAL,
+    Option,
+    classify,
+    confidence,
+    covariance,
+    read_options,
+)
+from tiers.formula.types import Covariance, Formula, RandomTerm
 
 
 def _stata_varlist(varlist: str, whole: str, offset: int) -> list[str]:
@@ -16,6 +27,15 @@ def _stata_varlist(varlist: str, whole: str, offset: int) -> list[str]:
     out = []
     for m in re.finditer(r"\S+", varlist):
         token = m.group(0)
+        if token in ("if", "in"):
+            raise caret(
+                whole,
+                offset + m.start(),
+                f"Stata's '{token}' qualifier is not supported: select the rows in the data "
+                "before fitting",
+            )
+        if token.startswith("["):
+            raise caret(whole, offset + m.start(), "weights are not supported yet by tiers")
         parts = re.split(r"(##|#)", token)
         terms = []
         for part in parts:
@@ -32,69 +52,111 @@ def _stata_varlist(varlist: str, whole: str, offset: int) -> list[str]:
     return out
 
 
-def _stata_options(opts: str, whole: str, offset: int) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for m in re.finditer(r"([A-Za-z]+)(?:\(([^)]*)\))?", opts):
-        found[m.group(1).lower()] = (m.group(2) or "").strip().lower()
-    return found
-
-
-def _stata_covariance(value: str, whole: str, pos: int) -> Covariance:
-    aliases = {"un": "unstructured", "ind": "independent", "ex": "exchangeable", "id": "identity"}
-    for name in COVARIANCES:
-        if value == name or (value and name.startswith(value) and len(value) >= 2):
-            return name  # type: ignore[return-value]
-    if value in aliases:
-        return aliases[value]  # type: ignore[return-value]
-    raise caret(
-        whole, pos, f"unknown covariance structure {value!r}; valid: {', '.join(COVARIANCES)}"
-    )
+def _split_comma(piece: str, pos: int, whole: str) -> tuple[str, str, int]:
+    """An equation's body, the text of its options and where that text starts in ``whole``."""
+    parts = split_top(piece, ",", offset=pos, whole=whole)
+    if len(parts) > 2:
+        raise caret(whole, parts[2][0] - 1, "a second comma: write all the options after one comma")
+    if len(parts) == 1:
+        return piece, "", pos + len(piece)
+    return parts[0][1], parts[1][1], parts[1][0]
 
 
 def parse_stata(text: str) -> Formula:
     """Parse ``depvar indepvars || level: [slopes] [, options] ...``; see `tiers.formula.parse.parse`."""
     pieces = split_top(text, "||")
     head_pos, head = pieces[0]
-    head_main, _, head_opts = head.partition(",")
+    head_main, head_opts, head_opts_pos = _split_comma(head, head_pos, text)
     tokens = head_main.split()
     if not tokens:
         raise caret(text, 0, "missing the dependent variable before '||'")
     response = check_name(tokens[0], text, head_pos, "dependent variable")
     first_space = head_main.index(tokens[0]) + len(tokens[0])
     fixed_terms = _stata_varlist(head_main[first_space:], text, head_pos + first_space)
-    options = _stata_options(head_opts, text, head_pos + len(head_main))
+    options = classify(read_options(head_opts, text, head_opts_pos), "fixed", None, text)
     fixed = " + ".join(["0" if "noconstant" in options else "1", *fixed_terms])
-    reml = True if "reml" in options else (False if ("mle" in options or "ml" in options) else None)
+    model = {name: opt for name, opt in options.items() if name != "noconstant"}
 
     random: list[RandomTerm] = []
     prefix: tuple[str, ...] = ()
-    for pos, piece in pieces[1:]:
-        body, _, opts = piece.partition(",")
+    for k, (pos, piece) in enumerate(pieces[1:]):
+        body, opts, opts_pos = _split_comma(piece, pos, text)
         if ":" not in body:
             lead = pos + len(body) - len(body.lstrip())
             raise caret(text, lead, f"a Stata level needs a colon: write '|| {body.strip()}:'")
         level, _, slopes = body.partition(":")
         level_pos = pos + len(body) - len(body.lstrip())
         level_name = check_name(level, text, level_pos, "level variable")
-        lopts = _stata_options(opts, text, pos + len(body))
+        last = k == len(pieces) - 2
+        lopts = classify(
+            read_options(opts, text, opts_pos), "last" if last else "level", level_name, text
+        )
+        for spec in GLOBAL:
+            if spec.name in lopts:
+                _no_conflict(model, spec.name, lopts[spec.name], text)
+                model[spec.name] = lopts[spec.name]
+        cov_opt = lopts.get("covariance")
         if level_name == "_all":
-            # || _all: R.factor -- a crossed factor, identity covariance, outside the nesting.
-            raw = slopes.strip()
-            if not raw[:2].upper() == "R.":
-                raise caret(text, pos, "'|| _all:' takes a factor written as 'R.varname'")
-            name = check_name(raw[2:], text, pos, "factor")
-            random.append(RandomTerm("1", (name,), name, "identity"))
+            random.append(_crossed(slopes, lopts, text, pos))
             continue
         slope_terms = _stata_varlist(slopes, text, pos + len(level) + 1)
         intercept = "noconstant" not in lopts
         if not slope_terms and not intercept:
-            raise caret(text, pos, f"level {level_name!r} has no effects: noconstant and no slopes")
+            raise caret(
+                text,
+                lopts["noconstant"].pos,
+                f"level {level_name!r} has no effects: noconstant and no slopes (drop the level, "
+                "or list the variables whose slopes vary over it before the comma)",
+            )
         expr = " + ".join((["1"] if intercept else ["0"]) + slope_terms)
-        default: Covariance = "independent"
-        cov_key = next((k for k in lopts if len(k) >= 3 and "covariance".startswith(k)), None)
-        cov = _stata_covariance(lopts[cov_key], text, pos) if cov_key else default
+        cov: Covariance = covariance(cov_opt, text) if cov_opt else "independent"
         prefix = (*prefix, level_name)
         random.append(RandomTerm(expr, prefix, level_name, cov))
     if not random:
         raise caret(text, len(text), "no random-effects level after '||'")
-    return Formula(text, response, fixed, tuple(random), "stata", reml)
+    reml = True if "reml" in model else (False if "mle" in model else None)
+    level_opt = model.get("level")
+    return Formula(
+        text,
+        response,
+        fixed,
+        tuple(random),
+        "stata",
+        reml,
+        stddeviations="stddeviations" in model,
+        level=confidence(level_opt, text) if level_opt else None,
+    )
+
+
+def _no_conflict(model: dict[str, Option], name: str, opt: Option, text: str) -> None:
+    """``reml`` with ``mle``, or ``variance`` with ``stddeviations``, contradict each other."""
+    rivals = {
+        "reml": "mle",
+        "mle": "reml",
+        "variance": "stddeviations",
+        "stddeviations": "variance",
+    }
+    rival = rivals.get(name)
+    if rival is not None and rival in model:
+        raise caret(
+            text, opt.pos, f"{opt.written} contradicts {model[rival].written}: choose one of them"
+        )
+
+
+def _crossed(slopes: str, lopts: dict[str, Option], text: str, pos: int) -> RandomTerm:
+    """``|| _all: R.factor``: a crossed factor, identity covariance, outside the nesting."""
+    raw = slopes.strip()
+    if not raw[:2].upper() == "R.":
+        raise caret(text, pos, "'|| _all:' takes a factor written as 'R.varname'")
+    if "noconstant" in lopts:
+        raise caret(text, lopts["noconstant"].pos, "noconstant does not apply to '|| _all: R.'")
+    cov_opt = lopts.get("covariance")
+    if cov_opt is not None and covariance(cov_opt, text) != "identity":
+        raise caret(
+            text,
+            cov_opt.pos,
+            "'|| _all: R.factor' is fitted with covariance(identity) (Stata's default for R.); "
+            "other structures are not supported with R.",
+        )
+    name = check_name(raw[2:], text, pos, "factor")
+    return RandomTerm("1", (name,), name, "identity")

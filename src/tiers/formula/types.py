@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from tiers.formula._text import NAME
+
 Syntax = Literal["lme4", "stata"]
 Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
 COVARIANCES: tuple[str, ...] = ("unstructured", "independent", "exchangeable", "identity")
@@ -69,6 +71,12 @@ class Formula:
         and covariances in Stata's layout.
     level : float or None
         Stata's ``level(#)`` as a fraction (``level(90)`` is 0.90), else None.
+    notes : tuple of str
+        How the text was read where it differs from what was written (R spellings: ``I(x^2)``
+        read as ``I(x**2)``, ``factor(x)`` as ``C(x)``); shown with the fit's notes.
+
+    The response is a column name or, in lme4's syntax, an expression of columns evaluated as the
+    fixed part's terms are (``np.log(Reaction)``, ``log(y + 1)``); see `response_column`.
     """
 
     text: str
@@ -79,6 +87,12 @@ class Formula:
     reml: bool | None = None
     stddeviations: bool = False
     level: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def response_column(self) -> str | None:
+        """The response's column when the response is a plain column name, else None."""
+        return self.response if NAME.match(self.response) else None
 
     @property
     def group_columns(self) -> tuple[str, ...]:
