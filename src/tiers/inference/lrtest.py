@@ -2,18 +2,36 @@
 
 REML maximises the likelihood of the residual contrasts ``K'y`` with ``K'X = 0``; two models with
 different fixed effects use different ``K``, so their REML likelihoods describe different data and
-their difference is not a likelihood ratio (Verbeke and Molenberghs 2000, sec. 5.7). Variance
-components tested at zero lie on the boundary of the parameter space, so the LR statistic follows a
-chi-bar-square mixture, not chi2 (Self and Liang 1987; Stram and Lee 1994).
+their difference is not a likelihood ratio (Verbeke and Molenberghs 2000, sec. 5.7).
+
+The two models are compared term by term: the fixed effects added, and the variance parameters
+added (`tiers.inference.vctest.variance_difference`: the grouping factors matched by the rows they
+group, so crossed and nested models are compared alike). A variance tested at zero lies on the
+boundary of its range, so the LR statistic follows a chi-bar-square mixture, not chi2 (Self and
+Liang 1987; Stram and Lee 1994):
+
+* nothing on the boundary (fixed effects, covariances, tied variances): chi2(df);
+* exactly one variance added, with any number ``df - 1`` of other parameters (its covariances in
+  an unstructured term, fixed effects): ``0.5 chi2(df - 1) + 0.5 chi2(df)`` (``chibar2(01)`` when
+  df is 1), exact whatever the information matrix, since near H0 the alternative is a half-space;
+* several variances added: the weights depend on the information matrix; the chi2(df) p-value
+  is reported and marked conservative (too large), and ``tiers.vctest(m0, m1,
+  method="bootstrap")`` gives an exact one when the fixed effects are the same.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from scipy import stats
 
 from tiers.errors import ComparisonError
 from tiers.fitting import refit as refit_fit
+from tiers.inference.vctest import (
+    VarianceDifference,
+    lr_statistic,
+    mixture_p,
+    mixture_reason,
+    variance_difference,
+)
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult
 
@@ -29,14 +47,24 @@ def _same_rows(m0: FitResult, m1: FitResult) -> None:
 
 
 def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
-    """LR test of ``m0`` (the smaller model) against ``m1``.
+    """LR test of ``m0`` (the smaller model) against ``m1``, term by term.
 
     Parameters
     ----------
     m0, m1 : FitResult
-        Fitted to the same rows; ``m0`` nested in ``m1``.
+        Fitted to the same rows; ``m0`` nested in ``m1`` (its fixed effects among m1's, each of its
+        random-effects terms part of one of m1's; the order of the two does not matter).
     refit : bool
         When both are REML fits whose fixed effects differ, refit both by ML instead of refusing.
+
+    Returns
+    -------
+    LRTest
+        ``test`` names the reference distribution, ``reason`` says what differs between the models
+        and why that reference; ``conservative`` marks a chi2 p-value that is an upper bound
+        (several variances tested on the boundary). A negative statistic (the larger model fits
+        worse: it did not reach its optimum) is set to 0 with a note in ``reason`` and a
+        `ConvergenceWarning`.
 
     Raises
     ------
@@ -52,7 +80,7 @@ def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
             "one model was fitted by REML and the other by ML: their likelihoods are different "
             "criteria; refit both the same way (refit(reml=False) for both)"
         )
-    fixed_differ = list(m0.xnames) != list(m1.xnames)
+    fixed_differ = set(m0.xnames) != set(m1.xnames)
     refitted = False
     if m0.reml and fixed_differ:
         if not refit:
@@ -67,57 +95,77 @@ def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
         refitted = True
     if m0.n_params > m1.n_params:
         m0, m1 = m1, m0
-    matched = _matched_levels(m0, m1)
-    if not (set(m0.xnames) <= set(m1.xnames) and matched == len(m0.levels)):
+    if not set(m0.xnames) <= set(m1.xnames):
         raise ComparisonError(
-            "the models are not nested: every fixed effect and every random-effect level of the "
-            "smaller model must appear in the larger one"
+            "the models are not nested: every fixed effect of the smaller model must be in the "
+            f"larger one (missing: {', '.join(sorted(set(m0.xnames) - set(m1.xnames)))})"
         )
+    var = variance_difference(m0, m1)
     df = m1.n_params - m0.n_params
     if df <= 0:
         raise ComparisonError("the two models have the same number of parameters: nothing to test")
-    chi2 = max(2.0 * (m1.loglik - m0.loglik), 0.0)
-    removed = len(m1.levels) - matched
+    k_fixed = len(m1.xnames) - len(m0.xnames)
+    chi2, note = lr_statistic(m0, m1)
+    test, p, reason, conservative = _reference(chi2, df, k_fixed, var)
+    if note:
+        reason = f"{reason} {note}"
     method = "ML" if not m0.reml else "REML"
-    if removed and not fixed_differ and removed == df == 1:
-        p = 0.5 * stats.chi2.sf(chi2, 1)
-        test = "chibar2(01)"
-        reason = (
-            "One variance component is tested at zero, on the boundary of its range: the statistic "
-            "follows a 50:50 mixture of chi2(0) and chi2(1) (Self and Liang 1987)."
-        )
-    elif removed:
-        p = float(stats.chi2.sf(chi2, df))
-        test = f"chi2({df})"
-        reason = (
-            f"{removed} variance component(s) are tested on the boundary; the chi2({df}) p-value is "
-            "conservative (too large), as Stata notes; use a parametric bootstrap for an exact test."
-        )
-    else:
-        p = float(stats.chi2.sf(chi2, df))
-        test = f"chi2({df})"
-        reason = "Only fixed effects differ: the usual chi2 reference distribution applies."
     return LRTest(
-        float(chi2), int(df), float(p), test, reason, method, m0.loglik, m1.loglik, refitted
+        float(chi2),
+        int(df),
+        float(p),
+        test,
+        reason,
+        method,
+        m0.loglik,
+        m1.loglik,
+        refitted,
+        conservative,
     )
 
 
-def _partition_codes(res: FitResult) -> list[np.ndarray]:
-    nesting = res.design.nesting
-    return [] if nesting is None else [gf.codes for gf in nesting.factors]
-
-
-def _matched_levels(m0: FitResult, m1: FitResult) -> int:
-    """How many levels of m0 partition the rows exactly as some level of m1 does.
-
-    Names may differ: ``school_id`` with unique ids is the same grouping as ``school_id:dist_id``.
-    """
-    codes1 = _partition_codes(m1)
-    matched = 0
-    for c0 in _partition_codes(m0):
-        n0 = int(c0.max()) + 1
-        for c1 in codes1:
-            if int(c1.max()) + 1 == n0 and np.unique(c0 * n0 + c1).size == n0:
-                matched += 1
-                break
-    return matched
+def _reference(
+    chi2: float, df: int, k_fixed: int, var: VarianceDifference
+) -> tuple[str, float, str, bool]:
+    """The reference distribution: its name, the p-value, why, and whether it is conservative."""
+    fixed = f"{k_fixed} fixed effect(s)" if k_fixed else ""
+    if var.same:
+        return (
+            f"chi2({df})",
+            float(stats.chi2.sf(chi2, df)),
+            f"Only fixed effects differ ({fixed} added; the random effects are the same): the "
+            f"usual chi2({df}) reference distribution applies.",
+            False,
+        )
+    tested = "; ".join(x for x in (fixed, var.described) if x)
+    if var.n_boundary == 0:
+        return (
+            f"chi2({df})",
+            float(stats.chi2.sf(chi2, df)),
+            f"Tested: {tested}. No variance is tested at zero (every parameter tested is inside "
+            f"its range): the usual chi2({df}) reference distribution applies.",
+            False,
+        )
+    if var.n_boundary == 1 and not var.unknown:
+        test = "chibar2(01)" if df == 1 else f"0.5 chi2({df - 1}) + 0.5 chi2({df})"
+        return (
+            test,
+            mixture_p(chi2, df),
+            f"Tested: {tested}. The variance is on the boundary: {mixture_reason(df)}.",
+            False,
+        )
+    exact = (
+        "for an exact p-value use tiers.vctest(m0, m1, method='bootstrap') (a parametric bootstrap)"
+        if not k_fixed
+        else "for exact tests compare the random parts with the same fixed effects "
+        "(tiers.vctest(m0, m1, method='bootstrap')) and the fixed effects with the same random part"
+    )
+    return (
+        f"chi2({df})",
+        float(stats.chi2.sf(chi2, df)),
+        f"Tested: {tested}. {var.n_boundary} variance(s) tested at zero, on the boundary of "
+        f"their range, where the weights of the chi-bar-square mixture are not known in closed "
+        f"form ({var.unknown}): the chi2({df}) p-value is conservative (too large), as Stata "
+        f"notes; {exact}.",
+        True,
+    )

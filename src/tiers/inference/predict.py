@@ -31,6 +31,7 @@ from tiers.results.result import FitResult
 
 RE_OPTIONS: tuple[str, ...] = ("include", "exclude")
 NEW_LEVELS: tuple[str, ...] = ("population", "error")
+NA_ACTIONS: tuple[str, ...] = ("omit", "exclude")
 
 
 # ---------------------------------------------------------------------------- random effects --
@@ -170,10 +171,18 @@ def predict(
     new_levels: str = "population",
     interval: bool = False,
     level: float = 0.95,
+    na_action: str = "omit",
 ) -> pd.DataFrame:
-    """Predictions (see `FitResult.predict`)."""
+    """Predictions (see `tiers.LmmResult.predict`), indexed as the rows they are for.
+
+    Without ``newdata``: the rows used in the fit, by the input's labels; ``na_action="exclude"``
+    adds the rows dropped for missing values as NaN, in the input's order (lme4's ``na.exclude``).
+    With ``newdata``: its rows and index; ``"omit"`` leaves out the rows whose prediction is
+    missing (a missing predictor), ``"exclude"`` keeps them as NaN.
+    """
     check_option(re, RE_OPTIONS, "re")
     check_option(new_levels, NEW_LEVELS, "new_levels")
+    check_option(na_action, NA_ACTIONS, "na_action")
     check_level(level)
     prep = res.design
     like = prep.frame.data
@@ -223,15 +232,44 @@ def predict(
                 var += np.where(seen, v_seen, v_new)
             else:
                 var += v_new
-    out = pd.DataFrame({"mean": mean}, index=data.index)
+    index = prep.frame.index if newdata is None else data.index
+    out = pd.DataFrame({"mean": mean}, index=index)
     if interval:
         q = float(stats.norm.ppf(0.5 + level / 2.0))
         half = q * np.sqrt(var)
         out["lower"] = mean - half
         out["upper"] = mean + half
+    if newdata is None:
+        out = fitted_rows(res, out, na_action)
+    elif na_action == "omit":
+        out = out.loc[out["mean"].notna().to_numpy()]
+    if interval:
         out.attrs["level"] = level
     out.attrs["re"] = re
+    out.attrs["na_action"] = na_action
     return out
+
+
+def fitted_rows(res: FitResult, values: pd.DataFrame, na_action: str) -> pd.DataFrame:
+    """Values of the rows used (indexed by the input's labels), as ``na_action`` asks.
+
+    ``"omit"``: the rows used only; ``"exclude"``: every input row, NaN for those dropped for
+    missing values, in the input's order.
+    """
+    check_option(na_action, NA_ACTIONS, "na_action")
+    frame = res.design.frame
+    if na_action == "omit" or frame.rows is None or frame.input_index is None:
+        return values
+    full = np.full((len(frame.input_index), values.shape[1]), np.nan)
+    full[frame.rows] = values.to_numpy(dtype=np.float64)
+    return pd.DataFrame(full, index=frame.input_index, columns=values.columns)
+
+
+def residuals(res: FitResult, na_action: str = "omit") -> pd.Series:
+    """Response minus fitted values (X beta + Z b) of the rows used, by the input's labels."""
+    fit = predict(res, re="include")["mean"].to_numpy()
+    out = pd.DataFrame({"residual": np.asarray(res.y) - fit}, index=res.design.frame.index)
+    return fitted_rows(res, out, na_action)["residual"]
 
 
 def _term_matrix(res: FitResult, t, data: pd.DataFrame) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Side-by-side tables of fitted models (Stata's ``estimates table``).
 
-Mixed models and panel estimators in columns; coefficients with SEs, SDs, log-likelihoods, AIC, BIC,
-N and groups.
+Mixed models and panel estimators in columns; coefficients with SEs, every variance parameter
+(SDs and correlations, named by group and term), log-likelihoods, AIC, BIC, N and groups.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def _column(res: FitResult | PanelResult) -> dict[str, Any]:
         table = res.coef_table()
         for name, row in table.iterrows():
             out[f"b:{name}"] = (row.estimate, row.std_error)
-        for _, row in res.varcorr.iterrows():
-            out[f"sd:{row.group}"] = (row.sd, None)
+        out.update(_variance_rows(res))
         out.update(
             {
                 "N": res.nobs,
@@ -37,8 +36,8 @@ def _column(res: FitResult | PanelResult) -> dict[str, Any]:
         return out
     for name, row in res.coef.iterrows():
         out[f"b:{'(Intercept)' if name == '_cons' else name}"] = (row.estimate, row.std_error)
-    if res.sigma_u is not None:
-        out["sd:sigma_u"] = (res.sigma_u, None)
+    if res.sigma_u is not None:  # the id's intercept SD (fe: the SD of the estimated u_i)
+        out[f"sd:{res.id or 'id'}:(Intercept)"] = (res.sigma_u, None)
     if res.sigma_e is not None:
         out["sd:Residual"] = (res.sigma_e, None)
     out.update(
@@ -54,12 +53,44 @@ def _column(res: FitResult | PanelResult) -> dict[str, Any]:
     return out
 
 
-def compare(*models: FitResult | PanelResult, names: list[str] | None = None) -> pd.DataFrame:
-    """A side-by-side table of coefficients (with SEs), SDs, log-likelihood, AIC, BIC, N and groups.
+def _variance_rows(res: FitResult) -> dict[str, tuple[float, None]]:
+    """One entry per variance parameter: each effect's SD, each correlation, the residual SD.
 
-    Rows are ``b:<name>`` (estimate), ``se:<name>``, ``sd:<group>``, then the statistics.
-    Log-likelihoods of panel estimators are left empty (they are not likelihood fits), and those
-    of REML and ML fits are labelled by the ``method`` row so they are not compared by mistake.
+    Keys ``sd:<group>:<term>``, ``corr:<group>:<term1>,<term2>`` (lme4's order, as
+    `FitResult.correlations`), ``sd:Residual``; a key met twice (two terms with the same effect
+    on one factor) gets ``.1``, ``.2`` appended, as lme4 numbers such terms.
+    """
+    out: dict[str, tuple[float, None]] = {}
+
+    def put(key: str, value: float) -> None:
+        k, i = key, 0
+        while k in out:
+            i += 1
+            k = f"{key}.{i}"
+        out[k] = (float(value), None)
+
+    for row in res.varcorr.itertuples(index=False):
+        if row.term:
+            put(f"sd:{row.group}:{row.term}", row.sd)
+    for row in res.correlations.itertuples(index=False):
+        put(f"corr:{row.group}:{row.term1},{row.term2}", row.correlation)
+    put("sd:Residual", res.sigma)
+    return out
+
+
+def compare(*models: FitResult | PanelResult, names: list[str] | None = None) -> pd.DataFrame:
+    """A side-by-side table of coefficients (with SEs), variance parameters and fit statistics.
+
+    Rows are ``b:<name>`` (estimate) and ``se:<name>`` for each fixed effect; then one row per
+    variance parameter, named by grouping factor and term: ``sd:<group>:<term>`` (the SD of one
+    effect, e.g. ``sd:school:(Intercept)``, ``sd:school:cses``),
+    ``corr:<group>:<term1>,<term2>`` (a correlation, e.g. ``corr:school:cses,(Intercept)``) and
+    ``sd:Residual``; then ``ll``, ``aic``, ``bic``, ``N``, ``groups``, ``method``. Panel
+    estimators' ``sigma_u`` is ``sd:<id>:(Intercept)`` (for ``fe`` Stata's SD of the estimated
+    fixed effects, not a variance parameter) and ``sigma_e`` is ``sd:Residual``. A model without
+    a row's parameter shows NaN there. Log-likelihoods of panel estimators are left empty (they
+    are not likelihood fits), and those of REML and ML fits are labelled by the ``method`` row so
+    they are not compared by mistake.
 
     Raises
     ------
@@ -80,7 +111,12 @@ def compare(*models: FitResult | PanelResult, names: list[str] | None = None) ->
         )
     cols = [_column(m) for m in models]
     coef_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("b:")))
-    sd_keys = list(dict.fromkeys(k for c in cols for k in c if k.startswith("sd:")))
+    sd_keys = [
+        k
+        for k in dict.fromkeys(k for c in cols for k in c if k.startswith(("sd:", "corr:")))
+        if k != "sd:Residual"
+    ]
+    sd_keys += ["sd:Residual"] if any("sd:Residual" in c for c in cols) else []
     rows: dict[str, list[Any]] = {}
     for key in coef_keys:
         rows[key] = [c[key][0] if key in c else np.nan for c in cols]
