@@ -9,8 +9,10 @@ files and review the diff before committing::
     .venv/bin/python -m pytest tests/test_golden.py --regen-golden -p no:cacheprovider
     TIERS_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py -p no:cacheprovider
 
-The files are compared exactly, trailing spaces included (Stata's layout pads its header lines):
-keep editors and hooks from stripping whitespace in ``tests/golden/``.
+The files are compared exactly, character for character (UTF-8: lme4's significance legend
+quotes as R prints it in a UTF-8 locale); keep editors and hooks from rewriting whitespace in
+``tests/golden/``. ``tests/golden/r/`` holds R's own printed summaries, which
+``tests/test_layouts.py`` compares the lme4 layout with.
 """
 
 from __future__ import annotations
@@ -149,6 +151,15 @@ def test_summary_matches_golden(case: str, key: str, style: str, regen_golden: b
             f"(regenerate with --regen-golden if the change is intended):\n{diff}",
             pytrace=False,
         )
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize(("case", "key"), CASES, ids=[f"{c}-{k}" for c, k in CASES])
+def test_no_line_is_wider_than_the_layout(case: str, key: str, style: str) -> None:
+    """Stata's layout is 78 columns, lme4's fits R's default width of 80."""
+    limit = 78 if style == "stata" else 80
+    wide = [ln for ln in _pinned(case, key).summary(style).splitlines() if len(ln) > limit]
+    assert not wide, f"{style} lines wider than {limit}: {wide}"
 
 
 def test_no_stale_golden_files(regen_golden: bool) -> None:

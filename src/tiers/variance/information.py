@@ -22,7 +22,7 @@ reported as missing, and so are correlations of a term with a zero SD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,16 +54,36 @@ class SdInference:
     cov_log_sd: FloatArray
     names: tuple[tuple[str, str], ...] = ()
 
+    def variance_scale(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Variances with their SEs and intervals, as Stata's ``var()`` rows.
+
+        The same observed information: ``se(var) = 2 sd se(sd)`` (delta method) and the interval
+        on the log scale, ``exp(2 * bounds of log sd)`` (the SD bounds squared).
+        """
+        return self.sd**2, 2.0 * self.sd * self.se, self.lower**2, self.upper**2
+
+
+def _empty() -> FloatArray:
+    return np.empty(0)
+
 
 @dataclass(frozen=True, slots=True)
 class CorrInference:
-    """Correlations between a term's effects, with SEs and Fisher-z intervals."""
+    """Correlations between a term's effects, with SEs and Fisher-z intervals.
+
+    ``cov`` are the matching covariances ``r sd1 sd2`` with delta-method SEs from the covariance
+    of (log sd1, log sd2, atanh r) and symmetric Wald intervals (Stata's ``cov()`` rows).
+    """
 
     names: tuple[tuple[str, str, str], ...]  # (group, term1, term2)
     estimate: FloatArray
     se: FloatArray
     lower: FloatArray
     upper: FloatArray
+    cov: FloatArray = field(default_factory=_empty)
+    cov_se: FloatArray = field(default_factory=_empty)
+    cov_lower: FloatArray = field(default_factory=_empty)
+    cov_upper: FloatArray = field(default_factory=_empty)
 
 
 @dataclass(frozen=True)
@@ -217,5 +237,40 @@ def variance_inference(
         cov_phi[np.ix_(sd_idx, sd_idx)],
         lay.sd_rows + (("Residual", ""),),
     )
-    ci = CorrInference(lay.corr_rows, est[corr_idx], se[corr_idx], lo[corr_idx], hi[corr_idx])
+    cov, cov_se = _covariances(lay, est, cov_phi)
+    ci = CorrInference(
+        lay.corr_rows,
+        est[corr_idx],
+        se[corr_idx],
+        lo[corr_idx],
+        hi[corr_idx],
+        cov,
+        cov_se,
+        cov - z * cov_se,
+        cov + z * cov_se,
+    )
     return sdi, ci
+
+
+def _covariances(
+    lay: _Layout, est: FloatArray, cov_phi: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Covariances ``r sd_i sd_j`` of each correlation's pair, with delta-method SEs.
+
+    The gradient of ``r sd_i sd_j`` in (log sd_i, log sd_j, atanh r) is
+    ``(cov, cov, sd_i sd_j (1 - r^2))``; an exchangeable term's one SD gets both log-SD terms.
+    """
+    cov, cov_se = [], []
+    for t, _sl, start, nsd, _ncor in lay.blocks:
+        for k, (i, j) in enumerate(corr_pairs(t.cov)):
+            a, b, c = start + min(i, nsd - 1), start + min(j, nsd - 1), start + nsd + k
+            value = est[c] * est[a] * est[b]
+            grad = {a: 0.0, b: 0.0, c: est[a] * est[b] * (1.0 - est[c] ** 2)}
+            grad[a] += value
+            grad[b] += value
+            idx = list(grad)
+            g = np.array([grad[p] for p in idx])
+            var = float(g @ cov_phi[np.ix_(idx, idx)] @ g)
+            cov.append(value)
+            cov_se.append(np.sqrt(var) if var >= 0 else np.nan)
+    return np.array(cov), np.array(cov_se)
