@@ -29,3 +29,35 @@ def test_explore_small(tmp_path) -> None:
     long = tables["sizes_long"]
     width = long[long.level == "dist_id"].set_index("districts")["width"]
     assert width.loc[10] < width.loc[5]
+
+
+def test_explore_numbers_follow_districts() -> None:
+    """Issue 12, item 19: counts come from the design, print as integers, and the story states
+    the rule instead of citing a commenter."""
+    import re
+
+    from tiers.simulation.data import seed_design
+
+    districts = 2
+    design = seed_design(districts)
+    students = design.ngroups["student_id"]
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=False)
+    tables = run_exploration(districts=districts, seed=1, sizes=[districts], console=console)
+    text = buf.getvalue()
+    assert f"{students:,} groups each" in text
+    for stale in ("40,000", "4,000", "8,000", "80,000"):  # the seed's and the 5-district counts
+        assert stale not in text, stale
+    assert f"{districts} districts, 5 schools per district" in text
+    assert f"{design.nrows:,} rows" in text
+    assert f"rests on {districts} districts" in text
+    # unit counts are integers with thousands separators, not floats
+    assert tables["design"]["units"].tolist() == [*design.ngroups.values(), design.nrows]
+    assert re.search(rf"student_id\s+\S\s+20\s+\S\s+{students:,}\s+\S\s+5\.0", text), text
+    step1 = text[text.index("Step 1.") : text.index("Step 2.")]
+    assert not re.search(r"\d\.0\s+\S\s+\d", step1), step1  # no count printed as 20.0 or 1,600.0
+    # the rule, not a person
+    assert "Scott" not in text and "commenter" not in text
+    assert "levels are listed outermost first, each nested in the one before it" in text
+    # SDs, as the seed's xtmixed showed them
+    assert "sd(_cons)" in text and "var(_cons)" not in text

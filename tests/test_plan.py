@@ -235,7 +235,8 @@ def test_cli_plan_prints_and_writes_json(tmp_path):
         (["--target-se", "sd_dist_id"], "PARAM=VALUE"),
         (["--target-se", "sd_dist_id=-1"], "positive"),
         (["--power", "1.5"], "power"),
-        (["--level", "class"], "no level"),
+        (["--unit-level", "class"], "no level"),
+        (["--level", "school_id"], "--unit-level school_id"),
         (["--preset", "nope"], "unknown preset"),
     ],
 )

@@ -40,15 +40,55 @@ def _table(df: pd.DataFrame, title: str, digits: int = 4) -> Table:
     table.add_column(df.index.name or "", style="cyan")
     for col in df.columns:
         table.add_column(str(col), justify="right")
-    for idx, row in df.iterrows():
-        cells = []
-        for v in row:
-            if isinstance(v, float | np.floating):
-                cells.append("." if np.isnan(v) else f"{v:,.{digits}f}")
-            else:
-                cells.append(str(v))
-        table.add_row(str(idx), *cells)
+    for idx, *row in df.itertuples(name=None):  # keeps each column's type: counts stay integers
+        table.add_row(str(idx), *(_cell(v, digits) for v in row))
     return table
+
+
+def _cell(v: Any, digits: int) -> str:
+    """A number as the tables print it: counts with thousands separators, floats to ``digits``."""
+    if isinstance(v, bool | np.bool_):
+        return str(v)
+    if isinstance(v, int | np.integer):
+        return f"{v:,}"
+    if isinstance(v, float | np.floating):
+        return "." if np.isnan(v) else f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _list(items: list[str]) -> str:
+    """``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _design_text(design: Any) -> str:
+    """Step 1's description of the design, read off the design (not the seed's numbers)."""
+    top, *inner = design.levels
+    nouns = {"dist_id": "district", "school_id": "school", "teach_id": "teacher",
+             "student_id": "student"}  # fmt: skip
+
+    def noun(name: str, n: int) -> str:
+        word = nouns.get(name, name)
+        return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+    counts = [noun(top.name, top.units)]
+    parent = top.name
+    for lv in inner:
+        counts.append(f"{noun(lv.name, lv.units)} per {nouns.get(parent, parent)}")
+        parent = lv.name
+    counts.append(f"{design.obs_per_unit:,} {design.obs_name}s per {nouns.get(parent, parent)}")
+    sds = _list([f"{lv.sd:g}" for lv in design.levels])
+    covs = [
+        f"{cv.name} ({cv.p:.0%} of {nouns.get(parent, parent)}-{design.obs_name}s) adds "
+        f"{cv.coef:g} points"
+        for cv in design.covariates
+        if cv.kind == "bernoulli"
+    ]
+    return (
+        f"As in the seed: {', '.join(counts)}; {design.nrows:,} rows. The effect of each level is normal with SD "
+        f"{sds} (outermost first), the {design.obs_name} shock has SD {design.residual_sd:g}"
+        + (f", and {_list(covs)}." if covs else ".")
+    )
 
 
 class _Story:
@@ -97,16 +137,10 @@ def run_exploration(
     story = _Story(console, out)
     design = seed_design(districts=districts)
     truth = design.true_parameters()
+    sds = [lv.sd for lv in design.levels]
+    innermost = design.ngroups[design.levels[-1].name]
 
-    story.step(
-        1,
-        "The design",
-        (
-            "As in the seed: districts, 5 schools each, 8 teachers per school, 20 students per "
-            "teacher, 2 semesters per student; the effect of each level is normal with SD 2, 3, 4, 5, "
-            "the semester shock has SD 6, and tutoring (20% of student-semesters) adds 2 points."
-        ),
-    )
+    story.step(1, "The design", _design_text(design))
     start = time.perf_counter()
     data = simulate(design, seed)
     design_table = pd.DataFrame(
@@ -142,17 +176,24 @@ def run_exploration(
         panel.loc[[i for i in panel.index if i not in ("ll", "aic", "bic")]],
         "xtreg on students",
     )
-    story.console.print(
-        f"Hausman test of FE against RE: chi2({hs.df}) = {hs.chi2:.2f}, "
-        f"p = {hs.p_value:.3f} (no evidence against RE, as designed)"
-    )
+    if hs.p_value is None:
+        verdict = "chi2 < 0: no test, as Stata reports it"
+    elif hs.p_value >= 0.05:
+        verdict = f"p = {hs.p_value:.3f}: no evidence against RE at the 5% level, as designed"
+    else:
+        verdict = (
+            f"p = {hs.p_value:.3f}: RE rejected at the 5% level although the design satisfies "
+            "it; a 5% test rejects a true hypothesis once in twenty samples"
+        )
+    story.console.print(f"Hausman test of FE against RE: chi2({hs.df}) = {hs.chi2:.2f} ({verdict})")
 
     story.step(
         3,
         "The one-level mixed model",
         (
             "With students as the only level, the district, school and teacher effects fold into the "
-            f"student effect: its SD should be near sqrt(2^2+3^2+4^2+5^2) = {np.sqrt(54):.2f}."
+            f"student effect: its SD should be near sqrt({'+'.join(f'{sd:g}^2' for sd in sds)}) "
+            f"= {np.sqrt(sum(sd**2 for sd in sds)):.2f}."
         ),
     )
     one = story.timed_fit(ONE_LEVEL, data)
@@ -166,8 +207,8 @@ def run_exploration(
         "The seed's four-level model, levels listed innermost first",
         (
             f"The seed ran [bold]{REVERSED}[/bold]. Stata nests each level in the ones before it, "
-            "so every level became the student, 40,000 groups each, and the variance was split "
-            "evenly, without a word. tiers refuses:"
+            f"so every level became the student: here {innermost:,} groups each (the seed's "
+            "Stata split the variance evenly between them, without a word). tiers refuses:"
         ),
     )
     try:
@@ -176,16 +217,26 @@ def run_exploration(
     except NestingError as exc:
         story.console.print(Panel(str(exc), title="NestingError", border_style="red"))
 
-    story.step(5, "The correct four-level model", "Levels outermost first, as Scott pointed out:")
+    story.step(
+        5,
+        "The correct four-level model",
+        (
+            "The rule: levels are listed outermost first, each nested in the one before it "
+            "(Stata's || equations, lme4's dist_id/school_id/...). Standard deviations are shown, "
+            "as the seed's xtmixed showed them (Stata 13+ shows variances unless asked for "
+            "stddeviations):"
+        ),
+    )
     correct = story.timed_fit(CORRECT, data)
-    story.console.print(correct.summary())
+    story.console.print(correct.summary("stata", stddeviations=True))
 
     story.step(
         6,
         "True against estimated: SDs and variance shares",
         (
             "Shares are each level's part of the unexplained variance; intervals are delta-method on "
-            "the logit scale (Stata's estat icc). The district share rests on few districts."
+            f"the logit scale (Stata's estat icc). The district share rests on {districts:,} "
+            "districts."
         ),
     )
     total = sum(v**2 for k, v in truth.items() if k.startswith("sd_"))
@@ -230,8 +281,9 @@ def run_exploration(
         "REML against ML, and comparing mean structures",
         (
             "REML corrects the variances for the fixed effects estimated; ML is slightly smaller. To "
-            "test tutoring, the seed's commenter was right: REML likelihoods of models with different "
-            "fixed effects cannot be compared. tiers refuses, then does it by ML:"
+            "test tutoring, note the rule: REML likelihoods of models with different fixed effects "
+            "cannot be compared (each is the likelihood of contrasts that depend on the fixed "
+            "effects). tiers refuses, then does it by ML:"
         ),
     )
     ml = story.timed_fit(CORRECT, data, reml=False)
@@ -247,7 +299,9 @@ def run_exploration(
         lrtest(no_tutoring, correct)
     except ComparisonError as exc:
         story.console.print(Panel(str(exc), title="ComparisonError", border_style="yellow"))
-    test = lrtest(no_tutoring, correct, refit=True)
+    with warnings.catch_warnings():  # a singular ML refit (few districts) is the story's step 6
+        warnings.simplefilter("ignore", TiersWarning)
+        test = lrtest(no_tutoring, correct, refit=True)
     story.console.print(test.summary())
     story.tables["lrtest"] = pd.DataFrame([test.to_dict()])
 

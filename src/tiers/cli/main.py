@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -10,148 +9,187 @@ from typing import Annotated
 
 import typer
 
+from tiers.cli import predict, study
+from tiers.cli.common import (
+    DataArg,
+    ForceOption,
+    FormulaArg,
+    LevelOption,
+    MlOption,
+    StringColOption,
+    confidence_level,
+    fail,
+    read_frame,
+    write_json,
+)
 from tiers.errors import TiersError
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     help="Hierarchical linear mixed models: fit, simulate, explore.",
+    epilog="Shell completion: tiers --install-completion (bash, zsh, fish, PowerShell).",
     pretty_exceptions_enable=False,
+    # plain help: flags without a <bool> type, no box drawing when piped or in a log
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+def _print_version(value: bool) -> None:
+    if value:
+        from tiers import __version__
+
+        typer.echo(f"tiers {__version__}")
+        raise typer.Exit()
 
 
-def _write_json(doc: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            show_default=False,
+        ),
+    ] = False,
+) -> None:
+    """Hierarchical linear mixed models: fit, simulate, explore."""
 
 
 @app.command()
 def fit(
-    formula: Annotated[
-        str, typer.Argument(help="lme4 ('y ~ x + (1 | g)') or Stata ('y x || g:') syntax")
-    ],
-    data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
-    ml: Annotated[bool, typer.Option("--ml", help="maximum likelihood instead of REML")] = False,
+    formula: FormulaArg,
+    data: DataArg,
+    ml: MlOption = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the results as JSON")
     ] = None,
-    style: Annotated[str, typer.Option(help="summary layout: stata or lme4")] = "stata",
-    force: Annotated[
-        bool, typer.Option("--force", help="fit even if components are not identified")
-    ] = False,
+    style: Annotated[
+        str, typer.Option(metavar="stata|lme4", help="summary layout: Stata's or lme4's")
+    ] = "stata",
+    force: ForceOption = False,
     ci: Annotated[
         str | None,
         typer.Option(
             "--ci",
+            metavar="METHOD",
             help="intervals for every parameter: wald, profile, profile-ml (lme4's) or bootstrap; "
             "fixed effects also get Satterthwaite df and p-values",
         ),
     ] = None,
-    level: Annotated[float, typer.Option(help="confidence level of --ci")] = 0.95,
+    level: LevelOption = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="replicates of --ci bootstrap")] = 1000,
     seed: Annotated[int | None, typer.Option(help="random seed of --ci bootstrap")] = None,
+    progress: Annotated[
+        bool, typer.Option(help="progress of --ci bootstrap on stderr (plain lines in a log)")
+    ] = True,
+    string_col: StringColOption = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
-    from tiers.data.io import read_data
     from tiers.inference.intervals import METHODS
 
     if style not in ("stata", "lme4"):
-        _fail(ValueError(f"--style must be stata or lme4, got {style!r}"))
+        fail(f"--style must be stata or lme4, got {style!r}")
     if ci is not None and ci not in METHODS:
-        _fail(ValueError(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}"))
-    if not 0.0 < level < 1.0:
-        _fail(ValueError(f"--level must be strictly between 0 and 1 (e.g. 0.95); got {level}"))
+        fail(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}")
+    if level is not None:
+        confidence_level(level)  # refuse a bad --level before fitting
     try:
-        frame = read_data(data)
+        frame = read_frame(data, string_col)
         result = fit_model(formula, frame, reml=False if ml else None, force=force)
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(result.summary(style))  # type: ignore[arg-type]
     doc = result.to_dict() if json_path is not None else {}
     if ci is not None:
         from tiers.report.json import confint_dict
         from tiers.report.text import confint_table
 
+        conf = confidence_level(level, result.formula.level)
         try:
-            intervals = result.confint(ci, level, n_boot=n_boot, seed=seed)
-            tests = result.satterthwaite(level)
+            intervals = result.confint(ci, conf, n_boot=n_boot, seed=seed, progress=progress)
+            tests = result.satterthwaite(conf)
         except (TiersError, ValueError) as exc:
-            _fail(exc)
-            return
+            fail(exc)
         typer.echo("")
         typer.echo(confint_table(intervals, tests))
         doc["confint"] = confint_dict(intervals, tests)
     if json_path is not None:
-        _write_json(doc, json_path)
+        write_json(doc, json_path)
 
 
 @app.command()
 def lrtest(
-    formula0: Annotated[str, typer.Argument(help="the smaller model")],
-    formula1: Annotated[str, typer.Argument(help="the larger model")],
-    data: Annotated[Path, typer.Argument(help="CSV, Parquet or Stata .dta file")],
-    ml: Annotated[bool, typer.Option("--ml", help="fit both by maximum likelihood")] = False,
+    formula0: Annotated[str, typer.Argument(metavar="FORMULA0", help="the smaller model")],
+    formula1: Annotated[str, typer.Argument(metavar="FORMULA1", help="the larger model")],
+    data: DataArg,
+    ml: Annotated[
+        bool, typer.Option("--ml", help="fit both by maximum likelihood", show_default=False)
+    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the test as JSON")
     ] = None,
+    string_col: StringColOption = None,
 ) -> None:
     """Likelihood-ratio test of FORMULA0 against FORMULA1 (refuses invalid REML comparisons)."""
     from tiers.api import fit as fit_model
-    from tiers.data.io import read_data
     from tiers.inference.lrtest import lrtest as run_lrtest
 
     try:
-        frame = read_data(data)
+        frame = read_frame(data, string_col)
         reml = False if ml else None
         m0 = fit_model(formula0, frame, reml=reml)
         m1 = fit_model(formula1, frame, reml=reml)
         test = run_lrtest(m0, m1)
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(test.summary())
     if json_path is not None:
-        _write_json(test.to_dict(), json_path)
+        write_json(test.to_dict(), json_path)
 
 
 @app.command()
 def xtreg(
-    depvar: Annotated[str, typer.Argument(help="the dependent variable")],
-    args: Annotated[list[str], typer.Argument(help="regressors, then the data file (last)")],
-    id: Annotated[str, typer.Option("--id", help="the panel id column (Stata's xtset)")],
-    fe: Annotated[bool, typer.Option("--fe", help="fixed effects (within)")] = False,
-    re: Annotated[bool, typer.Option("--re", help="random effects (GLS, Swamy-Arora)")] = False,
-    vce: Annotated[str, typer.Option(help="conventional or cluster (by id)")] = "conventional",
+    depvar: Annotated[str, typer.Argument(metavar="DEPVAR", help="the dependent variable")],
+    args: Annotated[
+        list[str],
+        typer.Argument(metavar="INDEPVARS", help="regressors, then the data file (last)"),
+    ],
+    id: Annotated[
+        str, typer.Option("--id", metavar="COLUMN", help="the panel id column (Stata's xtset)")
+    ],
+    fe: Annotated[
+        bool, typer.Option("--fe", help="fixed effects (within)", show_default=False)
+    ] = False,
+    re: Annotated[
+        bool, typer.Option("--re", help="random effects (GLS, Swamy-Arora)", show_default=False)
+    ] = False,
+    vce: Annotated[
+        str, typer.Option(metavar="conventional|cluster", help="standard errors: cluster by id")
+    ] = "conventional",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the results as JSON")
     ] = None,
+    string_col: StringColOption = None,
 ) -> None:
     """Panel regression as Stata's xtreg: --fe, --re, or both (then with the Hausman test)."""
-    from tiers.data.io import read_data
     from tiers.panel.estimators import fixed_effects, random_effects
     from tiers.panel.hausman import hausman
 
     if len(args) < 2:
-        _fail(
-            ValueError(
-                "give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe"
-            )
-        )
+        fail("give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe")
     if not (fe or re):
-        _fail(ValueError("choose --fe, --re, or both"))
+        fail("choose --fe, --re, or both")
     if vce not in ("conventional", "cluster"):
-        _fail(ValueError(f"--vce must be conventional or cluster, got {vce!r}"))
+        fail(f"--vce must be conventional or cluster, got {vce!r}")
     regressors, data = args[:-1], Path(args[-1])
     doc: dict = {}
     try:
-        frame = read_data(data)
+        frame = read_frame(data, string_col)
         results = {}
         if fe:
             results["fe"] = fixed_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
@@ -166,10 +204,9 @@ def xtreg(
             typer.echo(test.summary())
             doc["hausman"] = test.to_dict()
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     if json_path is not None:
-        _write_json(doc, json_path)
+        write_json(doc, json_path)
 
 
 @app.command()
@@ -182,7 +219,8 @@ def simulate(
     districts: Annotated[int | None, typer.Option(help="top-level units (seed preset)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     restart_ids: Annotated[
-        bool, typer.Option("--restart-ids", help="ids restart within each parent")
+        bool,
+        typer.Option("--restart-ids", help="ids restart within each parent", show_default=False),
     ] = False,
 ) -> None:
     """Simulate a nested design and write it to a file."""
@@ -203,8 +241,7 @@ def simulate(
         frame = run_simulation(spec, seed, restart_ids=restart_ids)
         write_data(frame, output)
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(
         f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {output} "
         f"({time.perf_counter() - start:.1f} s)"
@@ -228,23 +265,21 @@ def explore(
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
-        _fail(ValueError(f"--sizes must be comma-separated integers, got {sizes!r}"))
-        return
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
     try:
         run_exploration(districts=districts, seed=seed, sizes=size_list, out=out)
     except TiersError as exc:
-        _fail(exc)
+        fail(exc)
 
 
-from tiers.cli.study import register as _register_study  # noqa: E402
-
-_register_study(app)
+predict.register(app)
+study.register(app)
 
 
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(prog_name="tiers")  # also under python -m tiers, for help and shell completion
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -13,12 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from tiers.cli.common import fail
 from tiers.errors import DesignError, TiersError
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
 
 
 def _design(preset: str, design: Path | None, districts: int | None) -> Any:
@@ -52,6 +48,19 @@ def _table(df: Any, title: str, digits: int = 4) -> Any:
     return table
 
 
+# ``--level`` is the confidence level in ``tiers fit``; here the hierarchy level is --unit-level.
+# The old spelling is refused in words rather than with click's "no such option".
+_OldLevel = Annotated[str | None, typer.Option("--level", hidden=True)]
+
+
+def _refuse_old_level(value: str | None) -> None:
+    if value is not None:
+        fail(
+            f"--level is now --unit-level here (use --unit-level {value}); --level is the "
+            "confidence level in tiers fit"
+        )
+
+
 def _units(u: int, level: str, spec: Any) -> str:
     top = level == spec.levels[0].name
     return f"{u:,} {level} units" + ("" if top else " per parent unit")
@@ -63,17 +72,24 @@ def study(
     design: Annotated[
         Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
     ] = None,
-    sizes: Annotated[str, typer.Option(help="units of --level, comma-separated")] = "5,10,20,50",
-    level: Annotated[
-        str | None, typer.Option(help="the level whose units vary (default: outermost)")
+    sizes: Annotated[
+        str, typer.Option(help="units of --unit-level, comma-separated")
+    ] = "5,10,20,50",
+    unit_level: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-level", help="the hierarchy level whose units vary (default: outermost)"
+        ),
     ] = None,
+    old_level: _OldLevel = None,
     replicates: Annotated[int, typer.Option(help="data sets per size")] = 100,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
     estimator: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME=SPEC",
             help="NAME=SPEC, repeatable; SPEC is ols, fe, re (fe:ID for another panel id) or a "
-            "mixed-model formula. Default: fe, re, the one-level and the nested model"
+            "mixed-model formula. Default: fe, re, the one-level and the nested model",
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
@@ -81,30 +97,38 @@ def study(
     plots: Annotated[Path | None, typer.Option(help="also write the figures here")] = None,
     plot_format: Annotated[str, typer.Option(help="png or svg")] = "png",
     parquet: Annotated[
-        bool, typer.Option("--parquet", help="also write summary and replicates as Parquet")
+        bool,
+        typer.Option(
+            "--parquet", help="also write summary and replicates as Parquet", show_default=False
+        ),
     ] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="progress on stderr: a bar naming the current size in a terminal, a plain line "
+            "every 10 s or 10% in a log"
+        ),
+    ] = True,
 ) -> None:
     """Simulation study: bias, SD, RMSE, SE and coverage of each estimator at each size."""
     from tiers.study.runner import SUMMARY_COLUMNS, run_study
 
+    _refuse_old_level(old_level)
     if plot_format not in ("png", "svg"):
-        _fail(ValueError(f"--plot-format must be png or svg, got {plot_format!r}"))
+        fail(f"--plot-format must be png or svg, got {plot_format!r}")
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
-        _fail(ValueError(f"--sizes must be comma-separated integers, got {sizes!r}"))
-        return
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
     try:
         spec = _design(preset, design, None)
         result = run_study(
-            spec, estimator or None, size_list, replicates, seed, level=level, workers=workers,
+            spec, estimator or None, size_list, replicates, seed, level=unit_level, workers=workers,
             out=out, max_rows=max_rows, progress=progress,
         )  # fmt: skip
         paths = result.plot(plots, fmt=plot_format) if plots is not None else []  # type: ignore[arg-type]
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     except KeyboardInterrupt:
         typer.echo(f"finished replicates are kept in {out}; rerun to resume", err=True)
         raise
@@ -128,17 +152,24 @@ def plan(
         Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
     ] = None,
     districts: Annotated[int | None, typer.Option(help="top-level units")] = None,
-    level: Annotated[
-        str | None, typer.Option(help="the level whose units the searches vary (default: top)")
+    unit_level: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-level", help="the hierarchy level whose units the searches vary (default: top)"
+        ),
     ] = None,
+    old_level: _OldLevel = None,
     target_se: Annotated[
-        list[str] | None, typer.Option(help="PARAM=VALUE, repeatable: units needed for this SE")
+        list[str] | None,
+        typer.Option(metavar="PARAM=VALUE", help="repeatable: units needed for this SE"),
     ] = None,
     power: Annotated[
         float | None, typer.Option(help="units needed for this power on each covariate")
     ] = None,
     alpha: Annotated[float, typer.Option(help="level of the test for --power")] = 0.05,
-    ml: Annotated[bool, typer.Option("--ml", help="ML information instead of REML")] = False,
+    ml: Annotated[
+        bool, typer.Option("--ml", help="ML information instead of REML", show_default=False)
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
 ) -> None:
     """Expected standard errors of a balanced nested design, without simulating."""
@@ -146,6 +177,7 @@ def plan(
 
     from tiers.study.plan import plan_design
 
+    _refuse_old_level(old_level)
     targets: dict[str, float] = {}
     for item in target_se or []:
         name, sep, value = item.partition("=")
@@ -154,17 +186,14 @@ def plan(
         except ValueError:
             sep = ""
         if not sep:
-            _fail(
-                ValueError(f"--target-se must be PARAM=VALUE (e.g. sd_dist_id=0.2), not {item!r}")
-            )
+            fail(f"--target-se must be PARAM=VALUE (e.g. sd_dist_id=0.2), not {item!r}")
     try:
         spec = _design(preset, design, districts)
         result = plan_design(
-            spec, reml=not ml, level=level, target_se=targets, power_target=power, alpha=alpha
+            spec, reml=not ml, level=unit_level, target_se=targets, power_target=power, alpha=alpha
         )
     except TiersError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     console = Console()
     title = (
         f"Expected SEs ({'ML' if ml else 'REML'} information), {spec.nrows:,} rows, "

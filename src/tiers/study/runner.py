@@ -55,9 +55,8 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from tiers.errors import DesignError, StudyError
+from tiers.inference.bootstrap import _Bar
 from tiers.simulation.data import PRESETS, NestedDesign, load_design
 from tiers.study.replicate import (
     Estimator,
@@ -177,7 +177,8 @@ def run_study(
     max_rows : int
         Refuse sizes with more rows per replicate than this.
     progress : bool
-        A progress bar with an ETA on stderr.
+        Progress on stderr: in a terminal a bar with an ETA naming the size being fitted, in a
+        log (CI, Slurm, nohup) a plain line every 10 s or 10% of the work, whichever comes later.
     on_batch : callable, optional
         Called with the number of replicates finished so far after each batch is stored.
     batch_size : int, optional
@@ -250,31 +251,38 @@ def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch:
     """
     rows: list[tuple] = []
     finished = 0
-    with _progress(show, sum(len(t[4]) for t in tasks)) as advance:
+    left: dict[int, int] = {}  # replicates still to fit, by size: the bar names the smallest
+    for t in tasks:
+        left[t[2]] = left.get(t[2], 0) + len(t[4])
+    bar = _Bar(show, sum(left.values()), "study")
+    bar.describe(f"size {min(left)}" if left else "")
+    with bar:
 
-        def finish(batch: list[tuple], n: int) -> None:
+        def finish(batch: list[tuple], n: int, size: int) -> None:
             nonlocal finished
             if store is not None:
                 store.append(batch)
             rows.extend(batch)
             finished += n
-            advance(n)
+            left[size] -= n
+            bar.describe(f"size {min([s for s, k in left.items() if k > 0] or [size])}")
+            bar.advance(n)
             if on_batch is not None:
                 on_batch(finished)
 
         if workers == 1 or len(tasks) <= 1:
             for t in tasks:
-                finish(_run_batch(t), len(t[4]))
+                finish(_run_batch(t), len(t[4]), t[2])
             return rows
         # spawn, not fork: the parent may hold threads (the progress bar, BLAS) and fork copies
         # their locks; spawned workers start clean and behave the same on every platform.
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=_ignore_sigint)
         try:
-            pending = {pool.submit(_run_batch, t): len(t[4]) for t in tasks}
+            pending = {pool.submit(_run_batch, t): (len(t[4]), t[2]) for t in tasks}
             while pending:
                 for fut in wait(pending, return_when=FIRST_COMPLETED)[0]:
-                    finish(fut.result(), pending.pop(fut))
+                    finish(fut.result(), *pending.pop(fut))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return rows
@@ -286,29 +294,6 @@ def _ignore_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextmanager
-def _progress(show: bool, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with an ETA on stderr (or nothing); yields its advance function."""
-    if not show or total == 0:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (  # noqa: I001
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("replicates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("replicates", total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 _DTYPES = {"size": "int64", "replicate": "int64", "n_param": "int64", "singular": bool,

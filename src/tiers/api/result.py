@@ -1,0 +1,416 @@
+"""`LmmResult`: the frozen fit with the methods that take options, and its renderings.
+
+The numbers are `tiers.results.result.FitResult`'s; the methods here delegate to
+`tiers.inference` and `tiers.report`, which sit above the result in the pipeline.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal, cast
+
+import numpy as np
+import pandas as pd
+
+from tiers._threads import single_thread_blas
+from tiers.fitting import refit
+from tiers.inference import bootstrap as boot
+from tiers.inference import intervals, predict
+from tiers.inference import satterthwaite as satt
+from tiers.options import check_level
+from tiers.report import json as report_json
+from tiers.report import text
+from tiers.results.result import FitResult
+
+Style = Literal["stata", "lme4"]
+STYLES: tuple[str, ...] = ("stata", "lme4")
+
+
+class LmmResult(FitResult):
+    """A fitted linear mixed model (see `tiers.results.result.FitResult` for its numbers).
+
+    ``levels`` are the grouping factors (outermost first when nested); ``terms`` the random-effects
+    terms in theta order; ``theta`` lme4's relative covariance factor parameters (for random
+    intercepts ``theta_k = sd_k / sigma``).
+    """
+
+    @cached_property
+    def _satterthwaite(self) -> satt.Satterthwaite:
+        with single_thread_blas():
+            return satt.Satterthwaite.from_result(self)
+
+    def variance_shares(
+        self,
+        level: float = 0.95,
+        method: str = "delta",
+        *,
+        n_boot: int = 1000,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Each level's share of the unexplained variance and the cumulative ICCs (``estat icc``).
+
+        The intervals stay inside [0, 1].
+
+        ``method``: ``"delta"`` (delta method on the logit scale, Stata's; see `tiers.inference.shares`),
+        ``"profile"`` (likelihood profile of each share on the fitted criterion; see
+        `tiers.inference.profile`) or ``"bootstrap"`` (parametric bootstrap, percentile; ``n_boot``,
+        ``seed``, ``workers``, ``progress`` as in `confint`). ``attrs`` carries the method and
+        notes.
+        """
+        return intervals.variance_shares(
+            self, level, method, n_boot=n_boot, seed=seed, workers=workers, progress=progress
+        )
+
+    # ----------------------------------------------------------------------------- inference --
+
+    def confint(
+        self,
+        method: str = "wald",
+        level: float = 0.95,
+        *,
+        n_boot: int = 1000,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Intervals for every variance parameter and fixed effect.
+
+        Parameters
+        ----------
+        method : {"wald", "profile", "profile-ml", "bootstrap"}
+            ``wald``: SDs on the log scale and correlations on Fisher's z scale with SEs from the
+            observed information (Stata's), fixed effects normal. ``profile``: likelihood-profile
+            intervals on the criterion the model was fitted with (REML profiles for REML fits).
+            ``profile-ml``: profiles of the ML deviance after an ML refit, as lme4's
+            ``confint(fit)``. ``bootstrap``: parametric bootstrap, percentile intervals.
+        level : float
+            In (0, 1).
+        n_boot, seed, workers, progress
+            Bootstrap replicates, random seed (replicates are reproducible from it whatever the
+            number of workers), processes (default: the available cores) and whether to show a
+            progress bar (default: when stderr is a terminal).
+
+        Returns
+        -------
+        DataFrame
+            ``name, estimate, lower, upper``, rows named as lme4 names them
+            (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``, ``sigma``, then the
+            fixed effects). ``attrs``: ``method``, ``level``, ``criterion`` and ``notes`` (an SD
+            estimated at zero has lower bound 0; a non-monotonic profile; bootstrap replicates
+            that did not converge, counted and left out).
+
+        Raises
+        ------
+        ValueError
+            Unknown method or level outside (0, 1).
+        """
+        return intervals.confint(
+            self, method, level, n_boot=n_boot, seed=seed, workers=workers, progress=progress
+        )
+
+    def bootstrap(
+        self,
+        n_boot: int = 1000,
+        *,
+        seed: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Parametric bootstrap replicates (`tiers.inference.bootstrap.BootstrapResult`).
+
+        A new value on every call (the same one for the same ``seed``).
+        """
+        return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
+
+    def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
+        """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
+
+        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper.
+        """
+        check_level(level)
+        return satt.coef_table(self, self._satterthwaite, level)
+
+    def anova(self) -> pd.DataFrame:
+        """F test of each term of the fixed part (all its columns zero).
+
+        With Satterthwaite's denominator df; by term: num_df, den_df, F, p_value. See
+        `tiers.inference.satterthwaite`.
+        """
+        return satt.anova(self, self._satterthwaite)
+
+    def ftest(self, L: Any) -> pd.Series:
+        """F test of ``L beta = 0`` with Satterthwaite's denominator df.
+
+        ``L`` is a term name of the fixed part (its columns), a contrast vector or a matrix with one
+        row per contrast.
+        """
+        if isinstance(L, str):
+            cols = satt.term_columns(self)
+            if L not in cols:
+                raise ValueError(f"term must be one of {', '.join(cols)}; got {L!r}")
+            idx = cols[L]
+            M = np.zeros((len(idx), len(self.xnames)))
+            M[np.arange(len(idx)), idx] = 1.0
+        else:
+            M = np.atleast_2d(np.asarray(L, dtype=np.float64))
+            if M.shape[1] != len(self.xnames):
+                raise ValueError(
+                    f"L must have {len(self.xnames)} columns (one per fixed effect); got {M.shape[1]}"
+                )
+        F, ndf, ddf, p = self._satterthwaite.contest(M)
+        return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
+
+    def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects (BLUPs), lme4's ``ranef``.
+
+        Per grouping factor a DataFrame indexed by level label (``"a:A"`` for nested factors) with
+        one column per effect, and with ``cond_var`` the conditional SDs as ``<effect>_sd`` columns.
+        See the engines' `conditional_modes`.
+
+        Raises
+        ------
+        ValueError
+            ``cond_var`` for a crossed design with more than
+            `tiers.engine.sparse_modes.DENSE_LIMIT` random effects whose engine cannot give
+            conditional SDs.
+        """
+        return predict.ranef_frames(self, cond_var=cond_var)
+
+    def predict(
+        self,
+        newdata: Any = None,
+        *,
+        re: str = "include",
+        new_levels: str = "population",
+        interval: bool = False,
+        level: float = 0.95,
+        na_action: str = "omit",
+    ) -> pd.DataFrame:
+        """Predictions for the fitted rows or ``newdata``.
+
+        A DataFrame with column ``mean`` (and ``lower``, ``upper`` with ``interval``), indexed as
+        the data: without ``newdata`` by the input's index of the rows used (so
+        ``data["pred"] = res.predict()["mean"]`` aligns, whatever the order of the rows), with
+        ``newdata`` by its index.
+
+        Parameters
+        ----------
+        re : {"include", "exclude"}
+            Add the groups' conditional modes, or predict at the population mean.
+        new_levels : {"population", "error"}
+            A group not seen in the fit gets the population prediction (its effect is 0), or
+            raises a DataError naming the factor and level.
+        interval : bool
+            Prediction interval for a new observation: variance = fixed-effect uncertainty +
+            the conditional variance of the group's effects (a seen group) or the full
+            random-effect variance (an unseen group, or ``re="exclude"``) + sigma^2; see
+            `tiers.inference.predict`.
+        na_action : {"omit", "exclude"}
+            lme4's names. Without ``newdata``: ``"omit"`` gives the rows used;
+            ``"exclude"`` every row of the input, NaN for the rows dropped for missing values.
+            With ``newdata``: ``"omit"`` leaves out the rows whose prediction is missing (a
+            missing predictor), ``"exclude"`` keeps them as NaN.
+        """
+        return predict.predict(
+            self,
+            newdata,
+            re=re,
+            new_levels=new_levels,
+            interval=interval,
+            level=level,
+            na_action=na_action,
+        )
+
+    def fitted(self, na_action: str = "omit") -> pd.Series:
+        """Fitted values X beta + Z b (lme4's ``fitted``), indexed by the input's row labels.
+
+        ``na_action``: ``"omit"`` (the rows used) or ``"exclude"`` (every input row, NaN for
+        those dropped for missing values; lme4's ``na.exclude``).
+        """
+        return self.predict(re="include", na_action=na_action)["mean"].rename("fitted")
+
+    def residuals(self, na_action: str = "omit") -> pd.Series:
+        """Response minus fitted values (lme4's ``residuals``), indexed by the input's row labels.
+
+        ``na_action`` as in `fitted`.
+        """
+        return predict.residuals(self, na_action)
+
+    def caterpillar(
+        self, group: str, term: str = "(Intercept)", level: float = 0.95
+    ) -> pd.DataFrame:
+        """Conditional modes of one effect of ``group`` with intervals from the conditional SDs.
+
+        Sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
+        """
+        return predict.caterpillar(self, group, term, level)
+
+    # ------------------------------------------------- statsmodels' names (aliases, for porting) --
+
+    @property
+    def params(self) -> pd.Series:
+        """Alias of `fixef` (statsmodels' name): the fixed-effects estimates.
+
+        statsmodels' ``MixedLMResults.params`` also holds the variance parameters; here they are in
+        `varcorr` and `theta`.
+        """
+        return self.fixef
+
+    @property
+    def bse(self) -> pd.Series:
+        """Alias of `std_errors` (statsmodels' name): standard errors of the fixed effects."""
+        return self.std_errors
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """Alias of ``coef_table()["z"]`` (statsmodels' name): estimate / standard error."""
+        return self.coef_table()["z"].rename("z")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Alias of ``coef_table()["p_value"]`` (statsmodels' name): two-sided normal p-values.
+
+        Normal (z) p-values, as Stata's ``mixed`` and statsmodels' MixedLM give them; t tests with
+        Satterthwaite's degrees of freedom (lmerTest's) are in `satterthwaite`.
+        """
+        return self.coef_table()["p_value"].rename("p_value")
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Alias of the normal intervals of `coef_table` (statsmodels' name and shape).
+
+        Columns ``0`` (lower) and ``1`` (upper), one row per fixed effect, at level ``1 - alpha``.
+        Intervals for the variance parameters, and profile or bootstrap ones, are in `confint`.
+        """
+        if not (isinstance(alpha, float | int) and 0.0 < float(alpha) < 1.0):
+            raise ValueError(f"alpha must be strictly between 0 and 1 (e.g. 0.05); got {alpha!r}")
+        table = self.coef_table(level=1.0 - float(alpha))
+        return pd.DataFrame({0: table["ci_lower"], 1: table["ci_upper"]})
+
+    @property
+    def llf(self) -> float:
+        """Alias of `loglik` (statsmodels' name); for REML fits the restricted log-likelihood."""
+        return self.loglik
+
+    @property
+    def fittedvalues(self) -> pd.Series:
+        """Alias of `fitted()` (statsmodels' name): X beta + Z b, by the input's row labels."""
+        return self.fitted()
+
+    @property
+    def resid(self) -> pd.Series:
+        """Alias of `residuals()` (statsmodels' name): response minus fitted values."""
+        return self.residuals()
+
+    def cov_params(self) -> pd.DataFrame:
+        """Alias of `vcov` (statsmodels' name): the covariance matrix of the fixed effects.
+
+        statsmodels' MixedLM also includes the variance parameters; their standard errors are in
+        `sd_inference` and `corr_inference`.
+        """
+        return self.vcov
+
+    @property
+    def random_effects(self) -> dict[Any, pd.Series]:
+        """Alias of ``ranef(cond_var=False)`` in statsmodels' shape: group label -> Series.
+
+        Each Series holds one group's conditional modes, indexed by effect name (lme4's names:
+        ``(Intercept)``, ``cses``; statsmodels calls the intercept ``Group``). The keys are the
+        level labels as `ranef` writes them (text, ``"1224"``, where statsmodels keeps the data's
+        values). statsmodels has one grouping factor; with several (nested or crossed) the keys are
+        ``(factor, label)`` tuples, e.g. ``("school", "1224")``. `ranef` gives the same numbers as
+        one DataFrame per factor.
+        """
+        frames = self.ranef(cond_var=False)
+        several = len(frames) > 1
+        out: dict[Any, pd.Series] = {}
+        for factor, df in frames.items():
+            values = df.to_numpy()
+            effects = df.columns
+            for label, row in zip(df.index, values, strict=True):
+                out[(factor, label) if several else label] = pd.Series(
+                    row, index=effects, name=label
+                )
+        return out
+
+    # ---------------------------------------------------------------------------- new fits --
+
+    def refit(self, *, reml: bool) -> LmmResult:
+        """Fit the same model to the same rows by the other criterion (a new result)."""
+        return cast(LmmResult, refit(self, reml=reml))
+
+    # ------------------------------------------------------------------------------ output --
+
+    def summary(self, style: Style = "stata", *, stddeviations: bool | None = None) -> str:
+        """The summary as text, in Stata's ``mixed`` layout or lme4's (lmerTest's) ``summary``.
+
+        Parameters
+        ----------
+        style : {"stata", "lme4"}
+            ``"stata"``: 78 columns, Stata's names (``_cons``, factor levels under their
+            variable, ``c.a#c.b``), the random effects as variances and covariances (Stata 13+)
+            with the observed-information SEs and intervals, the LR test against the linear
+            model, variance shares for intercept-only models. Intervals at the formula's
+            ``level(#)`` (default 95%). ``"lme4"``: lmerTest's ``summary``: scaled residuals,
+            random effects, fixed effects with Satterthwaite's df and ``Pr(>|t|)``, the
+            correlation of the fixed effects.
+        stddeviations : bool, optional
+            Stata's layout only: SDs and correlations (``sd()``, ``corr()``, as the old
+            ``xtmixed``) rather than variances and covariances. Default: the formula's
+            ``stddeviations`` option (Stata syntax), else False.
+        """
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+        if style == "lme4":
+            try:  # Satterthwaite's df need a Hessian; where it is singular, lme4's plain table
+                tests: pd.DataFrame | None = self.satterthwaite()
+            except (np.linalg.LinAlgError, FloatingPointError):
+                tests = None
+            v = self.vcov.to_numpy()
+            se = np.sqrt(np.diag(v))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = v / np.outer(se, se)
+            scaled = self.residuals().to_numpy() / self.sigma
+            quartiles = np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
+            return text.lme4(self, self.coef_table(), tests, corr, quartiles)
+        from tiers.variance.information import variance_inference
+
+        level = self.formula.level or 0.95
+        sdi, ci = self.sd_inference, self.corr_inference
+        if level != sdi.level:  # Stata's level(#): the same information, other quantiles
+            with single_thread_blas():
+                sdi, ci = variance_inference(
+                    self.devfun, self.design.terms, np.asarray(self.theta), self.sigma, level=level
+                )
+        shares = self.variance_shares(level) if self.intercepts_only else None
+        sd = self.formula.stddeviations if stddeviations is None else bool(stddeviations)
+        return text.stata(
+            self, self.coef_table(level), sdi, ci, shares, level=level, stddeviations=sd
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
+        try:  # Satterthwaite's df need a Hessian; where it is singular they are null
+            tests: pd.DataFrame | None = self.satterthwaite()
+        except (np.linalg.LinAlgError, FloatingPointError):
+            tests = None
+        shares = self.variance_shares() if self.intercepts_only else None
+        return report_json.result_dict(self, tests, shares)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        crit = "REML crit" if self.reml else "deviance"
+        status = "" if self.converged else ", NOT converged"
+        return (
+            f"<LmmResult {self.method} {self.engine}: {self.formula.text}, {self.nobs:,} obs, "
+            f"{crit} {self.criterion:.1f}{status}>"
+        )
+
+    def _repr_html_(self) -> str:
+        from tiers.report.html import result_html
+
+        sdi = self.sd_inference
+        return result_html(self, self.coef_table(sdi.level), sdi, self.corr_inference, sdi.level)

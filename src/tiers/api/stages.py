@@ -1,0 +1,111 @@
+"""`tiers.fit` and the staged API: prepare -> deviance_function -> optimize_theta -> assemble."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from tiers._threads import single_thread_blas
+from tiers.api.result import LmmResult
+from tiers.design.design import Design, build_design
+from tiers.engine.contract import Engine
+from tiers.engine.registry import build_engine
+from tiers.fitting import assemble as _assemble
+from tiers.fitting import fit_design, resolve_reml
+from tiers.formula.types import Formula
+from tiers.optimize.minimize import OptSummary, certify
+
+
+def fit(
+    formula: str | Formula,
+    data: Any,
+    *,
+    reml: bool | None = None,
+    force: bool = False,
+) -> LmmResult:
+    """Fit a linear mixed model by REML (default, as lme4) or ML.
+
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``, ``(x | g)``,
+        ``(x || g)``, crossed ``(1 | a) + (1 | b)``) or Stata syntax (``"perform tutoring ||
+        dist_id: || school_id: x, covariance(unstructured)"``, ``|| _all: R.factor``).
+    data : pandas or polars DataFrame
+    reml : bool, optional
+        REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
+    force : bool
+        Fit even when the diagnostics find the variance components not identified, or a declared
+        child not nested in its parent; the warning is kept on the result.
+
+    Returns
+    -------
+    LmmResult
+
+    Raises
+    ------
+    FormulaError, DataError, NestingError
+        With a message naming the column or term and what to do.
+    """
+    start = time.perf_counter()
+    with single_thread_blas():
+        design = build_design(formula, data, force=force)
+        out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
+    return cast(LmmResult, out)
+
+
+def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
+    """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
+
+    See `tiers.design.design.build_design`.
+    """
+    return build_design(formula, data, force=force)
+
+
+def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:
+    """Stage 2 (lme4's ``mkLmerDevfun``): the engine, the criterion as a function of theta.
+
+    ``reml`` defaults to what the formula says (Stata's ``, mle``), else REML.
+    """
+    return build_engine(design, reml=resolve_reml(design, reml))
+
+
+def assemble(
+    design: Design,
+    opt: OptSummary | ArrayLike,
+    *,
+    reml: bool | None = None,
+    engine: Engine | None = None,
+    warn: bool = True,
+) -> LmmResult:
+    """Stage 4 (lme4's ``mkMerMod``): the result at the optimiser's theta, or at a theta given.
+
+    Parameters
+    ----------
+    design : Design
+    opt : OptSummary or array
+        What `optimize_theta` returned, or a theta (then it is not optimised: the result's
+        ``opt`` certifies whether it is an optimum of the criterion, and says it was given).
+    reml : bool, optional
+        The criterion (default: the formula's, else REML). Ignored when ``engine`` is given.
+    engine : Engine, optional
+        The engine `opt` came from (saves rebuilding it).
+    warn : bool
+        Emit the warnings (singular fit, not certified); they are kept on the result either way.
+    """
+    with single_thread_blas():
+        if engine is None:
+            engine = build_engine(design, reml=resolve_reml(design, reml))
+        if not isinstance(opt, OptSummary):
+            theta = np.asarray(opt, dtype=np.float64)
+            if theta.shape != (engine.n_theta,):
+                raise ValueError(
+                    f"theta must have {engine.n_theta} entries for this design; got shape "
+                    f"{theta.shape}"
+                )
+            opt = certify(engine, theta)
+        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult)
+        return cast(LmmResult, out)

@@ -1,0 +1,93 @@
+"""What the commands share: the error exit, JSON output, reading data and the model options.
+
+The model options (``--ml``, ``--force``, ``--string-col``) are spelled once here so that
+``tiers fit``, ``ranef``, ``predict``, ``lrtest`` and ``xtreg`` take them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+
+def fail(exc: Exception | str) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with code 2 (bad input)."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def write_json(doc: dict, path: Path) -> None:
+    """Write ``doc`` as indented JSON (NaN refused), creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def read_frame(path: Path, string_cols: Sequence[str] | None = None) -> Any:
+    """The data file as a DataFrame, the ``--string-col`` columns read as text.
+
+    Raises
+    ------
+    TiersError
+        As `tiers.read_data`: a missing or unreadable file, or a ``--string-col`` it lacks.
+    """
+    from tiers.data.io import read_data
+
+    if string_cols:
+        return read_data(path, string_columns=list(string_cols))
+    return read_data(path)
+
+
+def confidence_level(value: float | None, default: float | None = None) -> float:
+    """``--level`` as a fraction: 0.95 as given, a percentage such as Stata's 95 divided by 100.
+
+    Without ``--level`` the ``default`` (e.g. a Stata formula's ``level(90)``), else 0.95.
+    """
+    if value is None:
+        return 0.95 if default is None else default
+    if 0.0 < value < 1.0:
+        return value
+    if 10.0 <= value <= 99.99:
+        return value / 100.0
+    fail(
+        f"--level must be between 0 and 1 (e.g. 0.95) or a percentage from 10 to 99.99 "
+        f"(e.g. 95, as Stata's level(95)); got {value:g}"
+    )
+
+
+FormulaArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="FORMULA", help="lme4 ('y ~ x + (1 | g)') or Stata ('y x || g:') syntax"
+    ),
+]
+DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="CSV, Parquet or Stata .dta file")]
+MlOption = Annotated[
+    bool, typer.Option("--ml", help="maximum likelihood instead of REML", show_default=False)
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="fit even if components are not identified", show_default=False),
+]
+StringColOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--string-col",
+        metavar="NAME",
+        help="read column NAME as text, keeping labels such as 007 (Stata's stringcols(), "
+        "R's colClasses); repeatable",
+        show_default=False,
+    ),
+]
+LevelOption = Annotated[
+    float | None,
+    typer.Option(
+        "--level",
+        help="confidence level: 0.95, or Stata's 95 [default: a Stata formula's level(#), "
+        "else 0.95]",
+        show_default=False,
+    ),
+]
