@@ -333,3 +333,16 @@ def test_stata_g_when_rounding_carries_a_digit() -> None:
     assert stata_g(9.99999999) == "       10"
     assert stata_g(99999999.7) == " 1.00e+08"  # 9 digits do not fit: exponent
     assert stata_g(-12345678) == "-12345678"
+
+
+def test_lme4_layout_names_the_data_file_read_by_read_data() -> None:
+    """lme4 prints ``Data: d``; tiers knows a file's name when read_data read it, else nothing."""
+    from .conftest import REFERENCE
+
+    read = tiers.read_data(REFERENCE / "sleepstudy.csv")
+    text = tiers.fit("Reaction ~ Days + (Days | Subject)", read).summary("lme4")
+    assert text.splitlines()[3] == "   Data: sleepstudy.csv"
+    plain = tiers.fit(
+        "Reaction ~ Days + (Days | Subject)", pd.read_csv(REFERENCE / "sleepstudy.csv")
+    )
+    assert "Data:" not in plain.summary("lme4")

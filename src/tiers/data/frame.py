@@ -48,6 +48,8 @@ class ModelFrame:
         The input's index, all rows (fitted values and residuals carry its labels).
     rows : array or None
         Positions in the input of the rows used; None when every row was used.
+    source : str or None
+        The data's file name when `tiers.read_data` read it (printed as lme4's ``Data:``).
     """
 
     formula: Formula
@@ -60,6 +62,7 @@ class ModelFrame:
     dropped_by_column: dict[str, int]
     input_index: pd.Index | None = None
     rows: NDArray[np.intp] | None = None
+    source: str | None = None
 
     @property
     def index(self) -> pd.Index:
@@ -171,7 +174,15 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         dropped_by_column=dropped_by_column,
         input_index=df.index,
         rows=_used_rows(df, list(roles)) if n_dropped else None,
+        source=_source(data),
     )
+
+
+def _source(data: Any) -> str | None:
+    """The data's file name when `tiers.read_data` read it (``attrs["source"]``), else None."""
+    attrs = getattr(data, "attrs", None)
+    source = attrs.get("source") if isinstance(attrs, dict) else None
+    return str(source) if source else None
 
 
 def _used_rows(df: pd.DataFrame, cols: list[str]) -> NDArray[np.intp]:

@@ -78,6 +78,7 @@ def read_data(path: str | Path, *, string_columns: Sequence[str] | None = None) 
             values = df[col]
             df[col] = values.where(values.isna(), values.astype(str))
     df.attrs["notes"] = notes
+    df.attrs["source"] = path.name
     return df
 
 

@@ -7,7 +7,8 @@ Std.Dev. Corr``, terms by decreasing number of groups, an uncorrelated ``||`` te
 ``Subject`` and ``Subject.1`` as lme4 splits it), the fixed effects with Satterthwaite's ``df``
 and ``Pr(>|t|)`` and R's significance stars, and the correlation of the fixed effects. Each
 column is formatted as R's ``printCoefmat``, ``formatVC`` and ``print`` format it
-(`tiers.report.numfmt`). ``Data:`` is left out: tiers is given the data, not its name.
+(`tiers.report.numfmt`). ``Data:`` names the file when `tiers.read_data` read the data (a data
+frame made in Python has no name tiers could know, and the line is left out).
 
 Without Satterthwaite's table (its Hessian singular) the layout is plain lme4's:
 ``['lmerMod']``, ``Estimate Std. Error t value``.
@@ -65,9 +66,11 @@ def _formula(res: FitResult) -> list[str]:
     """``Formula:`` and the model in lme4's syntax (a Stata formula is rendered in it)."""
     f = res.formula
     text = f.text if f.syntax == "lme4" else render(dataclasses.replace(f, syntax="lme4"))
-    return textwrap.wrap(
+    lines = textwrap.wrap(
         f"Formula: {text}", WIDTH, subsequent_indent="    ", break_on_hyphens=False
     )
+    source = res.design.frame.source
+    return [*lines, f"   Data: {source}"] if source else lines
 
 
 def _criterion(res: FitResult) -> list[str]:
