@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tiers._output import atomic_path, write_text
 from tiers.api import fit
 from tiers.errors import ComparisonError, NestingError, TiersWarning
 from tiers.inference.lrtest import lrtest
@@ -109,7 +110,8 @@ class _Story:
         self.tables[name] = df
         self.console.print(_table(df, title, digits))
         if self.out is not None:
-            df.to_csv(self.out / f"{name}.csv")
+            with atomic_path(self.out / f"{name}.csv", "--out table") as tmp:
+                df.to_csv(tmp)
 
     def timed_fit(self, formula: str, data: pd.DataFrame, **kw: Any):
         with warnings.catch_warnings():
@@ -163,8 +165,9 @@ def run_exploration(
         2,
         "Fixed and random effects on students (xtreg fe / re)",
         (
-            "Both estimate the tutoring effect well, because tutoring is assigned at random. sigma_u "
-            "lumps every level above the semester into one student effect."
+            "Both estimate the tutoring effect well, because tutoring is assigned at random. The "
+            "student SD (xtreg's sigma_u, the row sd:student_id:(Intercept)) lumps every level "
+            "above the semester into one student effect."
         ),
     )
     fe = fixed_effects(data, "perform", ["tutoring"], "student_id")
@@ -258,7 +261,8 @@ def run_exploration(
     )
     story.tables["recovered"] = recovered
     if out is not None:
-        recovered.to_csv(out / "recovered.csv")
+        with atomic_path(out / "recovered.csv", "--out table") as tmp:
+            recovered.to_csv(tmp)
     shown = pd.DataFrame(
         {
             "true SD": recovered["true SD"].map("{:.2f}".format),
@@ -339,7 +343,8 @@ def run_exploration(
     story.tables["sizes_long"] = growth
     story.show("sizes", wide, "Width of each SD's 95% interval by number of districts", digits=3)
     if out is not None:
-        growth.to_csv(out / "sizes_long.csv", index=False)
-        (out / "correct_fit.json").write_text(json.dumps(correct.to_dict(), indent=2) + "\n")
+        with atomic_path(out / "sizes_long.csv", "--out table") as tmp:
+            growth.to_csv(tmp, index=False)
+        write_text(out / "correct_fit.json", json.dumps(correct.to_dict(), indent=2) + "\n")
     story.console.rule("[bold]Done")
     return story.tables
