@@ -436,3 +436,21 @@ def test_string_col_naming_no_column_is_refused(
         "xtreg": ["Reaction", "Days", decimal_ids, "--id", "Subject", "--fe"],
     }[command]
     error(invoke(command, *args, "--string-col", "Subjekt"), "'Subjekt'")
+
+
+@pytest.mark.parametrize(
+    "command", [["explore"], ["study", "--preset", "seed", "--replicates", "2"]]
+)
+def test_empty_sizes_are_refused(command: list[str], tmp_path: Path) -> None:
+    """``--sizes ""`` used to fall back to the default sizes (800,000 rows in explore)."""
+    result = invoke(*command, "--sizes", "", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "--sizes must list at least one positive integer" in result.stderr
+
+
+def test_zero_workers_are_refused() -> None:
+    """``workers=0`` used to mean "all cores"."""
+    with pytest.raises(tiers.DesignError, match="workers must be an integer >= 1"):
+        tiers.run_study(
+            tiny(), {"m": "y x || a: || b:"}, sizes=[3], replicates=2, seed=1, workers=0
+        )

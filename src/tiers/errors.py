@@ -53,6 +53,13 @@ class StudyError(TiersError, ValueError):
     """
 
 
+class OutputError(TiersError, OSError):
+    """An output file or folder cannot be written (a bad path, a read-only folder, a full disk).
+
+    Raised before the work when the path is bad; when a write fails midway no partial file is left.
+    """
+
+
 class TiersWarning(UserWarning):
     """Base class of the warnings tiers emits; each is also kept as text on the result."""
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from tiers.errors import TiersError
+
 
 def fail(exc: Exception | str) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with code 2 (bad input)."""
@@ -20,10 +22,33 @@ def fail(exc: Exception | str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def write_json(doc: dict, path: Path) -> None:
-    """Write ``doc`` as indented JSON (NaN refused), creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+def check_output(path: Path | None, option: str, *, folder: bool = False) -> None:
+    """Refuse (exit 2) an output path that cannot be written, before the work starts.
+
+    A folder given as a file, a path under a file, a read-only folder: see
+    `tiers._output.check_output`. Missing folders are created when writing.
+    """
+    from tiers._output import check_output as check
+
+    if path is None:
+        return
+    try:
+        check(path, option, folder=folder)
+    except TiersError as exc:
+        fail(exc)
+
+
+def write_json(doc: dict, path: Path, option: str = "--json") -> None:
+    """Write ``doc`` as indented JSON (NaN refused), creating the folder; exit 2 if it fails.
+
+    The file is written whole or not at all (a temporary file renamed into place).
+    """
+    from tiers._output import write_text
+
+    try:
+        write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n", option)
+    except TiersError as exc:
+        fail(exc)
 
 
 def read_frame(path: Path, string_cols: Sequence[str] | None = None) -> Any:

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from tiers._output import atomic_path, write_text
 from tiers.api import fit
-from tiers.errors import ComparisonError, NestingError, TiersWarning
+from tiers.errors import ComparisonError, DesignError, NestingError, TiersWarning
 from tiers.inference.lrtest import lrtest
 from tiers.panel.estimators import fixed_effects, random_effects
 from tiers.panel.hausman import hausman
@@ -135,7 +135,11 @@ def run_exploration(
 ) -> dict[str, pd.DataFrame]:
     """Run the whole exploration; return its tables (also written to ``out`` when given)."""
     console = console or Console()
-    sizes = sizes or [5, 50, 500]
+    sizes = [5, 50, 500] if sizes is None else list(sizes)
+    if not sizes or min(sizes) < 1:
+        raise DesignError(
+            f"sizes must list at least one positive number of districts, got {sizes!r}"
+        )
     story = _Story(console, out)
     design = seed_design(districts=districts)
     truth = design.true_parameters()

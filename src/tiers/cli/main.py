@@ -17,6 +17,7 @@ from tiers.cli.common import (
     LevelOption,
     MlOption,
     StringColOption,
+    check_output,
     confidence_level,
     fail,
     read_frame,
@@ -98,6 +99,8 @@ def fit(
         fail(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}")
     if level is not None:
         confidence_level(level)  # refuse a bad --level before fitting
+    _check_seed(seed)
+    check_output(json_path, "--json")
     try:
         frame = read_frame(data, string_col)
         result = fit_model(formula, frame, reml=False if ml else None, force=force)
@@ -106,6 +109,7 @@ def fit(
     typer.echo(result.summary(style))  # type: ignore[arg-type]
     doc = result.to_dict() if json_path is not None else {}
     if ci is not None:
+        from tiers.inference.bootstrap import BootstrapInterrupted
         from tiers.report.json import confint_dict
         from tiers.report.text import confint_table
 
@@ -115,6 +119,9 @@ def fit(
             tests = result.satterthwaite(conf)
         except (TiersError, ValueError) as exc:
             fail(exc)
+        except BootstrapInterrupted as exc:
+            typer.echo(f"interrupted: {exc}; no intervals computed", err=True)
+            raise
         typer.echo("")
         typer.echo(confint_table(intervals, tests))
         doc["confint"] = confint_dict(intervals, tests)
@@ -139,6 +146,7 @@ def lrtest(
     from tiers.api import fit as fit_model
     from tiers.inference.lrtest import lrtest as run_lrtest
 
+    check_output(json_path, "--json")
     try:
         frame = read_frame(data, string_col)
         reml = False if ml else None
@@ -187,6 +195,7 @@ def xtreg(
     if vce not in ("conventional", "cluster"):
         fail(f"--vce must be conventional or cluster, got {vce!r}")
     regressors, data = args[:-1], Path(args[-1])
+    check_output(json_path, "--json")
     doc: dict = {}
     try:
         frame = read_frame(data, string_col)
@@ -224,13 +233,16 @@ def simulate(
     ] = False,
 ) -> None:
     """Simulate a nested design and write it to a file."""
+    from tiers.cli.study import read_design
     from tiers.data.io import write_data
-    from tiers.simulation.data import PRESETS, load_design
+    from tiers.simulation.data import PRESETS
     from tiers.simulation.data import simulate as run_simulation
 
+    _check_seed(seed)
+    check_output(output, "-o/--output")
     try:
         if design is not None:
-            spec = load_design(design)
+            spec = read_design(design)
             if districts is not None:
                 spec = spec.with_units(spec.levels[0].name, districts)
         else:
@@ -266,10 +278,18 @@ def explore(
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    if not size_list:
+        fail(f"--sizes must list at least one positive integer (e.g. 5,50), got {sizes!r}")
+    check_output(out, "--out", folder=True)
     try:
         run_exploration(districts=districts, seed=seed, sizes=size_list, out=out)
     except TiersError as exc:
         fail(exc)
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and seed < 0:
+        fail(f"--seed must be an integer >= 0, got {seed}")
 
 
 predict.register(app)

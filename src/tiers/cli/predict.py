@@ -19,6 +19,7 @@ from tiers.cli.common import (
     LevelOption,
     MlOption,
     StringColOption,
+    check_output,
     confidence_level,
     fail,
     read_frame,
@@ -96,6 +97,7 @@ def ranef(
     One row per grouping factor, effect and level: group, level, effect, mode, sd (lme4's
     as.data.frame(ranef(fit, condVar = TRUE)): condval, condsd).
     """
+    check_output(output, "-o/--output")
     _, result = _fit(formula, data, ml, force, string_col)
     try:
         frames = result.ranef(cond_var=True)
@@ -166,6 +168,7 @@ def predict(
         fail(f"--na-action must be one of {', '.join(NA_CHOICES)}; got {na_action!r}")
     if level is not None:
         confidence_level(level)  # refuse a bad --level before fitting
+    check_output(output, "-o/--output")
     frame, result = _fit(formula, data, ml, force, string_col)
     source = frame
     try:

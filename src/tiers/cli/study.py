@@ -6,23 +6,34 @@ and the statistics live in :mod:`tiers.study` and :mod:`tiers.plan`.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tiers.cli.common import fail
-from tiers.errors import DesignError, TiersError
+from tiers.cli.common import check_output, fail, write_json
+from tiers.errors import DesignError, OutputError, TiersError
+
+
+def read_design(path: Path) -> Any:
+    """``--design FILE`` read; a missing or unreadable file is a `DesignError` naming the option."""
+    from tiers.simulation.data import load_design
+
+    try:
+        return load_design(path)
+    except OSError as exc:
+        raise DesignError(
+            f"--design {path}: cannot read the file ({exc.strerror or exc})"
+        ) from None
 
 
 def _design(preset: str, design: Path | None, districts: int | None) -> Any:
     """The design from ``--design FILE`` or ``--preset``; ``--districts`` sets the top level."""
-    from tiers.simulation.data import PRESETS, load_design
+    from tiers.simulation.data import PRESETS
 
     if design is not None:
-        spec = load_design(design)
+        spec = read_design(design)
         return spec if districts is None else spec.with_units(spec.levels[0].name, districts)
     if preset not in PRESETS:
         raise DesignError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
@@ -59,6 +70,26 @@ def _refuse_old_level(value: str | None) -> None:
             f"--level is now --unit-level here (use --unit-level {value}); --level is the "
             "confidence level in tiers fit"
         )
+
+
+def _plot(result: Any, folder: Path, fmt: str) -> list[Path]:
+    """The study's figures in ``folder``, each renamed into place whole (a temporary folder first)."""
+    import os
+    import shutil
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".plots-", dir=folder))
+    try:
+        paths = []
+        for path in result.plot(tmp, fmt=fmt):
+            os.replace(path, folder / path.name)
+            paths.append(folder / path.name)
+        return paths
+    except OSError as exc:
+        raise OutputError(f"could not write the --plots figures in {folder}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _units(u: int, level: str, spec: Any) -> str:
@@ -120,21 +151,40 @@ def study(
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    if not size_list:
+        fail(f"--sizes must list at least one positive integer (e.g. 5,50), got {sizes!r}")
+    if seed < 0:
+        fail(f"--seed must be an integer >= 0, got {seed}")
+    check_output(out, "--out", folder=True)
+    check_output(plots, "--plots", folder=True)
+    if plots is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail("--plots needs matplotlib, which is not installed (pip install matplotlib); "
+                 "run without --plots, or install it first")  # fmt: skip
     try:
         spec = _design(preset, design, None)
         result = run_study(
             spec, estimator or None, size_list, replicates, seed, level=unit_level, workers=workers,
             out=out, max_rows=max_rows, progress=progress,
         )  # fmt: skip
-        paths = result.plot(plots, fmt=plot_format) if plots is not None else []  # type: ignore[arg-type]
+        paths = _plot(result, plots, plot_format) if plots is not None else []
     except TiersError as exc:
         fail(exc)
     except KeyboardInterrupt:
         typer.echo(f"finished replicates are kept in {out}; rerun to resume", err=True)
         raise
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     if parquet:
-        result.summary.to_parquet(out / "summary.parquet", index=False)
-        result.replicates.to_parquet(out / "replicates.parquet", index=False)
+        from tiers.data.io import write_data
+
+        try:
+            write_data(result.summary, out / "summary.parquet")
+            write_data(result.replicates, out / "replicates.parquet")
+        except TiersError as exc:
+            fail(exc)
     # Plain text, not a rich table: it stays readable when piped to a file or a narrow terminal.
     shown = [c for c in SUMMARY_COLUMNS if c != "n_interval"]
     typer.echo(result.summary[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -178,6 +228,7 @@ def plan(
     from tiers.study.plan import plan_design
 
     _refuse_old_level(old_level)
+    check_output(json_path, "--json")
     targets: dict[str, float] = {}
     for item in target_se or []:
         name, sep, value = item.partition("=")
@@ -218,8 +269,7 @@ def plan(
             )
         typer.echo(line)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+        write_json(result.to_dict(), json_path)
 
 
 def register(app: typer.Typer) -> None:

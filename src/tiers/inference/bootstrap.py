@@ -11,13 +11,21 @@ with single-threaded BLAS; replicate ``i`` draws from ``SeedSequence(seed, spawn
 results do not depend on the number of workers or the batching. Replicates whose fit is not
 certified as converged, or that raise, are counted and reported (`BootstrapResult.n_failed`,
 `notes`); intervals use the others.
+
+Ctrl-C stops the bootstrap at once: the queued batches are cancelled, the workers terminated (they
+ignore SIGINT themselves, so the parent alone decides), and `BootstrapInterrupted`, a
+`KeyboardInterrupt`, is raised saying how many replicates finished and carrying them as a
+`BootstrapResult` (``partial``), so that the interrupt still stops the program but nothing finished
+is hidden.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import warnings
@@ -131,6 +139,7 @@ class BootstrapResult:
     seconds: float
     workers: int
     n_restarted: int = 0
+    requested: int = 0  # replicates asked for, when interrupted before all of them finished
 
     @property
     def ok(self) -> NDArray[np.bool_]:
@@ -153,6 +162,11 @@ class BootstrapResult:
             f"and refitted ({self.workers} worker{'s' if self.workers != 1 else ''}, "
             f"{self.seconds:.1f} s)"
         ]
+        if self.requested > self.n_boot:
+            out.append(
+                f"interrupted: only {self.n_boot:,} of the {self.requested:,} replicates asked "
+                "for finished; these are they"
+            )
         if self.n_restarted:
             out.append(
                 f"{self.n_restarted:,} replicate fits ended on the boundary and found a lower "
@@ -171,6 +185,18 @@ class BootstrapResult:
         return tuple(out)
 
 
+class BootstrapInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a bootstrap; ``partial`` holds the finished replicates (None if none)."""
+
+    def __init__(self, partial: BootstrapResult | None, requested: int, seconds: float) -> None:
+        self.partial = partial
+        self.finished = 0 if partial is None else partial.n_boot
+        self.requested = requested
+        super().__init__(
+            f"{self.finished:,} of {requested:,} bootstrap replicates finished in {seconds:.1f} s"
+        )
+
+
 # ------------------------------------------------------------------------------ the workers --
 
 _JOB: _Job | None = None
@@ -179,6 +205,8 @@ _JOB: _Job | None = None
 def _init(job: _Job) -> None:
     global _JOB
     _JOB = job
+    # Ctrl-C reaches the whole process group; the parent alone handles it (module docstring)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(indices: list[int], job: _Job | None = None) -> tuple[list[int], list[Any]]:
@@ -250,33 +278,54 @@ def run(
     size = max(1, min(64, math.ceil(n_boot / (workers * 8))))
     batches = [list(range(i, min(i + size, n_boot))) for i in range(0, n_boot, size)]
     bar = _Bar(progress, n_boot, label)
-    with bar:
-        if workers == 1:
-            for batch in batches:
-                idx, out = _run(batch, job)
-                for i, r in zip(idx, out, strict=True):
-                    results[i] = r
-                bar.advance(len(idx))
-        else:
-            # fork shares the job without pickling and works from scripts without a __main__
-            # guard; elsewhere the job is pickled to each worker once
-            ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            with (
-                warnings.catch_warnings(),
-                ProcessPoolExecutor(
-                    workers, mp_context=ctx, initializer=_init, initargs=(job,)
-                ) as ex,
-            ):
-                # Python >= 3.12 warns on fork when BLAS threads exist; the workers only run
-                # single-threaded numpy code after the fork, which is safe
-                warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
-                futures = [ex.submit(_run, batch) for batch in batches]
-                for fut in as_completed(futures):
-                    idx, out = fut.result()
+    try:
+        with bar:
+            if workers == 1:
+                for batch in batches:
+                    idx, out = _run(batch, job)
                     for i, r in zip(idx, out, strict=True):
                         results[i] = r
                     bar.advance(len(idx))
+            else:
+                _pool(job, batches, workers, results, bar)
+    except KeyboardInterrupt:
+        seconds = time.perf_counter() - start
+        done = [r for r in results if r is not None]
+        partial = None
+        if done:
+            partial = _collect(done, len(models), len(done), entropy, seconds, workers)
+            partial = dataclasses.replace(partial, requested=n_boot)
+        raise BootstrapInterrupted(partial, n_boot, seconds) from None
     return _collect(results, len(models), n_boot, entropy, time.perf_counter() - start, workers)
+
+
+def _pool(job: _Job, batches: list[list[int]], workers: int, results: list[Any], bar: _Bar) -> None:
+    """Run the batches in worker processes; on Ctrl-C or an error drop the rest at once."""
+    # fork shares the job without pickling and works from scripts without a __main__
+    # guard; elsewhere the job is pickled to each worker once
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns on fork when BLAS threads exist; the workers only run
+        # single-threaded numpy code after the fork, which is safe
+        warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
+        ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(job,))
+        try:
+            futures = [ex.submit(_run, batch) for batch in batches]
+            for fut in as_completed(futures):
+                idx, out = fut.result()
+                for i, r in zip(idx, out, strict=True):
+                    results[i] = r
+                bar.advance(len(idx))
+        except BaseException:
+            # not shutdown(wait=True): that would wait for every queued batch (minutes)
+            procs = list((getattr(ex, "_processes", None) or {}).values())
+            ex.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(timeout=5)
+            raise
+        ex.shutdown(wait=True)
 
 
 def _collect(

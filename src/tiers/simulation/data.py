@@ -411,6 +411,32 @@ def draw_response(
     return y, covs, effects, residual
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, work needing more than the memory available (`DesignError`)."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise DesignError(
+            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, but only "
+            f"{free / 2**30:.1f} GiB is available; use fewer units (or rows, or workers), "
+            "or free memory"
+        )
+
+
 def simulate(
     design: NestedDesign,
     seed: int | np.random.Generator | np.random.SeedSequence | None = None,
@@ -458,6 +484,9 @@ def simulate(
             f"the design has {nrows:,} rows, more than max_rows={max_rows:,}; "
             f"pass simulate(..., max_rows={nrows}) or larger to generate it anyway"
         )
+    # the columns and the response's temporaries, 8 bytes a cell: refused here, not by MemoryError
+    ncols = len(design.levels) + 2 + len(design.covariates) + 2 * len(design.levels) * components
+    check_memory(nrows * 8 * (ncols + 3), f"the design's {nrows:,} rows")
     taken = {name for name, _ in design._column_roles()}
     extra = [f"{lv.name}_effect" for lv in design.levels] + ["residual"] if components else []
     clash = sorted(taken.intersection(extra))

@@ -39,10 +39,11 @@ without building a DataFrame; each worker prepares every mixed model once per si
 Storage
 -------
 With ``out``, ``out/study.json`` records the design, level, seed and estimators and
-``out/replicates.csv`` (one row per size, replicate, estimator and parameter) grows by one append
-per finished batch, so an interrupted study keeps what was finished and a rerun with the same or
-more replicates, sizes or estimators only fits what is missing. ``out/summary.csv`` is rewritten at
-the end: the columns of `SUMMARY_COLUMNS`, that is size, estimator, parameter, truth, mean, bias,
+``out/replicates.csv`` holds one row per size, replicate, estimator and parameter. Each finished
+batch is stored at once, whole or not at all, so an interrupted study keeps what was finished and a
+rerun with the same or more replicates, sizes or estimators only fits what is missing; a lock keeps
+a second run off the folder while one is running (:mod:`tiers.study.store`). ``out/summary.csv``
+is rewritten at the end: the columns of `SUMMARY_COLUMNS`, that is size, estimator, parameter, truth, mean, bias,
 sd (empirical, over replicates), rmse, mean_se (mean reported SE), coverage, n_ok, n_failed,
 n_singular, median_seconds (of one fit), then n_interval and n_unconverged (fits whose optimum
 was not certified, e.g. every fit of a non-identified model).
@@ -50,7 +51,6 @@ was not certified, e.g. every fit of a non-identified model).
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -64,9 +64,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from tiers._output import atomic_path
 from tiers.errors import DesignError, StudyError
 from tiers.inference.bootstrap import _Bar
-from tiers.simulation.data import PRESETS, NestedDesign, load_design
+from tiers.simulation.data import PRESETS, NestedDesign, check_memory, load_design
 from tiers.study.replicate import (
     Estimator,
     _as_estimators,
@@ -78,14 +79,12 @@ from tiers.study.replicate import (
     parse_estimator,
     replicate_seed,
 )
+from tiers.study.store import REPLICATE_COLUMNS, Store, load_rows, read_meta  # noqa: F401
+from tiers.study.store import frame as _frame
 
 __all__ = ["Estimator", "StudyError", "StudyResult", "default_estimators", "draw_replicate",
            "load_study", "parse_estimator", "replicate_seed", "run_study", "summarize"]  # fmt: skip
 
-REPLICATE_COLUMNS: tuple[str, ...] = (
-    "size", "replicate", "estimator", "parameter", "estimate", "se", "lower", "upper",
-    "singular", "converged", "seconds", "warnings", "error", "n_param", "status",
-)  # fmt: skip
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
     "coverage", "n_ok", "n_failed", "n_singular", "median_seconds", "n_interval", "n_unconverged",
@@ -111,6 +110,7 @@ class StudyResult:
     out: Path | None = None
     seconds: float = 0.0
     n_new: int = 0  # fits run by this call; the others were loaded from ``out``
+    notes: tuple[str, ...] = ()  # what loading ``out`` skipped or repaired, in words
 
     def plot(self, out: str | Path, *, fmt: Literal["png", "svg"] = "png") -> list[Path]:
         """Write the figures of :mod:`tiers.study.plots` into ``out``; return their paths."""
@@ -127,7 +127,12 @@ def _as_design(design: Any) -> NestedDesign:
     if isinstance(design, str) and design in PRESETS:
         return PRESETS[design]()
     if isinstance(design, str | os.PathLike):
-        return load_design(design)
+        try:
+            return load_design(design)
+        except OSError as exc:
+            raise DesignError(
+                f"cannot read the design file {design}: {exc.strerror or exc}"
+            ) from None
     raise DesignError(f"a study needs a NestedDesign, preset name or design file, not {design!r}")
 
 
@@ -173,7 +178,8 @@ def run_study(
         one, a script calling this needs the ``if __name__ == "__main__":`` guard (spawned
         workers import the main module).
     out : path, optional
-        Folder of study.json, replicates.csv (appended per batch: resumable) and summary.csv.
+        Folder of study.json, replicates.csv (each batch stored whole as it finishes:
+        resumable; locked while a run uses it) and summary.csv.
     max_rows : int
         Refuse sizes with more rows per replicate than this.
     progress : bool
@@ -190,7 +196,10 @@ def run_study(
         Invalid design, level, sizes or replicates, or too many rows.
     FormulaError, StudyError
         An estimator naming a column the design does not produce, an unknown estimator, a model
-        the design cannot support, an ``out`` folder holding another study.
+        the design cannot support, an ``out`` folder holding another study or in use by another
+        run, a corrupt study.json.
+    OutputError
+        ``out`` cannot be written (a file, under a file, read-only; or a full disk midway).
 
     All of these are raised before any replicate is fitted.
     """
@@ -203,7 +212,10 @@ def run_study(
     size_list = sorted({_count(s, f"each size (units of {level!r})") for s in ([sizes] if isinstance(sizes, int) else sizes)})  # fmt: skip
     if not size_list:
         raise DesignError("give at least one size")
-    R, max_rows, seed = _count(replicates, "replicates"), _count(max_rows, "max_rows"), int(seed)
+    R, max_rows = _count(replicates, "replicates"), _count(max_rows, "max_rows")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DesignError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = int(seed)
     designs = {s: design.with_units(level, s) for s in size_list}
     for s, d in designs.items():
         if d.nrows > max_rows:
@@ -212,16 +224,35 @@ def run_study(
                 f"(roughly {d.nrows * 8 * (6 + len(d.levels)) / 2**30:.1f} GiB per worker); "
                 "raise max_rows (--max-rows) to run it anyway"
             )
+    nworkers = _count(os.cpu_count() or 1 if workers is None else workers, "workers")
+    biggest = designs[size_list[-1]]
+    # each worker holds one replicate's columns (ids, covariates, response, design matrices)
+    check_memory(biggest.nrows * 8 * (6 + len(biggest.levels)) * min(nworkers, R * len(size_list)),
+                 f"size {size_list[-1]} with {nworkers} worker(s)")  # fmt: skip
     ests = _as_estimators(estimators, design)
     _check_estimators(design, ests)
     small = _layout(designs[size_list[0]], seed, size_list[0], ests)
     for e in ests:  # a model the design cannot support is refused here, not failed R times
         if isinstance(small.prepared.get(e.name), Exception):
             raise StudyError(f"estimator {e.name!r} cannot be fitted: {small.prepared[e.name]}")
-    store = _Store(Path(out), design, level, seed, ests) if out is not None else None
-    old = store.load() if store is not None else _frame([])
+    # The varied level's units are the sizes, so they are not part of what the study is.
+    meta = {"design": design.with_units(level, 1).to_dict(), "level": level, "seed": seed}
+    store = Store(Path(out), meta, {e.name: e.spec for e in ests}) if out is not None else None
+    try:
+        return _run(store, design, level, size_list, designs, ests, R, seed, nworkers, progress,
+                    on_batch, batch_size, start)  # fmt: skip
+    except BaseException:
+        if store is not None:
+            store.close(None)  # keep what finished; the lock is released
+        raise
+
+
+def _run(store: Store | None, design: NestedDesign, level: str, size_list: list[int],
+         designs: dict[int, NestedDesign], ests: tuple[Estimator, ...], R: int, seed: int,
+         nworkers: int, progress: bool, on_batch: Callable[[int], None] | None,
+         batch_size: int | None, start: float) -> StudyResult:  # fmt: skip
+    old = store.loaded.table if store is not None else _frame([])
     done = set(zip(old["size"], old["replicate"], old["estimator"], strict=True))
-    nworkers = _count(workers or os.cpu_count() or 1, "workers")
     tasks = []
     for s in size_list:
         todo = [(r, tuple(e.name for e in ests if (s, r, e.name) not in done)) for r in range(R)]
@@ -230,17 +261,21 @@ def run_study(
         tasks += [(designs[s].to_dict(), seed, s, ests, todo[i : i + step])
                   for i in range(0, len(todo), step)]  # fmt: skip
     new = _execute(tasks, nworkers, progress, store, on_batch)
-    table = pd.concat([old, _frame(new)], ignore_index=True) if new else old
-    table = table[table["size"].isin(size_list) & (table["replicate"] < R)
-                  & table["estimator"].isin([e.name for e in ests])]  # fmt: skip
+    everything = pd.concat([old, _frame(new)], ignore_index=True) if new else old
+    table = everything[everything["size"].isin(size_list) & (everything["replicate"] < R)
+                       & everything["estimator"].isin([e.name for e in ests])]  # fmt: skip
     truth = design.true_parameters()
     table = _sorted(table, [e.name for e in ests], truth)
     summary = summarize(table, truth)
+    notes: tuple[str, ...] = ()
     if store is not None:
-        summary.to_csv(store.folder / "summary.csv", index=False)
+        store.close(everything)
+        with atomic_path(store.folder / "summary.csv", "study summary") as tmp:
+            summary.to_csv(tmp, index=False)
+        notes = store.notes
     return StudyResult(summary, table, design, level, tuple(size_list), ests, seed, R,
                        None if store is None else store.folder, time.perf_counter() - start,
-                       len({r[:3] for r in new}))  # fmt: skip
+                       len({r[:3] for r in new}), notes)  # fmt: skip
 
 
 def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch: Any) -> list:
@@ -296,15 +331,6 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-_DTYPES = {"size": "int64", "replicate": "int64", "n_param": "int64", "singular": bool,
-           "converged": bool, **dict.fromkeys(["estimate", "se", "lower", "upper", "seconds"], float)}  # fmt: skip
-
-
-def _frame(rows: list[tuple]) -> pd.DataFrame:
-    """Rows -> the replicate table, with fixed dtypes (so an empty table concatenates cleanly)."""
-    return pd.DataFrame(rows, columns=list(REPLICATE_COLUMNS)).astype(_DTYPES)
-
-
 def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -> pd.DataFrame:
     """Rows by size, estimator (as given), parameter (as the design lists them) and replicate.
 
@@ -347,79 +373,22 @@ def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
 
 
-class _Store:
-    """``out/study.json`` (what the study is) and ``out/replicates.csv`` (rows, append-only)."""
-
-    def __init__(self, folder: Path, design: NestedDesign, level: str, seed: int, ests) -> None:
-        self.folder, self.path = folder, folder / "replicates.csv"
-        # The varied level's units are the sizes, so they are not part of what the study is.
-        meta = {"design": design.with_units(level, 1).to_dict(), "level": level, "seed": seed}
-        specs = {e.name: e.spec for e in ests}
-        info = folder / "study.json"
-        if info.exists():
-            old = json.loads(info.read_text())
-            for key, value in meta.items():
-                if old.get(key) != value:
-                    raise StudyError(
-                        f"{folder} holds a study with another {key} ({old.get(key)!r}); use "
-                        "another output folder, or remove it to start afresh"
-                    )
-            clash = [n for n, s in specs.items() if old["estimators"].get(n, s) != s]
-            if clash:
-                raise StudyError(f"{folder}: estimator(s) {clash} are defined differently there")
-            specs = {**old["estimators"], **specs}
-        folder.mkdir(parents=True, exist_ok=True)
-        info.write_text(json.dumps({**meta, "estimators": specs}, indent=2) + "\n")
-
-    def load(self) -> pd.DataFrame:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return _frame([])
-        with open(self.path, "rb+") as fh:  # a line cut mid-write would glue onto the next one
-            data = fh.read()
-            if not data.endswith(b"\n"):
-                fh.truncate(data.rfind(b"\n") + 1)
-        return _read_replicates(self.path)
-
-    def append(self, rows: list[tuple]) -> None:
-        header = not self.path.exists() or self.path.stat().st_size == 0
-        text = _frame(rows).to_csv(index=False, header=header)
-        with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-
-def _read_replicates(path: Path) -> pd.DataFrame:
-    """The stored rows, less any fit whose rows were cut short (fewer than its ``n_param``)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return _frame([])
-    text = dict.fromkeys(["estimator", "parameter", "warnings", "error", "status"], str)
-    df = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
-    df = df[df["status"].isin(["ok", "failed"])]
-    n = df.groupby(["size", "replicate", "estimator"])["parameter"].transform("size")
-    df = df[n == df["n_param"]].copy()
-    for col in ("warnings", "error"):
-        df[col] = df[col].fillna("").astype(str)
-    for col in ("singular", "converged"):
-        df[col] = df[col].astype(str).str.lower().eq("true")
-    return df.reset_index(drop=True)
-
-
 def load_study(out: str | os.PathLike) -> StudyResult:
     """Reload a study folder: every stored size and replicate, summarised afresh.
 
     Its ``design`` has the varied level's units set to 1 (the sizes say how many).
     """
     folder = Path(out)
+    meta = read_meta(folder)
     try:
-        meta = json.loads((folder / "study.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise StudyError(
-            f"{folder} is not a study folder (no readable study.json): {exc}"
-        ) from None
-    design = NestedDesign.from_dict(meta["design"])
-    ests = tuple(parse_estimator(f"{n}={s}") for n, s in meta["estimators"].items())
+        design = NestedDesign.from_dict(meta["design"])
+        ests = tuple(parse_estimator(f"{n}={s}") for n, s in meta["estimators"].items())
+    except (DesignError, StudyError, AttributeError, TypeError) as exc:
+        raise StudyError(f"{folder}/study.json does not describe a study: {exc}") from None
     truth = design.true_parameters()
-    table = _sorted(_read_replicates(folder / "replicates.csv"), [e.name for e in ests], truth)
+    loaded = load_rows(folder)
+    table = _sorted(loaded.table, [e.name for e in ests], truth)
     sizes = tuple(sorted(int(s) for s in set(table["size"])))
     R = int(table["replicate"].max()) + 1 if len(table) else 0
     return StudyResult(summarize(table, truth), table, design, meta["level"], sizes, ests,
-                       meta["seed"], R, folder)  # fmt: skip
+                       meta["seed"], R, folder, notes=loaded.notes)  # fmt: skip

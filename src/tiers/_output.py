@@ -1,0 +1,104 @@
+"""Output files that are whole or absent: a bad path refused up front, every write atomic.
+
+`check_output` is called before the work (the fit, the simulation, the study) so that a path that
+cannot be written (a folder given as a file, a path under a file, a read-only folder) is refused
+in words instead of after minutes of work. `atomic_path` hands out a temporary name in the target's
+own folder and renames it into place only when the write finished: a full disk, a kill or Ctrl-C
+leaves the old file (or none), never a 0-byte or truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from tiers.errors import OutputError
+
+__all__ = ["atomic_path", "check_output", "write_text"]
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (read-only folder or file system)"
+    return exc.strerror or str(exc)
+
+
+def check_output(path: str | os.PathLike[str], option: str, *, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Parameters
+    ----------
+    path : path
+        The file (or, with ``folder=True``, the folder) to be written.
+    option : str
+        How the user gave it (``--json``, ``-o``, ``out``), named in the message.
+    folder : bool
+        The path is a folder to write files into (created if missing).
+
+    Raises
+    ------
+    OutputError
+        The path is an existing folder (for a file) or file (for a folder), lies under a file, or
+        its nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{option} {path}: is a file, not a folder; give a folder")
+    elif path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; give a file name inside it")
+    elif path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{option} {path}: the file exists and is read-only")
+    parent = path if folder else path.parent
+    probe = parent
+    while not probe.exists():  # the folders to create: the nearest existing one must be a folder
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(
+            f"{option} {path}: {probe} is a file, so nothing can be written under it; "
+            "give a path in a folder"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: the folder {probe} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], option: str = "output") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The folder is created if missing. On any exception (a full disk, Ctrl-C) the temporary file is
+    removed and ``path`` is left as it was; an ``OSError`` becomes an `OutputError` naming the file
+    and the reason.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        with open(tmp, "rb") as fh:  # the bytes are on disk before the name points at them
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"could not write {option} {path}: {_reason(exc)}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str, option: str = "output") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (`atomic_path`)."""
+    with atomic_path(path, option) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
