@@ -9,6 +9,11 @@
 
 from __future__ import annotations
 
+# the subpackages the README names, reachable after a plain ``import tiers``
+# (``tiers.panel.fixed_effects``, ``tiers.report.comparison.compare``, ``tiers.comparison``)
+from tiers import inference as inference
+from tiers import panel as panel
+from tiers import report as report
 from tiers.api import LmmResult, assemble, deviance_function, fit, optimize_theta, prepare
 from tiers.data.io import read_data, write_data
 from tiers.design.design import Design
@@ -27,6 +32,8 @@ from tiers.errors import (
 )
 from tiers.formula.parse import parse
 from tiers.formula.types import Formula
+from tiers.inference import lrtest as _lrtest  # noqa: F401
+from tiers.report import comparison as comparison
 from tiers.simulation.data import NestedDesign, seed_design, simulate
 
 

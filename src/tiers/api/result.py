@@ -26,6 +26,51 @@ Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
 
 
+def _check_flag(value: object, name: str, *, optional: bool = False) -> None:
+    """Refuse a flag that is not True or False (``reml="no"`` is truthy: it would mean True)."""
+    if not (isinstance(value, bool | np.bool_) or (optional and value is None)):
+        allowed = "True, False or None" if optional else "True or False"
+        raise TypeError(f"{name} must be {allowed}; got {value!r}")
+
+
+def _check_run(*, seed: object, workers: object, progress: object) -> None:
+    """Refuse a bootstrap seed, worker count or progress flag of the wrong type or range."""
+    _check_flag(progress, "progress", optional=True)
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+    ):
+        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1
+    ):
+        raise ValueError(
+            f"workers must be a positive integer (processes) or None (the available cores); "
+            f"got {workers!r}"
+        )
+
+
+def _contrast_matrix(L: Any, p: int) -> np.ndarray:
+    """``L`` as a finite (rows, p) matrix with no all-zero row, or a ValueError saying why."""
+    try:
+        M = np.atleast_2d(np.asarray(L, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"L must be a term name, a vector of {p} numbers or a matrix with {p} columns; got "
+            f"{L!r:.60}"
+        ) from None
+    if M.ndim != 2 or M.shape[1] != p:
+        raise ValueError(f"L must have {p} columns (one per fixed effect); got shape {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise ValueError("L has non-finite entries (NaN or infinite)")
+    zero = np.flatnonzero(~M.any(axis=1))
+    if zero.size:
+        raise ValueError(
+            f"row {int(zero[0])} of L is all zero: it tests nothing; drop it or give the "
+            "contrast's coefficients"
+        )
+    return M
+
+
 class LmmResult(FitResult):
     """A fitted linear mixed model (see `tiers.results.result.FitResult` for its numbers).
 
@@ -59,6 +104,7 @@ class LmmResult(FitResult):
         ``seed``, ``workers``, ``progress`` as in `confint`). ``attrs`` carries the method and
         notes.
         """
+        _check_run(seed=seed, workers=workers, progress=progress)
         return intervals.variance_shares(
             self, level, method, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -106,6 +152,7 @@ class LmmResult(FitResult):
         ValueError
             Unknown method or level outside (0, 1).
         """
+        _check_run(seed=seed, workers=workers, progress=progress)
         return intervals.confint(
             self, method, level, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -122,6 +169,7 @@ class LmmResult(FitResult):
 
         A new value on every call (the same one for the same ``seed``).
         """
+        _check_run(seed=seed, workers=workers, progress=progress)
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
@@ -154,11 +202,7 @@ class LmmResult(FitResult):
             M = np.zeros((len(idx), len(self.xnames)))
             M[np.arange(len(idx)), idx] = 1.0
         else:
-            M = np.atleast_2d(np.asarray(L, dtype=np.float64))
-            if M.shape[1] != len(self.xnames):
-                raise ValueError(
-                    f"L must have {len(self.xnames)} columns (one per fixed effect); got {M.shape[1]}"
-                )
+            M = _contrast_matrix(L, len(self.xnames))
         F, ndf, ddf, p = self._satterthwaite.contest(M)
         return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
 
@@ -176,6 +220,7 @@ class LmmResult(FitResult):
             `tiers.engine.sparse_modes.DENSE_LIMIT` random effects whose engine cannot give
             conditional SDs.
         """
+        _check_flag(cond_var, "cond_var")
         return predict.ranef_frames(self, cond_var=cond_var)
 
     def predict(
@@ -213,6 +258,7 @@ class LmmResult(FitResult):
             With ``newdata``: ``"omit"`` leaves out the rows whose prediction is missing (a
             missing predictor), ``"exclude"`` keeps them as NaN.
         """
+        _check_flag(interval, "interval")
         return predict.predict(
             self,
             newdata,
@@ -338,6 +384,7 @@ class LmmResult(FitResult):
 
     def refit(self, *, reml: bool) -> LmmResult:
         """Fit the same model to the same rows by the other criterion (a new result)."""
+        _check_flag(reml, "reml")
         return cast(LmmResult, refit(self, reml=reml))
 
     # ------------------------------------------------------------------------------ output --
@@ -362,6 +409,7 @@ class LmmResult(FitResult):
         """
         if style not in STYLES:
             raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+        _check_flag(stddeviations, "stddeviations", optional=True)
         if style == "lme4":
             try:  # Satterthwaite's df need a Hessian; where it is singular, lme4's plain table
                 tests: pd.DataFrame | None = self.satterthwaite()

@@ -21,8 +21,30 @@ def polars_to_pandas(data: Any) -> pd.DataFrame:
 
     categorical = [n for n, dtype in data.schema.items() if isinstance(dtype, pl.Categorical)]
     out = data.to_pandas()
+    integers = [
+        n for n, dtype in data.schema.items() if dtype.is_integer() and data[n].null_count()
+    ]
+    if integers:  # ids with a missing value: nullable integers, never rounded floats
+        keep_integers(data.select(integers).to_arrow(), out)
     for name in categorical:
         col = out[name]
         if isinstance(col.dtype, pd.CategoricalDtype):
             out[name] = col.cat.reorder_categories(sorted(col.cat.categories))
     return out
+
+
+def keep_integers(table: Any, out: pd.DataFrame) -> None:
+    """Put the integer columns of an Arrow ``table`` that have nulls into ``out`` as nullable ints.
+
+    Arrow's ``to_pandas`` turns an integer column with a missing value into float64, which rounds
+    integers beyond 2**53: 18-digit ids would merge. pandas' ``Int64``/``UInt64`` keep them.
+    """
+    import pyarrow as pa
+
+    for field in table.schema:
+        if pa.types.is_integer(field.type) and table[field.name].null_count:
+            target = (
+                pd.UInt64Dtype() if pa.types.is_unsigned_integer(field.type) else pd.Int64Dtype()
+            )
+            mapped = table.select([field.name]).to_pandas(types_mapper={field.type: target}.get)
+            out[field.name] = mapped[field.name].set_axis(out.index)

@@ -6,6 +6,7 @@ DataFrames live here and in the I/O layer only; everything downstream sees numpy
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 
 from tiers.data.convert import polars_to_pandas
 from tiers.data.variables import evaluate_response, expression_variables, response_variables
-from tiers.errors import DataError, FormulaError
+from tiers.errors import DataError, FormulaError, TiersError
 from tiers.formula.types import Formula
 
 #: Columns with |R_jj| below this (relative to the largest) in a pivoted QR are collinear, the
@@ -50,6 +51,9 @@ class ModelFrame:
         Positions in the input of the rows used; None when every row was used.
     source : str or None
         The data's file name when `tiers.read_data` read it (printed as lme4's ``Data:``).
+    read_notes : tuple of str
+        What `tiers.read_data` noted about the file (separator, encoding) and about the columns
+        used (kept as text, words read as missing), so that the summary says it.
     """
 
     formula: Formula
@@ -63,6 +67,7 @@ class ModelFrame:
     input_index: pd.Index | None = None
     rows: NDArray[np.intp] | None = None
     source: str | None = None
+    read_notes: tuple[str, ...] = ()
 
     @property
     def index(self) -> pd.Index:
@@ -88,7 +93,7 @@ class ModelFrame:
             )
         for name in self.omitted:
             out.append(f"{name} omitted because of collinearity")
-        return tuple(out)
+        return tuple(out) + self.read_notes
 
 
 def as_pandas(data: Any) -> pd.DataFrame:
@@ -150,19 +155,36 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
     df = as_pandas(data)
     columns = [str(c) for c in df.columns]
     roles = _variables(formula)
+    for name in re.findall(r"`([^`]+)`", formula.fixed):  # `1` is a column, not a number
+        if name in df.columns:
+            roles.setdefault(name, "a predictor")
     for col, role in roles.items():
         if col not in df.columns:
             raise _unknown(col, columns, role)
-    used, n_dropped, dropped_by_column = _complete_rows(df, list(roles))
-    if len(used) == 0:
-        raise DataError(f"no rows left: every row has a missing value in one of {', '.join(roles)}")
-    column = formula.response_column
-    resp = used[column] if column is not None else evaluate_response(formula.response, used)
-    y = _response(resp, formula.response)
-    X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
-    _check_finite(X, names)
-    keep, omitted = independent_columns(X, names)
-    X = np.ascontiguousarray(X[:, keep])
+    try:
+        df = _check_columns(df, roles)
+        used, n_dropped, dropped_by_column = _complete_rows(df, list(roles))
+        if len(used) == 0:
+            raise DataError(
+                f"no rows left: every row has a missing value in one of {', '.join(roles)}"
+            )
+        used = plain_text(used)
+        column = formula.response_column
+        resp = used[column] if column is not None else evaluate_response(formula.response, used)
+        y = _response(resp, formula.response)
+        X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
+        _check_finite(X, names)
+        keep, omitted = independent_columns(X, names)
+        X = np.ascontiguousarray(X[:, keep])
+    except TiersError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        # the one place where pandas' and numpy's complaints about odd columns become ours
+        kinds = ", ".join(f"{c} ({getattr(df[c], 'dtype', '?')})" for c in roles if c in df.columns)
+        raise DataError(
+            f"cannot use the data for {formula.text!r} ({type(exc).__name__}: {exc}); check the "
+            f"types of the columns it uses: {kinds}"
+        ) from exc
     return ModelFrame(
         formula=formula,
         data=used,
@@ -175,7 +197,107 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         input_index=df.index,
         rows=_used_rows(df, list(roles)) if n_dropped else None,
         source=_source(data),
+        read_notes=_read_notes(data, list(roles)),
     )
+
+
+def _check_columns(df: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
+    """Refuse used columns tiers cannot read as they are, at the edge, naming the column.
+
+    A column name used twice, complex numbers (the imaginary part would be dropped), dates and
+    durations (convert them to numbers in the unit you mean), and a grouping factor whose ids mix
+    numbers and text (``1`` and ``"1"`` would print as one label). Text stored as bytes is
+    decoded (UTF-8, else Latin-1) so that labels are text.
+    """
+    names = [str(c) for c in df.columns]
+    decoded: dict[str, pd.Series] = {}
+    for col, role in roles.items():
+        if names.count(col) > 1:
+            raise DataError(
+                f"the data has {names.count(col)} columns named {col!r} ({role}); rename or drop "
+                "the duplicates so the column is unambiguous"
+            )
+        values = df[col]
+        dtype = values.dtype
+        if pd.api.types.is_complex_dtype(dtype):
+            raise DataError(
+                f"column {col!r} ({role}) holds complex numbers; tiers fits real-valued data: "
+                "use its real part, modulus or angle explicitly"
+            )
+        if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise DataError(
+                f"column {col!r} ({role}) holds dates or durations (dtype {dtype}); convert it to "
+                "numbers in the unit you mean (e.g. .dt.total_seconds() or days since a date)"
+            )
+        pure = ("string", "integer", "floating", "mixed-integer-float", "boolean", "empty")
+        if pd.api.types.is_object_dtype(dtype) and pd.api.types.infer_dtype(values) not in pure:
+            kinds = {type(v) for v in values.dropna().to_numpy()}
+            if bytes in kinds:
+                values = values.map(_decode)
+                decoded[col] = values
+                kinds = {type(v) for v in values.dropna().to_numpy()}
+            nested = [k for k in kinds if issubclass(k, (list, tuple, dict, set, np.ndarray))]
+            if nested:
+                raise DataError(
+                    f"column {col!r} ({role}) holds {nested[0].__name__} values, not single "
+                    "numbers or labels; expand it into columns or convert each value to text"
+                )
+            numbers = {k for k in kinds if issubclass(k, (int, float, np.number))}
+            if role == "a grouping factor" and numbers and kinds - numbers:
+                raise DataError(
+                    f"the grouping factor {col!r} mixes numbers and text (e.g. 1 and '1'), which "
+                    f"would print as one label; convert it to one type (df[{col!r}].astype(str))"
+                )
+            if any(issubclass(k, complex) for k in kinds):
+                raise DataError(f"column {col!r} ({role}) holds complex numbers; use real values")
+    return df.assign(**decoded) if decoded else df
+
+
+def plain_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns of other string dtypes (``string[pyarrow]``, ``string[python]``) as ``str``.
+
+    formulaic codes pandas' default text dtype as a factor but passes the NA-valued string dtypes
+    through as numbers, which then fail; one text dtype avoids that.
+    """
+    other = [
+        c
+        for c in df.columns
+        if isinstance(df[c].dtype, pd.StringDtype)
+        and df[c].dtype != pd.StringDtype(na_value=np.nan)
+        or (isinstance(df[c].dtype, pd.ArrowDtype) and "string" in str(df[c].dtype))
+    ]
+    if not other:
+        return df
+    return df.assign(**{c: df[c].astype(object).where(df[c].notna(), None) for c in other})
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _read_notes(data: Any, used: list[str]) -> tuple[str, ...]:
+    """`tiers.read_data`'s notes (``attrs["notes"]``) on the file or on a column the model uses.
+
+    A note on a column starts with its name (``"g kept as text: ..."``, ``"g: 3 values read as
+    missing ..."``); a note on the file starts with the file's quoted name.
+    """
+    attrs = getattr(data, "attrs", None)
+    notes = attrs.get("notes") if isinstance(attrs, dict) else None
+    if not isinstance(notes, list):
+        return ()
+    source = attrs.get("source") if isinstance(attrs, dict) else None
+    heads = tuple(f"{c} " for c in used) + tuple(f"{c}:" for c in used)
+    keep = [
+        str(n)
+        for n in notes
+        if str(n).startswith(heads) or (source and str(n).startswith(repr(str(source))))
+    ]
+    return tuple(keep)
 
 
 def _source(data: Any) -> str | None:
@@ -211,7 +333,12 @@ def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:
         resp = resp.astype(np.float64)
     if not pd.api.types.is_numeric_dtype(resp):
         bad = resp[pd.to_numeric(resp, errors="coerce").isna()]
-        example = bad.iloc[0] if len(bad) else resp.iloc[0]
+        if not len(bad):
+            raise DataError(
+                f"the response {name!r} holds numbers stored as text (dtype {resp.dtype}, e.g. "
+                f"{resp.iloc[0]!r}); convert it with pd.to_numeric before fitting"
+            )
+        example = bad.iloc[0]
         raise DataError(
             f"the response {name!r} is not numeric (dtype {resp.dtype}): {len(bad):,} values are "
             f"not numbers, e.g. {example!r}; convert it to numbers (or remove those rows) before fitting"
@@ -250,10 +377,13 @@ def model_matrix(
     """
     terms = [t.strip() for t in rhs.split("+")]
     intercept = "0" not in terms and "-1" not in rhs.replace(" ", "")
-    plain = [t for t in terms if t not in ("0", "1")]
-    if all(t in data.columns and pd.api.types.is_numeric_dtype(data[t]) for t in plain) and not (
-        set(terms) - set(plain) - {"0", "1"}
-    ):
+    # a backticked column name (`1`, `my x`) is that column, never the intercept
+    plain = [
+        t[1:-1] if len(t) > 2 and t[0] == t[-1] == "`" and t[1:-1] in data.columns else t
+        for t in terms
+        if t not in ("0", "1")
+    ]
+    if all(t in data.columns and pd.api.types.is_numeric_dtype(data[t]) for t in plain):
         cols = [np.ones(len(data))] if intercept else []
         cols += [data[t].to_numpy(dtype=np.float64) for t in plain]
         names = (["(Intercept)"] if intercept else []) + plain
@@ -278,32 +408,43 @@ def independent_columns(X: NDArray[np.float64], names: list[str]) -> tuple[list[
     same test runs on the cross-product matrix, where the tolerance is squared; exact
     collinearity there leaves a residual of order 1e-15, far below it.
     """
-    from scipy.linalg import qr
-
     n, p = X.shape
+    # scale-free: each column divided by its largest magnitude first, so 1e300 or 1e-300 columns
+    # neither overflow nor underflow to zero
+    top = np.abs(X).max(axis=0) if n else np.zeros(p)
+    X = X / np.where(top == 0, 1.0, top)
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     keep: list[int] = []
+    # one pass, O(n p^2) (issue 19: a QR or solve per column made ~860 dummies 8x slower than lme4)
     if n <= _QR_ROWS:
+        # Gram-Schmidt twice (CGS2, as accurate as Householder QR) against the kept columns
         Xs = X / np.where(norms == 0, 1.0, norms)
+        Q = np.empty((n, min(n, p)))
         for j in range(p):
-            if norms[j] == 0:
+            if norms[j] == 0 or len(keep) >= n:  # n kept columns span every column
                 continue
-            r = qr(Xs[:, keep + [j]], mode="r")[0]
-            if abs(r[len(keep), len(keep)]) > COLLINEARITY_TOL:
+            v = Xs[:, j].copy()
+            for _ in range(2):
+                v -= Q[:, : len(keep)] @ (Q[:, : len(keep)].T @ v)
+            r = float(np.linalg.norm(v))
+            if r > COLLINEARITY_TOL:
+                Q[:, len(keep)] = v / r
                 keep.append(j)
     else:
+        from scipy.linalg import solve_triangular
+
         scale = np.where(norms == 0, 1.0, norms)
         xtx = (X.T @ X) / np.outer(scale, scale)
+        L = np.zeros((p, p))  # Cholesky factor of the kept columns' cross-product, grown in order
         for j in range(p):
             if norms[j] == 0:
                 continue
-            if keep:
-                sub = xtx[np.ix_(keep, keep)]
-                b = np.linalg.solve(sub, xtx[keep, j])
-                resid = xtx[j, j] - xtx[j, keep] @ b
-            else:
-                resid = xtx[j, j]
+            k = len(keep)
+            w = solve_triangular(L[:k, :k], xtx[keep, j], lower=True) if k else np.zeros(0)
+            resid = xtx[j, j] - float(w @ w)
             if resid > COLLINEARITY_TOL**2 * 100:
+                L[k, :k] = w
+                L[k, k] = np.sqrt(resid)
                 keep.append(j)
     omitted = [names[j] for j in range(p) if j not in keep]
     return keep, omitted

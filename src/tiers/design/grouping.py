@@ -160,7 +160,13 @@ class _FactorBuilder:
 
     def codes_of(self, col: str) -> tuple[IntArray, int]:
         if col not in self.single:
-            self.single[col] = _factorize(self.data[col])
+            try:
+                self.single[col] = _factorize(self.data[col])
+            except (TypeError, ValueError) as exc:  # values that cannot be compared or hashed
+                raise DataError(
+                    f"the grouping factor {col!r} cannot be coded into groups ({exc}); give it "
+                    "plain labels (numbers or text), e.g. df[col].astype(str)"
+                ) from exc
         return self.single[col]
 
     def factor(self, group: tuple[str, ...], name: str) -> GroupingFactor:

@@ -55,6 +55,7 @@ def confint(
     check_level(level)
     sc = SdCor.from_terms(res.terms)
     if method == "bootstrap":
+        check_n_boot(n_boot)
         return _bootstrap(res, sc, level, n_boot, seed, workers, progress)
     with single_thread_blas():  # many small products: threads cost more than they give
         if method == "wald":
@@ -192,6 +193,19 @@ def _bound_notes(name: str, lo, hi, est: float, kind: str) -> list[str]:
     return out
 
 
+#: A percentile interval needs at least this many usable replicates (fewer give none).
+MIN_BOOT = 10
+
+
+def check_n_boot(n_boot: object) -> None:
+    """Refuse a number of bootstrap replicates that cannot give a percentile interval."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < MIN_BOOT:
+        raise ValueError(
+            f"n_boot must be an integer of at least {MIN_BOOT} (percentile intervals need that "
+            f"many replicates; 1000 or more for 95% intervals); got {n_boot!r}"
+        )
+
+
 def _bootstrap(
     res: FitResult,
     sc: SdCor,
@@ -277,6 +291,7 @@ def variance_shares(
     if method == "bootstrap":
         from tiers.inference.bootstrap import bootstrap, percentile
 
+        check_n_boot(n_boot)
         boot = bootstrap(res, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
         reps = boot.models[0]
         var = np.column_stack([(reps.theta * reps.sigma[:, None]) ** 2, reps.sigma**2])

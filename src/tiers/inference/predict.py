@@ -18,13 +18,16 @@ known. Normal quantiles.
 
 from __future__ import annotations
 
+import copy
+import re
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tiers.data.frame import as_pandas, model_matrix
+from tiers.data.frame import as_pandas, model_matrix, plain_text
 from tiers.errors import DataError
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
@@ -96,6 +99,7 @@ def caterpillar(
 def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...], what: str):
     """Columns ``names`` of the model matrix of ``rhs`` on new data, coded as in the fit."""
     prep = res.design
+    data = _check_types(prep.frame.data, data, rhs)
     terms = [t.strip() for t in rhs.split("+")]
     plain = [t for t in terms if t not in ("0", "1")]
     if all(t.isidentifier() for t in plain):
@@ -111,17 +115,24 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
         M, got = model_matrix(rhs, data, what=what)
     else:
         if rhs == prep.formula.fixed:
-            spec = prep.fixed_spec
+            # a copy: formulaic updates a spec's encoders from the data it codes, so a bad
+            # newdata would otherwise change how every later prediction is coded
+            spec = copy.deepcopy(prep.fixed_spec)
         else:
             from formulaic import model_matrix as fmm
 
             spec = fmm(rhs, prep.frame.data, na_action="ignore").model_spec
+        na_rows = _check_levels(spec, data, what)
         try:
-            mm = spec.get_model_matrix(data, na_action="ignore")
+            with warnings.catch_warnings():
+                # levels were checked above; what remains is missing values, made NaN below
+                warnings.filterwarnings("ignore", message="Data has categories outside")
+                mm = spec.get_model_matrix(data, na_action="ignore")
         except Exception as exc:
             raise DataError(f"cannot build the {what} on newdata: {exc}") from None
         got = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
-        M = np.asarray(mm, dtype=np.float64)
+        M = np.array(mm, dtype=np.float64)
+        M[na_rows] = np.nan
     pos = {n: i for i, n in enumerate(got)}
     lost = [n for n in names if n not in pos]
     if lost:
@@ -129,38 +140,146 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
     return M[:, [pos[n] for n in names]]
 
 
-def _keys(data: pd.DataFrame, t, like: pd.DataFrame) -> np.ndarray:
-    """Group labels of new rows as `GroupingFactor.labels` writes them.
+def _check_types(like: pd.DataFrame, data: pd.DataFrame, rhs: str) -> pd.DataFrame:
+    """Newdata's columns of the fit's kinds: numbers where the fit had numbers.
 
-    As lme4's ``a:A`` for ``cask:batch``, with ids cast to the fit's types.
+    Text, complex numbers, dates or durations where the fit had numbers are refused (coded
+    anyway, they would give a wrong prediction or change the coding); an object column of real
+    numbers becomes a numeric one.
     """
-    cols = list(t.factor.columns)
-    if len(cols) > 1 and t.factor.name == ":".join(reversed(cols)):
-        cols = cols[::-1]
-    parts = []
-    for c in cols:
-        if c not in data.columns:
-            raise DataError(f"newdata has no column {c!r}, a grouping factor of the model")
+    numeric: dict[str, pd.Series] = {}
+    for c in like.columns:
+        if c not in data.columns or c not in rhs or not pd.api.types.is_numeric_dtype(like[c]):
+            continue
         col = data[c]
-        ref = like[c]
-        if pd.api.types.is_integer_dtype(ref) and pd.api.types.is_float_dtype(col):
-            vals = col.to_numpy()
-            whole = np.isfinite(vals) & (vals == np.round(vals))
-            col = pd.Series(
-                np.where(whole, np.nan_to_num(vals).astype(np.int64).astype(str), vals.astype(str))
+        if pd.api.types.is_bool_dtype(like[c]) or pd.api.types.is_bool_dtype(col):
+            continue
+        if (
+            not pd.api.types.is_numeric_dtype(col)
+            or pd.api.types.is_complex_dtype(col)
+            or pd.api.types.is_timedelta64_dtype(col)
+        ):
+            if pd.api.types.is_object_dtype(col) and col.map(_is_real).all():
+                numeric[c] = pd.to_numeric(col)
+                continue
+            raise DataError(
+                f"newdata's column {c!r} has dtype {col.dtype} but holds numbers in the fit "
+                f"({like[c].dtype}); give it real numbers (e.g. pd.to_numeric(newdata[{c!r}]))"
             )
-        parts.append(col.to_numpy().astype(str))
-    out = parts[0]
-    for p in parts[1:]:
-        out = np.char.add(np.char.add(out, ":"), p)
+    return data.assign(**numeric) if numeric else data
+
+
+def _is_real(value: object) -> bool:
+    return value is None or (
+        isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    )
+
+
+_CALL = re.compile(r"^C\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*[,)]")
+
+
+def _check_levels(spec: Any, data: pd.DataFrame, what: str) -> np.ndarray:
+    """Refuse levels of a fixed-effect factor the fit did not see; mark rows where it is missing.
+
+    Coded by formulaic, an unseen level would become a row of zeros, the reference level's
+    prediction: a silent wrong answer. A missing value makes the row's prediction missing (as a
+    missing numeric predictor does; ``na_action`` decides whether the row is kept as NaN).
+    """
+    missing = np.zeros(len(data), dtype=bool)
+    for var, (kind, state) in getattr(spec, "encoder_state", {}).items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+            continue
+        match = _CALL.match(var)
+        column = var if var in data.columns else match.group(1) if match else None
+        if column is None or column not in data.columns:
+            continue
+        values = data[column]
+        na = values.isna().to_numpy()
+        missing |= na
+        seen = set(state["categories"])
+        unseen = [v for v in pd.unique(values[~na]) if v not in seen]
+        if unseen:
+            shown = ", ".join(repr(v) for v in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+            levels = ", ".join(repr(v) for v in list(state["categories"])[:12])
+            raise DataError(
+                f"newdata's column {column!r} has level(s) {shown} not seen in the fit, so the "
+                f"{what} has no coefficient for them (levels in the fit: {levels}); remove those "
+                "rows or map them to a level the model knows"
+            )
+    return missing
+
+
+def _key_kind(values: pd.Series) -> str:
+    """``number`` or ``text`` (or ``mixed``): how the ids of a column are compared."""
+    if pd.api.types.is_bool_dtype(values):
+        return "text"
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = pd.Series(values.cat.categories)
+    if pd.api.types.is_numeric_dtype(values):
+        return "number"
+    kinds = {
+        "number" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else "text"
+        for v in values.dropna()
+    }
+    return kinds.pop() if len(kinds) == 1 else ("text" if not kinds else "mixed")
+
+
+def _id_keys(values: pd.Series, kind: str) -> np.ndarray:
+    """Ids as comparable keys: numbers by value (3, 3.0 and Int64 3 agree), text as text."""
+    out = np.empty(len(values), dtype=object)
+    na = values.isna().to_numpy()
+    vals = values.to_numpy(dtype=object)
+    for i, v in enumerate(vals):
+        if na[i]:
+            out[i] = None
+        elif kind == "number":
+            if isinstance(v, (int, np.integer)):
+                out[i] = int(v)
+            else:  # an integral float is its (exact) integer
+                f = float(v)
+                out[i] = int(f) if f.is_integer() else f
+        else:
+            out[i] = str(v)
     return out
 
 
+def _columns(t) -> list[str]:
+    cols = list(t.factor.columns)
+    if len(cols) > 1 and t.factor.name == ":".join(reversed(cols)):
+        cols = cols[::-1]
+    return cols
+
+
 def _codes(t, data: pd.DataFrame, like: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    labels = t.factor.labels(like)
-    lookup = {lab: i for i, lab in enumerate(labels)}
-    keys = _keys(data, t, like)
-    return np.array([lookup.get(k, -1) for k in keys], dtype=np.int64), keys
+    """The fit's group of each new row (-1 when not seen), and the rows' labels for messages.
+
+    Ids are matched by value: numbers with numbers whatever their dtype (3.0 in the fit is 3 in
+    newdata), text with text. A column that holds numbers in the fit and text in newdata (or the
+    reverse) is refused: ``"007"`` and ``7`` need not be one group, and guessing would be silent.
+    """
+    cols = _columns(t)
+    first = np.unique(np.asarray(t.factor.codes), return_index=True)[1]
+    fit_parts, new_parts = [], []
+    for c in cols:
+        if c not in data.columns:
+            raise DataError(f"newdata has no column {c!r}, a grouping factor of the model")
+        fit_kind, new_kind = _key_kind(like[c]), _key_kind(data[c])
+        if "mixed" in (fit_kind, new_kind) or (fit_kind != new_kind and data[c].notna().any()):
+            raise DataError(
+                f"the grouping factor column {c!r} holds {fit_kind} ids in the fit and "
+                f"{new_kind} ids in newdata; ids are matched by value, so give newdata's "
+                f"{c!r} the fit's type (e.g. newdata[{c!r}].astype(...))"
+            )
+        fit_parts.append(_id_keys(like[c].iloc[first], fit_kind))
+        new_parts.append(_id_keys(data[c], fit_kind))
+    lookup = {key: i for i, key in enumerate(zip(*fit_parts, strict=True))}
+    keys = list(zip(*new_parts, strict=True))
+    codes = np.array(
+        [-1 if any(k is None for k in key) else lookup.get(key, -1) for key in keys],
+        dtype=np.int64,
+    )
+    labels = np.array([":".join(map(str, key)) for key in keys], dtype=object)
+    return codes, labels
 
 
 def predict(
@@ -179,6 +298,14 @@ def predict(
     adds the rows dropped for missing values as NaN, in the input's order (lme4's ``na.exclude``).
     With ``newdata``: its rows and index; ``"omit"`` leaves out the rows whose prediction is
     missing (a missing predictor), ``"exclude"`` keeps them as NaN.
+
+    Levels of a fixed-effect factor not seen in the fit are a DataError naming the column and
+    the levels (their coefficient is unknown; coding them as the reference level would be a
+    silent wrong answer); a missing level makes the row's prediction missing. Grouping-factor ids
+    are matched by value: numbers with numbers whatever their dtype (3.0 in the fit is 3 in
+    newdata), text with text; numbers in one and text in the other is a DataError, as ``"007"``
+    and ``7`` need not be one group. A missing id predicts at the population mean (as an unseen
+    one does with ``new_levels="population"``).
     """
     check_option(re, RE_OPTIONS, "re")
     check_option(new_levels, NEW_LEVELS, "new_levels")
@@ -192,7 +319,7 @@ def predict(
         Zs = [t.Z for t in prep.terms]
         codes = [t.codes for t in prep.terms]
     else:
-        data = as_pandas(newdata)
+        data = plain_text(as_pandas(newdata))
         X = _matrix(res, res.formula.fixed, data, res.xnames, "fixed part")
         Zs, codes = [], []
         for t in prep.terms:

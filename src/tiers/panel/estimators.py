@@ -173,7 +173,7 @@ def pooled_ols(
 
     Parameters
     ----------
-    data : DataFrame or mapping of column name to array
+    data : pandas or polars DataFrame, or mapping of column name to array
     y, x : response column and regressor columns
     vce : {"conventional", "cluster"}
         ``"cluster"`` needs ``cluster``: Stata's factor G/(G-1) (N-1)/(N-K), K counting the

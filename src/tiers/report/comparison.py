@@ -99,6 +99,12 @@ def compare(*models: FitResult | PanelResult, names: list[str] | None = None) ->
     """
     if not models:
         raise ComparisonError("compare needs at least one model")
+    for i, m in enumerate(models):
+        if not hasattr(m, "nobs"):
+            raise ComparisonError(
+                f"compare takes fitted models (tiers.fit or tiers.panel results); argument "
+                f"{i + 1} is a {type(m).__name__} ({m!r:.40})"
+            )
     names = names or [f"m{i + 1}" for i in range(len(models))]
     if len(names) != len(models):
         raise ComparisonError(f"{len(names)} names for {len(models)} models")
