@@ -19,12 +19,15 @@ from tiers.design.design import Design, TermInfo, signature
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
-from tiers.errors import ConvergenceWarning, SingularFitWarning
+from tiers.errors import ConvergenceWarning, DataError, SingularFitWarning, TiersWarning
 from tiers.optimize.minimize import OptSummary, optimize_theta
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult, FitState
 
 FloatArray = NDArray[np.float64]
+
+#: A single fit estimated to take longer than this many seconds is announced before it starts.
+LONG_FIT_SECONDS = 60.0
 
 
 def resolve_reml(design: Design, reml: bool | None) -> bool:
@@ -68,15 +71,33 @@ def fit_design(
     """
     start = time.perf_counter() if start is None else start
     use_reml = resolve_reml(design, reml)
+    if warn and engine is None and design.estimated_seconds > LONG_FIT_SECONDS:
+        minutes = design.estimated_seconds / 60.0
+        warnings.warn(
+            f"this model may take about {minutes:,.0f} minutes to fit (a rough estimate from "
+            f"{design.n_theta:,} covariance parameters and {design.frame.nobs:,} rows); "
+            "no progress is shown during a single fit",
+            TiersWarning,
+            stacklevel=3,
+        )
     with single_thread_blas():
         if engine is None:
             engine = build_engine(design, reml=use_reml, y=y, X=X)
         elif engine.reml != use_reml:
             engine = engine.with_reml(use_reml)
-        opt = optimize_theta(engine)
-        return assemble(
-            design, engine, opt, y=y, X=X, warn=warn, start=start, result_type=result_type
-        )
+        try:
+            opt = optimize_theta(engine)
+            return assemble(
+                design, engine, opt, y=y, X=X, warn=warn, start=start, result_type=result_type
+            )
+        except np.linalg.LinAlgError as exc:
+            # the design's checks refuse the known causes; this is the net for the rest
+            raise DataError(
+                f"the model {design.formula.text!r} cannot be estimated on these data: a matrix "
+                f"became singular during the fit ({exc}), typically because the random effects "
+                "fit the response (almost) exactly or the fixed effects are (almost) collinear; "
+                "simplify the random effects or check the predictors"
+            ) from None
 
 
 def refit(res: FitResult, *, reml: bool) -> FitResult:

@@ -21,7 +21,11 @@ import numpy as np
 from tiers.data.frame import ModelFrame, build_frame
 from tiers.design.covariance import CovStructure
 from tiers.design.diagnostics import (
+    Limits,
     check_child_nesting,
+    check_estimable,
+    check_resources,
+    estimated_seconds,
     identical_partition_error,
     level_messages,
 )
@@ -121,6 +125,11 @@ class Design:
     def nested(self) -> bool:
         """The grouping factors nest (a tree): cumulative ICCs and tree algorithms apply."""
         return self.nesting is not None
+
+    @property
+    def estimated_seconds(self) -> float:
+        """A rough fitting time (within a factor of a few); see `estimated_seconds`."""
+        return estimated_seconds(self.terms, self.frame.nobs)
 
     @property
     def n_theta(self) -> int:
@@ -232,7 +241,9 @@ def theta_names(terms: tuple[TermInfo, ...]) -> tuple[str, ...]:
     )
 
 
-def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
+def build_design(
+    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+) -> Design:
     """Parse, build the model frame and grouping structure, run the diagnostics, pick the engine.
 
     Parameters
@@ -243,6 +254,8 @@ def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> D
     force : bool
         Keep going when the diagnostics find a declared child not nested in its parent, or two
         levels that define the same groups (the warning is kept on the design).
+    limits : Limits, optional
+        The size limits a model is refused above (default `tiers.design.diagnostics.LIMITS`).
 
     Returns
     -------
@@ -262,6 +275,8 @@ def build_design(formula: str | Formula, data: Any, *, force: bool = False) -> D
         check_child_nesting(f, frame.data, factors)
     terms = build_terms(f, frame.data, factors)
     _check_sizes(terms, frame.nobs)
+    check_resources(terms, frame.nobs, frame.X.shape[1], limits)
+    check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
     warns = tuple(
         f"the slope of {name} in the term for {t.name} does not vary within any group: its "
         "variance cannot be told apart from the intercept's (not identified); drop it from the term"

@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from tiers.design.grouping import GroupingFactor, parent_map
-from tiers.errors import NestingError
+from tiers.design.terms import TermSpec
+from tiers.errors import DataError, NestingError
 from tiers.formula.render import render_nested
 from tiers.formula.types import Formula
 
@@ -130,3 +133,227 @@ def level_messages(factors: tuple[GroupingFactor, ...]) -> tuple[list[str], list
                 f"estimated from {gf.nlevels} draws); read its interval, not the point estimate"
             )
     return warns, notes
+
+
+#: Responses and predictors whose largest magnitude lies outside this range cannot be fitted in
+#: double precision: their sums of squares overflow or underflow.
+REPRESENTABLE = (1e-150, 1e150)
+#: Relative size of the residual below which the response is taken as fitted exactly.
+EXACT_FIT_TOL = 1e-10
+#: Least squares on more than this many flops (rows x columns^2) is skipped by `check_estimable`.
+_LSTSQ_WORK = 2e8
+
+
+@dataclass
+class Limits:
+    """Resource limits checked before a fit; raise them to fit larger models.
+
+    Attributes
+    ----------
+    max_theta : int
+        Most covariance parameters (a term with ``q`` effects and an unstructured covariance has
+        ``q (q + 1) / 2``).
+    max_bytes : float
+        Most memory the engine's working arrays may take (the gradient holds one block per
+        covariance parameter per group).
+    max_seconds : float
+        Longest estimated fitting time (`estimated_seconds`, a rough estimate within a factor of
+        a few).
+    """
+
+    max_theta: int = 2000
+    max_bytes: float = 8.0 * 2**30
+    max_seconds: float = 3600.0
+
+
+#: The limits every fit is checked against; change them here (``tiers.design.diagnostics.LIMITS``)
+#: or pass ``limits=`` to `tiers.design.design.build_design`.
+LIMITS = Limits()
+
+
+#: Seconds per unit of `estimated_seconds`' work (n_theta x rows x effects per group), measured
+#: on models with 10 to 40 slopes on one factor (2 to 20 s).
+_SECONDS_PER_UNIT = 5e-6
+
+
+def estimated_seconds(terms: list[TermSpec], nobs: int) -> float:
+    """A rough fitting time: each gradient costs one pass over the rows per covariance parameter.
+
+    The work grows as ``n_theta x rows x (effects per group)``; measured on a 2-core machine.
+    """
+    n_theta = sum(t.cov.n_theta for t in terms)
+    q_by_group: dict[tuple[str, ...], int] = {}
+    for t in terms:
+        q_by_group[t.factor.columns] = q_by_group.get(t.factor.columns, 0) + t.q
+    return _SECONDS_PER_UNIT * n_theta * nobs * max(q_by_group.values(), default=1)
+
+
+def check_resources(terms: list[TermSpec], nobs: int, p: int, limits: Limits | None) -> None:
+    """Refuse, before any allocation, a model whose size is above ``limits`` (naming the term)."""
+    lim = LIMITS if limits is None else limits
+    if not terms:
+        return
+    n_theta = sum(t.cov.n_theta for t in terms)
+    big = max(terms, key=lambda t: t.cov.n_theta)
+    hint = (
+        "simplify the term (fewer effects, or an independent covariance with '||'), or raise the "
+        "limit: tiers.design.diagnostics.LIMITS.{0} = ... (or build_design(..., limits=Limits(...)))"
+    )
+    if n_theta > lim.max_theta:
+        raise DataError(
+            f"the model has {n_theta:,} covariance parameters (the term for {big.name!r} with "
+            f"{big.q} effects has {big.cov.n_theta:,}), above the limit of {lim.max_theta:,}: "
+            "fitting it would take hours and many GB; " + hint.format("max_theta")
+        )
+    q_by_group: dict[tuple[str, ...], int] = {}
+    groups: dict[tuple[str, ...], int] = {}
+    for t in terms:
+        q_by_group[t.factor.columns] = q_by_group.get(t.factor.columns, 0) + t.q
+        groups[t.factor.columns] = t.factor.nlevels
+    blocks = sum(groups[k] * q * q for k, q in q_by_group.items())
+    need = 8.0 * (n_theta + 1) * (blocks + (p + 1) ** 2) + 8.0 * nobs * sum(q_by_group.values())
+    if need > lim.max_bytes:
+        raise DataError(
+            f"the model needs about {need / 2**30:,.1f} GiB of working memory (the term for "
+            f"{big.name!r} has {big.q} effects per group and {big.cov.n_theta:,} covariance "
+            f"parameters), above the limit of {lim.max_bytes / 2**30:,.1f} GiB; "
+            + hint.format("max_bytes")
+        )
+    seconds = estimated_seconds(terms, nobs)
+    if seconds > lim.max_seconds:
+        raise DataError(
+            f"the model would take about {seconds / 3600:,.1f} hours to fit (a rough estimate: "
+            f"{n_theta:,} covariance parameters, the term for {big.name!r} with {big.q} effects, "
+            f"{nobs:,} rows), above the limit of {lim.max_seconds:,.0f} seconds; "
+            + hint.format("max_seconds")
+        )
+
+
+def check_estimable(
+    response: str, y: np.ndarray, X: np.ndarray, xnames: tuple[str, ...], terms: list[TermSpec]
+) -> None:
+    """Refuse a model that cannot be estimated, with the reason.
+
+    The response also a predictor; values too large or small for double precision; non-finite
+    values in a random term's effects; a response fitted exactly by the fixed effects, or constant
+    within every group of a grouping factor (the residual variance is then zero and the likelihood
+    unbounded).
+    """
+    if response in xnames:
+        raise DataError(
+            f"the response {response!r} is also a predictor: it explains itself exactly; remove "
+            f"{response!r} from the right-hand side"
+        )
+    _check_scale(y, f"the response {response!r}")
+    lo, hi = REPRESENTABLE
+    top_y = float(np.max(np.abs(y))) if y.size else 0.0
+    columns = [(name, X[:, j], "predictor") for j, name in enumerate(xnames)]
+    columns += [(z, t.Z[:, k], "random effect") for t in terms for k, z in enumerate(t.znames)]
+    for name, col, role in columns:
+        if not np.all(np.isfinite(col)):
+            continue  # reported below, with the term
+        _check_scale(col, f"the {role} {name!r}")
+        top_x = float(np.max(np.abs(col))) if col.size else 0.0
+        if top_y > 0 and top_x > 0 and not lo <= top_y / top_x <= hi:
+            raise DataError(
+                f"the response {response!r} (values of order {top_y:.0e}) and the {role} "
+                f"{name!r} (order {top_x:.0e}) differ in scale by more than {hi:.0e}: the "
+                "variance of its coefficient would overflow or underflow double precision; "
+                "rescale one of them before fitting, and scale the estimates back"
+            )
+    for t in terms:
+        bad = ~np.isfinite(t.Z)
+        if bad.any():
+            j = int(np.flatnonzero(bad.any(axis=0))[0])
+            rows = np.flatnonzero(bad[:, j])
+            raise DataError(
+                f"the effect {t.znames[j]!r} of the random term for {t.name!r} has {rows.size:,} "
+                "non-finite values (infinite, or NaN from a transformation such as log of a "
+                f"non-positive number), first at row {int(rows[0])}; remove or recode those rows"
+            )
+    size = float(np.max(np.abs(y))) * np.sqrt(y.size)
+    if _residual_norm(y, X, size) <= EXACT_FIT_TOL * size:
+        raise DataError(
+            f"the fixed effects fit the response {response!r} exactly (a constant response, or "
+            "one that is an exact function of the predictors): the residual variance is zero and "
+            "the model cannot be estimated"
+        )
+    for t in terms:
+        if _residual_norm(*_term_space(y, X, t), size) <= EXACT_FIT_TOL * size:
+            what = (
+                f"constant within every group of {t.name!r} (after the fixed effects)"
+                if t.intercept_only
+                else f"fitted exactly within every group of {t.name!r} by the fixed effects and "
+                f"the random effects {', '.join(t.znames)}"
+            )
+            raise DataError(
+                f"the response {response!r} is {what}: the residual variance is zero and the "
+                f"model cannot be estimated; fit it at the level of {t.name!r} (one row per "
+                "group), or use fewer effects"
+            )
+
+
+def _term_space(y: np.ndarray, X: np.ndarray, t: TermSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` and ``X`` with one term's group-wise effects projected out, for `_residual_norm`.
+
+    An intercept-only term is projected out by centring within groups (cheap for any number of
+    groups); a term with slopes by adding its columns group by group to ``X``.
+    """
+    gf = t.factor
+    if t.intercept_only:
+        counts = np.bincount(gf.codes, minlength=gf.nlevels).astype(np.float64)
+        counts[counts == 0] = 1.0
+
+        def within(v: np.ndarray) -> np.ndarray:
+            return v - (np.bincount(gf.codes, weights=v, minlength=gf.nlevels) / counts)[gf.codes]
+
+        return within(y), np.column_stack([within(X[:, j]) for j in range(X.shape[1])])
+    n, q = t.Z.shape
+    if n * (X.shape[1] + gf.nlevels * q) ** 2 > _LSTSQ_WORK:
+        return y, X  # too large to check here: only the fixed part is checked
+    Zg = np.zeros((n, gf.nlevels * q))
+    rows = np.arange(n)
+    for k in range(q):
+        Zg[rows, gf.codes * q + k] = t.Z[:, k]
+    return y, np.column_stack([X, Zg])
+
+
+def _check_scale(v: np.ndarray, what: str) -> None:
+    """Refuse values whose squares leave double precision.
+
+    Rescaling inside the fit would not help: a response of order 1e200 has variances (sigma^2,
+    the variance components) of order 1e400, and a predictor of order 1e300 a coefficient whose
+    variance is of order 1e-600; neither can be stored, so the result could not be reported.
+    """
+    top = float(np.max(np.abs(v))) if v.size else 0.0
+    if top == 0.0:
+        return
+    lo, hi = REPRESENTABLE
+    if not lo <= top <= hi:
+        raise DataError(
+            f"{what} has values of order {top:.0e}, outside the range tiers can fit ({lo:.0e} "
+            f"to {hi:.0e}): the variances and covariances of the estimates would overflow or "
+            "underflow double precision; rescale it (for example divide or multiply by a power "
+            "of 10) before fitting, and scale the estimates back"
+        )
+
+
+def _residual_norm(y: np.ndarray, X: np.ndarray, size: float) -> float:
+    """Norm of the residual of ``y`` after least squares on ``X`` (scale-free in X's columns).
+
+    Above `_LSTSQ_WORK` flops only a constant ``y`` counts as fitted exactly (0 is returned for
+    it, ``size`` otherwise): the check must stay cheap next to the fit.
+    """
+    n, p = X.shape
+    if n * p * p > _LSTSQ_WORK:
+        return 0.0 if float(np.ptp(y)) == 0.0 else size
+    if X.shape[1] == 0:
+        return float(np.linalg.norm(y))
+    top = np.abs(X).max(axis=0)
+    keep = top > 0
+    if not keep.any():
+        return float(np.linalg.norm(y))
+    Xs = X[:, keep] / top[keep]
+    Xs /= np.linalg.norm(Xs, axis=0)
+    coef = np.linalg.lstsq(Xs, y, rcond=None)[0]
+    return float(np.linalg.norm(y - Xs @ coef))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from tiers.formula._text import NAME, caret, check_name, split_top
+from tiers.formula._text import BACKTICKED, NAME, caret, check_name, check_syntax, split_top
 from tiers.formula.rspell import read_as, translate
 from tiers.formula.types import Covariance, Formula, RandomTerm
 
@@ -13,6 +13,7 @@ def parse_lme4(text: str) -> Formula:
     """Parse ``response ~ fixed + (expr | group) ...``; see `tiers.formula.parse.parse`."""
     if text.count("~") > 1:
         raise caret(text, text.index("~", text.index("~") + 1), "more than one '~' in formula")
+    _no_comment(text)
     tilde = text.index("~")
     notes: list[str] = []
     response = _response(text[:tilde], text, notes)
@@ -31,6 +32,7 @@ def parse_lme4(text: str) -> Formula:
             )
         else:
             fixed_parts.append(_read(chunk, text, lead, notes))
+            check_syntax(fixed_parts[-1], text, lead, f"fixed term {chunk!r}")
     if not random:
         raise caret(
             text,
@@ -40,6 +42,24 @@ def parse_lme4(text: str) -> Formula:
         )
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
     return Formula(text, response, fixed, tuple(random), "lme4", notes=tuple(notes))
+
+
+def _no_comment(text: str) -> None:
+    """Refuse R's ``#`` comments (outside quotes and backticks): a formula is one expression."""
+    quote = ""
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "`'\"":
+            quote = ch
+        elif ch == "#":
+            raise caret(
+                text,
+                i,
+                "'#' starts an R comment, which a formula cannot hold: remove the comment (in "
+                "Stata's syntax, without '~', '#' is an interaction: a#b)",
+            )
 
 
 def _read(chunk: str, whole: str, pos: int, notes: list[str]) -> str:
@@ -54,6 +74,8 @@ def _read(chunk: str, whole: str, pos: int, notes: list[str]) -> str:
 def _response(left: str, whole: str, notes: list[str]) -> str:
     """The response: a column name, or an expression of columns (``np.log(y)``, ``log(y + 1)``)."""
     name = left.strip()
+    if BACKTICKED.match(name):  # kept quoted: `my y` is a column, not an expression
+        return name
     if not name or NAME.match(name.strip("`")):
         return check_name(left, whole, 0, "response (left of '~')")
     lead = len(left) - len(left.lstrip())
@@ -77,7 +99,9 @@ def _lme4_bar(inner: str, whole: str, offset: int, notes: list[str]) -> list[Ran
     rhs = inner[bar + (2 if double else 1) :]
     if not expr:
         raise caret(whole, offset + bar, "missing effects left of '|': write '(1 | g)'")
-    expr = _read(expr, whole, offset + len(inner[:bar]) - len(inner[:bar].lstrip()), notes)
+    expr_pos = offset + len(inner[:bar]) - len(inner[:bar].lstrip())
+    expr = _read(expr, whole, expr_pos, notes)
+    check_syntax(expr, whole, expr_pos, "effects left of '|'")
     rhs_pos = offset + bar + (2 if double else 1)
     if not rhs.strip():
         raise caret(whole, rhs_pos, "missing grouping factor right of '|'")

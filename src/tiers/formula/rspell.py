@@ -37,7 +37,10 @@ R_ONLY: dict[str, str] = {
     "as.character": "write C(x) for a categorical variable",
     "interaction": "write a:b for the interaction of two factors",
     "ns": "write cr(x, df=3) (a natural cubic regression spline) or bs(x, df=3)",
-    "offset": "offsets are not supported yet",
+    "offset": (
+        "offsets are not supported yet (they come with generalized linear mixed models); in a "
+        "linear mixed model subtract the offset from the response instead: 'y - z ~ ...'"
+    ),
     "cbind": "a two-column (binomial) response needs a logistic mixed model, which is planned; "
     "tiers fits linear mixed models",
     "scale.default": "write scale(x)",

@@ -42,6 +42,7 @@ def _stata_varlist(varlist: str, whole: str, offset: int) -> list[str]:
             if part in ("#", "##"):
                 terms.append(":" if part == "#" else "*")
                 continue
+            _no_operator(part, whole, offset + m.start())
             if part.lower().startswith("i."):
                 terms.append(f"C({check_name(part[2:], whole, offset + m.start(), 'factor')})")
             elif part.lower().startswith("c."):
@@ -50,6 +51,29 @@ def _stata_varlist(varlist: str, whole: str, offset: int) -> list[str]:
                 terms.append(check_name(part, whole, offset + m.start(), "variable"))
         out.append("".join(terms))
     return out
+
+
+#: Stata's time-series operators (lags, leads, differences, seasonal differences).
+_TS_OPERATOR = re.compile(r"^(?:[LFDS]\d*|[LFDS]\(\S*\))\.", re.IGNORECASE)
+
+
+def _no_operator(part: str, whole: str, pos: int) -> None:
+    """Refuse Stata operators tiers does not read in a varlist: ``R.`` here, ``L.``/``F.``/``D.``."""
+    if part[:2].upper() == "R.":
+        raise caret(
+            whole,
+            pos,
+            f"{part}: R. declares a crossed factor in the random part ('|| _all: {part}'); in the "
+            f"fixed part write i.{part[2:]} for a factor variable",
+        )
+    if _TS_OPERATOR.match(part):
+        raise caret(
+            whole,
+            pos,
+            f"{part}: Stata's time-series operators (L. lag, F. lead, D. difference, S. seasonal "
+            "difference) are not supported: create the lagged or differenced column in the data "
+            "before fitting",
+        )
 
 
 def _split_comma(piece: str, pos: int, whole: str) -> tuple[str, str, int]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from tiers.formula._text import NAME
+from tiers.formula._text import BACKTICKED, NAME
 
 Syntax = Literal["lme4", "stata"]
 Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
@@ -92,6 +92,8 @@ class Formula:
     @property
     def response_column(self) -> str | None:
         """The response's column when the response is a plain column name, else None."""
+        if BACKTICKED.match(self.response):  # `my y`
+            return self.response[1:-1]
         return self.response if NAME.match(self.response) else None
 
     @property

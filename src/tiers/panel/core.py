@@ -69,13 +69,20 @@ def _check_args(vce: str, level: float) -> None:
 def _prepare(data: Any, y: str, x: Sequence[str], group: str | None) -> _Panel:
     if isinstance(data, pd.DataFrame):
         df = data
+    elif type(data).__module__.startswith("polars") and hasattr(data, "to_pandas"):
+        from tiers.data.convert import polars_to_pandas
+
+        df = polars_to_pandas(data)
     elif isinstance(data, Mapping):
         try:
             df = pd.DataFrame({str(c): np.asarray(v) for c, v in data.items()})
         except ValueError as exc:
             raise DataError(f"data columns cannot form a table: {exc}") from exc
     else:
-        raise DataError("data must be a pandas DataFrame or a mapping of column name to array")
+        raise DataError(
+            "data must be a pandas or polars DataFrame or a mapping of column name to array; got "
+            f"{type(data).__name__}"
+        )
     xs = [x] if isinstance(x, str) else list(x)
     if not xs:
         raise DataError("at least one regressor is needed in x")
@@ -107,6 +114,14 @@ def _prepare(data: Any, y: str, x: Sequence[str], group: str | None) -> _Panel:
             codes, labels = pd.factorize(ids, sort=False)
         labels = pd.Index(labels, name=group)
     Ti = np.bincount(codes, minlength=len(labels)).astype(float)
+    if group is not None and Ti.max() > 1:  # one row per id: the "repeated observations" error
+        means = np.bincount(codes, weights=yv, minlength=len(labels)) / np.maximum(Ti, 1.0)
+        if np.all(np.abs(yv - means[codes]) <= 1e-12 * np.max(np.abs(yv))):
+            raise DataError(
+                f"the response {y!r} is constant within every group of {group!r}: there is no "
+                "within-group variation to estimate the residual variance (or the within "
+                f"estimator) from; fit {y!r} at the level of {group!r} (one row per group) instead"
+            )
     return _Panel(yv, X, tuple(xs), codes, labels, Ti, int((~ok).sum()))
 
 
