@@ -273,3 +273,16 @@ def test_singular_matrix_during_the_fit_is_a_tiers_error(
     monkeypatch.setattr(fitting, "optimize_theta", singular)
     with pytest.raises(DataError, match="cannot be estimated on these data.*not positive definite"):
         tiers.fit("y ~ x + (1 | g)", data)
+
+
+def test_exact_fit_on_large_data_is_explained_after_the_fit() -> None:
+    """Above EXACT_FIT_ROWS the exact-fit check runs only when the fit comes out degenerate
+    (it would cost more than the fit); the reason is the same."""
+    from tiers.design.diagnostics import EXACT_FIT_ROWS
+
+    rng = np.random.default_rng(1)
+    n = 3 * EXACT_FIT_ROWS
+    g = rng.integers(0, n // 20, n)
+    data = pd.DataFrame({"y": rng.normal(size=n // 20)[g], "x": rng.normal(size=n), "g": g})
+    with pytest.raises(tiers.DataError, match="constant within every group of 'g'"):
+        tiers.fit("y ~ x + (1 | g)", data)

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from tiers._threads import single_thread_blas
 from tiers.design.design import Design, TermInfo, signature
+from tiers.design.diagnostics import check_exact_fit
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
@@ -87,10 +88,11 @@ def fit_design(
             engine = engine.with_reml(use_reml)
         try:
             opt = optimize_theta(engine)
-            return assemble(
+            res = assemble(
                 design, engine, opt, y=y, X=X, warn=warn, start=start, result_type=result_type
             )
-        except np.linalg.LinAlgError as exc:
+        except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError) as exc:
+            _explain_exact_fit(design, y, X)
             # the design's checks refuse the known causes; this is the net for the rest
             raise DataError(
                 f"the model {design.formula.text!r} cannot be estimated on these data: a matrix "
@@ -98,6 +100,21 @@ def fit_design(
                 "fit the response (almost) exactly or the fixed effects are (almost) collinear; "
                 "simplify the random effects or check the predictors"
             ) from None
+        return res
+
+
+def _explain_exact_fit(design: Design, y: FloatArray | None, X: FloatArray | None) -> None:
+    """Raise the reason a fit came out degenerate, when it is an exact fit of the response.
+
+    Checked before the fit only on small data (`tiers.design.diagnostics.EXACT_FIT_ROWS`).
+    """
+    frame = design.frame
+    check_exact_fit(
+        design.formula.response,
+        frame.y if y is None else y,
+        frame.X if X is None else X,
+        design.terms,
+    )
 
 
 def refit(res: FitResult, *, reml: bool) -> FitResult:
@@ -149,6 +166,11 @@ def assemble(
     """
     start = time.perf_counter() if start is None else start
     sol = engine.solve(opt.theta)
+    y_used = design.frame.y if y is None else y
+    scale = float(np.max(np.abs(y_used))) if y_used.size else 0.0
+    if not (np.isfinite(sol.deviance) and sol.sigma > 1e-6 * scale):
+        # a (near) zero residual SD: say why when the response is fitted exactly
+        _explain_exact_fit(design, y, X)
     terms = design.term_infos
     notes, warns = design.messages()
     emitted: list[tuple[str, type[Warning]]] = [(m, design.warning_category(m)) for m in warns]
@@ -167,7 +189,6 @@ def assemble(
     if warn:
         for msg, category in emitted:
             warnings.warn(msg, category, stacklevel=4)
-    y_used = design.frame.y if y is None else y
     state = FitState(design, engine.reml, y, X)
     result = result_type(
         formula=design.formula,

@@ -409,11 +409,22 @@ def independent_columns(X: NDArray[np.float64], names: list[str]) -> tuple[list[
     collinearity there leaves a residual of order 1e-15, far below it.
     """
     n, p = X.shape
-    # scale-free: each column divided by its largest magnitude first, so 1e300 or 1e-300 columns
-    # neither overflow nor underflow to zero
-    top = np.abs(X).max(axis=0) if n else np.zeros(p)
-    X = X / np.where(top == 0, 1.0, top)
-    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    xtx_raw = X.T @ X if n > _QR_ROWS else np.zeros((p, p))
+    diag = np.diag(xtx_raw)
+    moderate = bool(np.all(np.isfinite(diag) & ((diag == 0) | (diag > 1e-200))))
+    if moderate and n > _QR_ROWS:
+        # a zero cross-product is a zero column, or one so small that its squares underflow
+        moderate = not any(np.any(X[:, j]) for j in np.flatnonzero(diag == 0))
+    if n > _QR_ROWS and moderate:
+        # the cross-product of the unscaled columns is safe: no copy of the n-row matrix
+        norms = np.sqrt(diag)
+    else:
+        # scale-free: each column divided by its largest magnitude first, so 1e300 or 1e-300
+        # columns neither overflow nor underflow to zero
+        top = np.abs(X).max(axis=0) if n else np.zeros(p)
+        X = X / np.where(top == 0, 1.0, top)
+        norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+        xtx_raw = X.T @ X if n > _QR_ROWS else np.zeros((p, p))
     keep: list[int] = []
     # one pass, O(n p^2) (issue 19: a QR or solve per column made ~860 dummies 8x slower than lme4)
     if n <= _QR_ROWS:
@@ -434,7 +445,7 @@ def independent_columns(X: NDArray[np.float64], names: list[str]) -> tuple[list[
         from scipy.linalg import solve_triangular
 
         scale = np.where(norms == 0, 1.0, norms)
-        xtx = (X.T @ X) / np.outer(scale, scale)
+        xtx = xtx_raw / np.outer(scale, scale)
         L = np.zeros((p, p))  # Cholesky factor of the kept columns' cross-product, grown in order
         for j in range(p):
             if norms[j] == 0:

@@ -21,9 +21,11 @@ import numpy as np
 from tiers.data.frame import ModelFrame, build_frame
 from tiers.design.covariance import CovStructure
 from tiers.design.diagnostics import (
+    EXACT_FIT_ROWS,
     Limits,
     check_child_nesting,
     check_estimable,
+    check_exact_fit,
     check_resources,
     estimated_seconds,
     identical_partition_error,
@@ -277,6 +279,8 @@ def build_design(
     _check_sizes(terms, frame.nobs)
     check_resources(terms, frame.nobs, frame.X.shape[1], limits)
     check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
+    if frame.nobs <= EXACT_FIT_ROWS:
+        check_exact_fit(f.response, frame.y, frame.X, terms)
     warns = tuple(
         f"the slope of {name} in the term for {t.name} does not vary within any group: its "
         "variance cannot be told apart from the intercept's (not identified); drop it from the term"

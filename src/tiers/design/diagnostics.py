@@ -140,6 +140,9 @@ def level_messages(factors: tuple[GroupingFactor, ...]) -> tuple[list[str], list
 REPRESENTABLE = (1e-150, 1e150)
 #: Relative size of the residual below which the response is taken as fitted exactly.
 EXACT_FIT_TOL = 1e-10
+#: Up to this many rows `check_exact_fit` runs before every fit; above, only when a fit comes out
+#: degenerate (it would cost more than a fit of a large nested model: 270 ms at 800,000 rows).
+EXACT_FIT_ROWS = 20_000
 #: Least squares on more than this many flops (rows x columns^2) is skipped by `check_estimable`.
 _LSTSQ_WORK = 2e8
 
@@ -232,28 +235,29 @@ def check_resources(terms: list[TermSpec], nobs: int, p: int, limits: Limits | N
 def check_estimable(
     response: str, y: np.ndarray, X: np.ndarray, xnames: tuple[str, ...], terms: list[TermSpec]
 ) -> None:
-    """Refuse a model that cannot be estimated, with the reason.
+    """Refuse a model that cannot be estimated, with the reason (cheap checks, before the fit).
 
     The response also a predictor; values too large or small for double precision; non-finite
-    values in a random term's effects; a response fitted exactly by the fixed effects, or constant
-    within every group of a grouping factor (the residual variance is then zero and the likelihood
-    unbounded).
+    values in a random term's effects. An exact fit of the response is `check_exact_fit`'s.
     """
     if response in xnames:
         raise DataError(
             f"the response {response!r} is also a predictor: it explains itself exactly; remove "
             f"{response!r} from the right-hand side"
         )
-    _check_scale(y, f"the response {response!r}")
+    top_y = _check_scale(y, f"the response {response!r}")
+    if y.size > 1 and float(np.ptp(y)) == 0.0:
+        raise DataError(
+            f"the fixed effects fit the response {response!r} exactly: it is constant "
+            f"({float(y[0]):g} in every row used), so there is no variation to model"
+        )
     lo, hi = REPRESENTABLE
-    top_y = float(np.max(np.abs(y))) if y.size else 0.0
     columns = [(name, X[:, j], "predictor") for j, name in enumerate(xnames)]
     columns += [(z, t.Z[:, k], "random effect") for t in terms for k, z in enumerate(t.znames)]
     for name, col, role in columns:
         if not np.all(np.isfinite(col)):
             continue  # reported below, with the term
-        _check_scale(col, f"the {role} {name!r}")
-        top_x = float(np.max(np.abs(col))) if col.size else 0.0
+        top_x = _check_scale(col, f"the {role} {name!r}")
         if top_y > 0 and top_x > 0 and not lo <= top_y / top_x <= hi:
             raise DataError(
                 f"the response {response!r} (values of order {top_y:.0e}) and the {role} "
@@ -271,7 +275,17 @@ def check_estimable(
                 "non-finite values (infinite, or NaN from a transformation such as log of a "
                 f"non-positive number), first at row {int(rows[0])}; remove or recode those rows"
             )
-    size = float(np.max(np.abs(y))) * np.sqrt(y.size)
+
+
+def check_exact_fit(response: str, y: np.ndarray, X: np.ndarray, terms: list[TermSpec]) -> None:
+    """Refuse a response fitted exactly by the fixed effects or by one term, with the reason.
+
+    The residual variance is then zero and the likelihood unbounded. The check costs a few
+    least-squares solves, more than a fit of a large nested model, so `tiers.fitting` runs it
+    only when a fit comes out degenerate (a zero residual SD, a non-finite criterion, a singular
+    matrix), to say why.
+    """
+    size = float(np.max(np.abs(y))) * np.sqrt(y.size) if y.size else 0.0
     if _residual_norm(y, X, size) <= EXACT_FIT_TOL * size:
         raise DataError(
             f"the fixed effects fit the response {response!r} exactly (a constant response, or "
@@ -318,16 +332,16 @@ def _term_space(y: np.ndarray, X: np.ndarray, t: TermSpec) -> tuple[np.ndarray, 
     return y, np.column_stack([X, Zg])
 
 
-def _check_scale(v: np.ndarray, what: str) -> None:
+def _check_scale(v: np.ndarray, what: str) -> float:
     """Refuse values whose squares leave double precision.
 
     Rescaling inside the fit would not help: a response of order 1e200 has variances (sigma^2,
     the variance components) of order 1e400, and a predictor of order 1e300 a coefficient whose
     variance is of order 1e-600; neither can be stored, so the result could not be reported.
     """
-    top = float(np.max(np.abs(v))) if v.size else 0.0
+    top = max(float(v.max()), -float(v.min())) if v.size else 0.0
     if top == 0.0:
-        return
+        return top
     lo, hi = REPRESENTABLE
     if not lo <= top <= hi:
         raise DataError(
@@ -336,6 +350,7 @@ def _check_scale(v: np.ndarray, what: str) -> None:
             "underflow double precision; rescale it (for example divide or multiply by a power "
             "of 10) before fitting, and scale the estimates back"
         )
+    return top
 
 
 def _residual_norm(y: np.ndarray, X: np.ndarray, size: float) -> float:
