@@ -79,6 +79,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def seed_csv(workdir: Path) -> Path:
     path = workdir / "tmp" / "data.csv"
+    path.parent.mkdir(exist_ok=True)  # an output file's folder must exist
     ok(invoke("simulate", "--preset", "seed", "--districts", "5", "--seed", "1", "-o", path))
     return path
 

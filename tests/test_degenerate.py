@@ -286,3 +286,24 @@ def test_exact_fit_on_large_data_is_explained_after_the_fit() -> None:
     data = pd.DataFrame({"y": rng.normal(size=n // 20)[g], "x": rng.normal(size=n), "g": g})
     with pytest.raises(tiers.DataError, match="constant within every group of 'g'"):
         tiers.fit("y ~ x + (1 | g)", data)
+
+
+def test_limits_can_be_set_per_fit_and_on_the_command_line(tmp_path) -> None:
+    """The size limits are per call too: tiers.fit(limits=) and tiers fit --max-params."""
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
+    from .conftest import REFERENCE
+
+    data = pd.read_csv(REFERENCE / "sleepstudy.csv")
+    formula = "Reaction ~ Days + (Days | Subject)"  # 3 covariance parameters
+    with pytest.raises(tiers.DataError, match="covariance parameters"):
+        tiers.fit(formula, data, limits=tiers.Limits(max_theta=2))
+    assert tiers.fit(formula, data, limits=tiers.Limits(max_theta=3)).converged
+    runner = CliRunner()
+    path = str(REFERENCE / "sleepstudy.csv")
+    refused = runner.invoke(app, ["fit", formula, path, "--max-params", "2"])
+    assert refused.exit_code == 2 and "covariance parameters" in refused.stderr
+    assert runner.invoke(app, ["fit", formula, path, "--max-params", "3"]).exit_code == 0
+    assert runner.invoke(app, ["fit", formula, path, "--max-params", "0"]).exit_code == 2

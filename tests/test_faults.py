@@ -439,3 +439,24 @@ def test_study_plots_on_a_full_disk_leave_no_partial_figure(tmp_path, monkeypatc
               "--workers", "1", "--no-progress", "--estimator", "fe=fe", "--plots", plots)  # fmt: skip
     assert res.exit_code == 2 and "No space left on device" in res.output
     assert list(plots.iterdir()) == []  # no partial figure, no temporary folder
+
+
+def test_a_missing_folder_of_an_output_file_is_refused_before_the_work(tmp_path) -> None:
+    """A mistyped folder in --json or -o is an error up front, not created silently."""
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
+    from .conftest import REFERENCE
+
+    runner = CliRunner()
+    data = str(REFERENCE / "dyestuff.csv")
+    missing = tmp_path / "no-such-folder"
+    for args in (
+        ["fit", "Yield ~ 1 + (1 | Batch)", data, "--json", str(missing / "fit.json")],
+        ["simulate", "--preset", "seed", "--districts", "2", "-o", str(missing / "d.csv")],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "does not exist; create it first" in result.stderr
+        assert not missing.exists()

@@ -17,6 +17,7 @@ from tiers import report as report
 from tiers.api import LmmResult, assemble, deviance_function, fit, optimize_theta, prepare
 from tiers.data.io import read_data, write_data
 from tiers.design.design import Design
+from tiers.design.diagnostics import Limits
 from tiers.errors import (
     ComparisonError,
     ConvergenceWarning,
@@ -70,6 +71,7 @@ __all__ = [
     "FormulaError",
     "IdentificationWarning",
     "LinearProbabilityWarning",
+    "Limits",
     "LmmResult",
     "NestedDesign",
     "NestingError",

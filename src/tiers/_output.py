@@ -35,7 +35,8 @@ def check_output(path: str | os.PathLike[str], option: str, *, folder: bool = Fa
     Parameters
     ----------
     path : path
-        The file (or, with ``folder=True``, the folder) to be written.
+        The file (or, with ``folder=True``, the folder) to be written. A file's folder must
+        exist; an output folder is created with its parents.
     option : str
         How the user gave it (``--json``, ``-o``, ``out``), named in the message.
     folder : bool
@@ -44,8 +45,8 @@ def check_output(path: str | os.PathLike[str], option: str, *, folder: bool = Fa
     Raises
     ------
     OutputError
-        The path is an existing folder (for a file) or file (for a folder), lies under a file, or
-        its nearest existing folder is not writable.
+        The path is an existing folder (for a file) or file (for a folder), lies under a file, a
+        file's folder does not exist, or the nearest existing folder is not writable.
     """
     path = Path(path)
     if folder:
@@ -55,15 +56,29 @@ def check_output(path: str | os.PathLike[str], option: str, *, folder: bool = Fa
         raise OutputError(f"{option} {path}: is a folder; give a file name inside it")
     elif path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{option} {path}: the file exists and is read-only")
-    parent = path if folder else path.parent
-    probe = parent
-    while not probe.exists():  # the folders to create: the nearest existing one must be a folder
-        probe = probe.parent
-    if not probe.is_dir():
+    probe = path.parent  # a file's folder, or the folder a new output folder is made in
+    if probe.exists() and not probe.is_dir():
         raise OutputError(
             f"{option} {path}: {probe} is a file, so nothing can be written under it; "
             "give a path in a folder"
         )
+    if not probe.exists():
+        # an output folder is created with its parents (``--out out --plots out/plots`` is one
+        # run's layout); a file's folder must exist
+        above = probe
+        while not above.exists():
+            above = above.parent
+        if not above.is_dir():
+            raise OutputError(
+                f"{option} {path}: {above} is a file, so nothing can be written under it; "
+                "give a path in a folder"
+            )
+        if not folder:
+            raise OutputError(
+                f"{option} {path}: the folder {probe} does not exist; create it first (a mistyped "
+                "folder would otherwise be created silently)"
+            )
+        probe = above
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: the folder {probe} is not writable")
     return path

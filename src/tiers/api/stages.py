@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 from tiers._threads import single_thread_blas
 from tiers.api.result import LmmResult
 from tiers.design.design import Design, build_design
+from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
 from tiers.fitting import assemble as _assemble
@@ -25,6 +26,7 @@ def fit(
     *,
     reml: bool | None = None,
     force: bool = False,
+    limits: Limits | None = None,
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -40,6 +42,9 @@ def fit(
     force : bool
         Fit even when the diagnostics find the variance components not identified, or a declared
         child not nested in its parent; the warning is kept on the result.
+    limits : tiers.Limits, optional
+        The size of model refused before fitting (covariance parameters, memory, estimated
+        time); default `tiers.design.diagnostics.LIMITS`. Raise them to fit larger models.
 
     Returns
     -------
@@ -52,17 +57,19 @@ def fit(
     """
     start = time.perf_counter()
     with single_thread_blas():
-        design = build_design(formula, data, force=force)
+        design = build_design(formula, data, force=force, limits=limits)
         out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
     return cast(LmmResult, out)
 
 
-def prepare(formula: str | Formula, data: Any, *, force: bool = False) -> Design:
+def prepare(
+    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+) -> Design:
     """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
 
     See `tiers.design.design.build_design`.
     """
-    return build_design(formula, data, force=force)
+    return build_design(formula, data, force=force, limits=limits)
 
 
 def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,6 +88,20 @@ def fit(
         bool, typer.Option(help="progress of --ci bootstrap on stderr (plain lines in a log)")
     ] = True,
     string_col: StringColOption = None,
+    max_params: Annotated[
+        int | None,
+        typer.Option(
+            "--max-params",
+            help="most covariance parameters a model may have before it is refused "
+            "(default 2,000; tiers.Limits)",
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--max-seconds", help="longest estimated fitting time before a model is refused"
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -103,7 +117,8 @@ def fit(
     check_output(json_path, "--json")
     try:
         frame = read_frame(data, string_col)
-        result = fit_model(formula, frame, reml=False if ml else None, force=force)
+        limits = _limits(max_params, max_seconds)
+        result = fit_model(formula, frame, reml=False if ml else None, force=force, limits=limits)
     except TiersError as exc:
         fail(exc)
     typer.echo(result.summary(style))  # type: ignore[arg-type]
@@ -285,6 +300,25 @@ def explore(
         run_exploration(districts=districts, seed=seed, sizes=size_list, out=out)
     except TiersError as exc:
         fail(exc)
+
+
+def _limits(max_params: int | None, max_seconds: float | None) -> Any:
+    """`tiers.Limits` with the options given, the defaults elsewhere (None: all defaults)."""
+    if max_params is None and max_seconds is None:
+        return None
+    import dataclasses
+
+    from tiers.design.diagnostics import LIMITS
+
+    if max_params is not None and max_params < 1:
+        fail(f"--max-params must be at least 1, got {max_params}")
+    if max_seconds is not None and not max_seconds > 0:
+        fail(f"--max-seconds must be positive, got {max_seconds}")
+    return dataclasses.replace(
+        LIMITS,
+        max_theta=LIMITS.max_theta if max_params is None else max_params,
+        max_seconds=LIMITS.max_seconds if max_seconds is None else max_seconds,
+    )
 
 
 def _check_seed(seed: int | None) -> None:

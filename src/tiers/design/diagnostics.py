@@ -200,7 +200,8 @@ def check_resources(terms: list[TermSpec], nobs: int, p: int, limits: Limits | N
     big = max(terms, key=lambda t: t.cov.n_theta)
     hint = (
         "simplify the term (fewer effects, or an independent covariance with '||'), or raise the "
-        "limit: tiers.design.diagnostics.LIMITS.{0} = ... (or build_design(..., limits=Limits(...)))"
+        "limit: tiers.fit(..., limits=tiers.Limits({0}=...)), on the command line --max-params or "
+        "--max-seconds, or for the session tiers.design.diagnostics.LIMITS"
     )
     if n_theta > lim.max_theta:
         raise DataError(
