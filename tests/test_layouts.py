@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,26 @@ def test_lme4_layout_names_the_data_file_read_by_read_data() -> None:
         "Reaction ~ Days + (Days | Subject)", pd.read_csv(REFERENCE / "sleepstudy.csv")
     )
     assert "Data:" not in plain.summary("lme4")
+
+
+def test_stata_layout_shows_value_labels_of_a_dta_factor(tmp_path) -> None:
+    """Stata's .dta value labels name the levels of i.educ in the coefficient table."""
+    rng = np.random.default_rng(0)
+    n = 300
+    data = pd.DataFrame(
+        {
+            "y": rng.normal(size=n) + rng.integers(0, 30, n) * 0.1,
+            "educ": rng.integers(1, 4, n).astype("int32"),
+            "g": rng.integers(0, 30, n).astype("int32"),
+        }
+    )
+    labels = {"educ": {1: "primary", 2: "secondary", 3: "tertiary"}}
+    path = tmp_path / "labelled.dta"
+    data.to_stata(path, value_labels=labels, write_index=False)
+    read = tiers.read_data(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tiers.TiersWarning)
+        lines = tiers.fit("y i.educ || g:", read).summary().splitlines()
+    rows = [line.split("|")[0].strip() for line in lines if "|" in line]
+    assert "educ" in rows and "secondary" in rows and "tertiary" in rows
+    assert "primary" not in rows  # the base level, left out as Stata does

@@ -10,7 +10,9 @@ level or an interaction of those (``np.log(x)``, ``I(x ** 2)``) keeps formulaic'
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LEVEL = re.compile(r"(?P<var>[^\[]+)\[(?:T\.)?(?P<level>.*)\]\Z", re.DOTALL)
@@ -64,12 +66,32 @@ def _factor(part: str) -> tuple[str, str] | None:
     return var, m["level"]
 
 
-def stata_name(column: str) -> StataName:
-    """The Stata name of one fixed-effects column (see the module docstring)."""
+def _labelled(
+    factor: tuple[str, str] | None, labels: Mapping[str, Mapping[Any, str]]
+) -> tuple[str, str] | None:
+    """A factor level shown by its value label (Stata's `.dta` labels), when it has one."""
+    if factor is None or factor[0] not in labels:
+        return factor
+    var, level = factor
+    for value, label in labels[var].items():
+        text = str(value)
+        if level == text or (
+            isinstance(value, float) and value.is_integer() and level == str(int(value))
+        ):
+            return var, str(label)
+    return factor
+
+
+def stata_name(column: str, labels: Mapping[str, Mapping[Any, str]] | None = None) -> StataName:
+    """The Stata name of one fixed-effects column (see the module docstring).
+
+    ``labels`` (``{column: {value: label}}``, `tiers.read_data`'s ``attrs["value_labels"]``)
+    shows factor levels by their value labels, as Stata does.
+    """
     if column == "(Intercept)":
         return StataName("_cons")
     parts = _split(column)
-    factors = [_factor(p) for p in parts]
+    factors = [_labelled(_factor(p), labels or {}) for p in parts]
     if len(parts) == 1:
         f = factors[0]
         return StataName(column) if f is None else StataName(f[0], f[1])

@@ -153,8 +153,9 @@ def coef_table(res: FitResult, table: pd.DataFrame, level: float) -> list[str]:
     order += [i for i, n in enumerate(names) if n == "(Intercept)"]
     # consecutive coefficients of one factor term share a header row
     blocks: list[tuple[str, list[tuple[StataName, int]]]] = []
+    labels = res.design.frame.data.attrs.get("value_labels") or {}
     for i in order:
-        sn = stata_name(names[i])
+        sn = stata_name(names[i], labels)
         key = sn.term if sn.level is not None else f"\0{sn.term}"
         if blocks and blocks[-1][0] == key:
             blocks[-1][1].append((sn, i))
