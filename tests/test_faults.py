@@ -460,3 +460,24 @@ def test_a_missing_folder_of_an_output_file_is_refused_before_the_work(tmp_path)
         assert result.exit_code == 2, result.output
         assert "does not exist; create it first" in result.stderr
         assert not missing.exists()
+
+
+def test_study_result_plot_from_python_is_atomic_too(tmp_path, monkeypatch):
+    """StudyResult.plot itself draws into a temporary folder: no partial figure from Python."""
+    from matplotlib.figure import Figure
+
+    study = tiers.run_study(tiny(), {"fe": "fe"}, sizes=[3], replicates=1, seed=1, workers=1)
+    real, calls = Figure.savefig, []
+
+    def flaky(self, fname, *args, **kw):
+        calls.append(fname)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, fname, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", flaky)
+    with pytest.raises(tiers.TiersError, match="No space left on device"):
+        study.plot(tmp_path / "figs")
+    assert list((tmp_path / "figs").iterdir()) == []
+    monkeypatch.setattr(Figure, "savefig", real)
+    assert all(p.exists() for p in study.plot(tmp_path / "figs"))

@@ -73,23 +73,11 @@ def _refuse_old_level(value: str | None) -> None:
 
 
 def _plot(result: Any, folder: Path, fmt: str) -> list[Path]:
-    """The study's figures in ``folder``, each renamed into place whole (a temporary folder first)."""
-    import os
-    import shutil
-    import tempfile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".plots-", dir=folder))
+    """The study's figures in ``folder``, each renamed into place whole (`StudyResult.plot`)."""
     try:
-        paths = []
-        for path in result.plot(tmp, fmt=fmt):
-            os.replace(path, folder / path.name)
-            paths.append(folder / path.name)
-        return paths
-    except OSError as exc:
-        raise OutputError(f"could not write the --plots figures in {folder}: {exc}") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return list(result.plot(folder, fmt=fmt))
+    except OutputError as exc:
+        raise OutputError(f"--plots: {exc}") from exc
 
 
 def _units(u: int, level: str, spec: Any) -> str:

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from tiers._output import atomic_path
-from tiers.errors import DesignError, StudyError
+from tiers.errors import DesignError, OutputError, StudyError
 from tiers.inference.bootstrap import _Bar
 from tiers.simulation.data import PRESETS, NestedDesign, check_memory, load_design
 from tiers.study.replicate import (
@@ -113,10 +113,29 @@ class StudyResult:
     notes: tuple[str, ...] = ()  # what loading ``out`` skipped or repaired, in words
 
     def plot(self, out: str | Path, *, fmt: Literal["png", "svg"] = "png") -> list[Path]:
-        """Write the figures of :mod:`tiers.study.plots` into ``out``; return their paths."""
+        """Write the figures of :mod:`tiers.study.plots` into ``out``; return their paths.
+
+        Each figure is drawn in a temporary folder inside ``out`` and renamed into place whole, so
+        an interrupted or failed run leaves no partial figure.
+        """
+        import shutil
+        import tempfile
+
         from tiers.study.plots import plot_study
 
-        return plot_study(self, out, fmt=fmt)
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".plots-", dir=folder))
+        try:
+            paths = []
+            for path in plot_study(self, tmp, fmt=fmt):
+                os.replace(path, folder / path.name)
+                paths.append(folder / path.name)
+            return paths
+        except OSError as exc:
+            raise OutputError(f"could not write the figures in {folder}: {exc}") from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _as_design(design: Any) -> NestedDesign:
