@@ -26,7 +26,7 @@ import platform
 import tempfile
 import time
 
-from tiers.simulation.data import seed_design
+from tiers.simulation.presets import seed_design
 from tiers.study.runner import run_study
 
 FORMULA = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"

@@ -233,7 +233,7 @@ def worker(districts: int, repeats: int, csv_path: str | None, result_path: str)
         res["tiers_version"] = str(getattr(tiers, "__version__", "unknown"))
         res["tiers_file"] = str(getattr(tiers, "__file__", ""))
         t0 = time.perf_counter()
-        data = tsim.simulate(tsim.seed_design(districts=districts), seed=SEED)
+        data = tsim.simulate(tiers.seed_design(districts=districts), seed=SEED)
         res["simulate_s"] = time.perf_counter() - t0
         res["rows"] = len(data)
         res["n_levels"] = {

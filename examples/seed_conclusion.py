@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tiers.simulation.data import seed_design
+from tiers.simulation.presets import seed_design
 from tiers.study.runner import run_study
 
 CORRECT = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import tiers
 import tiers.inference.bootstrap as boot
+import tiers.inference.progress as progress_mod
 from tiers.cli.main import app
 from tiers.inference.lrtest import lrtest
 from tiers.study.plan import plan_design
@@ -265,7 +266,7 @@ def test_predict_newdata_re_and_new_levels(tmp_path: Path) -> None:
 @pytest.fixture
 def frequent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain progress lines after every 10% of the work, however quick."""
-    monkeypatch.setattr(boot, "PLAIN_EVERY_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(progress_mod, "PLAIN_EVERY_SECONDS", 0.0, raising=False)
 
 
 def _lines(stderr: str, label: str) -> list[str]:
@@ -295,7 +296,9 @@ def test_plain_lines_come_every_interval_or_fraction_whichever_is_later(
 ) -> None:
     clock = [0.0]
     monkeypatch.setattr(boot.time, "perf_counter", lambda: clock[0])
-    with boot._Bar(True, 10, "bootstrap") as bar:  # 10% is one unit; 10 s is two units here
+    with progress_mod.ProgressBar(
+        True, 10, "bootstrap"
+    ) as bar:  # 10% is one unit; 10 s is two units here
         for _ in range(10):
             clock[0] += 5.0
             bar.advance(1)
@@ -308,7 +311,9 @@ def test_plain_lines_come_every_interval_or_fraction_whichever_is_later(
         "bootstrap: 10/10 replicates done in 50 s",
     ]
     clock[0] = 0.0
-    with boot._Bar(True, 1000, "bootstrap") as bar:  # 10 s pass quickly: every 10% only
+    with progress_mod.ProgressBar(
+        True, 1000, "bootstrap"
+    ) as bar:  # 10 s pass quickly: every 10% only
         for _ in range(1000):
             clock[0] += 1.0
             bar.advance(1)
@@ -320,10 +325,12 @@ def test_plain_lines_come_every_interval_or_fraction_whichever_is_later(
 
 
 def test_a_short_run_in_a_log_prints_nothing(capsys: pytest.CaptureFixture) -> None:
-    with boot._Bar(True, 50, "bootstrap") as bar:
+    with progress_mod.ProgressBar(True, 50, "bootstrap") as bar:
         for _ in range(50):
             bar.advance(1)
-    with boot._Bar(None, 50, "bootstrap") as bar:  # the library default: a bar in a terminal only
+    with progress_mod.ProgressBar(
+        None, 50, "bootstrap"
+    ) as bar:  # the library default: a bar in a terminal only
         bar.advance(50)
     assert capsys.readouterr().err == ""
 

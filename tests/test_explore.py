@@ -36,7 +36,7 @@ def test_explore_numbers_follow_districts() -> None:
     the rule instead of citing a commenter."""
     import re
 
-    from tiers.simulation.data import seed_design
+    from tiers.simulation.presets import seed_design
 
     districts = 2
     design = seed_design(districts)

@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tiers
-import tiers.simulation.data as sim_data
+import tiers.simulation.memory as sim_memory
 import tiers.study.store as store_mod
 from tiers.cli.main import app
 from tiers.data.io import write_data
@@ -411,7 +411,7 @@ def test_a_corrupt_study_json_is_a_clear_error(tmp_path, damage):
 
 
 def test_more_rows_than_memory_is_refused_before_allocating(tmp_path, monkeypatch):
-    monkeypatch.setattr(sim_data, "available_memory", lambda: 1000)  # 1 kB free
+    monkeypatch.setattr(sim_memory, "available_memory", lambda: 1000)  # 1 kB free
     with pytest.raises(DesignError, match=r"needs about .* GiB of memory, but only 0\.0 GiB"):
         simulate(tiny().with_units("a", 100), 1)
     with pytest.raises(DesignError, match="memory"):

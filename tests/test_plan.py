@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from tiers.cli.main import app
 from tiers.errors import DesignError
-from tiers.simulation.data import Covariate, Level, NestedDesign, seed_design
+from tiers.simulation.data import Covariate, Level, NestedDesign
+from tiers.simulation.presets import seed_design
 from tiers.study.plan import (
     expected_se,
     expected_xtvx,

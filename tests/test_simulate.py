@@ -14,15 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tiers.errors import DesignError
-from tiers.simulation.data import (
-    PRESETS,
-    Covariate,
-    Level,
-    NestedDesign,
-    load_design,
-    seed_design,
-    simulate,
-)
+from tiers.simulation.data import Covariate, Level, NestedDesign, simulate
+from tiers.simulation.presets import PRESETS, load_design, seed_design
 
 simmod = importlib.import_module("tiers.simulation.data")
 

@@ -35,7 +35,8 @@ from tiers.formula.parse import parse
 from tiers.formula.types import Formula
 from tiers.inference import lrtest as _lrtest  # noqa: F401
 from tiers.report import comparison as comparison
-from tiers.simulation.data import NestedDesign, seed_design, simulate
+from tiers.simulation.data import NestedDesign, simulate
+from tiers.simulation.presets import seed_design
 
 
 def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.inference.vctest

@@ -28,7 +28,8 @@ from tiers.inference.lrtest import lrtest
 from tiers.panel.estimators import fixed_effects, random_effects
 from tiers.panel.hausman import hausman
 from tiers.report.comparison import compare
-from tiers.simulation.data import seed_design, simulate
+from tiers.simulation.data import simulate
+from tiers.simulation.presets import seed_design
 
 CORRECT = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"
 REVERSED = "perform tutoring || student_id: || teach_id: || school_id: || dist_id:"

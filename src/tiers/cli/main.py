@@ -250,8 +250,8 @@ def simulate(
     """Simulate a nested design and write it to a file."""
     from tiers.cli.study import read_design
     from tiers.data.io import write_data
-    from tiers.simulation.data import PRESETS
     from tiers.simulation.data import simulate as run_simulation
+    from tiers.simulation.presets import PRESETS
 
     _check_seed(seed)
     check_output(output, "-o/--output")

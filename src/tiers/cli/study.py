@@ -18,7 +18,7 @@ from tiers.errors import DesignError, OutputError, TiersError
 
 def read_design(path: Path) -> Any:
     """``--design FILE`` read; a missing or unreadable file is a `DesignError` naming the option."""
-    from tiers.simulation.data import load_design
+    from tiers.simulation.presets import load_design
 
     try:
         return load_design(path)
@@ -30,7 +30,7 @@ def read_design(path: Path) -> Any:
 
 def _design(preset: str, design: Path | None, districts: int | None) -> Any:
     """The design from ``--design FILE`` or ``--preset``; ``--districts`` sets the top level."""
-    from tiers.simulation.data import PRESETS
+    from tiers.simulation.presets import PRESETS
 
     if design is not None:
         spec = read_design(design)

@@ -12,7 +12,7 @@ as for the file read with polars or written by pandas.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,18 @@ def _check_header(header: str, sep: str, path: Path) -> list[str]:
     return names
 
 
+def _row_collector(bad: list[Any], count: list[int]) -> Callable[[Any], str]:
+    """Pyarrow's invalid-row handler: skip the row, count it, keep the first for the message."""
+
+    def invalid(row: Any) -> str:
+        count[0] += 1
+        if not bad:
+            bad.append(row)
+        return "skip"
+
+    return invalid
+
+
 def _check_rows(path: Path, names: list[str], sep: str, encoding: str) -> None:
     """Refuse a row with more or fewer fields than the header (every field read as text)."""
     import pyarrow as pa
@@ -266,12 +278,7 @@ def _check_rows(path: Path, names: list[str], sep: str, encoding: str) -> None:
 
     bad: list[Any] = []
     count = [0]
-
-    def invalid(row: Any) -> str:
-        count[0] += 1
-        if not bad:
-            bad.append(row)
-        return "skip"
+    invalid = _row_collector(bad, count)
 
     pcsv.read_csv(
         path,
@@ -311,12 +318,7 @@ def _read_csv_arrow(
 
     bad: list[Any] = []
     count = [0]
-
-    def invalid(row: Any) -> str:
-        count[0] += 1
-        if not bad:
-            bad.append(row)
-        return "skip"
+    invalid = _row_collector(bad, count)
 
     read = pcsv.ReadOptions(encoding=encoding)
     parse = pcsv.ParseOptions(delimiter=sep, invalid_row_handler=invalid)

@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from tiers._threads import single_thread_blas
 from tiers.design.design import Design
 from tiers.fitting import fit_design
+from tiers.inference.progress import ProgressBar
 from tiers.optimize.minimize import optimize_theta
 from tiers.results.result import FitResult
 
@@ -257,7 +258,7 @@ def run(
         Processes; default the available cores (1 runs in this process).
     progress : bool, optional
         Show a rich progress bar when stderr is a terminal, and with ``True`` plain progress
-        lines when it is not (a log: see `_Bar`); default the bar in a terminal only.
+        lines when it is not (a log: see `ProgressBar`); default the bar in a terminal only.
     starts : tuple of arrays, optional
         Per model, a theta to restart a replicate's fit from when the fit ends at a worse point.
     """
@@ -277,7 +278,7 @@ def run(
     # batches small enough for a live progress bar, large enough that dispatch costs nothing
     size = max(1, min(64, math.ceil(n_boot / (workers * 8))))
     batches = [list(range(i, min(i + size, n_boot))) for i in range(0, n_boot, size)]
-    bar = _Bar(progress, n_boot, label)
+    bar = ProgressBar(progress, n_boot, label)
     try:
         with bar:
             if workers == 1:
@@ -299,7 +300,9 @@ def run(
     return _collect(results, len(models), n_boot, entropy, time.perf_counter() - start, workers)
 
 
-def _pool(job: _Job, batches: list[list[int]], workers: int, results: list[Any], bar: _Bar) -> None:
+def _pool(
+    job: _Job, batches: list[list[int]], workers: int, results: list[Any], bar: ProgressBar
+) -> None:
     """Run the batches in worker processes; on Ctrl-C or an error drop the rest at once."""
     # fork shares the job without pickling and works from scripts without a __main__
     # guard; elsewhere the job is pickled to each worker once
@@ -365,121 +368,6 @@ def _collect(
     return BootstrapResult(
         n_boot, entropy, tuple(models), failed, errors, seconds, workers, int(restarted.sum())
     )
-
-
-# In a log (stderr not a terminal) a progress line at most every PLAIN_EVERY_SECONDS and only after
-# another PLAIN_EVERY_FRACTION of the work is done: whichever comes later.
-PLAIN_EVERY_SECONDS = 10.0
-PLAIN_EVERY_FRACTION = 0.1
-
-
-def _duration(seconds: float) -> str:
-    """``12 s``, ``3 min 20 s``, ``1 h 05 min``."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-class _Bar:
-    """Progress on stderr: a rich bar in a terminal, plain lines in a log, or nothing.
-
-    ``show=None`` shows the bar in a terminal and nothing elsewhere; ``show=True`` also writes,
-    when stderr is not a terminal (CI, Slurm, nohup), a line such as ``bootstrap: 300/1000
-    replicates, 12 s elapsed, about 28 s left`` every `PLAIN_EVERY_SECONDS` or every
-    `PLAIN_EVERY_FRACTION` of the work, whichever comes later, and a last line at the end if it
-    wrote any. `describe` names the current stage (``size 50``) in both.
-    """
-
-    def __init__(
-        self, show: bool | None, total: int, label: str, *, unit: str = "replicates"
-    ) -> None:
-        tty = sys.stderr.isatty()
-        if show is False or total <= 0:
-            self.mode = "off"
-        else:
-            self.mode = "bar" if tty else "plain" if show else "off"
-        self.total = total
-        self.label = label
-        self.unit = unit
-        self.stage = ""
-        self.done = 0
-        self._start = self._last_time = time.perf_counter()
-        self._last_done = 0
-        self._lines = 0
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Bar:
-        self._start = self._last_time = time.perf_counter()
-        if self.mode == "bar":
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(self.unit),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self._description(), total=self.total)
-        return self
-
-    def _description(self) -> str:
-        return f"{self.label}: {self.stage}" if self.stage else self.label
-
-    def describe(self, stage: str) -> None:
-        """Name the current stage of the work (shown before the counts)."""
-        self.stage = stage
-        if self._progress is not None:
-            self._progress.update(self._task, description=self._description())
-
-    def advance(self, n: int) -> None:
-        """Count ``n`` more units done."""
-        self.done += n
-        if self._progress is not None:
-            self._progress.update(self._task, advance=n)
-        elif self.mode == "plain" and self.done < self.total:
-            now = time.perf_counter()
-            if (
-                now - self._last_time >= PLAIN_EVERY_SECONDS
-                and self.done - self._last_done >= PLAIN_EVERY_FRACTION * self.total
-            ):
-                self._last_time, self._last_done = now, self.done
-                elapsed = now - self._start
-                left = elapsed / self.done * (self.total - self.done)
-                self._line(
-                    f"{self.done:,}/{self.total:,} {self.unit}, {_duration(elapsed)} elapsed, "
-                    f"about {_duration(left)} left"
-                )
-
-    def _line(self, text: str) -> None:
-        stage = f"{self.stage}, " if self.stage else ""
-        print(f"{self.label}: {stage}{text}", file=sys.stderr, flush=True)
-        self._lines += 1
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        elif self.mode == "plain" and self._lines and exc[0] is None:
-            self.stage = ""
-            elapsed = time.perf_counter() - self._start
-            self._line(f"{self.done:,}/{self.total:,} {self.unit} done in {_duration(elapsed)}")
 
 
 def bootstrap(

@@ -54,16 +54,12 @@ arrays of objects. Unknown keys are refused, so a misspelt key cannot be silentl
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import operator
-import os
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from itertools import accumulate
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -71,6 +67,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from tiers.errors import DesignError
+from tiers.simulation.memory import check_memory
 
 FloatArray = NDArray[np.float64]
 
@@ -335,37 +332,6 @@ def _checked_keys(data: object, cls: type, what: str) -> dict[str, Any]:
     return dict(data)
 
 
-def seed_design(districts: int = 5) -> NestedDesign:
-    """The founding Stata simulation: districts > schools > teachers > students > semesters.
-
-    5 schools per district, 8 teachers per school, 20 students per teacher, 2 semesters per student;
-    SDs 2, 3, 4, 5 for district, school, teacher, student and 6 for the residual; ``tutoring`` is
-    Bernoulli(0.2) per observation with effect 2; intercept 0; response ``perform``.
-
-    Parameters
-    ----------
-    districts : int, default 5
-        Number of districts: 5 gives 8,000 rows, 50 gives 80,000, 5000 gives 8,000,000.
-    """
-    return NestedDesign(
-        levels=(
-            Level("dist_id", districts, 2.0),
-            Level("school_id", 5, 3.0),
-            Level("teach_id", 8, 4.0),
-            Level("student_id", 20, 5.0),
-        ),
-        obs_per_unit=2,
-        residual_sd=6.0,
-        covariates=(Covariate("tutoring", "bernoulli", coef=2.0, p=0.2),),
-        intercept=0.0,
-        response="perform",
-        obs_name="semester",
-    )
-
-
-PRESETS: dict[str, Callable[..., NestedDesign]] = {"seed": seed_design}
-
-
 def draw_response(
     design: NestedDesign, rng: np.random.Generator, *, components: bool = False
 ) -> tuple[FloatArray, dict[str, np.ndarray], list[FloatArray], FloatArray | None]:
@@ -409,32 +375,6 @@ def draw_response(
         blocks = y.reshape(n, nrows // n)
         blocks += eff[:, None]
     return y, covs, effects, residual
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux's MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_memory(nbytes: int, what: str) -> None:
-    """Refuse, before allocating, work needing more than the memory available (`DesignError`)."""
-    free = available_memory()
-    if free is not None and nbytes > free:
-        raise DesignError(
-            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, but only "
-            f"{free / 2**30:.1f} GiB is available; use fewer units (or rows, or workers), "
-            "or free memory"
-        )
 
 
 def simulate(
@@ -514,24 +454,3 @@ def simulate(
         cols["residual"] = residual  # type: ignore[assignment]
     # copy=False: the arrays are ours alone, and copying 8M-row columns would double peak memory.
     return pd.DataFrame(cols, copy=False)
-
-
-def load_design(path: str | os.PathLike[str]) -> NestedDesign:
-    """Read a design from a ``.toml`` or ``.json`` file in the :meth:`NestedDesign.to_dict` layout.
-
-    Raises :class:`DesignError`, naming the file, if the suffix is neither, the file does not parse
-    or the design is invalid; :class:`OSError` if the file cannot be read.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise DesignError(f"{path}: design files must end in .toml or .json, not {suffix!r}")
-    raw = path.read_bytes()
-    try:
-        data = tomllib.loads(raw.decode("utf-8")) if suffix == ".toml" else json.loads(raw)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DesignError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from exc
-    try:
-        return NestedDesign.from_dict(data)
-    except DesignError as exc:
-        raise DesignError(f"{path}: {exc}") from exc

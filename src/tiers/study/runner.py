@@ -66,8 +66,10 @@ import pandas as pd
 
 from tiers._output import atomic_path
 from tiers.errors import DesignError, OutputError, StudyError
-from tiers.inference.bootstrap import _Bar
-from tiers.simulation.data import PRESETS, NestedDesign, check_memory, load_design
+from tiers.inference.progress import ProgressBar
+from tiers.simulation.data import NestedDesign
+from tiers.simulation.memory import check_memory
+from tiers.simulation.presets import PRESETS, load_design
 from tiers.study.replicate import (
     Estimator,
     _as_estimators,
@@ -308,7 +310,7 @@ def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch:
     left: dict[int, int] = {}  # replicates still to fit, by size: the bar names the smallest
     for t in tasks:
         left[t[2]] = left.get(t[2], 0) + len(t[4])
-    bar = _Bar(show, sum(left.values()), "study")
+    bar = ProgressBar(show, sum(left.values()), "study")
     bar.describe(f"size {min(left)}" if left else "")
     with bar:
 
