@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 import tiers
 from tiers.cli.main import app
 
+from .conftest import SHARED
+
 SEED_LME4 = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 SEED_STATA = "perform tutoring || dist_id: || school_id: || teach_id: || student_id:"
 SEED_COLUMNS = ["dist_id", "school_id", "teach_id", "student_id", "semester", "tutoring", "perform"]
@@ -393,3 +395,15 @@ def test_console_script_exit_code_and_stderr(seed_csv: Path) -> None:
     assert proc.stderr.startswith("error: column 'tutorng'"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("ci", [[], ["--ci", "profile"]])
+def test_a_fit_warning_is_printed_once_in_words(ci: list[str]) -> None:
+    """The summary carries the warning; Python's own display (file:line) is not added to it."""
+    data = SHARED / "reference" / "dyestuff2.csv"
+    cmd = [sys.executable, "-m", "tiers", "fit", "Yield ~ 1 + (1 | Batch)", str(data), *ci]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    both = done.stdout + done.stderr
+    assert both.count("boundary (singular) fit") == 1
+    assert "SingularFitWarning" not in both and ".py:" not in both

@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tiers
+import tiers._output
 import tiers.simulation.memory as sim_memory
 import tiers.study.store as store_mod
 from tiers.cli.main import app
@@ -301,6 +302,34 @@ def test_explore_refuses_a_file_as_its_out_folder(tmp_path):
     res = cli("explore", "--out", tmp_path / "afile")
     assert res.exit_code == 2 and "--out" in res.output and "is a file" in res.output
     assert "Step 1" not in res.output
+
+
+def test_a_temporary_file_left_by_a_sigkill_is_cleared_by_the_next_write(tmp_path):
+    """SIGKILL cannot be caught: the next write of the same file removes the dead writer's file."""
+    target = tmp_path / "fit.json"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from tiers._output import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            tmp.write_text("half")
+            print(tmp, flush=True)
+            time.sleep(60)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        left = Path(proc.stdout.readline().strip())
+        proc.kill()
+        proc.wait(timeout=10)
+    assert left.exists() and leftovers(tmp_path) == [left] and not target.exists()
+    live = tmp_path / f".fit.json.{os.getppid()}-abcdef01.tmp"  # a live writer's is kept
+    live.write_text("in progress")
+    tiers._output.write_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert leftovers(tmp_path) == [live]
 
 
 # --------------------------------------------------------------------- item 12: Ctrl-C --

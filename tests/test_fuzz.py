@@ -3,11 +3,13 @@
 Every call either returns a result whose basic invariants hold (a finite criterion, every row used
 or counted as dropped, one coefficient per name, theta within its bounds) or raises one of tiers'
 own errors (`tiers.TiersError`), never anything else (issue 19, item 19). The examples are
-derandomized so CI is reproducible.
+derandomized so CI is reproducible; a longer random probe runs with
+``TIERS_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py`` (new examples on every run).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -19,9 +21,12 @@ from hypothesis import strategies as st
 import tiers
 from tiers.errors import TiersError
 
+#: A longer, randomised probe when set (CI runs the derandomized default).
+PROBE = os.environ.get("TIERS_FUZZ_EXAMPLES")
+
 FUZZ = settings(
-    derandomize=True,
-    max_examples=500,
+    derandomize=PROBE is None,
+    max_examples=int(PROBE or 500),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -204,7 +209,9 @@ def test_fuzz_stata_syntax(data: pd.DataFrame, formula: str) -> None:
     _check(formula, data)
 
 
-@settings(derandomize=True, max_examples=1000, deadline=None, database=None)
+@settings(
+    derandomize=PROBE is None, max_examples=2 * int(PROBE or 500), deadline=None, database=None
+)
 @given(text=st.lists(TOKENS, min_size=1, max_size=8).map(" ".join))
 def test_fuzz_parser_raises_only_formula_errors(text: str) -> None:
     """Any string of tokens parses, or is refused with a FormulaError (never another exception)."""

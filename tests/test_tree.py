@@ -13,6 +13,7 @@ import tiers
 from tiers.api import prepare
 from tiers.engine.nested_block import TreeProblem
 from tiers.errors import DataError, FormulaError, IdentificationWarning
+from tiers.optimize.derivatives import fd_gradient
 
 from .conftest import load_case
 
@@ -78,6 +79,26 @@ def test_tree_matches_dense(small, which: int, seed: int, reml: bool) -> None:
     np.testing.assert_allclose(
         got, dense_deviance(prep.frame.y, prep.frame.X, terms, thetas, reml), rtol=1e-11
     )
+
+
+@settings(max_examples=12, deadline=None)
+@given(which=st.integers(0, len(FORMULAS) - 1), seed=st.integers(0, 2**31), reml=st.booleans())
+def test_tree_gradient_matches_finite_differences(small, which: int, seed: int, reml: bool) -> None:
+    """The analytic gradient (sparse own-parameter directions, dense for exchangeable)."""
+    prep = prepare(FORMULAS[which], small)
+    problem = TreeProblem(
+        prep.frame.y, prep.frame.X, prep.levels, list(prep.nesting.tree.parents), reml=reml
+    )
+    rng = np.random.default_rng(seed)
+    theta = np.clip(
+        rng.normal(0.5, 0.6, problem.n_theta),
+        problem.theta_lower + 1e-2,
+        problem.theta_upper - 1e-2,
+    )
+    _, grad = problem.deviance_and_gradient(theta)
+    fd = fd_gradient(problem.deviance, problem.theta_lower, problem.theta_upper)(theta)[1]
+    # central differences: truncation ~h^2 and rounding ~eps/h of a deviance of order 1e3
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(fd).max()))
 
 
 def test_two_terms_on_one_factor_equal_independent_structure() -> None:

@@ -84,6 +84,35 @@ def check_output(path: str | os.PathLike[str], option: str, *, folder: bool = Fa
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _sweep(path: Path) -> None:
+    """Remove the temporary files of earlier writes of ``path`` whose process is gone.
+
+    A SIGKILL (or a power cut) between creating the temporary file and renaming it leaves it
+    behind; its name carries the writer's PID, so the next write of the same file clears it
+    without touching a concurrent writer's.
+    """
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for old in path.parent.iterdir():
+            name = old.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix) : -len(".tmp")].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], option: str = "output") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -93,9 +122,10 @@ def atomic_path(path: str | os.PathLike[str], option: str = "output") -> Iterato
     and the reason.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep(path)
         yield tmp
         with open(tmp, "rb") as fh:  # the bytes are on disk before the name points at them
             os.fsync(fh.fileno())

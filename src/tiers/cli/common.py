@@ -6,14 +6,45 @@ The model options (``--ml``, ``--force``, ``--string-col``) are spelled once her
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from tiers.errors import TiersError
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings in words on stderr (``Warning: ...``), without Python's file and line."""
+    print(f"Warning: {message}", file=sys.stderr if file is None else file)
+
+
+def tidy_warnings() -> None:
+    """Show warnings the way the CLI shows everything else (installed by the root command)."""
+    warnings.showwarning = _show_warning
+
+
+@contextlib.contextmanager
+def deferred_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Hold the warnings of a block, to be shown after the summary by `show_warnings`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield caught
+
+
+def show_warnings(caught: Iterable[warnings.WarningMessage], shown: Iterable[str] = ()) -> None:
+    """Print held warnings once each, leaving out those the summary already printed."""
+    seen = set(shown)
+    for w in caught:
+        text = str(w.message)
+        if text not in seen:
+            seen.add(text)
+            typer.echo(f"Warning: {text}", err=True)
 
 
 def fail(exc: Exception | str) -> NoReturn:

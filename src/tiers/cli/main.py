@@ -19,8 +19,11 @@ from tiers.cli.common import (
     StringColOption,
     check_output,
     confidence_level,
+    deferred_warnings,
     fail,
     read_frame,
+    show_warnings,
+    tidy_warnings,
     write_json,
 )
 from tiers.errors import TiersError
@@ -58,6 +61,7 @@ def _root(
     ] = False,
 ) -> None:
     """Hierarchical linear mixed models: fit, simulate, explore."""
+    tidy_warnings()
 
 
 @app.command()
@@ -118,10 +122,14 @@ def fit(
     try:
         frame = read_frame(data, string_col)
         limits = _limits(max_params, max_seconds)
-        result = fit_model(formula, frame, reml=False if ml else None, force=force, limits=limits)
+        with deferred_warnings() as caught:
+            result = fit_model(
+                formula, frame, reml=False if ml else None, force=force, limits=limits
+            )
     except TiersError as exc:
         fail(exc)
     typer.echo(result.summary(style))  # type: ignore[arg-type]
+    show_warnings(caught, result.warnings)  # those in the summary are not repeated
     doc = result.to_dict() if json_path is not None else {}
     if ci is not None:
         from tiers.inference.bootstrap import BootstrapInterrupted
