@@ -16,7 +16,9 @@ from tiers._threads import single_thread_blas
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
+from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
+from tiers.inference.r2 import R2
 from tiers.options import check_level
 from tiers.report import json as report_json
 from tiers.report import text
@@ -110,6 +112,14 @@ class LmmResult(FitResult):
         )
 
     # ----------------------------------------------------------------------------- inference --
+
+    def r2(self) -> R2:
+        """Marginal and conditional R-squared (Nakagawa & Schielzeth 2013; Johnson 2014).
+
+        With random slopes the random effects' variance is averaged over the rows used, as R's
+        ``performance::r2_nakagawa``; see `tiers.inference.r2`.
+        """
+        return rsquared.r2(self)
 
     def confint(
         self,
@@ -444,7 +454,7 @@ class LmmResult(FitResult):
         except (np.linalg.LinAlgError, FloatingPointError):
             tests = None
         shares = self.variance_shares() if self.intercepts_only else None
-        return report_json.result_dict(self, tests, shares)
+        return report_json.result_dict(self, tests, shares, r2=self.r2())
 
     def __str__(self) -> str:
         return self.summary()
