@@ -46,6 +46,13 @@ def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see 
     return _vctest(*args, **kwargs)
 
 
+def table(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.report.table
+    """Fits side by side as a publication table; see `tiers.report.table.table`."""
+    from tiers.report.table import table as _table
+
+    return _table(*args, **kwargs)
+
+
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.runner
     """Monte Carlo study of estimators over design sizes; see `tiers.study.runner.run_study`."""
     from tiers.study.runner import run_study as _run
@@ -92,6 +99,7 @@ __all__ = [
     "run_study",
     "seed_design",
     "simulate",
+    "table",
     "vctest",
     "write_data",
 ]

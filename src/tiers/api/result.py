@@ -18,6 +18,7 @@ from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
 from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
+from tiers.inference import tidy as tidy_frames
 from tiers.inference.r2 import R2
 from tiers.options import check_level
 from tiers.report import json as report_json
@@ -389,6 +390,31 @@ class LmmResult(FitResult):
                     row, index=effects, name=label
                 )
         return out
+
+    def tidy(
+        self,
+        effects: tuple[str, ...] = ("fixed", "ran_pars"),
+        *,
+        level: float = 0.95,
+        ddf: str = "normal",
+    ) -> pd.DataFrame:
+        """One long table of the estimates, as R's ``broom.mixed::tidy``.
+
+        ``effects``: ``"fixed"`` (fixed effects), ``"ran_pars"`` (SDs and correlations, with
+        observed-information SEs and Wald intervals), ``"ran_vals"`` (conditional modes and their
+        conditional SDs). ``ddf``: ``"normal"`` (z) or ``"satterthwaite"`` (t, lmerTest's df)
+        for the fixed effects. See `tiers.inference.tidy.tidy`.
+        """
+        check_level(level)
+        tests = self.satterthwaite(level) if ddf == "satterthwaite" else None
+        return tidy_frames.tidy(self, effects=effects, level=level, ddf=ddf, tests=tests)
+
+    def glance(self) -> pd.DataFrame:
+        """One row of fit statistics, as R's ``broom.mixed::glance`` (with R-squared).
+
+        See `tiers.inference.tidy.glance`.
+        """
+        return tidy_frames.glance(self)
 
     # ---------------------------------------------------------------------------- new fits --
 

@@ -28,6 +28,9 @@ from tiers.cli.common import (
 )
 from tiers.errors import TiersError
 
+#: ``--table`` formats and the `tiers.report.table.Table` method that renders each.
+TABLE_FORMATS = {"tex": "to_latex", "md": "to_markdown", "html": "to_html"}
+
 app = typer.Typer(
     no_args_is_help=True,
     help="Hierarchical linear mixed models: fit, simulate, explore.",
@@ -106,6 +109,15 @@ def fit(
             "--max-seconds", help="longest estimated fitting time before a model is refused"
         ),
     ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            "--table",
+            metavar="tex|md|html",
+            help="print a publication table (LaTeX booktabs, Markdown or HTML) instead of the "
+            "summary",
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -113,6 +125,8 @@ def fit(
 
     if style not in ("stata", "lme4"):
         fail(f"--style must be stata or lme4, got {style!r}")
+    if table is not None and table not in TABLE_FORMATS:
+        fail(f"--table must be one of {', '.join(TABLE_FORMATS)}; got {table!r}")
     if ci is not None and ci not in METHODS:
         fail(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}")
     if level is not None:
@@ -128,8 +142,14 @@ def fit(
             )
     except TiersError as exc:
         fail(exc)
-    typer.echo(result.summary(style))  # type: ignore[arg-type]
-    show_warnings(caught, result.warnings)  # those in the summary are not repeated
+    if table is not None:
+        from tiers.report.table import table as make_table
+
+        typer.echo(getattr(make_table(result), TABLE_FORMATS[table])(), nl=False)
+        show_warnings(caught)  # the table has no warnings section: every one, on stderr
+    else:
+        typer.echo(result.summary(style))  # type: ignore[arg-type]
+        show_warnings(caught, result.warnings)  # those in the summary are not repeated
     doc = result.to_dict() if json_path is not None else {}
     if ci is not None:
         from tiers.inference.bootstrap import BootstrapInterrupted
