@@ -53,6 +53,13 @@ def table(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see t
     return _table(*args, **kwargs)
 
 
+def marginsplot(*args, **kwargs):  # noqa: ANN002, ANN003 - lazy re-export, see tiers.report.marginsplot
+    """Figure of `tiers.LmmResult.margins`; see `tiers.report.marginsplot.marginsplot`."""
+    from tiers.report.marginsplot import marginsplot as _plot
+
+    return _plot(*args, **kwargs)
+
+
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.runner
     """Monte Carlo study of estimators over design sizes; see `tiers.study.runner.run_study`."""
     from tiers.study.runner import run_study as _run
@@ -81,6 +88,7 @@ __all__ = [
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
+    "marginsplot",
     "NestedDesign",
     "NestingError",
     "SingularFitWarning",

@@ -16,6 +16,7 @@ from tiers._threads import single_thread_blas
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
+from tiers.inference import margins as margins_frames
 from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
 from tiers.inference import tidy as tidy_frames
@@ -415,6 +416,29 @@ class LmmResult(FitResult):
         See `tiers.inference.tidy.glance`.
         """
         return tidy_frames.glance(self)
+
+    def margins(
+        self,
+        term: str,
+        at: Any = None,
+        *,
+        kind: str = "predictive",
+        level: float = 0.95,
+        ddf: str = "normal",
+    ) -> pd.DataFrame:
+        """Predictive margins or average marginal effects of a fixed-effect variable.
+
+        Stata's ``margins`` (``at()``, ``dydx()``) and R's emmeans: predictions of the fixed
+        part with ``term`` set to each value of ``at`` (a factor: each level), averaged over the
+        rows used; or (``kind="dydx"``) the mean derivative in ``term`` (a factor: each level
+        against the first). Delta-method SEs from `vcov`; ``ddf`` ``"normal"`` (z) or
+        ``"satterthwaite"`` (t). See `tiers.inference.margins.margins`; plot with
+        ``tiers.marginsplot``.
+        """
+        sat = self._satterthwaite if ddf == "satterthwaite" else None
+        return margins_frames.margins(
+            self, term, at, kind=kind, level=level, ddf=ddf, satterthwaite=sat
+        )
 
     # ---------------------------------------------------------------------------- new fits --
 
