@@ -60,6 +60,13 @@ def marginsplot(*args, **kwargs):  # noqa: ANN002, ANN003 - lazy re-export, see 
     return _plot(*args, **kwargs)
 
 
+def pool(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.inference.pool
+    """Combine fits over imputed data sets by Rubin's rules; see `tiers.inference.pool.pool`."""
+    from tiers.inference.pool import pool as _pool
+
+    return _pool(*args, **kwargs)
+
+
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.runner
     """Monte Carlo study of estimators over design sizes; see `tiers.study.runner.run_study`."""
     from tiers.study.runner import run_study as _run
@@ -101,6 +108,7 @@ __all__ = [
     "optimize_theta",
     "optimize_theta",
     "plan_design",
+    "pool",
     "prepare",
     "prepare",
     "read_data",

@@ -109,6 +109,15 @@ def fit(
             "--max-seconds", help="longest estimated fitting time before a model is refused"
         ),
     ] = None,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            "--pool",
+            help="DATA is a quoted pattern of imputed data sets ('imp_*.csv'): fit each and "
+            "combine the fits by Rubin's rules",
+            show_default=False,
+        ),
+    ] = False,
     table: Annotated[
         str | None,
         typer.Option(
@@ -133,6 +142,18 @@ def fit(
         confidence_level(level)  # refuse a bad --level before fitting
     _check_seed(seed)
     check_output(json_path, "--json")
+    if pool:
+        from tiers.cli.pool import run_pool
+
+        if ci is not None or table is not None or style != "stata":
+            fail("--pool prints the pooled estimates; it takes no --ci, --table or --style")
+        limits = _limits(max_params, max_seconds)
+        reml = False if ml else None
+        run_pool(
+            formula, data, reml=reml, force=force, limits=limits, string_col=string_col,
+            json_path=json_path,
+        )  # fmt: skip
+        return
     try:
         frame = read_frame(data, string_col)
         limits = _limits(max_params, max_seconds)
