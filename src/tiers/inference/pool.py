@@ -214,7 +214,7 @@ def _scaled(f: FitResult) -> list[tuple[str, str, str, float, float]]:
 
 def _variance(fits: list[FitResult], level: float) -> tuple[pd.DataFrame, list[str]]:
     per_fit = [_scaled(f) for f in fits]
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     notes: list[str] = []
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     for k, (group, term, scale, _, _) in enumerate(per_fit[0]):
