@@ -162,3 +162,25 @@ def test_cli_pool_refuses_bad_patterns(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "fit 1 = exam_missing.csv" in proc.stderr
     proc = _cli(FORMULA, str(MI / "imp_*.csv"), "--pool", "--table", "md", cwd=tmp_path)
     assert proc.returncode != 0 and "no --ci, --table or --style" in proc.stderr
+
+
+def test_a_zero_sd_is_not_pooled_and_says_so() -> None:
+    import warnings
+
+    from tiers.errors import SingularFitWarning
+
+    from .conftest import load_case
+
+    data, _ = load_case("dyestuff2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        fits = [
+            tiers.fit("Yield ~ 1 + (1 | Batch)", data.assign(Yield=data.Yield + s)) for s in (0, 1)
+        ]
+    p = tiers.pool(fits)
+    var = p.variance.set_index("term")
+    assert np.isnan(var.loc["sd__(Intercept)", "estimate"])
+    assert np.isfinite(var.loc["sd__Observation", "estimate"])
+    assert any("sd__(Intercept) of Batch not pooled" in n for n in p.notes)
+    assert "Batch: sd__(Intercept)" in p.summary()
+    json.dumps(p.to_dict(), allow_nan=False)  # NaN written as null

@@ -245,3 +245,12 @@ def test_singular_fit_table_has_no_icc_interval_problem() -> None:
         res = tiers.fit("Yield ~ 1 + (1 | Batch)", data)
     t = tiers.table(res)
     assert float(_cell(t, "SD (Intercept | Batch)")) == 0.0
+
+
+def test_augment_adds_fitted_fixed_and_residuals() -> None:
+    res, _ = fit_reference("sleepstudy", "corr_REML")
+    a = res.augment()
+    np.testing.assert_allclose(a.fitted, res.fitted(), rtol=1e-12)
+    np.testing.assert_allclose(a.resid, res.residuals(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(a.fixed, res.predict(re="exclude")["mean"], rtol=1e-12)
+    np.testing.assert_allclose(a.Reaction, a.fitted + a.resid, rtol=1e-12)

@@ -417,6 +417,13 @@ class LmmResult(FitResult):
         """
         return tidy_frames.glance(self)
 
+    def augment(self) -> pd.DataFrame:
+        """The rows used with ``fitted``, ``fixed`` and ``resid`` columns (broom.mixed's).
+
+        See `tiers.inference.tidy.augment`.
+        """
+        return tidy_frames.augment(self)
+
     def margins(
         self,
         term: str,

@@ -204,11 +204,16 @@ def _scaled(f: FitResult) -> list[tuple[str, str, str, float, float]]:
     for k, (group, term) in enumerate(sdi.names):
         name = "sd__Observation" if group == "Residual" else f"sd__{term}"
         sd, se = float(sdi.sd[k]), float(sdi.se[k])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out.append((group, name, "log", np.log(sd) if sd > 0 else np.nan, se / sd))
+        if sd > 0:
+            out.append((group, name, "log", float(np.log(sd)), se / sd))
+        else:  # on the boundary: no log, not pooled
+            out.append((group, name, "log", np.nan, np.nan))
     for i, (group, a, b) in enumerate(ci.names):
         r, se = float(ci.estimate[i]), float(ci.se[i])
-        out.append((group, f"cor__{b}.{a}", "atanh", float(np.arctanh(r)), se / (1.0 - r * r)))
+        if abs(r) < 1.0:
+            out.append((group, f"cor__{b}.{a}", "atanh", float(np.arctanh(r)), se / (1.0 - r * r)))
+        else:
+            out.append((group, f"cor__{b}.{a}", "atanh", np.nan, np.nan))
     return out
 
 

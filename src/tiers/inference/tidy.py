@@ -4,7 +4,8 @@
 in one long table with broom.mixed's columns (``effect, group, term, estimate, std_error,
 statistic, df, p_value, conf_low, conf_high``; R's dots written as underscores) and names
 (``sd__(Intercept)``, ``cor__(Intercept).Days``, ``sd__Observation`` for the residual).
-`glance` gives the fit statistics in one row. Publication tables (`tiers.report.table`) are
+`glance` gives the fit statistics in one row, `augment` the data with fitted values and
+residuals. Publication tables (`tiers.report.table`) are
 built from these.
 """
 
@@ -213,3 +214,21 @@ def glance(res: FitResult) -> pd.DataFrame:
     }
     row |= {f"ngroups_{name}": n for name, n in res.ngroups.items()}
     return pd.DataFrame([row])
+
+
+def augment(res: FitResult) -> pd.DataFrame:
+    """The rows used, with ``fitted`` (X beta + Z b), ``fixed`` (X beta) and ``resid`` columns.
+
+    broom.mixed's ``augment`` (``.fitted``, ``.fixed``, ``.resid``), indexed by the input's row
+    labels as `tiers.LmmResult.fitted` is.
+    """
+    from tiers.inference.predict import predict
+
+    frame = res.design.frame
+    fitted = predict(res, re="include")["mean"]
+    out = frame.data.copy()
+    out.index = fitted.index
+    out["fitted"] = fitted.to_numpy()
+    out["fixed"] = np.asarray(res.X) @ np.asarray(res.beta)
+    out["resid"] = np.asarray(res.y) - out["fitted"].to_numpy()
+    return out
