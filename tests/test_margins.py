@@ -71,6 +71,17 @@ def test_dydx_of_a_quadratic_is_the_mean_derivative() -> None:
     )
 
 
+def test_factor_effects_are_against_the_fits_reference_level() -> None:
+    data = pd.read_csv(DATA / "machines.csv")
+    a = _fit("machines", "score ~ Machine + (1 | Worker)").margins("Machine", kind="dydx")
+    res = tiers.fit('score ~ C(Machine, Treatment("B")) + (1 | Worker)', data)
+    b = res.margins("Machine", kind="dydx")
+    assert list(b.value) == ["A - B", "C - B"]
+    want = [-a.estimate[0], a.estimate[1] - a.estimate[0]]
+    np.testing.assert_allclose(b.estimate, want, rtol=1e-6)
+    np.testing.assert_allclose(b.estimate, res.fixef.iloc[1:], rtol=1e-10)  # the coefficients
+
+
 def test_margins_refuse_bad_input() -> None:
     res = _fit("machines", "score ~ Machine + (1 | Worker)")
     with pytest.raises(ValueError, match="'Worker' is not a variable of the model's fixed part"):

@@ -10,7 +10,7 @@ delta method is exact: ``se = sqrt(g' V g)`` with ``V`` the fixed effects' covar
   number, the mean over the rows of ``d(X_i beta) / dx`` by a central difference of the model
   matrix (exact for fixed parts linear or quadratic in ``x``), optionally with ``x`` set to each of
   ``at`` first; for a factor, the difference between the predictive margins of each level and the
-  first (the reference) level.
+  reference level of the fit's coding (the first level unless the formula sets another).
 
 Tests are normal (Stata's) or t with Satterthwaite's df for the contrast ``g`` (lmerTest's, as
 emmeans with ``lmer.df = "satterthwaite"``). Averaging over the data, as Stata does, equals
@@ -50,11 +50,23 @@ def _is_factor(values: pd.Series) -> bool:
 
 
 def factor_levels(values: pd.Series) -> list[Any]:
-    """A factor's levels in the order the fit coded them (the first is the reference)."""
+    """A factor's levels in the order the fit coded them (a categorical's order, else sorted)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         present = set(values.dropna().unique())
         return [c for c in values.cat.categories if c in present]
     return sorted(values.dropna().unique().tolist())
+
+
+def reference_level(res: FitResult, term: str, levels: list[Any]) -> Any:
+    """The factor's base level as the fit coded it: the one level without a ``[T.level]`` column.
+
+    Treatment coding names each other level's column ``...[T.level]`` (formulaic's, also for
+    Stata's ``i.x``); with any other coding, the first level.
+    """
+    prefixes = (term, f"C({term})", f"C({term},")
+    coded = [n for n in res.xnames if "[T." in n and n.rsplit("[T.", 1)[0].startswith(prefixes)]
+    missing = [a for a in levels if not any(n.endswith(f"[T.{a}]") for n in coded)]
+    return missing[0] if coded and len(missing) == 1 else levels[0]
 
 
 def _set(data: pd.DataFrame, term: str, value: Any) -> pd.DataFrame:
@@ -133,11 +145,12 @@ def _contrasts(
         return [(str(a), _mean_row(res, _set(data, term, a))) for a in at]
     if factor:
         levels = factor_levels(values)
-        base = _mean_row(res, _set(data, term, levels[0]))
-        others = [a for a in (at if at is not None else levels[1:]) if a != levels[0]]
+        ref = reference_level(res, term, levels)
+        base = _mean_row(res, _set(data, term, ref))
+        others = [a for a in (at if at is not None else levels) if a != ref]
         if not others:
-            raise ValueError(f"dydx of the factor {term!r} needs a level other than {levels[0]!r}")
-        return [(f"{a} - {levels[0]}", _mean_row(res, _set(data, term, a)) - base) for a in others]
+            raise ValueError(f"dydx of the factor {term!r} needs a level other than {ref!r}")
+        return [(f"{a} - {ref}", _mean_row(res, _set(data, term, a)) - base) for a in others]
     if at is None:
         return [("overall", _derivative(res, data, term))]
     return [(f"at {a:g}", _derivative(res, _set(data, term, a), term)) for a in at]
@@ -164,7 +177,7 @@ def margins(
         Values to set ``term`` to. Predictive margins: required for a numeric variable; a
         factor's default is each of its levels. Marginal effects: a numeric variable's effect at
         each value (default: at the observed values, one average); a factor's levels to compare
-        with the reference (default: every other level).
+        with the fit's reference level (default: every other level).
     kind : {"predictive", "dydx"}
         Predictive margins (Stata's ``margins``) or average marginal effects (``dydx``).
     level : float
