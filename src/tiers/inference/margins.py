@@ -63,8 +63,11 @@ def reference_level(res: FitResult, term: str, levels: list[Any]) -> Any:
     Treatment coding names each other level's column ``...[T.level]`` (formulaic's, also for
     Stata's ``i.x``); with any other coding, the first level.
     """
-    prefixes = (term, f"C({term})", f"C({term},")
-    coded = [n for n in res.xnames if "[T." in n and n.rsplit("[T.", 1)[0].startswith(prefixes)]
+
+    def codes_term(prefix: str) -> bool:
+        return prefix in (term, f"C({term})") or prefix.startswith(f"C({term},")
+
+    coded = [n for n in res.xnames if "[T." in n and codes_term(n.rsplit("[T.", 1)[0])]
     missing = [a for a in levels if not any(n.endswith(f"[T.{a}]") for n in coded)]
     return missing[0] if coded and len(missing) == 1 else levels[0]
 
