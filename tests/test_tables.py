@@ -254,3 +254,27 @@ def test_augment_adds_fitted_fixed_and_residuals() -> None:
     np.testing.assert_allclose(a.resid, res.residuals(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(a.fixed, res.predict(re="exclude")["mean"], rtol=1e-12)
     np.testing.assert_allclose(a.Reaction, a.fitted + a.resid, rtol=1e-12)
+
+
+def test_table_puts_panel_estimators_next_to_mixed_models() -> None:
+    from tiers.panel import fixed_effects, random_effects
+
+    data, _ = load_case("sleepstudy")
+    mixed = tiers.fit("Reaction ~ Days + (1 | Subject)", data)
+    fe = fixed_effects(data, "Reaction", ["Days"], "Subject")
+    re_ = random_effects(data, "Reaction", ["Days"], "Subject")
+    t = tiers.table(mixed, fe, re_, names=["mixed", "fe", "re"], digits=4)
+    for col, m in ((1, fe), (2, re_)):
+        est = m.coef.loc["Days"]
+        assert float(_cell(t, "Days", col)) == pytest.approx(est.estimate, abs=5e-5)
+        assert float(_cell(t, "Days", col, True).strip("()")) == pytest.approx(
+            est.std_error, abs=5e-5
+        )
+        assert float(_cell(t, "SD (Residual)", col)) == pytest.approx(m.sigma_e, abs=5e-5)
+        assert float(_cell(t, "ICC (Subject)", col)) == pytest.approx(m.rho, abs=5e-5)
+        assert _cell(t, "Log-likelihood", col) == ""  # not likelihood fits
+    assert _cell(t, "(Intercept)", 1) != ""  # Stata's _cons under the mixed model's name
+    assert _cell(t, "R2 within", 0) == "" and _cell(t, "R2 marginal", 1) == ""
+    assert [_cell(t, "Method", c) for c in range(3)] == ["REML", "FE (within)", "RE (GLS)"]
+    assert any(n.startswith("fe: xtreg fe, t tests with 161 df") for n in t.notes)
+    assert not any("different data" in n for n in t.notes)  # same N; panels keep no signature

@@ -21,7 +21,9 @@ from tiers.inference.satterthwaite import coef_table as satt_table
 from tiers.inference.shares import variance_shares
 from tiers.inference.tidy import DF_METHODS, tidy
 from tiers.options import check_level, check_option
+from tiers.panel.estimators import PanelResult
 from tiers.report import table_render
+from tiers.report.table_panel import method, panel_column, signature
 from tiers.results.result import FitResult
 
 Statistic = Literal["std_error", "conf_int"]
@@ -154,17 +156,19 @@ def _column(
     return cells, notes
 
 
-def _data_notes(models: tuple[FitResult, ...], names: list[str]) -> list[str]:
+def _data_notes(models: tuple[FitResult | PanelResult, ...], names: list[str]) -> list[str]:
     """Notes on models fitted to different rows or on likelihoods that do not compare."""
     notes = []
-    samples = {(m.nobs, tuple(m.data_signature)) for m in models}
+    sigs = [signature(m) for m in models]
+    known = all(s is not None for s in sigs)  # panel results keep no signature: N only
+    samples = {(m.nobs, s if known else None) for m, s in zip(models, sigs, strict=True)}
     if len(samples) > 1:
         sizes = ", ".join(f"{n} N = {m.nobs:,}" for n, m in zip(names, models, strict=True))
         notes.append(
-            f"the models were fitted to different data ({sizes}): their estimates come from "
+            f"The models were fitted to different data ({sizes}): their estimates come from "
             "different samples and their log-likelihoods, AIC and BIC do not compare"
         )
-    if any(m.reml for m in models):
+    if any(getattr(m, "reml", False) for m in models):
         notes.append(
             "REML log-likelihoods (and AIC, BIC) compare only models with the same fixed effects"
         )
@@ -172,7 +176,7 @@ def _data_notes(models: tuple[FitResult, ...], names: list[str]) -> list[str]:
 
 
 def table(
-    *models: FitResult,
+    *models: FitResult | PanelResult,
     names: list[str] | None = None,
     statistic: str = "std_error",
     stars: bool = False,
@@ -184,8 +188,9 @@ def table(
 
     Parameters
     ----------
-    *models : FitResult
-        Fits (`tiers.fit`); models fitted to different data are shown with a note, as esttab does.
+    *models : FitResult or PanelResult
+        Fits (`tiers.fit`, and `tiers.panel` estimators, as esttab puts ``xtreg`` next to
+        ``mixed``); models fitted to different data are shown with a note, as esttab does.
     names : list of str, optional
         Column headings (default ``(1)``, ``(2)``, ...).
     statistic : {"std_error", "conf_int"}
@@ -213,9 +218,10 @@ def table(
     if not models:
         raise ComparisonError("table needs at least one fitted model")
     for i, m in enumerate(models):
-        if not isinstance(m, FitResult):
+        if not isinstance(m, FitResult | PanelResult):
             raise ComparisonError(
-                f"table takes fits of tiers.fit; argument {i + 1} is a {type(m).__name__}"
+                f"table takes fits of tiers.fit or tiers.panel; argument {i + 1} is a "
+                f"{type(m).__name__}"
             )
     check_option(statistic, STATISTICS, "statistic")
     check_option(ddf, DF_METHODS, "ddf")
@@ -229,9 +235,15 @@ def table(
         raise ComparisonError(f"give {len(models)} distinct names, one per model; got {heads}")
     columns, notes = [], []
     for head, m in zip(heads, models, strict=True):
-        cells, own = _column(
-            m, statistic=statistic, stars=stars, level=level, ddf=ddf, digits=digits
-        )
+        if isinstance(m, PanelResult):
+            cells, own = panel_column(
+                m, statistic=statistic, stars=stars, level=level, digits=digits, fmt=_fmt,
+                marks=_marks, residual=RESIDUAL,
+            )  # fmt: skip
+        else:
+            cells, own = _column(
+                m, statistic=statistic, stars=stars, level=level, ddf=ddf, digits=digits
+            )
         columns.append(cells)
         notes += [f"{head}: {n}" for n in own]
     keys = list(dict.fromkeys(k for c in columns for k in c))
@@ -248,18 +260,23 @@ def table(
         for sec, label in keys
     )
     what = (
-        "standard errors in parentheses"
+        "Standard errors in parentheses"
         if statistic == "std_error"
         else f"{level:.0%} confidence intervals in brackets"
     )
+    mixed = any(isinstance(m, FitResult) for m in models)
     df_words = "normal (z)" if ddf == "normal" else "t with Satterthwaite's df"
-    head_notes = [f"{what}; fixed-effect tests {df_words}"]
+    head_notes = [f"{what}; mixed models' fixed-effect tests {df_words}" if mixed else what]
     if stars:
         head_notes.append("* p < 0.05, ** p < 0.01, *** p < 0.001")
-    methods = sorted({m.method for m in models})
+    methods = sorted({method(m) for m in models})
+    r2_words = ["R2 marginal and conditional of Nakagawa & Schielzeth"] if mixed else []
+    r2_words += ["R2 within, between and overall as Stata's xtreg"] * (
+        not all(isinstance(m, FitResult) for m in models)
+    )
     head_notes.append(
-        f"estimated by {' and '.join(methods)}; variance components as SDs and correlations; "
-        "R2 of Nakagawa & Schielzeth"
+        f"Estimated by {' and '.join(methods)}; variance components as SDs and correlations; "
+        + "; ".join(r2_words)
     )
     return Table(
         models=tuple(heads),

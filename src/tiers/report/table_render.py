@@ -84,7 +84,7 @@ def latex(t: Table) -> str:
         lines.append(" & ".join([latex_escape(_label(row)), *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     if t.notes:
-        notes = " ".join(latex_escape(n[0].upper() + n[1:]) + "." for n in t.notes)
+        notes = " ".join(latex_escape(n) + "." for n in t.notes)
         lines.append(f"\\par\\smallskip{{\\footnotesize {notes}\\par}}")
     return "\n".join(lines) + "\n"
 
@@ -114,7 +114,7 @@ def markdown(t: Table) -> str:
     )
     out = [line(head), rule, *(line(b) for b in body)]
     if t.notes:
-        out += ["", " ".join(_md_cell(n[0].upper() + n[1:]) + "." for n in t.notes)]
+        out += ["", " ".join(_md_cell(n) + "." for n in t.notes)]
     return "\n".join(out) + "\n"
 
 
@@ -143,9 +143,7 @@ def html(t: Table) -> str:
         out.append("</tbody>")
     if t.notes:
         out.append("<tfoot>")
-        out += [
-            f'<tr><td colspan="{k + 1}">{esc(n[0].upper() + n[1:])}.</td></tr>' for n in t.notes
-        ]
+        out += [f'<tr><td colspan="{k + 1}">{esc(n)}.</td></tr>' for n in t.notes]
         out.append("</tfoot>")
     out.append("</table>")
     return "\n".join(out) + "\n"
