@@ -152,6 +152,8 @@ def test_cli_pool(tmp_path: Path) -> None:
     assert doc["m"] == 5 and len(doc["files"]) == 5
     lrt = next(r for r in doc["fixed_effects"] if r["term"] == "standLRT")
     np.testing.assert_allclose(lrt["df"], REF["pooled"][1]["df"], rtol=BETWEEN_RTOL)
+    proc = _cli(FORMULA, str(MI / "imp_*.csv"), "--pool", "--level", "90", cwd=tmp_path)
+    assert proc.returncode == 0 and "[90% conf." in proc.stdout
 
 
 def test_cli_pool_refuses_bad_patterns(tmp_path: Path) -> None:

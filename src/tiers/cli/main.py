@@ -151,7 +151,7 @@ def fit(
         reml = False if ml else None
         run_pool(
             formula, data, reml=reml, force=force, limits=limits, string_col=string_col,
-            json_path=json_path,
+            json_path=json_path, level=level,
         )  # fmt: skip
         return
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from tiers.cli.common import fail, read_frame, write_json
+from tiers.cli.common import confidence_level, fail, read_frame, write_json
 from tiers.errors import TiersError
 
 
@@ -41,8 +41,12 @@ def run_pool(
     limits: Any,
     string_col: list[str] | None,
     json_path: Path | None,
+    level: float | None = None,
 ) -> None:
-    """Fit ``formula`` to each file ``pattern`` matches, pool the fits and print the summary."""
+    """Fit ``formula`` to each file ``pattern`` matches, pool the fits and print the summary.
+
+    ``level`` is ``--level`` as given (default: a Stata formula's ``level(#)``, else 0.95).
+    """
     from tiers.api import fit as fit_model
     from tiers.inference.pool import pool
 
@@ -55,7 +59,7 @@ def run_pool(
                     formula, read_frame(path, string_col), reml=reml, force=force, limits=limits
                 )
             )
-        pooled = pool(fits)
+        pooled = pool(fits, level=confidence_level(level, fits[0].formula.level))
     except TiersError as exc:
         if len(fits) < len(files):
             fail(f"{files[len(fits)]}: {exc}")
