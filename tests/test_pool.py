@@ -186,3 +186,16 @@ def test_a_zero_sd_is_not_pooled_and_says_so() -> None:
     assert any("sd__(Intercept) of Batch not pooled" in n for n in p.notes)
     assert "Batch: sd__(Intercept)" in p.summary()
     json.dumps(p.to_dict(), allow_nan=False)  # NaN written as null
+
+
+def test_cli_pool_names_each_fits_warnings(tmp_path: Path) -> None:
+    from .conftest import load_case
+
+    data, _ = load_case("dyestuff2")
+    data.to_csv(tmp_path / "imp_1.csv", index=False)
+    data.assign(Yield=data.Yield * 1.01).to_csv(tmp_path / "imp_2.csv", index=False)
+    proc = _cli("Yield ~ 1 + (1 | Batch)", "imp_*.csv", "--pool", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning: imp_1.csv: boundary (singular) fit" in proc.stderr
+    assert "Warning: imp_2.csv: boundary (singular) fit" in proc.stderr
+    assert "not pooled" in proc.stdout

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from tiers.cli.common import confidence_level, fail, read_frame, write_json
+from tiers.cli.common import confidence_level, deferred_warnings, fail, read_frame, write_json
 from tiers.errors import TiersError
 
 
@@ -52,13 +52,14 @@ def run_pool(
 
     files = data_files(pattern)
     fits = []
+    held: list[str] = []
     try:
         for path in files:
-            fits.append(
-                fit_model(
-                    formula, read_frame(path, string_col), reml=reml, force=force, limits=limits
-                )
-            )
+            with deferred_warnings() as caught:
+                frame = read_frame(path, string_col)
+                fits.append(fit_model(formula, frame, reml=reml, force=force, limits=limits))
+            # the pooled summary has no warnings section: each fit's, named by its file
+            held += list(dict.fromkeys(f"{path.name}: {w.message}" for w in caught))
         pooled = pool(fits, level=confidence_level(level, fits[0].formula.level))
     except TiersError as exc:
         if len(fits) < len(files):
@@ -67,6 +68,8 @@ def run_pool(
         fail(f"{exc} ({order})")
     typer.echo(pooled.summary())
     typer.echo(f"Data sets: {', '.join(p.name for p in files)}")
+    for text in held:
+        typer.echo(f"Warning: {text}", err=True)
     if json_path is not None:
         doc = pooled.to_dict() | {"files": [str(p) for p in files]}
         write_json(doc, json_path)
