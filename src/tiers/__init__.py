@@ -46,6 +46,27 @@ def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see 
     return _vctest(*args, **kwargs)
 
 
+def table(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.report.table
+    """Fits side by side as a publication table; see `tiers.report.table.table`."""
+    from tiers.report.table import table as _table
+
+    return _table(*args, **kwargs)
+
+
+def marginsplot(*args, **kwargs):  # noqa: ANN002, ANN003 - lazy re-export, see tiers.report.marginsplot
+    """Figure of `tiers.LmmResult.margins`; see `tiers.report.marginsplot.marginsplot`."""
+    from tiers.report.marginsplot import marginsplot as _plot
+
+    return _plot(*args, **kwargs)
+
+
+def pool(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.inference.pool
+    """Combine fits over imputed data sets by Rubin's rules; see `tiers.inference.pool.pool`."""
+    from tiers.inference.pool import pool as _pool
+
+    return _pool(*args, **kwargs)
+
+
 def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.runner
     """Monte Carlo study of estimators over design sizes; see `tiers.study.runner.run_study`."""
     from tiers.study.runner import run_study as _run
@@ -74,6 +95,7 @@ __all__ = [
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
+    "marginsplot",
     "NestedDesign",
     "NestingError",
     "SingularFitWarning",
@@ -86,12 +108,14 @@ __all__ = [
     "optimize_theta",
     "optimize_theta",
     "plan_design",
+    "pool",
     "prepare",
     "prepare",
     "read_data",
     "run_study",
     "seed_design",
     "simulate",
+    "table",
     "vctest",
     "write_data",
 ]

@@ -16,7 +16,11 @@ from tiers._threads import single_thread_blas
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
+from tiers.inference import margins as margins_frames
+from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
+from tiers.inference import tidy as tidy_frames
+from tiers.inference.r2 import R2
 from tiers.options import check_level
 from tiers.report import json as report_json
 from tiers.report import text
@@ -110,6 +114,14 @@ class LmmResult(FitResult):
         )
 
     # ----------------------------------------------------------------------------- inference --
+
+    def r2(self) -> R2:
+        """Marginal and conditional R-squared (Nakagawa & Schielzeth 2013; Johnson 2014).
+
+        With random slopes the random effects' variance is averaged over the rows used, as R's
+        ``performance::r2_nakagawa``; see `tiers.inference.r2`.
+        """
+        return rsquared.r2(self)
 
     def confint(
         self,
@@ -380,6 +392,61 @@ class LmmResult(FitResult):
                 )
         return out
 
+    def tidy(
+        self,
+        effects: tuple[str, ...] = ("fixed", "ran_pars"),
+        *,
+        level: float = 0.95,
+        ddf: str = "normal",
+    ) -> pd.DataFrame:
+        """One long table of the estimates, as R's ``broom.mixed::tidy``.
+
+        ``effects``: ``"fixed"`` (fixed effects), ``"ran_pars"`` (SDs and correlations, with
+        observed-information SEs and Wald intervals), ``"ran_vals"`` (conditional modes and their
+        conditional SDs). ``ddf``: ``"normal"`` (z) or ``"satterthwaite"`` (t, lmerTest's df)
+        for the fixed effects. See `tiers.inference.tidy.tidy`.
+        """
+        check_level(level)
+        tests = self.satterthwaite(level) if ddf == "satterthwaite" else None
+        return tidy_frames.tidy(self, effects=effects, level=level, ddf=ddf, tests=tests)
+
+    def glance(self) -> pd.DataFrame:
+        """One row of fit statistics, as R's ``broom.mixed::glance`` (with R-squared).
+
+        See `tiers.inference.tidy.glance`.
+        """
+        return tidy_frames.glance(self)
+
+    def augment(self) -> pd.DataFrame:
+        """The rows used with ``fitted``, ``fixed`` and ``resid`` columns (broom.mixed's).
+
+        See `tiers.inference.tidy.augment`.
+        """
+        return tidy_frames.augment(self)
+
+    def margins(
+        self,
+        term: str,
+        at: Any = None,
+        *,
+        kind: str = "predictive",
+        level: float = 0.95,
+        ddf: str = "normal",
+    ) -> pd.DataFrame:
+        """Predictive margins or average marginal effects of a fixed-effect variable.
+
+        Stata's ``margins`` (``at()``, ``dydx()``) and R's emmeans: predictions of the fixed
+        part with ``term`` set to each value of ``at`` (a factor: each level), averaged over the
+        rows used; or (``kind="dydx"``) the mean derivative in ``term`` (a factor: each level
+        against the first). Delta-method SEs from `vcov`; ``ddf`` ``"normal"`` (z) or
+        ``"satterthwaite"`` (t). See `tiers.inference.margins.margins`; plot with
+        ``tiers.marginsplot``.
+        """
+        sat = self._satterthwaite if ddf == "satterthwaite" else None
+        return margins_frames.margins(
+            self, term, at, kind=kind, level=level, ddf=ddf, satterthwaite=sat
+        )
+
     # ---------------------------------------------------------------------------- new fits --
 
     def refit(self, *, reml: bool) -> LmmResult:
@@ -444,7 +511,7 @@ class LmmResult(FitResult):
         except (np.linalg.LinAlgError, FloatingPointError):
             tests = None
         shares = self.variance_shares() if self.intercepts_only else None
-        return report_json.result_dict(self, tests, shares)
+        return report_json.result_dict(self, tests, shares, r2=self.r2())
 
     def __str__(self) -> str:
         return self.summary()

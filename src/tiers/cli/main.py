@@ -28,6 +28,9 @@ from tiers.cli.common import (
 )
 from tiers.errors import TiersError
 
+#: ``--table`` formats and the `tiers.report.table.Table` method that renders each.
+TABLE_FORMATS = {"tex": "to_latex", "md": "to_markdown", "html": "to_html"}
+
 app = typer.Typer(
     no_args_is_help=True,
     help="Hierarchical linear mixed models: fit, simulate, explore.",
@@ -106,6 +109,24 @@ def fit(
             "--max-seconds", help="longest estimated fitting time before a model is refused"
         ),
     ] = None,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            "--pool",
+            help="DATA is a quoted pattern of imputed data sets ('imp_*.csv'): fit each and "
+            "combine the fits by Rubin's rules",
+            show_default=False,
+        ),
+    ] = False,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            "--table",
+            metavar="tex|md|html",
+            help="print a publication table (LaTeX booktabs, Markdown or HTML) instead of the "
+            "summary",
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -113,12 +134,26 @@ def fit(
 
     if style not in ("stata", "lme4"):
         fail(f"--style must be stata or lme4, got {style!r}")
+    if table is not None and table not in TABLE_FORMATS:
+        fail(f"--table must be one of {', '.join(TABLE_FORMATS)}; got {table!r}")
     if ci is not None and ci not in METHODS:
         fail(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}")
     if level is not None:
         confidence_level(level)  # refuse a bad --level before fitting
     _check_seed(seed)
     check_output(json_path, "--json")
+    if pool:
+        from tiers.cli.pool import run_pool
+
+        if ci is not None or table is not None or style != "stata":
+            fail("--pool prints the pooled estimates; it takes no --ci, --table or --style")
+        limits = _limits(max_params, max_seconds)
+        reml = False if ml else None
+        run_pool(
+            formula, data, reml=reml, force=force, limits=limits, string_col=string_col,
+            json_path=json_path, level=level,
+        )  # fmt: skip
+        return
     try:
         frame = read_frame(data, string_col)
         limits = _limits(max_params, max_seconds)
@@ -128,8 +163,14 @@ def fit(
             )
     except TiersError as exc:
         fail(exc)
-    typer.echo(result.summary(style))  # type: ignore[arg-type]
-    show_warnings(caught, result.warnings)  # those in the summary are not repeated
+    if table is not None:
+        from tiers.report.table import table as make_table
+
+        typer.echo(getattr(make_table(result), TABLE_FORMATS[table])(), nl=False)
+        show_warnings(caught)  # the table has no warnings section: every one, on stderr
+    else:
+        typer.echo(result.summary(style))  # type: ignore[arg-type]
+        show_warnings(caught, result.warnings)  # those in the summary are not repeated
     doc = result.to_dict() if json_path is not None else {}
     if ci is not None:
         from tiers.inference.bootstrap import BootstrapInterrupted

@@ -140,6 +140,11 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
     return M[:, [pos[n] for n in names]]
 
 
+def fixed_matrix(res: FitResult, data: pd.DataFrame) -> np.ndarray:
+    """The fixed-effects model matrix of ``data``, coded as in the fit (columns ``res.xnames``)."""
+    return _matrix(res, res.formula.fixed, data, res.xnames, "fixed part")
+
+
 def _check_types(like: pd.DataFrame, data: pd.DataFrame, rhs: str) -> pd.DataFrame:
     """Newdata's columns of the fit's kinds: numbers where the fit had numbers.
 

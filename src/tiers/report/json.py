@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from tiers.design.design import theta_names
+from tiers.inference.r2 import R2
 from tiers.results.result import FitResult
 
 SCHEMA_VERSION = 2
@@ -20,13 +21,13 @@ def _num(x: float) -> float | None:
 
 
 def result_dict(
-    res: FitResult, tests: pd.DataFrame | None, shares: pd.DataFrame | None
+    res: FitResult, tests: pd.DataFrame | None, shares: pd.DataFrame | None, *, r2: R2
 ) -> dict[str, Any]:
     """Every number of the summary, as plain Python values.
 
     ``tests`` is the Satterthwaite table (`tiers.FitResult.satterthwaite`; None where it could
-    not be computed: df and p-values are then null) and ``shares`` the variance shares (None for
-    models with random slopes).
+    not be computed: df and p-values are then null), ``shares`` the variance shares (None for
+    models with random slopes) and ``r2`` the marginal and conditional R-squared.
     """
     table = res.coef_table()
     sdi = res.sd_inference
@@ -150,6 +151,7 @@ def result_dict(
             for row in shares.itertuples()
         ]
     )
+    out["r2"] = {"marginal": _num(r2.marginal), "conditional": _num(r2.conditional)}
     if res.reml:
         out["reml_criterion"] = _num(res.criterion)
     else:
