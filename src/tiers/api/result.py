@@ -7,6 +7,7 @@ The numbers are `tiers.results.result.FitResult`'s; the methods here delegate to
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -304,6 +305,30 @@ class LmmResult(FitResult):
         Sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
         """
         return predict.caterpillar(self, group, term, level)
+
+    # ------------------------------------------------------------------------------ figures --
+
+    def plot(self, kind: str = "caterpillar") -> Any:
+        """One figure of the fit, a `matplotlib.figure.Figure` (needs the ``plot`` extra).
+
+        ``kind``: ``caterpillar``, ``shrinkage``, ``qq_ranef``, ``residuals_fitted``,
+        ``qq_residuals``, ``shares`` (random-intercept models) or ``zeta`` (profiles). The same
+        figures with their options are functions of `tiers.plot`.
+        """
+        from tiers.report.plots import figure_of
+
+        return figure_of(self, kind)
+
+    def write_plots(self, folder: str | Path, *, fmt: str = "png") -> list[Path]:
+        """Write every figure the model has into ``folder`` as ``<kind>.png`` (or ``.svg``).
+
+        The folder is created if missing; a path that cannot be written is refused first
+        (`tiers.errors.OutputError`).
+        """
+        from tiers.report.plots import write_plots
+
+        paths, _ = write_plots(self, folder, fmt=cast(Any, fmt), option="folder")
+        return paths
 
     # ------------------------------------------------- statsmodels' names (aliases, for porting) --
 
