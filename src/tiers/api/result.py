@@ -330,6 +330,26 @@ class LmmResult(FitResult):
         paths, _ = write_plots(self, folder, fmt=cast(Any, fmt), option="folder")
         return paths
 
+    def report(self, path: str | Path, *, level: float = 0.95, plots: bool = True) -> Path:
+        """Write a self-contained HTML report of the fit to ``path`` (``tiers report``).
+
+        The model in lme4's and Stata's syntax, the data used and dropped, the design and the
+        diagnostics' notes, the coefficient and variance tables, the variance shares and ICCs
+        with intervals, the likelihood-ratio test against the linear model, the convergence
+        certificate and (with ``plots``, needs matplotlib) every figure of `tiers.plot`, embedded:
+        the file opens without a network. See `tiers.report.document`.
+
+        Raises
+        ------
+        OutputError
+            ``path``'s folder does not exist, or ``path`` cannot be written; refused before any
+            work.
+        """
+        from tiers.report.document import write_report
+
+        _check_flag(plots, "plots")
+        return write_report(self, path, level=level, plots=plots)
+
     # ------------------------------------------------- statsmodels' names (aliases, for porting) --
 
     @property
@@ -549,8 +569,29 @@ class LmmResult(FitResult):
             f"{crit} {self.criterion:.1f}{status}>"
         )
 
+    def _display_tables(self) -> list[Any]:
+        from tiers.report.tables import fit_tables
+
+        sdi = self.sd_inference
+        shares = self.variance_shares(sdi.level) if self.intercepts_only else None
+        return fit_tables(
+            self, self.coef_table(sdi.level), sdi, self.corr_inference, sdi.level, shares
+        )
+
     def _repr_html_(self) -> str:
         from tiers.report.html import result_html
 
         sdi = self.sd_inference
-        return result_html(self, self.coef_table(sdi.level), sdi, self.corr_inference, sdi.level)
+        shares = self.variance_shares(sdi.level) if self.intercepts_only else None
+        coef = self.coef_table(sdi.level)
+        return result_html(self, coef, sdi, self.corr_inference, sdi.level, shares)
+
+    def _repr_markdown_(self) -> str:
+        from tiers.results.display import markdown_tables
+
+        return markdown_tables(self._display_tables(), [*self.notes, *self.warnings])
+
+    def _repr_latex_(self) -> str:
+        from tiers.results.display import latex_tables
+
+        return latex_tables(self._display_tables())

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tiers.cli import predict, study
+from tiers.cli import report as report_cli
 from tiers.cli.common import (
     DataArg,
     ForceOption,
@@ -406,6 +407,7 @@ def _check_seed(seed: int | None) -> None:
 
 predict.register(app)
 study.register(app)
+report_cli.register(app)
 
 
 def main() -> None:

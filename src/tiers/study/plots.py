@@ -159,6 +159,13 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 def _lines(
     result: StudyResult, column: str, path: Path, *, log: bool, nominal: float | None
 ) -> Path:
+    fig = lines_figure(result, column, log=log, nominal=nominal)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def lines_figure(result: StudyResult, column: str, *, log: bool, nominal: float | None) -> Figure:
+    """``column`` of the summary against size, one panel per parameter, one line per estimator."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     s = result.summary
@@ -213,8 +220,7 @@ def _lines(
     labels = order + [h for h in handles if h not in order]
     fig.legend([handles[h] for h in labels], labels, loc="outside upper center",
                ncols=min(len(handles), 5), fontsize=8, frameon=False)  # fmt: skip
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 def plot_coverage(result: StudyResult, path: Path) -> Path:
