@@ -1,15 +1,31 @@
-"""A figure on the Agg canvas, not pyplot's: no global state, no GUI backend, any thread."""
+"""A figure on the Agg canvas, not pyplot's: no global state, no GUI backend, any thread.
+
+This module imports matplotlib; it is imported only when a figure is drawn.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from scipy import stats
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+
+class TiersFigure(Figure):
+    """A `matplotlib.figure.Figure` that shows itself in a notebook.
+
+    A figure made without pyplot is not displayed by Jupyter unless the inline backend happens to
+    be active; ``_repr_png_`` makes ``res.plot()`` show the picture as the cell's output.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
 
 #: Points drawn at most in a scatter or QQ plot; beyond it an even subset in rank (extremes kept).
 MAX_POINTS = 5000
@@ -19,12 +35,9 @@ def figure(
     npanels: int, *, ncols: int = 3, width: float = 3.4, height: float = 3.0
 ) -> tuple[Figure, list]:
     """A constrained-layout figure with ``npanels`` axes in rows of ``ncols`` (spares hidden)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ncols = max(1, min(ncols, npanels))
     nrows = max(1, math.ceil(npanels / ncols))
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    fig = TiersFigure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
     for ax in axes[npanels:]:
