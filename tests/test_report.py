@@ -106,6 +106,50 @@ def test_cli_report(tmp_path):
     assert bad.exit_code == 2 and "Nope" in bad.output
 
 
+def test_crossed_and_nested_models_get_their_stata_spelling():
+    from tiers.report.document import _stata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pen = pd.read_csv(REFERENCE / "penicillin.csv")
+        crossed = tiers.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", pen, reml=False)
+        pastes = pd.read_csv(REFERENCE / "pastes.csv")
+        nested = tiers.fit("strength ~ 1 + (1 | batch/cask)", pastes)
+        written = tiers.fit("strength || batch: || cask:, mle", pastes)
+        sleep = pd.read_csv(REFERENCE / "sleepstudy.csv").assign(half=lambda d: d["Days"] % 3)
+        slopes = tiers.fit("Reaction ~ Days + (Days | Subject) + (1 | half)", sleep)
+    # Stata reads || a: || b: as b nested in a: crossed factors are _all: R. terms
+    assert _stata(crossed) == "mixed diameter || _all: R.plate || _all: R.sample, mle"
+    assert _stata(nested) == "mixed strength || batch: || cask:, reml"
+    assert _stata(written) == "mixed strength || batch: || cask:, mle"
+    assert not slopes.nested and _stata(slopes).startswith("no direct spelling in Stata's mixed")
+    html = render(gather(crossed, plots=False))
+    assert (
+        "sharing this factor&#x27;s level only" in html
+        or "sharing this factor's level only" in html
+    )
+
+
+def test_cli_study_report(tmp_path):
+    from tests.test_study import NESTED
+
+    design = tmp_path / "d.json"
+    design.write_text(
+        '{"levels": [{"name": "a", "units": 3, "sd": 1.5}, {"name": "b", "units": 3, "sd": 1.0}, '
+        '{"name": "c", "units": 4, "sd": 0.8}], "obs_per_unit": 3, "residual_sd": 1.0, '
+        '"covariates": [{"name": "x", "kind": "bernoulli", "coef": 0.5, "p": 0.4}], "response": "y"}'
+    )
+    runner = CliRunner()
+    args = ["study", "--design", str(design), "--sizes", "3", "--replicates", "2", "--workers",
+            "1", "--estimator", f"nested={NESTED}", "--out", str(tmp_path / "out")]  # fmt: skip
+    bad = runner.invoke(app, [*args, "--report", str(tmp_path / "no" / "s.html")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+    assert not (tmp_path / "out").exists()  # refused before any work
+    ok = runner.invoke(app, [*args, "--report", str(tmp_path / "s.html")])
+    assert ok.exit_code == 0, ok.output
+    assert check_html((tmp_path / "s.html").read_text()).tags["img"] == 3
+
+
 def test_study_report(tmp_path):
     from tests.test_study import NESTED, tiny
 

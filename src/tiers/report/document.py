@@ -78,14 +78,34 @@ def gather(res: FitResult, *, level: float = 0.95, plots: bool = True) -> FitRep
                      tuple(notes))  # fmt: skip
 
 
+def _stata(res: FitResult) -> str:
+    """The model in Stata's ``mixed`` syntax, or why it has no direct spelling there.
+
+    Stata reads ``|| a: || b:`` as b nested in a; crossed factors are written ``|| _all: R.a``
+    (an identity covariance over the levels of ``a``), which holds random intercepts only.
+    """
+    f = res.formula
+    method = ", reml" if res.reml else ", mle"
+    if f.syntax == "stata":
+        return f"mixed {f.text}" + ("" if "," in f.text.rsplit("||", 1)[-1] else method)
+    if res.nested:
+        return f"mixed {render_formula(dataclasses.replace(f, syntax='stata'))}{method}"
+    if all(t.is_intercept_only and len(t.group) == 1 for t in f.random):
+        terms = tuple(dataclasses.replace(t, covariance="identity") for t in f.random)
+        crossed = dataclasses.replace(f, syntax="stata", random=terms)
+        return f"mixed {render_formula(crossed)}{method}"
+    return (
+        "no direct spelling in Stata's mixed: crossed factors with slopes or interactions need "
+        "egen group() and _all: R. terms"
+    )
+
+
 def _model(res: FitResult) -> Table:
     lme4 = render_formula(dataclasses.replace(res.formula, syntax="lme4"))
-    stata = render_formula(dataclasses.replace(res.formula, syntax="stata"))
-    method = ", reml" if res.reml else ", mle"
     rows = [
         ("As written", res.formula.text),
         ("lme4 (R)", f"lmer({lme4}, REML = {'TRUE' if res.reml else 'FALSE'})"),
-        ("Stata", f"mixed {stata}{method}"),
+        ("Stata", _stata(res)),
     ]
     return Table.of("The model in both syntaxes", None, rows, numeric_from=2)
 
@@ -192,7 +212,7 @@ def render(rep: FitReport, *, footer: str | None = None) -> str:
         ),
     ]
     if rep.shares is not None:
-        body.append(page.section("Variance shares and ICCs", shares(rep.shares).to_html(),
+        body.append(page.section("Variance shares and ICCs", shares(rep.shares, nested=res.nested).to_html(),
                                  anchor="shares"))  # fmt: skip
     body.append(page.section("Convergence", _certificate(res).to_html(), anchor="convergence"))
     if rep.figures or rep.notes:

@@ -77,8 +77,12 @@ def variance_components(sdi: SdInference, ci: CorrInference) -> Table:
     return Table.of("Variance components", header, rows, numeric_from=2)
 
 
-def shares(table: pd.DataFrame) -> Table:
-    """Variance shares and cumulative ICCs with intervals (`FitResult.variance_shares`)."""
+def shares(table: pd.DataFrame, *, nested: bool = True) -> Table:
+    """Variance shares and ICCs with intervals (`FitResult.variance_shares`).
+
+    ``nested``: the ICCs are cumulative (this level and those above it); for crossed factors
+    each ICC is the factor's share.
+    """
     level = float(table.attrs.get("level", 0.95))
     pct = _pct(level)
     rows = []
@@ -90,8 +94,8 @@ def shares(table: pd.DataFrame) -> Table:
     header = ("Level", "Variance", "Share", f"{pct} lower", f"{pct} upper", "ICC",
               f"{pct} lower", f"{pct} upper")  # fmt: skip
     method = table.attrs.get("method", "delta")
-    notes = [f"intervals: {method}; ICC: correlation of two observations sharing this level and "
-             "every level above it"]  # fmt: skip
+    which = "this level and every level above it" if nested else "this factor's level only"
+    notes = [f"intervals: {method}; ICC: correlation of two observations sharing {which}"]
     return Table.of("Variance shares and intraclass correlations", header, rows, notes=notes)
 
 
@@ -107,5 +111,5 @@ def fit_tables(
     """Facts, fixed effects, variance components and (given) the shares, in that order."""
     out = [facts(res), fixed_effects(coef, level, tests), variance_components(sdi, ci)]
     if share_table is not None:
-        out.append(shares(share_table))
+        out.append(shares(share_table, nested=res.nested))
     return out
