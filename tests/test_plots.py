@@ -253,3 +253,24 @@ def test_study_sd_figure_drops_empty_panels_and_draws_truth_only_where_targeted(
     assert not truth_line("one: sd_c") and not truth_line("fe: sd_c")
     assert truth_line("one: sd_residual") and truth_line("fe: sd_residual")
     assert all(truth_line(f"nested: sd_{p}") for p in ("a", "b", "c", "residual"))
+
+
+def test_caterpillar_without_conditional_sds_says_why(sleep_reml, monkeypatch):
+    import tiers.report.plots.ranef as ranef_mod
+
+    real = ranef_mod.ranef_frames
+
+    def no_sds(res, *, cond_var=True):
+        if cond_var:  # as a crossed design with more than DENSE_LIMIT random effects answers
+            raise ValueError(
+                "conditional variances of this design need the inverse of a 9,000 x 9,000 "
+                "matrix (more than 5,000 random effects in crossed terms); ask for "
+                "ranef(cond_var=False)"
+            )
+        return real(res, cond_var=False)
+
+    monkeypatch.setattr(ranef_mod, "ranef_frames", no_sds)
+    fig = tiers.plot.caterpillar(sleep_reml)
+    assert fig._suptitle.get_text().startswith("no intervals: conditional variances")
+    assert not fig.axes[0].collections  # points, no error bars
+    assert fig.axes[0].get_xlabel() == "conditional mode"

@@ -58,7 +58,16 @@ def caterpillar(
     check_level(level)
     if isinstance(max_groups, bool) or not isinstance(max_groups, int) or max_groups < 2:
         raise ValueError(f"max_groups must be an integer >= 2; got {max_groups!r}")
-    frames = _pick(ranef_frames(res, cond_var=True), group)
+    try:
+        frames = _pick(ranef_frames(res, cond_var=True), group)
+        without = ""
+    except ValueError as exc:
+        if "conditional variances" not in str(exc):
+            raise
+        # a large crossed design whose conditional variances need a dense inverse: the modes
+        # alone, and the figure says why there are no intervals
+        frames = _pick(ranef_frames(res, cond_var=False), group)
+        without = "no intervals: " + str(exc).split(";")[0]
     q = float(stats.norm.ppf(0.5 + level / 2.0))
     panels = sum(len(_effects(df)) for df in frames.values())
     shown = max(min(len(df), max_groups) for df in frames.values())
@@ -92,8 +101,11 @@ def caterpillar(
                 if at.size < len(df)
                 else ""
             )
-            ax.set_xlabel(f"conditional mode, {level * 100:.10g}% interval{note}", fontsize=8)
+            what = "conditional mode" + (f", {level * 100:.10g}% interval" if not without else "")
+            ax.set_xlabel(f"{what}{note}", fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
+    if without:
+        fig.suptitle(without, fontsize=8, color="0.35")
     return fig
 
 
