@@ -184,3 +184,20 @@ def test_render_takes_numbers_only(sleep_reml, monkeypatch):
 
     monkeypatch.setattr(satt.Satterthwaite, "from_result", None)
     assert "Fixed effects" in render(rep, footer="")
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [(["fit", FORMULA, str(SLEEP), "--plots", "PLOTS"], "--plots"),
+     (["report", FORMULA, str(SLEEP), "-o", "R"], "tiers report (without --no-plots)")],
+)  # fmt: skip
+def test_figures_without_matplotlib_are_refused_before_the_fit(
+    tmp_path, monkeypatch, extra, option
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    args = [str(tmp_path / a) if a in ("PLOTS", "R") else a for a in extra]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and f"{option} needs matplotlib" in res.output
+    assert "Linear mixed model" not in res.output and not list(tmp_path.iterdir())

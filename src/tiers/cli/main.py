@@ -22,6 +22,7 @@ from tiers.cli.common import (
     confidence_level,
     deferred_warnings,
     fail,
+    need_matplotlib,
     read_frame,
     show_warnings,
     tidy_warnings,
@@ -153,6 +154,8 @@ def fit(
     _check_seed(seed)
     check_output(json_path, "--json")
     check_output(plots, "--plots", folder=True)
+    if plots is not None:
+        need_matplotlib("--plots")
     if pool:
         from tiers.cli.pool import run_pool
 

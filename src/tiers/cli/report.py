@@ -16,8 +16,11 @@ from tiers.cli.common import (
     StringColOption,
     check_output,
     confidence_level,
+    deferred_warnings,
     fail,
+    need_matplotlib,
     read_frame,
+    show_warnings,
 )
 from tiers.errors import TiersError
 
@@ -42,18 +45,22 @@ def report(
 
     conf = confidence_level(level) if level is not None else None
     check_output(output, "-o/--output")
+    if plots:
+        need_matplotlib("tiers report (without --no-plots)")
     try:
         frame = read_frame(data, string_col)
-        result = fit_model(formula, frame, reml=False if ml else None, force=force)
-        path = write_report(
-            result,
-            output,
-            level=conf or confidence_level(None, result.formula.level),
-            plots=plots,
-            option="-o/--output",
-        )
+        with deferred_warnings() as caught:  # each shown once, after the work (also in the page)
+            result = fit_model(formula, frame, reml=False if ml else None, force=force)
+            path = write_report(
+                result,
+                output,
+                level=conf or confidence_level(None, result.formula.level),
+                plots=plots,
+                option="-o/--output",
+            )
     except TiersError as exc:
         fail(exc)
+    show_warnings(caught)
     typer.echo(f"wrote the report of {result.formula.text} ({result.nobs:,} rows) to {path}")
 
 
