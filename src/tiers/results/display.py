@@ -103,22 +103,38 @@ class Table:
 
     def to_latex(self) -> str:
         r"""The bold caption over an ``array`` (math mode), text cells in ``\text{}``."""
-
-        def text(s: str) -> str:
-            return r"\text{" + "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s) + "}" if s else ""
-
         width = max([len(self.header or ()), *(len(r) for r in self.rows), 2])
         cols = "".join("r" if i >= self.numeric_from else "l" for i in range(width))
-        lines = [r"\textbf{" + text(self.caption)[6:-1] + r"} \\", r"\begin{array}{" + cols + "}"]
+        lines = [_latex_text(self.caption, r"\textbf") + r" \\", r"\begin{array}{" + cols + "}"]
         lines.append(r"\hline")
         if self.header is not None:
-            lines.append(" & ".join(text(h) for h in self.header) + r" \\ \hline")
+            lines.append(" & ".join(_latex_text(h) for h in self.header) + r" \\ \hline")
         for r in self.rows:
-            lines.append(" & ".join(text(c) for c in r) + r" \\")
+            lines.append(" & ".join(_latex_text(c) for c in r) + r" \\")
         lines.append(r"\hline")
         lines.append(r"\end{array}")
-        lines += [r"\\ " + text(n) for n in self.notes]
+        lines += [r"\\ " + _latex_text(n) for n in self.notes]
         return "\n".join(lines)
+
+
+def _latex_text(s: str, command: str = r"\text") -> str:
+    r"""``s`` in math mode: runs of plain characters in ``\text{}``, special ones as math escapes.
+
+    The escapes (``\_``, ``\%``, ``\&``, ...) are written outside ``\text{}``, where LaTeX and
+    the notebooks' MathJax both read them, whether or not MathJax has its text-macros extension.
+    """
+    out, run = [], []
+    for ch in s:
+        if ch in _LATEX_SPECIAL:
+            if run:
+                out.append(command + "{" + "".join(run) + "}")
+                run = []
+            out.append(_LATEX_SPECIAL[ch])
+        else:
+            run.append(ch)
+    if run:
+        out.append(command + "{" + "".join(run) + "}")
+    return "".join(out)
 
 
 def html_tables(tables: Iterable[Table], notes: Iterable[str] = (), cls: str = "tiers") -> str:
