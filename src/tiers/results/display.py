@@ -123,7 +123,8 @@ def _latex_text(s: str, command: str = r"\text") -> str:
     The escapes (``\_``, ``\%``, ``\&``, ...) are written outside ``\text{}``, where LaTeX and
     the notebooks' MathJax both read them, whether or not MathJax has its text-macros extension.
     """
-    out, run = [], []
+    out: list[str] = []
+    run: list[str] = []
     for ch in s:
         if ch in _LATEX_SPECIAL:
             if run:
