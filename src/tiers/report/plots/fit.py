@@ -31,7 +31,10 @@ def residuals_fitted(res: FitResult) -> Figure:
     """Scaled residuals (residual / sigma) against fitted values, with binned means.
 
     The line joins the mean residual in 20 bins of the fitted values (equal counts): a trend or a
-    curve in it is a misspecified mean, a funnel in the cloud unequal variances. Above
+    curve in it is a misspecified mean, a funnel in the cloud unequal variances. A gentle rising
+    line is expected with few rows per group: the conditional modes shrink towards zero, so the
+    residuals of high groups stay positive (Hilden-Minton 1995; lme4's ``plot(m)`` shows the same).
+    Above
     `HEXBIN_ROWS` rows the cloud is drawn as hexagonal bins (counts, log colour scale).
     """
     fitted, scaled = _scaled_residuals(res)
