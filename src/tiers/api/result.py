@@ -7,13 +7,13 @@ The numbers are `tiers.results.result.FitResult`'s; the methods here delegate to
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
 from tiers._threads import single_thread_blas
+from tiers.api.display import DisplayedFit
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
@@ -25,7 +25,6 @@ from tiers.inference.r2 import R2
 from tiers.options import check_level
 from tiers.report import json as report_json
 from tiers.report import text
-from tiers.results.result import FitResult
 
 Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
@@ -76,7 +75,7 @@ def _contrast_matrix(L: Any, p: int) -> np.ndarray:
     return M
 
 
-class LmmResult(FitResult):
+class LmmResult(DisplayedFit):
     """A fitted linear mixed model (see `tiers.results.result.FitResult` for its numbers).
 
     ``levels`` are the grouping factors (outermost first when nested); ``terms`` the random-effects
@@ -306,50 +305,6 @@ class LmmResult(FitResult):
         """
         return predict.caterpillar(self, group, term, level)
 
-    # ------------------------------------------------------------------------------ figures --
-
-    def plot(self, kind: str = "caterpillar") -> Any:
-        """One figure of the fit, a `matplotlib.figure.Figure` (needs the ``plot`` extra).
-
-        ``kind``: ``caterpillar``, ``shrinkage``, ``qq_ranef``, ``residuals_fitted``,
-        ``qq_residuals``, ``shares`` (random-intercept models) or ``zeta`` (profiles). The same
-        figures with their options are functions of `tiers.plot`.
-        """
-        from tiers.report.plots import figure_of
-
-        return figure_of(self, kind)
-
-    def write_plots(self, folder: str | Path, *, fmt: str = "png") -> list[Path]:
-        """Write every figure the model has into ``folder`` as ``<kind>.png`` (or ``.svg``).
-
-        The folder is created if missing; a path that cannot be written is refused first
-        (`tiers.errors.OutputError`).
-        """
-        from tiers.report.plots import write_plots
-
-        paths, _ = write_plots(self, folder, fmt=cast(Any, fmt), option="folder")
-        return paths
-
-    def report(self, path: str | Path, *, level: float = 0.95, plots: bool = True) -> Path:
-        """Write a self-contained HTML report of the fit to ``path`` (``tiers report``).
-
-        The model in lme4's and Stata's syntax, the data used and dropped, the design and the
-        diagnostics' notes, the coefficient and variance tables, the variance shares and ICCs
-        with intervals, the likelihood-ratio test against the linear model, the convergence
-        certificate and (with ``plots``, needs matplotlib) every figure of `tiers.plot`, embedded:
-        the file opens without a network. See `tiers.report.document`.
-
-        Raises
-        ------
-        OutputError
-            ``path``'s folder does not exist, or ``path`` cannot be written; refused before any
-            work.
-        """
-        from tiers.report.document import write_report
-
-        _check_flag(plots, "plots")
-        return write_report(self, path, level=level, plots=plots)
-
     # ------------------------------------------------- statsmodels' names (aliases, for porting) --
 
     @property
@@ -568,30 +523,3 @@ class LmmResult(FitResult):
             f"<LmmResult {self.method} {self.engine}: {self.formula.text}, {self.nobs:,} obs, "
             f"{crit} {self.criterion:.1f}{status}>"
         )
-
-    def _display_tables(self) -> list[Any]:
-        from tiers.report.tables import fit_tables
-
-        sdi = self.sd_inference
-        shares = self.variance_shares(sdi.level) if self.intercepts_only else None
-        return fit_tables(
-            self, self.coef_table(sdi.level), sdi, self.corr_inference, sdi.level, shares
-        )
-
-    def _repr_html_(self) -> str:
-        from tiers.report.html import result_html
-
-        sdi = self.sd_inference
-        shares = self.variance_shares(sdi.level) if self.intercepts_only else None
-        coef = self.coef_table(sdi.level)
-        return result_html(self, coef, sdi, self.corr_inference, sdi.level, shares)
-
-    def _repr_markdown_(self) -> str:
-        from tiers.results.display import markdown_tables
-
-        return markdown_tables(self._display_tables(), [*self.notes, *self.warnings])
-
-    def _repr_latex_(self) -> str:
-        from tiers.results.display import latex_tables
-
-        return latex_tables(self._display_tables())

@@ -25,7 +25,7 @@ from tiers.inference.intervals import variance_shares
 from tiers.inference.satterthwaite import Satterthwaite, coef_table
 from tiers.options import check_level
 from tiers.report import page
-from tiers.report.tables import facts, fixed_effects, num, shares, variance_components
+from tiers.report.fit_tables import facts, fixed_effects, num, shares, variance_components
 from tiers.results.display import Table
 from tiers.results.result import FitResult
 

@@ -2,7 +2,7 @@
 
 The header facts, the fixed effects, the variance components and (for random-intercept models)
 the variance shares, as real ``<table>`` elements (columns stay aligned in exported notebooks,
-where a ``<pre>`` turns proportional). The cells are `tiers.report.tables`'s, shared with the
+where a ``<pre>`` turns proportional). The cells are `tiers.report.fit_tables`'s, shared with the
 Markdown and LaTeX displays and the HTML report.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tiers.report.tables import fit_tables
+from tiers.report.fit_tables import fit_tables
 from tiers.results.display import html_tables
 from tiers.results.result import FitResult
 from tiers.variance.information import CorrInference, SdInference
