@@ -66,3 +66,19 @@ def regen_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--regen-golden")) or (
         os.environ.get("TIERS_REGEN_GOLDEN") == "1"
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A banner when the headless-browser check of the HTML report did not run (never silent)."""
+    from tests.test_browser import NOT_RUN
+
+    skipped = terminalreporter.stats.get("skipped", [])
+    missed = [r for r in skipped if NOT_RUN in str(getattr(r, "longrepr", ""))]
+    if missed:
+        terminalreporter.write_sep("!", NOT_RUN, red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(missed)} headless-Chromium test(s) of the HTML report did NOT run: chromium is "
+            "not installed. Install Debian's chromium (make test does, as root) to run them.",
+            red=True,
+            bold=True,
+        )

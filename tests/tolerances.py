@@ -21,3 +21,10 @@ CLOSED_FORM_RTOL = 1e-8
 #: R-squared and its variance parts are smooth functions of theta, sigma and beta, which agree with
 #: lme4's to ~1e-5 relative: the same first-order dependence as the standard errors.
 R2_RTOL = 1e-4
+#: Profile zeta at a given parameter value: lme4's profile stops its inner BOBYQA at a deviance
+#: ~1e-6 above the minimum, so |zeta| (= sqrt of the deviance difference) differs by ~1e-6 / |zeta|
+#: near the middle and up to ~1e-3 out at |zeta| ~ 3-4, where its steps stop short (measured 8e-4).
+ZETA_ATOL = 1e-3
+#: Our zeta grid against a cubic spline through lme4's profile points (lme4's own interpSpline):
+#: the spline's interpolation error over lme4's ~0.5-zeta spacing (measured <= 4e-4).
+ZETA_SPLINE_ATOL = 2e-3

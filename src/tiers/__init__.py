@@ -81,6 +81,15 @@ def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export,
     return _plan(*args, **kwargs)
 
 
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
+    # ``tiers.plot`` needs matplotlib: imported on first use, so ``import tiers`` stays light
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module("tiers.plot")
+    raise AttributeError(f"module 'tiers' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tiers._threads import single_thread_blas
+from tiers.api.display import DisplayedFit
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict
@@ -24,7 +25,6 @@ from tiers.inference.r2 import R2
 from tiers.options import check_level
 from tiers.report import json as report_json
 from tiers.report import text
-from tiers.results.result import FitResult
 
 Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
@@ -75,7 +75,7 @@ def _contrast_matrix(L: Any, p: int) -> np.ndarray:
     return M
 
 
-class LmmResult(FitResult):
+class LmmResult(DisplayedFit):
     """A fitted linear mixed model (see `tiers.results.result.FitResult` for its numbers).
 
     ``levels`` are the grouping factors (outermost first when nested); ``terms`` the random-effects
@@ -523,9 +523,3 @@ class LmmResult(FitResult):
             f"<LmmResult {self.method} {self.engine}: {self.formula.text}, {self.nobs:,} obs, "
             f"{crit} {self.criterion:.1f}{status}>"
         )
-
-    def _repr_html_(self) -> str:
-        from tiers.report.html import result_html
-
-        sdi = self.sd_inference
-        return result_html(self, self.coef_table(sdi.level), sdi, self.corr_inference, sdi.level)

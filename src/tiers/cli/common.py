@@ -69,6 +69,15 @@ def check_output(path: Path | None, option: str, *, folder: bool = False) -> Non
         fail(exc)
 
 
+def need_matplotlib(option: str) -> None:
+    """Refuse (exit 2) an option that draws figures when matplotlib is missing, before any work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        fail(f"{option} needs matplotlib, which is not installed (pip install 'tiers[plot]' or "
+             f"pip install matplotlib); run without {option}, or install it first")  # fmt: skip
+
+
 def write_json(doc: dict, path: Path, option: str = "--json") -> None:
     """Write ``doc`` as indented JSON (NaN refused), creating the folder; exit 2 if it fails.
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tiers.cli import predict, study
+from tiers.cli import report as report_cli
 from tiers.cli.common import (
     DataArg,
     ForceOption,
@@ -21,6 +22,7 @@ from tiers.cli.common import (
     confidence_level,
     deferred_warnings,
     fail,
+    need_matplotlib,
     read_frame,
     show_warnings,
     tidy_warnings,
@@ -127,6 +129,15 @@ def fit(
             "summary",
         ),
     ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            metavar="DIR",
+            help="also write the fit's figures (caterpillar, shrinkage, QQ, residuals, shares, "
+            "profile zeta) as PNG into DIR",
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -142,11 +153,16 @@ def fit(
         confidence_level(level)  # refuse a bad --level before fitting
     _check_seed(seed)
     check_output(json_path, "--json")
+    check_output(plots, "--plots", folder=True)
+    if plots is not None:
+        need_matplotlib("--plots")
     if pool:
         from tiers.cli.pool import run_pool
 
-        if ci is not None or table is not None or style != "stata":
-            fail("--pool prints the pooled estimates; it takes no --ci, --table or --style")
+        if ci is not None or table is not None or style != "stata" or plots is not None:
+            fail(
+                "--pool prints the pooled estimates; it takes no --ci, --table, --style or --plots"
+            )
         limits = _limits(max_params, max_seconds)
         reml = False if ml else None
         run_pool(
@@ -191,6 +207,23 @@ def fit(
         doc["confint"] = confint_dict(intervals, tests)
     if json_path is not None:
         write_json(doc, json_path)
+    if plots is not None:
+        _write_plots(result, plots)
+
+
+def _write_plots(result: Any, folder: Path) -> None:
+    """The fit's figures into ``folder``; one line per file, and why a figure is missing."""
+    from tiers.report.plots import write_plots
+
+    try:
+        paths, notes = write_plots(result, folder, option="--plots")
+    except TiersError as exc:
+        fail(exc)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(
+        f"wrote {len(paths)} figures to {folder}: {', '.join(p.name for p in paths)}", err=True
+    )
 
 
 @app.command()
@@ -377,6 +410,7 @@ def _check_seed(seed: int | None) -> None:
 
 predict.register(app)
 study.register(app)
+report_cli.register(app)
 
 
 def main() -> None:

@@ -115,6 +115,12 @@ def study(
     max_rows: Annotated[int, typer.Option(help="refuse larger replicates")] = 20_000_000,
     plots: Annotated[Path | None, typer.Option(help="also write the figures here")] = None,
     plot_format: Annotated[str, typer.Option(help="png or svg")] = "png",
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", metavar="FILE", help="also write a self-contained HTML report here"
+        ),
+    ] = None,
     parquet: Annotated[
         bool,
         typer.Option(
@@ -145,12 +151,14 @@ def study(
         fail(f"--seed must be an integer >= 0, got {seed}")
     check_output(out, "--out", folder=True)
     check_output(plots, "--plots", folder=True)
-    if plots is not None:
+    check_output(report, "--report")
+    if plots is not None or report is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            fail("--plots needs matplotlib, which is not installed (pip install matplotlib); "
-                 "run without --plots, or install it first")  # fmt: skip
+            opt = "--plots" if plots is not None else "--report"
+            fail(f"{opt} needs matplotlib, which is not installed (pip install matplotlib); "
+                 f"run without {opt}, or install it first")  # fmt: skip
     try:
         spec = _design(preset, design, None)
         result = run_study(
@@ -158,6 +166,10 @@ def study(
             out=out, max_rows=max_rows, progress=progress,
         )  # fmt: skip
         paths = _plot(result, plots, plot_format) if plots is not None else []
+        if report is not None:
+            from tiers.study.report import write_study_report
+
+            paths.append(write_study_report(result, report, "--report"))
     except TiersError as exc:
         fail(exc)
     except KeyboardInterrupt:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from tiers.results.display import Table, html_tables, latex_tables, markdown_tables
+
 
 @dataclass(frozen=True, slots=True)
 class LRTest:
@@ -76,3 +78,34 @@ class LRTest:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LRTest {self.test}: LR = {self.chi2:.4g}, df = {self.df}, p = {self.p_value:.4g} "
+            f"({self.method} fits)>"
+        )
+
+    def table(self) -> Table:
+        """The test as a `tiers.results.display.Table` (the notebook displays)."""
+        how = f"{self.method} fits{', refitted by ML' if self.refitted else ''}"
+        rows = [
+            ("Log-likelihood, smaller model (m0)", f"{self.loglik0:.6g}"),
+            ("Log-likelihood, larger model (m1)", f"{self.loglik1:.6g}"),
+            ("LR statistic", f"{self.chi2:.4f}"),
+            ("Parameters removed", str(self.df)),
+            ("Reference distribution", self.test),
+            ("p-value", f"{self.p_value:.4g}"),
+        ]
+        if self.n_boot:
+            rows.append(("Bootstrap replicates (failed)", f"{self.n_boot} ({self.n_failed})"))
+        return Table.of(f"Likelihood-ratio test ({how})", None, rows, numeric_from=2,
+                        notes=[self.reason])  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        return html_tables([self.table()], cls="tiers-lrtest")
+
+    def _repr_markdown_(self) -> str:
+        return markdown_tables([self.table()])
+
+    def _repr_latex_(self) -> str:
+        return latex_tables([self.table()])

@@ -69,6 +69,7 @@ import pandas as pd
 from scipy import stats
 
 from tiers.errors import DesignError
+from tiers.results.display import Table, html_tables, latex_tables, markdown_tables
 from tiers.simulation.data import NestedDesign
 
 __all__ = [
@@ -244,6 +245,49 @@ class DesignPlan:
         return pd.DataFrame({"truth": t, "expected_se": se, "relative_se": rel}).rename_axis(
             "parameter"
         )
+
+    def tables(self) -> list[Table]:
+        """Expected SEs, the units for the target SEs and the power, as display tables."""
+        method = "REML" if self.reml else "ML"
+
+        def cell(v: Any) -> str:
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                return "."
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        se = [(str(k), cell(r.truth), cell(r.expected_se), cell(r.relative_se))
+              for k, r in self.table().iterrows()]  # fmt: skip
+        out = [Table.of(f"Expected standard errors ({method} information, "
+                        f"{self.design.nrows:,} rows)",
+                        ("Parameter", "Truth", "Expected SE", "SE / |truth|"), se)]  # fmt: skip
+
+        if self.target_se:
+            rows = [(k, cell(v["target"]), cell(v["units"]), cell(v["expected_se"]))
+                    for k, v in self.target_se.items()]  # fmt: skip
+            out.append(Table.of(f"Units of {self.level} per parent for a target SE",
+                                ("Parameter", "Target SE", "Units", "Expected SE there"), rows))  # fmt: skip
+        if self.power:
+            prow = [(k, cell(v["effect"]), cell(v["alpha"]), cell(v["power"]),
+                     cell(v.get("units"))) for k, v in self.power.items()]  # fmt: skip
+            out.append(Table.of("Power of the Wald test of each coefficient",
+                                ("Coefficient", "Effect", "alpha", "Power", "Units for target"),
+                                prow))  # fmt: skip
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<DesignPlan {'REML' if self.reml else 'ML'}: {self.design.nrows:,} rows, "
+            f"{len(self.expected_se)} parameters, searching {self.level}>"
+        )
+
+    def _repr_html_(self) -> str:
+        return html_tables(self.tables(), cls="tiers-plan")
+
+    def _repr_markdown_(self) -> str:
+        return markdown_tables(self.tables())
+
+    def _repr_latex_(self) -> str:
+        return latex_tables(self.tables())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able document: NaN becomes None."""

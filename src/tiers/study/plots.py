@@ -2,8 +2,9 @@
 
 Three figures, each written as PNG or SVG:
 
-* ``sd_distributions``: for each estimator (rows) and SD parameter (columns), the distribution of
-  the estimates at each size as a box plot, with the true SD as a dashed line: convergence shows
+* ``sd_distributions``: for each estimator (rows) and SD parameter it estimates (columns), the
+  distribution of the estimates at each size as a box plot, with the true SD as a dashed line
+  where the estimator targets it (it models every level): convergence shows
   as boxes closing on the line, bias as boxes settling elsewhere, non-identification as boxes that
   stay wide however large the sample;
 * ``coverage``: coverage of the reported 95% intervals against size, per parameter, with the
@@ -65,43 +66,107 @@ def _label(result: StudyResult) -> str:
     )
 
 
+def _targets(reps: pd.DataFrame, estimator: str, params: list[str], param: str) -> bool:
+    """Whether ``estimator`` estimates ``param`` as the design defines it.
+
+    An estimator that leaves out a level (the one-level model, a panel estimator) estimates its SDs
+    under another meaning: the omitted levels' variance is absorbed into the ones it has, so the
+    design's true value is not what its estimates converge to and no truth line is drawn. The
+    residual SD is targeted by any estimator that models the innermost level.
+    """
+    have = set(reps.loc[reps["estimator"] == estimator, "parameter"])
+    if param == "sd_residual":  # any model of the innermost level separates the residual from it
+        inner = [p for p in params if p != "sd_residual"][-1:]
+        return all(p in have for p in inner)
+    return all(p in have for p in params)
+
+
 def plot_sd_distributions(result: StudyResult, path: Path) -> Path:
-    """Box plots of each SD estimate per size, one row per estimator, truth dashed."""
+    """Write `sd_figure` to ``path``."""
+    fig = sd_figure(result)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def sd_figure(result: StudyResult) -> Figure:
+    """Box plots of each SD estimate per size, one row per estimator, truth dashed where targeted.
+
+    Only the parameters an estimator estimates get a panel; the dashed true value is drawn only
+    for estimators that estimate every SD of the design (see `_targets`).
+    """
     params = _sd_params(result)
-    ests = [e for e in result.estimators if e.name in set(result.summary["estimator"])]
-    fig, axes = _figure(max(len(ests), 1), max(len(params), 1), 2.9, 2.3)
     truth = result.design.true_parameters()
     reps = result.replicates[result.replicates["status"] == "ok"]
+    rows = []
+    for est in result.estimators:
+        sub = reps[reps["estimator"] == est.name]
+        have = [p for p in params if sub.loc[sub["parameter"] == p, "estimate"].notna().any()]
+        if have:
+            rows.append((est, have))
+    ncols = max((len(h) for _, h in rows), default=1)
+    fig, axes = _figure(max(len(rows), 1), ncols, 2.9, 2.3)
+    for spare in axes.flat:
+        spare.set_axis_off()
     sizes = list(result.sizes)
-    for i, est in enumerate(ests):
-        for j, param in enumerate(params):
+    for i, (est, have) in enumerate(rows):
+        for j, param in enumerate(have):
             ax: Axes = axes[i, j]
+            ax.set_axis_on()
             sub = reps[(reps["estimator"] == est.name) & (reps["parameter"] == param)]
-            if sub.empty:
-                ax.set_axis_off()
-                ax.text(0.5, 0.5, "not estimated", ha="center", va="center", color="0.5",
-                        transform=ax.transAxes)  # fmt: skip
-                continue
             data = [sub.loc[sub["size"] == s, "estimate"].dropna().to_numpy() for s in sizes]
             ax.boxplot(data, tick_labels=[str(s) for s in sizes], showfliers=True,
                        flierprops={"markersize": 2, "alpha": 0.4})  # fmt: skip
-            ax.axhline(truth[param], color="C3", ls="--", lw=1.2, label=f"truth {truth[param]:g}")
+            if _targets(reps, est.name, params, param):
+                ax.axhline(truth[param], color="C3", ls="--", lw=1.2,
+                           label=f"truth {truth[param]:g}")  # fmt: skip
+                ax.legend(fontsize=7, loc="best")
+            else:
+                ax.text(0.98, 0.98, "omits a level: estimates\nanother quantity (no truth line)",
+                        ha="right", va="top", fontsize=6.5, color="0.4",
+                        transform=ax.transAxes)  # fmt: skip
             ax.set_title(f"{est.name}: {param}", fontsize=9)
             ax.tick_params(labelsize=8)
-            if i == len(ests) - 1:
-                ax.set_xlabel(_label(result), fontsize=8)
+            ax.set_xlabel(_label(result), fontsize=8)
             if j == 0:
                 ax.set_ylabel("estimate", fontsize=8)
-            ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"SD estimates over {result.n_replicates} replicates per size", fontsize=11)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
+
+
+#: Markers and line styles per estimator: lines that coincide stay distinguishable.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_DASHES = ("-", "--", "-.", ":")
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Readable tick values for a log axis over ``[lo, hi]``: 1-2-5 steps, finer for short ranges.
+
+    A range shorter than a decade gets no decade ticks from matplotlib's default locator (or one);
+    here it gets at least three ticks with at most two significant digits.
+    """
+    if not (lo > 0 and hi >= lo and math.isfinite(hi)):
+        return []
+    k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    fine = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0), fine):
+        ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in mantissas]
+        ticks = [float(f"{t:.2g}") for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if len(ticks) >= 3:
+            return ticks
+    return sorted({float(f"{t:.2g}") for t in np.geomspace(lo, hi, 4)})
 
 
 def _lines(
     result: StudyResult, column: str, path: Path, *, log: bool, nominal: float | None
 ) -> Path:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    fig = lines_figure(result, column, log=log, nominal=nominal)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def lines_figure(result: StudyResult, column: str, *, log: bool, nominal: float | None) -> Figure:
+    """``column`` of the summary against size, one panel per parameter, one line per estimator."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     s = result.summary
     params = [p for p in _params(result) if s.loc[s["parameter"] == p, column].notna().any()]
@@ -112,12 +177,18 @@ def _lines(
     colours = {e.name: f"C{i % 10}" for i, e in enumerate(result.estimators)}
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     handles: dict[str, Artist] = {}
+    # coinciding lines (two estimators with the same coverage) are told apart by marker and dash,
+    # and by a small sideways offset on the log size axis
+    n_est = max(len(result.estimators), 1)
+    offset = {e.name: 1.0 + 0.025 * (i - (n_est - 1) / 2) for i, e in enumerate(result.estimators)}
     for k, param in enumerate(params):
         ax: Axes = axes.flat[k]
-        for e in result.estimators:
+        for i, e in enumerate(result.estimators):
             sub = s[(s["estimator"] == e.name) & (s["parameter"] == param)].sort_values("size")
             if sub[column].notna().any():
-                (line,) = ax.plot(sub["size"], sub[column], marker="o", ms=3, color=colours[e.name])
+                (line,) = ax.plot(sub["size"] * offset[e.name], sub[column],
+                                  marker=_MARKERS[i % len(_MARKERS)], ms=4, mfc="none",
+                                  ls=_DASHES[i % len(_DASHES)], color=colours[e.name])  # fmt: skip
                 handles[e.name] = line
         if nominal is not None:
             band = 2.0 * math.sqrt(nominal * (1 - nominal) / max(result.n_replicates, 1))
@@ -131,7 +202,11 @@ def _lines(
         ax.xaxis.set_minor_formatter(NullFormatter())
         if log:
             ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            vals = s.loc[s["parameter"] == param, column].to_numpy(dtype=float)
+            vals = vals[np.isfinite(vals) & (vals > 0)]
+            ticks = log_ticks(float(vals.min()), float(vals.max())) if vals.size else []
+            if ticks:
+                ax.yaxis.set_major_locator(FixedLocator(ticks))
             ax.yaxis.set_major_formatter(plain)
             ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(param, fontsize=9)
@@ -145,8 +220,7 @@ def _lines(
     labels = order + [h for h in handles if h not in order]
     fig.legend([handles[h] for h in labels], labels, loc="outside upper center",
                ncols=min(len(handles), 5), fontsize=8, frameon=False)  # fmt: skip
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 def plot_coverage(result: StudyResult, path: Path) -> Path:

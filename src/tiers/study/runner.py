@@ -139,6 +139,39 @@ class StudyResult:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def report(self, path: str | Path) -> Path:
+        """Write a self-contained HTML report (tables and figures) to ``path``.
+
+        See `tiers.study.report`; ``path``'s folder must exist (`tiers.errors.OutputError`).
+        """
+        from tiers.study.report import write_study_report
+
+        return write_study_report(self, path)
+
+    def __repr__(self) -> str:
+        return (
+            f"<StudyResult {len(self.estimators)} estimators x {len(self.sizes)} sizes x "
+            f"{self.n_replicates} replicates, level {self.level}>"
+        )
+
+    def _repr_html_(self) -> str:
+        from tiers.results.display import html_tables
+        from tiers.study.report import study_tables
+
+        return html_tables(study_tables(self), self.notes, cls="tiers-study")
+
+    def _repr_markdown_(self) -> str:
+        from tiers.results.display import markdown_tables
+        from tiers.study.report import study_tables
+
+        return markdown_tables(study_tables(self), self.notes)
+
+    def _repr_latex_(self) -> str:
+        from tiers.results.display import latex_tables
+        from tiers.study.report import study_tables
+
+        return latex_tables(study_tables(self))
+
 
 def _as_design(design: Any) -> NestedDesign:
     if isinstance(design, NestedDesign):
