@@ -32,6 +32,14 @@ from tiers.errors import (
     TiersWarning,
 )
 from tiers.formula.parse import parse
+from tiers.formula.residuals import (
+    AR1,
+    CAR1,
+    Exchangeable,
+    Independent,
+    ResidualStructure,
+    Unstructured,
+)
 from tiers.formula.types import Formula
 from tiers.inference import lrtest as _lrtest  # noqa: F401
 from tiers.report import comparison as comparison
@@ -84,23 +92,29 @@ def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export,
 __version__ = "0.1.0"
 
 __all__ = [
+    "AR1",
+    "CAR1",
     "ComparisonError",
     "ConvergenceWarning",
     "DataError",
     "Design",
     "DesignError",
+    "Exchangeable",
     "Formula",
     "FormulaError",
     "IdentificationWarning",
+    "Independent",
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
     "marginsplot",
     "NestedDesign",
     "NestingError",
+    "ResidualStructure",
     "SingularFitWarning",
     "TiersError",
     "TiersWarning",
+    "Unstructured",
     "assemble",
     "deviance_function",
     "fit",
