@@ -489,20 +489,30 @@ class LmmResult(FitResult):
             scaled = self.residuals().to_numpy() / self.sigma
             quartiles = np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
             return text.lme4(self, self.coef_table(), tests, corr, quartiles)
-        from tiers.variance.information import variance_inference
 
         level = self.formula.level or 0.95
         sdi, ci = self.sd_inference, self.corr_inference
+        rinf = self.residual_inference
         if level != sdi.level:  # Stata's level(#): the same information, other quantiles
-            with single_thread_blas():
-                sdi, ci = variance_inference(
-                    self.devfun, self.design.terms, np.asarray(self.theta), self.sigma, level=level
-                )
-        shares = self.variance_shares(level) if self.intercepts_only else None
+            sdi, ci, rinf = self.variance_at(level)
+        shares = self.variance_shares(level) if self._one_residual_variance else None
         sd = self.formula.stddeviations if stddeviations is None else bool(stddeviations)
         return text.stata(
-            self, self.coef_table(level), sdi, ci, shares, level=level, stddeviations=sd
+            self,
+            self.coef_table(level),
+            sdi,
+            ci,
+            shares,
+            level=level,
+            stddeviations=sd,
+            residual=rinf,
         )
+
+    @property
+    def _one_residual_variance(self) -> bool:
+        """Variance shares apply: intercepts only, and one residual variance (no SD by stratum)."""
+        lay = self.design.residuals
+        return self.intercepts_only and (lay is None or not lay.params.ratio_labels)
 
     def to_dict(self) -> dict[str, Any]:
         """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
@@ -510,7 +520,7 @@ class LmmResult(FitResult):
             tests: pd.DataFrame | None = self.satterthwaite()
         except (np.linalg.LinAlgError, FloatingPointError):
             tests = None
-        shares = self.variance_shares() if self.intercepts_only else None
+        shares = self.variance_shares() if self._one_residual_variance else None
         return report_json.result_dict(self, tests, shares, r2=self.r2())
 
     def __str__(self) -> str:

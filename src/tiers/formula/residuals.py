@@ -103,12 +103,7 @@ class ResidualStructure:
             "unstructured": "Unstructured",
             "independent": "Independent",
         }[self.kind]
-        parts = [f"{name}"]
-        if self.time is not None:
-            parts.append(f"in {self.time}")
-        if self.by is not None:
-            parts.append(f"SD by {self.by}")
-        return ", ".join(parts)
+        return f"{name}, by {self.by}" if self.by is not None else name
 
 
 class AR1(ResidualStructure):
