@@ -86,6 +86,17 @@ class ResidualParams:
         ratios = tuple(f"sd ratio {what}={lab}" for lab in self.ratio_labels)
         return self.corr_names + ratios
 
+    @property
+    def unconstrained_names(self) -> tuple[str, ...]:
+        """Names of the entries of ``rho`` (the optimizer's scale)."""
+        corr = {
+            "ar1": ("atanh(phi)",),
+            "car1": ("logit(phi)",),
+            "exchangeable": ("log((1+(m-1)rho)/(1-rho))",),
+        }.get(self.spec.kind, tuple(f"cpc {n}" for n in self.corr_names))
+        ratios = tuple(f"log({n})" for n in self.names[self.n_corr :])
+        return corr[: self.n_corr] + ratios
+
     def start(self) -> FloatArray:
         """The start: AR(1) phi = 0, CAR(1) phi = 0.5, exchangeable r = 0, equal SDs."""
         return np.zeros(self.n_rho)

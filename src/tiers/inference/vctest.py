@@ -202,7 +202,7 @@ def variance_difference(m0: FitResult, m1: FitResult) -> VarianceDifference:
                     if n == q
                     else "more than one effect is added to a term"
                 )
-    n_params = len(m1.theta) - len(m0.theta)
+    n_params = m1.design.n_theta - m0.design.n_theta  # random effects only (not residual rho)
     if n_params > accounted:
         added.append(
             f"{n_params - accounted} other variance parameter(s) (variances or a correlation "
