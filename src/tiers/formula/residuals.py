@@ -142,15 +142,19 @@ class Independent(ResidualStructure):
 
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_SUB = re.compile(rf"\b(t|ti|tim|time|by)\s*\(\s*({_NAME})\s*\)", re.IGNORECASE)
+_SUB = re.compile(rf"\b(t|ti|tim|time|by|group)\s*\(\s*({_NAME})\s*\)", re.IGNORECASE)
 SUPPORTED = (
     "ar 1, t(time); exchangeable; independent, by(stratum); unstructured, t(time) "
     "(abbreviated as Stata allows: ar, exc, ind, un)"
 )
 
 
-def parse_residuals(text: str) -> ResidualStructure:
+def parse_residuals(text: str, *, stata: bool = True) -> ResidualStructure:
     """Stata's ``residuals(...)`` content: ``ar 1, t(time)``, ``exchangeable``, ....
+
+    With ``stata=False`` (the CLI's ``--residuals``) also ``car 1, t(time)``, ``group(column)``
+    and ``by()`` with a correlation structure: one correlation and an SD per stratum (nlme's
+    ``varIdent``; Stata's ``by()`` there would fit a separate structure per stratum).
 
     Raises
     ------
@@ -165,7 +169,13 @@ def parse_residuals(text: str) -> ResidualStructure:
     sub: dict[str, str] = {}
     rest = opts
     for m in _SUB.finditer(opts):
-        key = "by" if m.group(1).lower() == "by" else "t"
+        word = m.group(1).lower()
+        key = word if word in ("by", "group") else "t"
+        if key == "group" and stata:
+            raise FormulaError(
+                "residuals(): Stata's residual groups are the lowest level's; group() is a tiers "
+                "extension of --residuals and tiers.fit(residuals=)"
+            )
         if key in sub:
             raise FormulaError(f"residuals(): {key}() is given twice")
         sub[key] = m.group(2)
@@ -174,29 +184,34 @@ def parse_residuals(text: str) -> ResidualStructure:
         raise FormulaError(
             f"residuals(): option {rest.strip()!r} is not supported; supported: {SUPPORTED}"
         )
-    time, by = sub.get("t"), sub.get("by")
+    time, by, group = sub.get("t"), sub.get("by"), sub.get("group")
+    if not stata and rtype in ("car", "car1"):
+        order = words[1] if len(words) > 1 else ("1" if rtype == "car1" else "")
+        if order != "1" or time is None:
+            raise FormulaError("write the continuous-time AR(1) as 'car 1, t(time)'")
+        return CAR1(time, by=by, group=group)
     if rtype in ("ar", "ar1") or (len(rtype) >= 2 and "ar".startswith(rtype)):
         order = words[1] if len(words) > 1 else ("1" if rtype == "ar1" else "")
         if order != "1":
             raise FormulaError(
                 f"residuals(ar {order}): only AR(1) is supported (write 'ar 1, t(time)')"
             )
-        if by is not None:
+        if by is not None and stata:
             raise _by_with_correlation("ar 1")
         if time is None:
             raise FormulaError("residuals(ar 1) needs the time variable: 'ar 1, t(time)'")
-        return AR1(time)
+        return AR1(time, by=by, group=group)
     if len(rtype) >= 3 and "exchangeable".startswith(rtype):
-        if by is not None:
+        if by is not None and stata:
             raise _by_with_correlation("exchangeable")
         _no_time(time, "exchangeable")
-        return Exchangeable()
+        return Exchangeable(by=by, group=group)
     if len(rtype) >= 2 and "unstructured".startswith(rtype):
         if by is not None:
             raise _by_with_correlation("unstructured")
         if time is None:
             raise FormulaError("residuals(unstructured) needs the time variable: 't(time)'")
-        return Unstructured(time)
+        return Unstructured(time, group=group)
     if len(rtype) >= 3 and "independent".startswith(rtype):
         _no_time(time, "independent")
         if by is None:
@@ -204,7 +219,7 @@ def parse_residuals(text: str) -> ResidualStructure:
                 "residuals(independent) without by() is the default model; write "
                 "'independent, by(stratum)' for an SD per stratum"
             )
-        return Independent(by=by)
+        return Independent(by=by, group=group)
     known = ("ma", "arma", "toeplitz", "banded", "exponential", "to", "ba", "exp")
     why = "is not supported yet by tiers" if rtype in known else "is not a residual structure"
     raise FormulaError(f"residuals({words[0]}) {why}; supported: {SUPPORTED}")

@@ -20,6 +20,7 @@ from scipy import stats
 
 from tiers._threads import single_thread_blas
 from tiers.fitting import refit
+from tiers.inference.residuals import require_independent_residuals
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
 from tiers.variance.scale import SdCor
@@ -53,6 +54,8 @@ def confint(
     """Intervals for the variance parameters and the fixed effects (see `FitResult.confint`)."""
     check_method(method)
     check_level(level)
+    if method != "wald":
+        require_independent_residuals(res, f"confint(method={method!r})")
     sc = SdCor.from_terms(res.terms)
     if method == "bootstrap":
         check_n_boot(n_boot)

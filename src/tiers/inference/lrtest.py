@@ -14,7 +14,7 @@ Liang 1987; Stram and Lee 1994):
 * exactly one variance added, with any number ``df - 1`` of other parameters (its covariances in
   an unstructured term, fixed effects): ``0.5 chi2(df - 1) + 0.5 chi2(df)`` (``chibar2(01)`` when
   df is 1), exact whatever the information matrix, since near H0 the alternative is a half-space;
-* a residual structure added (`tiers.inference.residual_lrtest`): its parameters count in df;
+* a residual structure added (`tiers.inference.residuals`): its parameters count in df;
   only CAR(1)'s phi = 0 is on the boundary;
 * several variances added: the weights depend on the information matrix; the chi2(df) p-value
   is reported and marked conservative (too large), and ``tiers.vctest(m0, m1,
@@ -27,7 +27,7 @@ from scipy import stats
 
 from tiers.errors import ComparisonError
 from tiers.fitting import refit as refit_fit
-from tiers.inference.residual_lrtest import with_residual_difference
+from tiers.inference.residuals import with_residual_difference
 from tiers.inference.vctest import (
     VarianceDifference,
     lr_statistic,

@@ -317,6 +317,11 @@ def vctest(
         raise ComparisonError(
             "one model was fitted by REML and the other by ML: refit both the same way"
         )
+    if m0.design.residuals is not None or m1.design.residuals is not None:
+        raise ComparisonError(
+            "vctest compares random effects with independent residuals; for models with a "
+            "residual structure use tiers.inference.lrtest.lrtest (chi2 and boundary mixtures)"
+        )
     if len(m0.theta) > len(m1.theta):
         m0, m1 = m1, m0
     kind, q = _classify(m0, m1)

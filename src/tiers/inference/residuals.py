@@ -1,4 +1,5 @@
-"""What a larger model's residual structure adds to a smaller one's, for LR tests.
+"""Inference with a residual structure: what a larger model's structure adds to a smaller one's
+(for LR tests), and the methods that still assume independent residuals (refused by name).
 
 Residual structures nest as special cases (each pair tested on the same residual groups):
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tiers.errors import ComparisonError
+from tiers.errors import ComparisonError, TiersError
 from tiers.formula.residuals import ResidualStructure
 from tiers.inference.vctest import VarianceDifference
 from tiers.results.result import FitResult
@@ -81,4 +82,17 @@ def with_residual_difference(
         n_boundary=var.n_boundary + boundary,
         unknown=unknown,
         added=(*var.added, words),
+    )
+
+
+def require_independent_residuals(res: FitResult, what: str) -> None:
+    """Refuse ``what`` (a method that simulates or profiles independent residuals) on a fit with
+    a residual structure, saying what is available instead."""
+    lay = res.design.residuals
+    if lay is None:
+        return
+    raise TiersError(
+        f"{what} is not available yet for a model with {lay.spec.describe()} residuals (it "
+        "simulates or profiles independent residuals); use Wald intervals (confint('wald'), the "
+        "summary's intervals for the residual parameters) and lrtest between fits"
     )
