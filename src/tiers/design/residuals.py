@@ -190,7 +190,11 @@ def build_residual_layout(
         which = np.flatnonzero(counts == T)
         rows = order[starts[which][:, None] + np.arange(T)[None, :]]
         key = [times[rows], strata[rows].astype(np.float64), occasion[rows].astype(np.float64)]
-        uniq, pattern = np.unique(np.concatenate(key, axis=1), axis=0, return_inverse=True)
+        keys = np.concatenate(key, axis=1)
+        if np.all(keys == keys[0]):  # a balanced panel: one pattern, no sort
+            uniq, pattern = keys[:1], np.zeros(keys.shape[0], dtype=np.int64)
+        else:
+            uniq, pattern = np.unique(keys, axis=0, return_inverse=True)
         classes.append(
             SizeClass(
                 rows=rows,

@@ -20,11 +20,14 @@ groups:
   levels are eliminated as in `tiers.engine.nested_block`.
 
 The parameters are ``(theta, rho)``: the random effects' relative factors, then the residual
-structure's unconstrained parameters. The gradient is by finite differences (``has_gradient``
-False).
+structure's unconstrained parameters. For nested random intercepts the gradient is analytic in
+theta (`tiers.engine.rside_scalar`) and by central differences in rho; with slopes the optimizer
+differentiates the criterion numerically (``has_gradient`` False).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +37,7 @@ from tiers.design.terms import TermSpec
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.nested_block import TreeProblem
+from tiers.engine.rside_scalar import eliminate, sum_matrix
 from tiers.engine.tree_modes import block_diag, split_levels, tree_modes
 
 FloatArray = NDArray[np.float64]
@@ -42,14 +46,6 @@ IntArray = NDArray[np.int64]
 #: Patterns of one size above which the lagged cross-products are not kept (memory: T^2 (p+1)^2
 #: numbers each); the Gram is then whitened directly at each evaluation.
 MAX_STORED_PATTERNS = 256
-
-
-def _sum_into(values: FloatArray, key: IntArray, nkeys: int) -> FloatArray:
-    """Sum the rows of ``values`` (N, m) by ``key`` (one bincount per column)."""
-    out = np.empty((nkeys, values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(key, weights=values[:, j], minlength=nkeys)
-    return out
 
 
 class ResidualProblem(ProfiledProblem):
@@ -68,7 +64,6 @@ class ResidualProblem(ProfiledProblem):
     """
 
     label = "rside"
-    has_gradient = False
 
     def __init__(
         self,
@@ -98,12 +93,18 @@ class ResidualProblem(ProfiledProblem):
         self.theta_upper = np.concatenate([*(t.cov.upper() for t in flat), np.full(n_rho, np.inf)])
         self.scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
         Q = int(self.offsets[-1])
+        self.has_gradient = self.scalar
         if self.scalar:
-            self.data = [D[c.rows] for c in layout.classes]  # (G, T, p + 1) per size class
+            # per size class: [X y] of each group as (G, p + 1, T), for v' [X y] as one matmul
+            self.data = [np.ascontiguousarray(D[c.rows].transpose(0, 2, 1)) for c in layout.classes]
             self.lagged = [
-                self._lagged(Dc, c) if c.times.shape[0] <= MAX_STORED_PATTERNS else None
-                for Dc, c in zip(self.data, layout.classes, strict=True)
+                self._lagged(D[c.rows], c) if c.times.shape[0] <= MAX_STORED_PATTERNS else None
+                for c in layout.classes
             ]
+            nleaf = self.sizes[-1]
+            self.leaf_direct = layout.ngroups == nleaf  # residual groups are the leaves
+            self.to_leaf = [sum_matrix(c.leaf, nleaf) for c in layout.classes]
+            self.up = [sum_matrix(parents[k - 1], self.sizes[k - 1]) for k in range(1, self.K)]
         else:
             W = np.empty((self.n, Q + self.p + 1))
             for k, terms in enumerate(levels):
@@ -151,56 +152,66 @@ class ResidualProblem(ProfiledProblem):
     # ------------------------------------------------------------------------------ evaluation --
 
     def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
-        """The criterion's parts at ``(theta, rho)`` (``gradient`` is not available)."""
+        """The criterion's parts at ``(theta, rho)``.
+
+        With ``gradient`` (nested random intercepts only): analytic in theta, central differences
+        in rho.
+        """
         full = np.asarray(theta, dtype=np.float64)
         th, rho = self.split(full)
         factors = self._factors(rho)
         logdet = 0.0
-        for c, (_, ld) in zip(self.layout.classes, factors, strict=True):
-            logdet += float(np.bincount(c.pattern, minlength=ld.size) @ ld)
-        if self.scalar:
-            A, ld = self._scalar(th, factors)
-        else:
+        for c, (_, ldr) in zip(self.layout.classes, factors, strict=True):
+            logdet += float(np.bincount(c.pattern, minlength=ldr.size) @ ldr)
+        if not self.scalar:
             A, ld = self._general(th, factors)
-        return self.finish(full, A, ld + logdet)
+            return self.finish(full, A, ld + logdet)
+        leaf, dtd = self._whitened_sums(factors)
+        A, ld, dA, dld = eliminate(leaf, dtd, th**2, self.up, gradient=gradient)
+        ev = self.finish(full, A, ld + logdet)
+        if not gradient or dA is None or dld is None:
+            return ev
+        dt, _ = self.gradient_parts(ev, dA, dld)
+        grad = np.empty(self.n_theta)
+        grad[: self.n_re] = dt * 2.0 * th
+        for j in range(self.n_re, self.n_theta):
+            h = 1e-6 * max(1.0, abs(full[j]))
+            up, dn = full.copy(), full.copy()
+            up[j] += h
+            dn[j] -= h
+            grad[j] = (self.evaluate(up).deviance - self.evaluate(dn).deviance) / (2.0 * h)
+        return dataclasses.replace(ev, gradient=grad)
 
-    def _scalar(
-        self, theta: FloatArray, factors: list[tuple[FloatArray, FloatArray]]
-    ) -> tuple[FloatArray, float]:
-        """Nested random intercepts: one pass over the groups with ``1' R_g^-1 1`` as their size."""
+    def _whitened_sums(
+        self, factors: list[tuple[FloatArray, FloatArray]]
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per innermost group ``(1' R^-1 1, 1' R^-1 [X y])``, and ``[X y]' R^-1 [X y]``."""
         m = self.p + 1
         nleaf = self.sizes[-1]
         dtd = np.zeros((m, m))
         leaf = np.zeros((nleaf, m + 1))
-        for Dc, lag, c, (L, _) in zip(
-            self.data, self.lagged, self.layout.classes, factors, strict=True
+        for Dt, lag, c, to_leaf, (L, _) in zip(
+            self.data, self.lagged, self.layout.classes, self.to_leaf, factors, strict=True
         ):
-            T = c.size
             Linv = np.linalg.inv(L)
             Rinv = Linv.transpose(0, 2, 1) @ Linv  # (P, T, T)
-            v = Rinv.sum(axis=2)  # R^-1 1
+            v = Rinv.sum(axis=2)  # R^-1 1 per pattern
             if lag is not None:
                 dtd += np.einsum("pab,pabij->ij", Rinv, lag, optimize=True)
             else:
-                U = Linv[c.pattern] @ Dc
+                U = Linv[c.pattern] @ Dt.transpose(0, 2, 1)
                 dtd += np.einsum("gti,gtj->ij", U, U, optimize=True)
-            vg = v[c.pattern] if v.shape[0] > 1 else np.broadcast_to(v, (c.pattern.size, T))
             block = np.empty((c.pattern.size, m + 1))
-            block[:, 0] = vg.sum(axis=1)
-            block[:, 1:] = np.einsum("gt,gti->gi", vg, Dc, optimize=True)
-            leaf += _sum_into(block, c.leaf, nleaf)
-        G = np.zeros((m, m))
-        ld = 0.0
-        node = leaf
-        for k in range(self.K - 1, -1, -1):
-            t = float(theta[k]) ** 2
-            c0, cr = node[:, 0], node[:, 1:]
-            s = 1.0 + t * c0
-            ld += float(np.log(s).sum())
-            G += (cr * (t / s)[:, None]).T @ cr
-            if k > 0:
-                node = _sum_into(node / s[:, None], self.parents[k - 1], self.sizes[k - 1])
-        return dtd - G, ld
+            block[:, 0] = v.sum(axis=1)[c.pattern]
+            if v.shape[0] == 1:
+                block[:, 1:] = Dt @ v[0]
+            else:
+                block[:, 1:] = np.einsum("gmt,gt->gm", Dt, v[c.pattern], optimize=True)
+            if self.leaf_direct:
+                leaf[c.leaf] = block
+            else:
+                leaf += to_leaf @ block
+        return leaf, dtd
 
     def _leaf_cross_products(
         self, factors: list[tuple[FloatArray, FloatArray]], scale: FloatArray | None = None
