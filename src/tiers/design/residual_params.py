@@ -117,6 +117,38 @@ class ResidualParams:
         rho = np.asarray(rho, dtype=np.float64)
         return np.concatenate([self.correlations(rho[: self.n_corr]), np.exp(rho[self.n_corr :])])
 
+    def to_rho(self, natural: FloatArray) -> FloatArray:
+        """The unconstrained ``rho`` of natural values (the inverse of `natural`).
+
+        For pinning a fit at another program's estimates (nlme's ``coef(..., unconstrained =
+        FALSE)``: correlations in nlme's order, then SD ratios).
+        """
+        natural = np.asarray(natural, dtype=np.float64)
+        corr, ratio = natural[: self.n_corr], natural[self.n_corr :]
+        kind = self.spec.kind
+        if kind == "ar1":
+            x = np.arctanh(corr)
+        elif kind == "car1":
+            x = np.log(corr / (1.0 - corr))
+        elif kind == "exchangeable":
+            x = np.log((1.0 + (self.max_size - 1.0) * corr) / (1.0 - corr))
+        elif kind == "unstructured":
+            T = 0 if self.occasions is None else self.occasions.size
+            C = np.eye(T)
+            C[np.triu_indices(T, 1)] = corr
+            C = np.triu(C) + np.triu(C, 1).T
+            L = np.linalg.cholesky(C)
+            z = np.zeros((T, T))
+            for i in range(1, T):
+                left = 1.0
+                for j in range(i):
+                    z[j, i] = L[i, j] / np.sqrt(left)
+                    left -= L[i, j] ** 2
+            x = np.arctanh(z[np.triu_indices(T, 1)])
+        else:
+            x = np.zeros(0)
+        return np.concatenate([x, np.log(ratio)])
+
     def correlations(self, x: FloatArray) -> FloatArray:
         """Correlation parameters from their unconstrained values."""
         kind = self.spec.kind
