@@ -61,7 +61,9 @@ def simulate(districts: int, seed: int = 1) -> pd.DataFrame:
     ids = {}
     per = n_students
     perform = np.zeros(n)
-    for name, k, sd in zip(("dist_id", "school_id", "teach_id", "student_id"), sizes, sds, strict=True):
+    for name, k, sd in zip(
+        ("dist_id", "school_id", "teach_id", "student_id"), sizes, sds, strict=True
+    ):
         per //= k
         code = student // per if name != "student_id" else student
         ids[name] = code + 1

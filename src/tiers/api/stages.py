@@ -14,9 +14,9 @@ from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
+from tiers.errors import FormulaError
 from tiers.fitting import assemble as _assemble
 from tiers.fitting import fit_design, resolve_reml
-from tiers.errors import FormulaError
 from tiers.formula.parse import parse
 from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
@@ -72,9 +72,7 @@ def fit(
     return cast(LmmResult, out)
 
 
-def with_residuals(
-    formula: str | Formula, residuals: ResidualStructure | None
-) -> str | Formula:
+def with_residuals(formula: str | Formula, residuals: ResidualStructure | None) -> str | Formula:
     """The formula with ``residuals`` set, refusing a second structure or another type."""
     if residuals is None:
         return formula

@@ -76,7 +76,9 @@ class ResidualParams:
             return ("rho",)
         if kind == "unstructured" and self.occasions is not None:
             t = [_label(v) for v in self.occasions]
-            return tuple(f"corr({t[i]},{t[j]})" for i, j in zip(*np.triu_indices(len(t), 1)))
+            return tuple(
+                f"corr({t[i]},{t[j]})" for i, j in zip(*np.triu_indices(len(t), 1), strict=True)
+            )
         return ()
 
     @property
@@ -167,10 +169,10 @@ class ResidualParams:
     def blocks(
         self, rho: FloatArray, times: FloatArray, strata: IntArray, occasion: IntArray
     ) -> FloatArray:
-        """``R_g`` of residual groups of one size, (P, T, T), from their (P, T) times, strata and
-        occasions (row order within each group).
+        """``R_g`` of the residual groups of one size, as (P, T, T).
 
-        ``strata`` index the SD ratios (0 the reference); ``occasion`` indexes the unstructured
+        From their (P, T) times, strata and occasions (row order within each group). ``strata``
+        index the SD ratios (0 the reference); ``occasion`` indexes the unstructured
         occasions.
         """
         rho = np.asarray(rho, dtype=np.float64)

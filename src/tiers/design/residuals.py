@@ -136,7 +136,9 @@ def build_residual_layout(
         nblocks, group_name = len(uniq), f"{spec.group} within {leaf.name}"
     _check_identified(spec, leaf, leaf_terms, nblocks)
     times = _numeric_time(data, spec) if spec.time is not None else np.zeros(n)
-    order = np.lexsort((times, block)) if spec.time is not None else np.argsort(block, kind="stable")
+    order = (
+        np.lexsort((times, block)) if spec.time is not None else np.argsort(block, kind="stable")
+    )
     bs, ts = block[order], times[order]
     if spec.time is not None:
         dup = np.flatnonzero((bs[1:] == bs[:-1]) & (ts[1:] == ts[:-1]))

@@ -134,11 +134,11 @@ class ResidualProblem(ProfiledProblem):
 
     def _factors(self, rho: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
         """Per size class: Cholesky factors of the patterns' blocks and their log-determinants."""
-        out = []
+        out: list[tuple[FloatArray, FloatArray]] = []
         for c in self.layout.classes:
             R = self.params.blocks(rho, c.times, c.strata, c.occasion)
-            L = np.linalg.cholesky(R)
-            logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+            L = np.asarray(np.linalg.cholesky(R), dtype=np.float64)
+            logdet: FloatArray = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
             out.append((L, logdet))
         return out
 

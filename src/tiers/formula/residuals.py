@@ -59,7 +59,9 @@ class ResidualStructure:
         self, kind: Kind, time: str | None = None, by: str | None = None, group: str | None = None
     ) -> None:
         if kind not in KINDS:
-            raise FormulaError(f"residual structure must be one of {', '.join(KINDS)}; got {kind!r}")
+            raise FormulaError(
+                f"residual structure must be one of {', '.join(KINDS)}; got {kind!r}"
+            )
         for name, value in (("time", time), ("by", by), ("group", group)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise FormulaError(f"{name}= takes a column name, got {value!r}")

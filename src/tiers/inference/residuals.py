@@ -1,5 +1,7 @@
-"""Inference with a residual structure: what a larger model's structure adds to a smaller one's
-(for LR tests), and the methods that still assume independent residuals (refused by name).
+"""Inference with a residual structure: LR-test nesting, and what is refused.
+
+What a larger model's structure adds to a smaller one's (for LR tests), and the methods that still
+assume independent residuals (refused by name).
 
 Residual structures nest as special cases (each pair tested on the same residual groups):
 
@@ -39,8 +41,11 @@ def _nested(s0: ResidualStructure | None, s1: ResidualStructure) -> bool:
         return s1.by == s0.by or s1.kind == "unstructured" and s0.by == s1.time
     if s0.kind == s1.kind:
         return s0.time == s1.time
-    return s1.kind == "unstructured" and s0.kind in ("ar1", "exchangeable") and s0.by is None and (
-        s0.time in (None, s1.time)
+    return (
+        s1.kind == "unstructured"
+        and s0.kind in ("ar1", "exchangeable")
+        and s0.by is None
+        and (s0.time in (None, s1.time))
     )
 
 
@@ -59,9 +64,11 @@ def with_residual_difference(
     s1 = None if l1 is None else l1.spec
     if s0 == s1:
         return var
-    if s1 is None or not _nested(s0, s1) or (l0 is not None and l1 is not None and (
-        l0.group_name != l1.group_name
-    )):
+    if (
+        s1 is None
+        or not _nested(s0, s1)
+        or (l0 is not None and l1 is not None and (l0.group_name != l1.group_name))
+    ):
         raise ComparisonError(
             f"the residual structures are not nested: {_words(s0)} is not a special case of "
             f"{_words(s1)} (same residual groups, the smaller model's structure obtained by "
@@ -86,8 +93,10 @@ def with_residual_difference(
 
 
 def require_independent_residuals(res: FitResult, what: str) -> None:
-    """Refuse ``what`` (a method that simulates or profiles independent residuals) on a fit with
-    a residual structure, saying what is available instead."""
+    """Refuse ``what`` on a fit with a residual structure, saying what is available instead.
+
+    ``what`` is a method that simulates or profiles independent residuals.
+    """
     lay = res.design.residuals
     if lay is None:
         return

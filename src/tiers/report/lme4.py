@@ -38,8 +38,8 @@ from tiers.report.numfmt import (
     r_round,
     r_zapsmall,
 )
-from tiers.report.stata import footer
 from tiers.report.residual import nlme_lines
+from tiers.report.stata import footer
 from tiers.results.result import FitResult
 from tiers.variance.scale import corr_pairs, n_sd
 

@@ -1,5 +1,7 @@
-"""The residual structure's rows in the summaries: Stata's ``Residual: AR(1)`` block and nlme's
-``Correlation Structure`` / ``Variance function`` paragraphs. Renders numbers the result holds.
+"""The residual structure's rows in the summaries.
+
+Stata's ``Residual: AR(1)`` block and nlme's ``Correlation Structure`` / ``Variance function``
+paragraphs; renders numbers the result holds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ def _row(label: str, est: float, se: float, lo: float, hi: float) -> str:
     return f"{label:>28} |  {stata_g(est)}  {stata_g(se)}     {stata_g(lo)}   {stata_g(hi)}"
 
 
-def stata_rows(rinf: ResidualInference, var: tuple[float, float, float, float]) -> list[str]:
-    """Stata's block: the structure, its parameters, then ``var(e)`` (or ``sd(e)``) given."""
+def stata_rows(rinf: ResidualInference) -> list[str]:
+    """Stata's block: the structure and its parameters (``var(e)`` follows, from the caller)."""
     head = stata_abbrev(f"Residual: {rinf.structure}", 28)
     out = [f"{head:<29}|"]
     for i, name in enumerate(rinf.names):
@@ -34,8 +36,11 @@ def _nlme_vector(names: list[str], values: list[float]) -> list[str]:
 
 
 def nlme_lines(rinf: ResidualInference, group: str, time: str | None, by: str | None) -> list[str]:
-    """nlme's paragraphs: ``Correlation Structure: AR(1)`` with its formula and estimates, then
-    ``Variance function`` with the SD ratios (the reference stratum's 1 included)."""
+    """The paragraphs nlme prints: the correlation structure, then the variance function.
+
+    ``Correlation Structure: AR(1)`` with its formula and estimates, then ``Variance function``
+    with the SD ratios (the reference stratum's 1 included).
+    """
     out: list[str] = []
     kind = rinf.structure.split(",")[0]
     corr = [i for i, n in enumerate(rinf.names) if not n.startswith("sd ratio")]
@@ -43,9 +48,7 @@ def nlme_lines(rinf: ResidualInference, group: str, time: str | None, by: str | 
     if corr:
         title = {"CAR(1)": "Continuous AR(1)", "Exchangeable": "Compound symmetry"}
         form = f"~{time} | {group}" if time else f"~1 | {group}"
-        names = [
-            {"phi": "Phi", "rho": "Rho"}.get(rinf.names[i], rinf.names[i]) for i in corr
-        ]
+        names = [{"phi": "Phi", "rho": "Rho"}.get(rinf.names[i], rinf.names[i]) for i in corr]
         out += [
             f"Correlation Structure: {title.get(kind, kind)}",
             f" Formula: {form} ",

@@ -25,8 +25,8 @@ from tiers.design.covariance import CovStructure
 from tiers.design.diagnostics import FEW_GROUPS
 from tiers.report.names import StataName, stata_effect, stata_name
 from tiers.report.numfmt import stata_abbrev, stata_g, stata_label
-from tiers.results.result import FitResult
 from tiers.report.residual import stata_rows
+from tiers.results.result import FitResult
 from tiers.variance.information import CorrInference, SdInference
 from tiers.variance.residual import ResidualInference
 from tiers.variance.scale import corr_pairs, n_sd
@@ -265,7 +265,7 @@ def re_table(
     if residual is None:
         out.append(_re_row(f"{vname}(Residual)", *(a[-1] for a in var)))
     else:
-        out += stata_rows(residual, var)
+        out += stata_rows(residual)
         out.append(_re_row(f"{vname}(e)", *(a[-1] for a in var)))
     out.append(RULE)
     return out

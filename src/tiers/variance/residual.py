@@ -1,5 +1,4 @@
-"""Observed information when the residuals have a structure: the random effects' SDs and the
-residual parameters together.
+"""Observed information with a residual structure: random-effects SDs and residual parameters.
 
 The parameters ``phi`` are those of `tiers.variance.information` (log SDs and atanh correlations of
 the random effects, then ``log sigma``) with the residual structure's unconstrained ``rho``
