@@ -415,6 +415,11 @@ def test_simulation_based_intervals_are_refused() -> None:
     for method in ("profile", "bootstrap"):
         with pytest.raises(TiersError, match="not available yet.*AR\\(1\\)"):
             res.confint(method)
+    wald = res.confint("wald", 0.9).set_index("name")
+    rinf = res.variance_at(0.9)[2]
+    assert rinf is not None
+    assert wald.loc["phi|residual", "lower"] == pytest.approx(rinf.lower[0])
+    assert rinf.lower[0] > res.residual_inference.lower[0]  # 90% inside 95%
 
 
 # ------------------------------------------------------------------------- LR tests --

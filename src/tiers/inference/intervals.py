@@ -121,6 +121,12 @@ def _wald(res: FitResult, sc: SdCor, level: float) -> pd.DataFrame:
         {"name": n, "estimate": e, "lower": a, "upper": b}
         for n, e, a, b in zip(sc.names, est, lo, hi, strict=True)
     ]
+    rinf = res.variance_at(level)[2] if res.design.residuals is not None else None
+    if rinf is not None:  # the residual structure's parameters, named as nlme's intervals() row
+        rows += [
+            {"name": f"{n}|residual", "estimate": e, "lower": a, "upper": b}
+            for n, e, a, b in zip(rinf.names, rinf.estimate, rinf.lower, rinf.upper, strict=True)
+        ]
     table = res.coef_table(level)
     rows += [
         {"name": n, "estimate": r.estimate, "lower": r.ci_lower, "upper": r.ci_upper}
