@@ -110,6 +110,11 @@ def result_html(
         ci.names, ci.estimate, ci.se, ci.lower, ci.upper, strict=True
     ):
         re_rows.append((group, f"corr({a},{b})", "", *map(_num, (r, se, lo, hi))))
+    rinf = res.residual_inference if abs(level - 0.95) < 1e-12 else res.variance_at(level)[2]
+    if rinf is not None:  # the residual structure's parameters (tiers.variance.residual)
+        for k, name in enumerate(rinf.names):
+            vals = (rinf.estimate[k], rinf.se[k], rinf.lower[k], rinf.upper[k])
+            re_rows.append((f"Residual: {rinf.structure}", name, "", *map(_num, vals)))
     parts.append(
         _table(
             "Variance components",
