@@ -422,6 +422,43 @@ def test_simulation_based_intervals_are_refused() -> None:
     assert rinf.lower[0] > res.residual_inference.lower[0]  # 90% inside 95%
 
 
+def test_profile_interval_ends_are_where_the_criterion_rises_by_chi2() -> None:
+    from scipy.optimize import minimize_scalar
+
+    data, _ = _ovary()
+    res = tiers.fit("follicles ~ sin2pi + cos2pi + (1 | Mare)", data, residuals=tiers.AR1("obs"))
+    prof = res.residual_intervals("profile", 0.95).set_index("name")
+    wald = res.residual_intervals("wald", 0.95).set_index("name")
+    eng = res.devfun
+    crit = stats.chi2.ppf(0.95, 1)
+    for end in ("lower", "upper"):
+        phi = prof.loc["phi", end]
+        # one random-effect SD: the profile over it is a one-dimensional minimisation
+        best = minimize_scalar(
+            lambda th, phi=phi: eng.deviance(np.array([abs(th), np.arctanh(phi)])),
+            bounds=(0.0, 5.0),
+            method="bounded",
+            options={"xatol": 1e-10},
+        )
+        assert best.fun - res.criterion == pytest.approx(crit, abs=1e-5)
+    assert prof.loc["phi", "lower"] < res.residual_inference.estimate[0] < prof.loc["phi", "upper"]
+    # the two intervals are of the same size here (308 rows), not the same
+    assert wald.loc["phi", "upper"] - wald.loc["phi", "lower"] == pytest.approx(
+        prof.loc["phi", "upper"] - prof.loc["phi", "lower"], rel=0.1
+    )
+
+
+def test_residual_intervals_refused_without_a_structure() -> None:
+    data, _ = _ovary()
+    res = tiers.fit("follicles ~ sin2pi + (1 | Mare)", data)
+    with pytest.raises(TiersError, match="no residual structure"):
+        res.residual_intervals()
+    with pytest.raises(ValueError, match="method"):
+        tiers.fit(
+            "follicles ~ sin2pi + (1 | Mare)", data, residuals=tiers.AR1("obs")
+        ).residual_intervals("bootstrap")
+
+
 # ------------------------------------------------------------------------- LR tests --
 
 

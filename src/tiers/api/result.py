@@ -184,6 +184,55 @@ class LmmResult(FitResult):
         _check_run(seed=seed, workers=workers, progress=progress)
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
+    def residual_intervals(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+        """Intervals for the residual structure's parameters (phi, rho, SD ratios).
+
+        Parameters
+        ----------
+        method : {"wald", "profile"}
+            ``wald``: on the unconstrained scale, mapped back (nlme's ``intervals``), with the
+            observed-information SE. ``profile``: where the profiled criterion (REML or ML, as
+            fitted) rises by ``chi2_1(level)`` (`tiers.inference.residual_profile`).
+        level : float
+
+        Returns
+        -------
+        DataFrame
+            ``name, estimate, lower, upper`` (and ``std_error`` for Wald); ``attrs``: method,
+            level, notes.
+
+        Raises
+        ------
+        TiersError
+            The fit has no residual structure.
+        """
+        from tiers.errors import TiersError
+        from tiers.inference.residual_profile import profile_residual
+        from tiers.options import check_level, check_option
+
+        check_option(method, ("wald", "profile"), "method")
+        check_level(level)
+        if self.design.residuals is None:
+            raise TiersError("the fit has no residual structure (residuals=): no parameters")
+        notes: tuple[str, ...] = ()
+        if method == "profile":
+            with single_thread_blas():
+                pr = profile_residual(self, level)
+            cols = {"estimate": pr.estimate, "lower": pr.lower, "upper": pr.upper}
+            notes = pr.notes
+        else:
+            rinf = self.variance_at(level)[2]
+            assert rinf is not None
+            cols = {
+                "estimate": rinf.estimate,
+                "std_error": rinf.se,
+                "lower": rinf.lower,
+                "upper": rinf.upper,
+            }
+        out = pd.DataFrame({"name": list(self.design.residuals.params.names), **cols})
+        out.attrs.update({"method": method, "level": level, "notes": list(notes)})
+        return out
+
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
 

@@ -102,6 +102,6 @@ def require_independent_residuals(res: FitResult, what: str) -> None:
         return
     raise TiersError(
         f"{what} is not available yet for a model with {lay.spec.describe()} residuals (it "
-        "simulates or profiles independent residuals); use Wald intervals (confint('wald'), the "
-        "summary's intervals for the residual parameters) and lrtest between fits"
+        "simulates or profiles independent residuals); use Wald intervals (confint('wald')), "
+        "residual_intervals('profile') for the residual parameters, and lrtest between fits"
     )

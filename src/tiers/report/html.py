@@ -113,8 +113,8 @@ def result_html(
     rinf = res.residual_inference if abs(level - 0.95) < 1e-12 else res.variance_at(level)[2]
     if rinf is not None:  # the residual structure's parameters (tiers.variance.residual)
         for k, name in enumerate(rinf.names):
-            vals = (rinf.estimate[k], rinf.se[k], rinf.lower[k], rinf.upper[k])
-            re_rows.append((f"Residual: {rinf.structure}", name, "", *map(_num, vals)))
+            cells = (rinf.estimate[k], rinf.se[k], rinf.lower[k], rinf.upper[k])
+            re_rows.append((f"Residual: {rinf.structure}", name, "", *map(_num, cells)))
     parts.append(
         _table(
             "Variance components",

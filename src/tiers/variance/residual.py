@@ -11,7 +11,7 @@ delta-method SEs and Fisher-z intervals (Stata's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +48,8 @@ class ResidualInference:
     level : float
     reference : str or None
         The stratum (or occasion) whose SD ratio is 1: sigma is its residual SD.
+    unconstrained_se : array
+        The SEs of ``rho`` on the optimizer's scale.
     """
 
     structure: str
@@ -59,6 +61,7 @@ class ResidualInference:
     unconstrained: FloatArray
     level: float
     reference: str | None = None
+    unconstrained_se: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 def residual_inference(
@@ -191,4 +194,5 @@ def _residual_rows(
         rho.copy(),
         level,
         params.ratio_reference,
+        se_rho,
     )
