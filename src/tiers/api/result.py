@@ -206,32 +206,9 @@ class LmmResult(FitResult):
         TiersError
             The fit has no residual structure.
         """
-        from tiers.errors import TiersError
-        from tiers.inference.residual_profile import profile_residual
-        from tiers.options import check_level, check_option
+        from tiers.inference.residual_profile import residual_intervals
 
-        check_option(method, ("wald", "profile"), "method")
-        check_level(level)
-        if self.design.residuals is None:
-            raise TiersError("the fit has no residual structure (residuals=): no parameters")
-        notes: tuple[str, ...] = ()
-        if method == "profile":
-            with single_thread_blas():
-                pr = profile_residual(self, level)
-            cols = {"estimate": pr.estimate, "lower": pr.lower, "upper": pr.upper}
-            notes = pr.notes
-        else:
-            rinf = self.variance_at(level)[2]
-            assert rinf is not None
-            cols = {
-                "estimate": rinf.estimate,
-                "std_error": rinf.se,
-                "lower": rinf.lower,
-                "upper": rinf.upper,
-            }
-        out = pd.DataFrame({"name": list(self.design.residuals.params.names), **cols})
-        out.attrs.update({"method": method, "level": level, "notes": list(notes)})
-        return out
+        return residual_intervals(self, method, level)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).

@@ -17,12 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 from scipy.optimize import brentq, minimize
 
+from tiers._threads import single_thread_blas
 from tiers.design.residual_params import ResidualParams
 from tiers.errors import TiersError
+from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
 
 FloatArray = NDArray[np.float64]
@@ -154,3 +157,37 @@ def _natural(params: ResidualParams, rho: FloatArray, j: int, value: float) -> f
     r = rho.copy()
     r[j] = np.clip(value, -FAR, FAR)
     return float(params.natural(r)[j])
+
+
+def residual_intervals(res: FitResult, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+    """Wald or profile intervals of the residual parameters (`tiers.LmmResult.residual_intervals`).
+
+    Raises
+    ------
+    ValueError
+        Unknown method or level outside (0, 1).
+    TiersError
+        The fit has no residual structure.
+    """
+    check_option(method, ("wald", "profile"), "method")
+    check_level(level)
+    if res.design.residuals is None:
+        raise TiersError("the fit has no residual structure (residuals=): no parameters")
+    notes: tuple[str, ...] = ()
+    if method == "profile":
+        with single_thread_blas():
+            pr = profile_residual(res, level)
+        cols = {"estimate": pr.estimate, "lower": pr.lower, "upper": pr.upper}
+        notes = pr.notes
+    else:
+        rinf = res.variance_at(level)[2]
+        assert rinf is not None
+        cols = {
+            "estimate": rinf.estimate,
+            "std_error": rinf.se,
+            "lower": rinf.lower,
+            "upper": rinf.upper,
+        }
+    out = pd.DataFrame({"name": list(res.design.residuals.params.names), **cols})
+    out.attrs.update({"method": method, "level": level, "notes": list(notes)})
+    return out
