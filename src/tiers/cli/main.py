@@ -160,7 +160,7 @@ def fit(
         if ci is not None or table is not None or style != "stata":
             fail("--pool prints the pooled estimates; it takes no --ci, --table or --style")
         if residuals is not None:
-            fail("--pool does not take --residuals yet; write residuals() in a Stata formula")
+            fail("--pool does not take --residuals yet: fit each imputed data set with it")
         limits = _limits(max_params, max_seconds)
         reml = False if ml else None
         run_pool(
