@@ -73,11 +73,6 @@ class ResidualLayout:
         """The structure as asked for."""
         return self.params.spec
 
-    @property
-    def n_patterns(self) -> int:
-        """Distinct blocks ``R_g`` (their number is the work of one evaluation's factorisations)."""
-        return sum(int(c.times.shape[0]) for c in self.classes)
-
 
 def _numeric_time(data: pd.DataFrame, spec: ResidualStructure) -> FloatArray:
     col = spec.time

@@ -142,13 +142,6 @@ class ResidualProblem(ProfiledProblem):
             out.append((L, logdet))
         return out
 
-    def log_det_r(self, rho: FloatArray) -> float:
-        """``log det R`` (R relative to sigma^2), summed over the residual groups."""
-        total = 0.0
-        for c, (_, logdet) in zip(self.layout.classes, self._factors(rho), strict=True):
-            total += float(np.bincount(c.pattern, minlength=logdet.size) @ logdet)
-        return total
-
     # ------------------------------------------------------------------------------ evaluation --
 
     def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
@@ -213,15 +206,12 @@ class ResidualProblem(ProfiledProblem):
                 leaf += to_leaf @ block
         return leaf, dtd
 
-    def _leaf_cross_products(
-        self, factors: list[tuple[FloatArray, FloatArray]], scale: FloatArray | None = None
-    ) -> FloatArray:
-        """Per innermost group, the whitened cross-product of ``data`` (scaled columns)."""
+    def _leaf_cross_products(self, factors: list[tuple[FloatArray, FloatArray]]) -> FloatArray:
+        """Per innermost group, the whitened cross-product of ``[Z X y]``."""
         d = self.data[0].shape[2]
         C = np.zeros((self.sizes[-1], d, d))
         for Wc, c, (L, _) in zip(self.data, self.layout.classes, factors, strict=True):
-            Wg = Wc if scale is None else Wc * scale
-            U = np.linalg.inv(L)[c.pattern] @ Wg
+            U = np.linalg.inv(L)[c.pattern] @ Wc
             np.add.at(C, c.leaf, np.einsum("gti,gtj->gij", U, U, optimize=True))
         return C
 

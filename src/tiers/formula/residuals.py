@@ -91,11 +91,6 @@ class ResidualStructure:
         """The data columns the structure reads."""
         return tuple(c for c in (self.group, self.time, self.by) if c is not None)
 
-    @property
-    def correlated(self) -> bool:
-        """The structure has a correlation (not only variances by stratum)."""
-        return self.kind != "independent"
-
     def describe(self) -> str:
         """The structure in words, as the summaries head it (Stata's ``Residual: AR(1)``)."""
         name = {

@@ -77,7 +77,8 @@ def with_residual_difference(
     n0 = 0 if l0 is None else l0.params.n_rho
     assert l1 is not None
     added = l1.params.n_rho - n0
-    boundary = int(s1.kind == "car1" and (s0 is None or s0.kind == "independent"))
+    # a parameter added at a null value on its boundary (CAR(1)'s phi = 0)
+    boundary = int(any(l1.params.boundary_null()) and (s0 is None or s0.kind == "independent"))
     words = f"{_words(s1)} in place of {_words(s0)} ({added} parameter(s)"
     words += ", CAR(1)'s phi tested at 0, on the boundary)" if boundary else ")"
     unknown = var.unknown
