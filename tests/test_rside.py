@@ -2,8 +2,9 @@
 
 References: ``../shared/reference/rside/ovary_ar1.json`` (nlme ``lme`` with ``corAR1``) and
 ``tests/data/rside/rside_sim.json`` (made by ``tests/data/rside/make_rside.R``: AR(1) and CAR(1)
-with gaps, varIdent, AR(1) + varIdent, exchangeable and unstructured residuals, each by REML and
-ML, with nlme's ``intervals()``). First the criterion at nlme's own estimates (the same closed-form
+with gaps, varIdent, AR(1) + varIdent, exchangeable (with a random intercept above, or a random
+slope on the same groups) and unstructured residuals, each by REML and ML, with nlme's
+``intervals()``). First the criterion at nlme's own estimates (the same closed-form
 function of the parameters), then the optimum.
 """
 
@@ -54,6 +55,11 @@ SIM_MODELS: dict[str, tuple[str, tiers.ResidualStructure]] = {
     "ar1_varident": ("y ~ x + wave + (1 | school/student)", tiers.AR1("wave", by="mode")),
     "exchangeable": ("y ~ x + wave + (1 | school)", tiers.Exchangeable(group="student")),
     "unstructured": ("y ~ x + (1 | school)", tiers.Unstructured("wave", group="student")),
+    # slopes: the tree elimination on whitened cross-products
+    "exchangeable_slope": (
+        "y ~ x + wave + (1 | school) + (0 + wave | school:student)",
+        tiers.Exchangeable(),
+    ),
 }
 CASES = [(name, m) for name in SIM_MODELS for m in ("REML", "ML")]
 
