@@ -2,7 +2,7 @@
 
 References: ``../shared/reference/rside/ovary_ar1.json`` (nlme ``lme`` with ``corAR1``) and
 ``tests/data/rside/rside_sim.json`` (made by ``tests/data/rside/make_rside.R``: AR(1) and CAR(1)
-with gaps, varIdent, AR(1) + varIdent, exchangeable (with a random intercept above, or a random
+with gaps, Toeplitz of order 2 (nlme's corARMA(q = 2)), varIdent, AR(1) + varIdent, exchangeable (with a random intercept above, or a random
 slope on the same groups) and unstructured residuals, each by REML and ML, with nlme's
 ``intervals()``). First the criterion at nlme's own estimates (the same closed-form
 function of the parameters), then the optimum.
@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator
 from scipy import stats
 
 import tiers
+from tiers.design.residual_params import ma_correlations
 from tiers.engine.gaussian import criterion_value, residual_df
 from tiers.engine.registry import build_engine
 from tiers.errors import ComparisonError, DataError, FormulaError, TiersError
@@ -51,6 +52,7 @@ DENSE_RTOL = 1e-9
 SIM_MODELS: dict[str, tuple[str, tiers.ResidualStructure]] = {
     "ar1_gaps": ("y ~ x + wave + (1 | school/student)", tiers.AR1("wave")),
     "car1_gaps": ("y ~ x + wave + (1 | school/student)", tiers.CAR1("months")),
+    "toeplitz2": ("y ~ x + wave + (1 | school/student)", tiers.Toeplitz("wave", 2)),
     "varident": ("y ~ x + wave + (1 | school/student)", tiers.Independent(by="mode")),
     "ar1_varident": ("y ~ x + wave + (1 | school/student)", tiers.AR1("wave", by="mode")),
     "exchangeable": ("y ~ x + wave + (1 | school)", tiers.Exchangeable(group="student")),
@@ -88,6 +90,8 @@ def _nlme_natural(ref: dict[str, Any], params: Any) -> np.ndarray:
     """nlme's residual parameters in tiers' order: correlations, then SD ratios by label."""
     corr = ref["correlation_parameters"]
     values = list(corr.values()) if isinstance(corr, dict) else list(corr or [])
+    if params.spec.kind == "toeplitz":  # nlme reports the MA coefficients
+        values = list(ma_correlations(np.array(values)))
     ratios = ref["variance_function_parameters"] or {}
     values += [ratios[label] for label in params.ratio_labels]
     return np.array(values, dtype=float)
@@ -258,6 +262,7 @@ SMALL = {
     "car1-nested": ("y ~ x + wave + (1 | school/student)", tiers.CAR1("months")),
     "unstructured": ("y ~ x + (1 | school)", tiers.Unstructured("wave", group="student")),
     "ar1-slopes": ("y ~ x + wave + (1 + x | school)", tiers.AR1("wave", group="student")),
+    "toeplitz-nested": ("y ~ x + wave + (1 | school/student)", tiers.Toeplitz("wave", 2)),
 }
 
 
@@ -332,6 +337,7 @@ def test_stata_syntax_fits_the_python_structure() -> None:
         ("exchangeable", tiers.Exchangeable()),
         ("ind, by(mode)", tiers.Independent(by="mode")),
         ("un, t(wave)", tiers.Unstructured("wave")),
+        ("toeplitz 2, t(wave)", tiers.Toeplitz("wave", 2)),
     ],
 )
 def test_stata_residuals_option(text: str, expected: tiers.ResidualStructure) -> None:
@@ -343,7 +349,8 @@ def test_stata_residuals_option(text: str, expected: tiers.ResidualStructure) ->
     ("text", "words"),
     [
         ("ar 2, t(wave)", "only AR(1)"),
-        ("toeplitz 2, t(wave)", "not supported yet"),
+        ("banded 2, t(wave)", "not supported yet"),
+        ("toeplitz, t(wave)", "toeplitz #"),
         ("ar 1, t(wave) by(mode)", "separate"),
         ("independent", "by()"),
         ("ar 1", "needs the time variable"),
@@ -380,7 +387,9 @@ def test_non_integer_time_for_ar1_points_to_car1() -> None:
         tiers.fit("y ~ x + (1 | school/student)", data, residuals=tiers.AR1("months"))
 
 
-@pytest.mark.parametrize("structure", [tiers.Exchangeable(), tiers.Unstructured("wave")])
+@pytest.mark.parametrize(
+    "structure", [tiers.Exchangeable(), tiers.Unstructured("wave"), tiers.Toeplitz("wave", 4)]
+)
 def test_random_intercept_on_the_residual_groups_is_not_identified(
     structure: tiers.ResidualStructure,
 ) -> None:
@@ -486,6 +495,8 @@ def test_lr_tests_between_residual_structures() -> None:
     assert t03.p_value == pytest.approx(0.5 * stats.chi2.sf(t03.chi2, 1))
     with pytest.raises(ComparisonError, match="not nested"):
         lrtest(m1, m3)
+    t2 = lrtest(m0, _fit_sim("toeplitz2", "REML"))  # two MA coefficients, 0 inside their range
+    assert (t2.df, t2.test) == (2, "chi2(2)")
     del data
 
 

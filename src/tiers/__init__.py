@@ -38,6 +38,7 @@ from tiers.formula.residuals import (
     Exchangeable,
     Independent,
     ResidualStructure,
+    Toeplitz,
     Unstructured,
 )
 from tiers.formula.types import Formula
@@ -114,6 +115,7 @@ __all__ = [
     "SingularFitWarning",
     "TiersError",
     "TiersWarning",
+    "Toeplitz",
     "Unstructured",
     "assemble",
     "deviance_function",

@@ -7,6 +7,10 @@ puts the Wald intervals on a scale where they respect the bounds):
 
 * AR(1): ``phi = tanh(rho)`` (Fisher's z; nlme's ``log((1 + phi) / (1 - phi))`` is ``2 rho``);
 * CAR(1): ``phi = 1 / (1 + exp(-rho))`` (nlme's logit);
+* Toeplitz of order k: partial autocorrelations ``tanh(rho)`` give, by the Durbin-Levinson
+  recursion, the coefficients of an invertible moving average of order k (Jones 1980, as nlme's
+  ``corARMA``), whose lag correlations ``r_h = sum_j psi_j psi_(j+h) / sum_j psi_j^2``
+  (``psi = (1, theta_1..theta_k)``) are the structure's, 0 beyond lag k;
 * exchangeable: ``r = (e^rho - 1) / (e^rho + m - 1)`` for groups of at most ``m`` residuals, the
   ratio of the eigenvalues of ``C_g`` on its log scale (nlme's ``log((r + 1/(m-1)) / (1 - r))``
   plus the constant ``log(m - 1)``), so ``rho = 0`` is ``r = 0`` and the bounds ``-1/(m-1) < r <
@@ -72,6 +76,8 @@ class ResidualParams:
         kind = self.spec.kind
         if kind in ("ar1", "car1"):
             return ("phi",)
+        if kind == "toeplitz":
+            return tuple(f"corr lag {h}" for h in range(1, self.n_corr + 1))
         if kind == "exchangeable":
             return ("rho",)
         if kind == "unstructured" and self.occasions is not None:
@@ -95,6 +101,7 @@ class ResidualParams:
             "ar1": ("atanh(phi)",),
             "car1": ("logit(phi)",),
             "exchangeable": ("log((1+(m-1)rho)/(1-rho))",),
+            "toeplitz": tuple(f"atanh(pacf {h})" for h in range(1, self.n_corr + 1)),
         }.get(self.spec.kind, tuple(f"cpc {n}" for n in self.corr_names))
         ratios = tuple(f"log({n})" for n in self.names[self.n_corr :])
         return corr[: self.n_corr] + ratios
@@ -134,6 +141,8 @@ class ResidualParams:
             x = np.log(corr / (1.0 - corr))
         elif kind == "exchangeable":
             x = np.log((1.0 + (self.max_size - 1.0) * corr) / (1.0 - corr))
+        elif kind == "toeplitz":
+            x = _toeplitz_rho(corr, self)
         elif kind == "unstructured":
             T = 0 if self.occasions is None else self.occasions.size
             C = np.eye(T)
@@ -161,6 +170,8 @@ class ResidualParams:
         if kind == "exchangeable":
             e = np.exp(x)
             return (e - 1.0) / (e + self.max_size - 1.0)
+        if kind == "toeplitz":
+            return ma_correlations(ma_coefficients(np.tanh(x)))
         if kind == "unstructured":
             C = _cpc(x, 0 if self.occasions is None else self.occasions.size)
             return C[np.triu_indices(C.shape[0], 1)]
@@ -183,6 +194,10 @@ class ResidualParams:
             phi = float(self.correlations(x)[0])
             lag = np.abs(times[:, :, None] - times[:, None, :])
             C = np.power(phi, lag) if phi != 0.0 else (lag == 0).astype(np.float64)
+        elif kind == "toeplitz":
+            lags = np.concatenate(([1.0], self.correlations(x), [0.0]))
+            lag = np.abs(times[:, :, None] - times[:, None, :]).astype(np.int64)
+            C = lags[np.minimum(lag, lags.size - 1)]
         elif kind == "exchangeable":
             r = float(self.correlations(x)[0])
             C = np.broadcast_to(np.where(np.eye(T, dtype=bool), 1.0, r), (P, T, T))
@@ -196,6 +211,34 @@ class ResidualParams:
         ratio = np.exp(np.concatenate(([0.0], logr)))
         d = ratio[occasion] if kind == "unstructured" else ratio[strata]
         return C * d[:, :, None] * d[:, None, :]
+
+
+def ma_coefficients(pacf: FloatArray) -> FloatArray:
+    """An invertible moving average's coefficients from partial autocorrelations in (-1, 1).
+
+    The Durbin-Levinson recursion gives a stationary autoregression ``phi``; ``theta = -phi`` has
+    the same polynomial, hence invertible (Jones 1980).
+    """
+    phi = np.zeros(0)
+    for m, p in enumerate(pacf, start=1):
+        phi = np.concatenate([phi - p * phi[::-1], [p]]) if m > 1 else np.array([p])
+    return -phi
+
+
+def ma_correlations(theta: FloatArray) -> FloatArray:
+    """Lag 1..k correlations of the moving average ``e_t = a_t + sum_j theta_j a_(t-j)``."""
+    psi = np.concatenate(([1.0], theta))
+    k = theta.size
+    gamma = np.array([psi[: psi.size - h] @ psi[h:] for h in range(k + 1)])
+    return gamma[1:] / gamma[0]
+
+
+def _toeplitz_rho(corr: FloatArray, params: ResidualParams) -> FloatArray:
+    """Unconstrained values whose lag correlations are ``corr`` (least squares from 0)."""
+    from scipy.optimize import least_squares
+
+    fit = least_squares(lambda x: params.correlations(x) - corr, np.zeros(corr.size), xtol=1e-15)
+    return np.asarray(fit.x, dtype=np.float64)
 
 
 def _cpc(x: FloatArray, T: int) -> FloatArray:

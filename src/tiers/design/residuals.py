@@ -84,9 +84,9 @@ def _numeric_time(data: pd.DataFrame, spec: ResidualStructure) -> FloatArray:
             f"(got {series.dtype}); convert it to numbers (waves 1, 2, 3, ... or dates in days)"
         )
     t = series.to_numpy(dtype=np.float64)
-    if spec.kind in ("ar1", "unstructured") and not np.all(t == np.round(t)):
+    if spec.kind in ("ar1", "toeplitz", "unstructured") and not np.all(t == np.round(t)):
         bad = t[t != np.round(t)][0]
-        fix = "use CAR1 for a continuous time" if spec.kind == "ar1" else "code occasions 1, 2, ..."
+        fix = "use CAR1 for a continuous time" if spec.kind == "ar1" else "code the times 1, 2, ..."
         raise DataError(
             f"the time variable {col!r} of the {spec.kind} residual structure takes the "
             f"non-integer value {bad:g}; {fix}"
@@ -129,7 +129,6 @@ def build_residual_layout(
         block, uniq = pd.factorize(leaf.codes * max(ng, 1) + g, sort=True)
         block = block.astype(np.int64)
         nblocks, group_name = len(uniq), f"{spec.group} within {leaf.name}"
-    _check_identified(spec, leaf, leaf_terms, nblocks)
     times = _numeric_time(data, spec) if spec.time is not None else np.zeros(n)
     order = (
         np.lexsort((times, block)) if spec.time is not None else np.argsort(block, kind="stable")
@@ -174,6 +173,7 @@ def build_residual_layout(
         labels = tuple(_occasion_label(v) for v in occasions[1:])
     counts = np.bincount(block, minlength=nblocks)
     max_size = int(counts.max()) if n else 0
+    _check_identified(spec, leaf, leaf_terms, nblocks, times, block)
     if spec.kind == "exchangeable" and max_size < 2:
         raise DataError(
             f"exchangeable residuals need groups of {group_name} with two or more rows; every "
@@ -202,7 +202,7 @@ def build_residual_layout(
                 occasion=uniq[:, 2 * T :].astype(np.int64),
             )
         )
-    n_corr = {"ar1": 1, "car1": 1, "exchangeable": 1, "independent": 0}.get(
+    n_corr = {"ar1": 1, "car1": 1, "toeplitz": spec.order, "exchangeable": 1, "independent": 0}.get(
         spec.kind, 0 if occasions is None else occasions.size * (occasions.size - 1) // 2
     )
     params = ResidualParams(spec, n_corr, labels, reference, max_size, occasions)
@@ -214,15 +214,26 @@ def _occasion_label(v: float) -> str:
 
 
 def _check_identified(
-    spec: ResidualStructure, leaf: GroupingFactor, leaf_terms: list[TermSpec], nblocks: int
+    spec: ResidualStructure,
+    leaf: GroupingFactor,
+    leaf_terms: list[TermSpec],
+    nblocks: int,
+    times: FloatArray,
+    block: IntArray,
 ) -> None:
-    """Exchangeable or unstructured residuals on the groups of a random intercept: not identified.
+    """Refuse residuals that a random intercept on the same groups makes unidentifiable.
 
-    A random intercept on the residual groups adds the same constant to every covariance within a
-    group; an exchangeable (or unstructured) block already has a free common covariance, so the
-    two cannot be told apart.
+    Exchangeable, unstructured, or Toeplitz over every lag of a group. A random intercept on the residual groups adds the same constant to every covariance within a
+    group; these blocks already have a free common covariance, so the two cannot be told apart.
     """
-    if spec.kind not in ("exchangeable", "unstructured"):
+    full_toeplitz = False
+    if spec.kind == "toeplitz" and times.size:
+        spread = np.full(nblocks, -np.inf)
+        np.maximum.at(spread, block, times)
+        low = np.full(nblocks, np.inf)
+        np.minimum.at(low, block, times)
+        full_toeplitz = spec.order >= float((spread - low).max())
+    if spec.kind not in ("exchangeable", "unstructured") and not full_toeplitz:
         return
     intercept = any("(Intercept)" in t.znames for t in leaf_terms)
     if intercept and nblocks == leaf.nlevels:
@@ -232,4 +243,5 @@ def _check_identified(
             f"covariance. Drop the random intercept of {leaf.name} (keep slopes with "
             "noconstant), or put the residual groups inside it (group=, e.g. residuals within "
             "students with a random intercept of schools)"
+            + ("; or use a Toeplitz order below the longest lag" if full_toeplitz else "")
         )

@@ -8,6 +8,8 @@ ratios. The structures are those of Stata's ``mixed, residuals()`` and nlme's ``
 * `AR1`: ``corr = phi^|t_i - t_j|`` on an integer time (Stata ``ar 1, t(time)``; nlme ``corAR1``,
   which nlme fits as ``corARMA(p = 1)`` on the time values when there are gaps);
 * `CAR1`: the same on a continuous time, ``0 < phi < 1`` (nlme ``corCAR1``);
+* `Toeplitz`: a correlation per lag up to ``order``, none beyond (Stata ``toeplitz #, t(time)``),
+  fitted as the correlations of a moving average of that order (nlme ``corARMA(q = order)``);
 * `Exchangeable`: one correlation between any two residuals of a group (Stata ``exchangeable``,
   nlme ``corCompSymm``);
 * `Unstructured`: an SD per occasion and a correlation per pair of occasions (Stata
@@ -29,8 +31,8 @@ from typing import Literal
 
 from tiers.errors import FormulaError
 
-Kind = Literal["ar1", "car1", "exchangeable", "unstructured", "independent"]
-KINDS: tuple[str, ...] = ("ar1", "car1", "exchangeable", "unstructured", "independent")
+Kind = Literal["ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent"]
+KINDS: tuple[str, ...] = ("ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent")
 #: Unstructured residuals have T (T + 1) / 2 parameters; more occasions than this are refused.
 MAX_OCCASIONS = 12
 
@@ -41,22 +43,30 @@ class ResidualStructure:
 
     Attributes
     ----------
-    kind : {"ar1", "car1", "exchangeable", "unstructured", "independent"}
+    kind : {"ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent"}
     time : str or None
-        The time column (AR(1), CAR(1), unstructured).
+        The time column (AR(1), CAR(1), Toeplitz, unstructured).
     by : str or None
         A column whose strata get their own residual SD.
     group : str or None
         A column splitting the innermost random-effects group into residual groups.
+    order : int
+        Toeplitz: the largest lag with a correlation (0 for the other structures).
     """
 
     kind: Kind
     time: str | None
     by: str | None
     group: str | None
+    order: int
 
     def __init__(
-        self, kind: Kind, time: str | None = None, by: str | None = None, group: str | None = None
+        self,
+        kind: Kind,
+        time: str | None = None,
+        by: str | None = None,
+        group: str | None = None,
+        order: int = 0,
     ) -> None:
         if kind not in KINDS:
             raise FormulaError(
@@ -65,7 +75,11 @@ class ResidualStructure:
         for name, value in (("time", time), ("by", by), ("group", group)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise FormulaError(f"{name}= takes a column name, got {value!r}")
-        if kind in ("ar1", "car1", "unstructured") and time is None:
+        if kind == "toeplitz" and (
+            isinstance(order, bool) or not isinstance(order, int) or order < 1
+        ):
+            raise FormulaError(f"a Toeplitz structure needs an order of 1 or more, got {order!r}")
+        if kind in ("ar1", "car1", "toeplitz", "unstructured") and time is None:
             raise FormulaError(f"the {kind} residual structure needs a time column (time=)")
         if kind == "independent" and by is None:
             raise FormulaError(
@@ -80,9 +94,11 @@ class ResidualStructure:
         object.__setattr__(self, "time", time)
         object.__setattr__(self, "by", by)
         object.__setattr__(self, "group", group)
+        object.__setattr__(self, "order", order if kind == "toeplitz" else 0)
 
     def __repr__(self) -> str:
         args = [repr(self.time)] if self.time is not None else []
+        args += [repr(self.order)] if self.kind == "toeplitz" else []
         args += [f"{k}={v!r}" for k, v in (("by", self.by), ("group", self.group)) if v]
         return f"{type(self).__name__}({', '.join(args)})"
 
@@ -96,6 +112,7 @@ class ResidualStructure:
         name = {
             "ar1": "AR(1)",
             "car1": "CAR(1)",
+            "toeplitz": f"Toeplitz({self.order})",
             "exchangeable": "Exchangeable",
             "unstructured": "Unstructured",
             "independent": "Independent",
@@ -115,6 +132,19 @@ class CAR1(ResidualStructure):
 
     def __init__(self, time: str, *, by: str | None = None, group: str | None = None) -> None:
         super().__init__("car1", time, by, group)
+
+
+class Toeplitz(ResidualStructure):
+    """A correlation per lag ``1..order`` of the integer time, none beyond (banded Toeplitz).
+
+    Fitted through the coefficients of a moving average of that order (nlme's ``corARMA(q =
+    order)``), which keeps every group's correlation matrix positive definite.
+    """
+
+    def __init__(
+        self, time: str, order: int, *, by: str | None = None, group: str | None = None
+    ) -> None:
+        super().__init__("toeplitz", time, by, group, order)
 
 
 class Exchangeable(ResidualStructure):
@@ -141,8 +171,8 @@ class Independent(ResidualStructure):
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _SUB = re.compile(rf"\b(t|ti|tim|time|by|group)\s*\(\s*({_NAME})\s*\)", re.IGNORECASE)
 SUPPORTED = (
-    "ar 1, t(time); exchangeable; independent, by(stratum); unstructured, t(time) "
-    "(abbreviated as Stata allows: ar, exc, ind, un)"
+    "ar 1, t(time); toeplitz #, t(time); exchangeable; independent, by(stratum); "
+    "unstructured, t(time) (abbreviated as Stata allows: ar, toe, exc, ind, un)"
 )
 
 
@@ -198,6 +228,15 @@ def parse_residuals(text: str, *, stata: bool = True) -> ResidualStructure:
         if time is None:
             raise FormulaError("residuals(ar 1) needs the time variable: 'ar 1, t(time)'")
         return AR1(time, by=by, group=group)
+    if len(rtype) >= 3 and "toeplitz".startswith(rtype):
+        order = words[1] if len(words) > 1 else ""
+        if not order.isdigit() or int(order) < 1:
+            raise FormulaError("write the Toeplitz structure as 'toeplitz #, t(time)' with # >= 1")
+        if by is not None and stata:
+            raise _by_with_correlation("toeplitz")
+        if time is None:
+            raise FormulaError("residuals(toeplitz #) needs the time variable: 't(time)'")
+        return Toeplitz(time, int(order), by=by, group=group)
     if len(rtype) >= 3 and "exchangeable".startswith(rtype):
         if by is not None and stata:
             raise _by_with_correlation("exchangeable")
@@ -217,7 +256,7 @@ def parse_residuals(text: str, *, stata: bool = True) -> ResidualStructure:
                 "'independent, by(stratum)' for an SD per stratum"
             )
         return Independent(by=by, group=group)
-    known = ("ma", "arma", "toeplitz", "banded", "exponential", "to", "ba", "exp")
+    known = ("ma", "arma", "banded", "exponential", "ba", "exp")
     why = "is not supported yet by tiers" if rtype in known else "is not a residual structure"
     raise FormulaError(f"residuals({words[0]}) {why}; supported: {SUPPORTED}")
 

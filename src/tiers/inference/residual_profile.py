@@ -8,7 +8,7 @@ parameters. The interval is where ``profile(v) - min`` stays below ``chi2_1(leve
 until the profile passes the critical value, then brentq on the bracket, warm-started along the
 path. The ends map back to the natural scale by the monotone maps of the structure (tanh, the
 logistic, exp); a profile that stays below the critical value to the end of the range gives that
-end (phi = 1, an SD ratio of infinity). Correlations of unstructured residuals are functions of
+end (phi = 1, an SD ratio of infinity). Correlations of unstructured and Toeplitz residuals are functions of
 several parameters and are not profiled (their rows are NaN, with a note).
 """
 
@@ -80,7 +80,7 @@ def profile_residual(res: FitResult, level: float = 0.95) -> ResidualProfile:
     upper = np.full(params.n_rho, np.nan)
     notes: list[str] = []
     for j in range(params.n_rho):
-        if params.spec.kind == "unstructured" and j < params.n_corr:
+        if params.spec.kind in ("unstructured", "toeplitz") and j < params.n_corr:
             continue
         at = n_re + j
         others = np.array([i for i in range(full.size) if i != at])
@@ -138,10 +138,10 @@ def profile_residual(res: FitResult, level: float = 0.95) -> ResidualProfile:
         lo_x, hi_x = bounds
         lower[j] = _natural(params, full[n_re:], j, lo_x)
         upper[j] = _natural(params, full[n_re:], j, hi_x)
-    if params.spec.kind == "unstructured":
+    if params.spec.kind in ("unstructured", "toeplitz"):
         notes.append(
-            "the correlations of unstructured residuals depend on several parameters and are not "
-            "profiled; see the Wald intervals"
+            f"the correlations of {params.spec.kind} residuals depend on several parameters and "
+            "are not profiled; see the Wald intervals"
         )
     return ResidualProfile(params.names, rinf.estimate, lower, upper, level, tuple(notes))
 
