@@ -115,11 +115,7 @@ def test_equation_options_per_level() -> None:
             "not supported yet",
         ),  # fmt: skip
         ("mAch meanses || school: cses, pweight(w)", "pweight(w)", "not supported yet"),
-        (
-            "mAch meanses || school: cses, residuals(ar 1, t(t))",
-            "residuals(ar 1, t(t))",
-            "not supported yet",
-        ),  # fmt: skip
+        ("mAch meanses || school: cses, vce(robust)", "vce(robust)", "not supported yet"),
         ("mAch meanses || school: cses, dfmethod(kroger)", "dfmethod(kroger)", "not supported yet"),
         ("mAch meanses || school: cses, bogusoption(3)", "bogusoption(3)", "unknown option"),
         (

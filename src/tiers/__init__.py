@@ -32,6 +32,15 @@ from tiers.errors import (
     TiersWarning,
 )
 from tiers.formula.parse import parse
+from tiers.formula.residuals import (
+    AR1,
+    CAR1,
+    Exchangeable,
+    Independent,
+    ResidualStructure,
+    Toeplitz,
+    Unstructured,
+)
 from tiers.formula.types import Formula
 from tiers.inference import lrtest as _lrtest  # noqa: F401
 from tiers.report import comparison as comparison
@@ -93,23 +102,30 @@ def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
 __version__ = "0.1.0"
 
 __all__ = [
+    "AR1",
+    "CAR1",
     "ComparisonError",
     "ConvergenceWarning",
     "DataError",
     "Design",
     "DesignError",
+    "Exchangeable",
     "Formula",
     "FormulaError",
     "IdentificationWarning",
+    "Independent",
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
     "marginsplot",
     "NestedDesign",
     "NestingError",
+    "ResidualStructure",
     "SingularFitWarning",
     "TiersError",
     "TiersWarning",
+    "Toeplitz",
+    "Unstructured",
     "assemble",
     "deviance_function",
     "fit",

@@ -134,7 +134,7 @@ def lr_vs_linear(engine: Engine, deviance: float, loglik: float) -> LRTest:
     from scipy import stats
 
     k = engine.n_theta
-    dev0 = engine.deviance(np.zeros(k))
+    dev0 = engine.deviance(engine.theta_null)
     chi2 = max(dev0 - deviance, 0.0)
     method = "REML" if engine.reml else "ML"
     if k == 1:

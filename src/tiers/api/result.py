@@ -184,6 +184,32 @@ class LmmResult(DisplayedFit):
         _check_run(seed=seed, workers=workers, progress=progress)
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
+    def residual_intervals(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
+        """Intervals for the residual structure's parameters (phi, rho, SD ratios).
+
+        Parameters
+        ----------
+        method : {"wald", "profile"}
+            ``wald``: on the unconstrained scale, mapped back (nlme's ``intervals``), with the
+            observed-information SE. ``profile``: where the profiled criterion (REML or ML, as
+            fitted) rises by ``chi2_1(level)`` (`tiers.inference.residual_profile`).
+        level : float
+
+        Returns
+        -------
+        DataFrame
+            ``name, estimate, lower, upper`` (and ``std_error`` for Wald); ``attrs``: method,
+            level, notes.
+
+        Raises
+        ------
+        TiersError
+            The fit has no residual structure.
+        """
+        from tiers.inference.residual_profile import residual_intervals
+
+        return residual_intervals(self, method, level)
+
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
 
@@ -489,20 +515,30 @@ class LmmResult(DisplayedFit):
             scaled = self.residuals().to_numpy() / self.sigma
             quartiles = np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
             return text.lme4(self, self.coef_table(), tests, corr, quartiles)
-        from tiers.variance.information import variance_inference
 
         level = self.formula.level or 0.95
         sdi, ci = self.sd_inference, self.corr_inference
+        rinf = self.residual_inference
         if level != sdi.level:  # Stata's level(#): the same information, other quantiles
-            with single_thread_blas():
-                sdi, ci = variance_inference(
-                    self.devfun, self.design.terms, np.asarray(self.theta), self.sigma, level=level
-                )
-        shares = self.variance_shares(level) if self.intercepts_only else None
+            sdi, ci, rinf = self.variance_at(level)
+        shares = self.variance_shares(level) if self._one_residual_variance else None
         sd = self.formula.stddeviations if stddeviations is None else bool(stddeviations)
         return text.stata(
-            self, self.coef_table(level), sdi, ci, shares, level=level, stddeviations=sd
+            self,
+            self.coef_table(level),
+            sdi,
+            ci,
+            shares,
+            level=level,
+            stddeviations=sd,
+            residual=rinf,
         )
+
+    @property
+    def _one_residual_variance(self) -> bool:
+        """Variance shares apply: intercepts only, and one residual variance (no SD by stratum)."""
+        lay = self.design.residuals
+        return self.intercepts_only and (lay is None or not lay.params.ratio_labels)
 
     def to_dict(self) -> dict[str, Any]:
         """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
@@ -510,7 +546,7 @@ class LmmResult(DisplayedFit):
             tests: pd.DataFrame | None = self.satterthwaite()
         except (np.linalg.LinAlgError, FloatingPointError):
             tests = None
-        shares = self.variance_shares() if self.intercepts_only else None
+        shares = self.variance_shares() if self._one_residual_variance else None
         return report_json.result_dict(self, tests, shares, r2=self.r2())
 
     def __str__(self) -> str:

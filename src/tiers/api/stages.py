@@ -14,8 +14,11 @@ from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
+from tiers.errors import FormulaError
 from tiers.fitting import assemble as _assemble
 from tiers.fitting import fit_design, resolve_reml
+from tiers.formula.parse import parse
+from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
 from tiers.optimize.minimize import OptSummary, certify
 
@@ -27,6 +30,7 @@ def fit(
     reml: bool | None = None,
     force: bool = False,
     limits: Limits | None = None,
+    residuals: ResidualStructure | None = None,
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -45,6 +49,12 @@ def fit(
     limits : tiers.Limits, optional
         The size of model refused before fitting (covariance parameters, memory, estimated
         time); default `tiers.design.diagnostics.LIMITS`. Raise them to fit larger models.
+    residuals : ResidualStructure, optional
+        The residuals' structure within the innermost group: ``tiers.AR1("wave")``,
+        ``tiers.CAR1("months")``, ``tiers.Toeplitz("wave", 2)``, ``tiers.Exchangeable()``,
+        ``tiers.Unstructured("wave")``,
+        ``tiers.Independent(by="stratum")`` (see `tiers.formula.residuals`); Stata's
+        ``residuals()`` option says the same in the formula. Default: independent residuals.
 
     Returns
     -------
@@ -56,20 +66,45 @@ def fit(
         With a message naming the column or term and what to do.
     """
     start = time.perf_counter()
+    formula = with_residuals(formula, residuals)
     with single_thread_blas():
         design = build_design(formula, data, force=force, limits=limits)
         out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
     return cast(LmmResult, out)
 
 
+def with_residuals(formula: str | Formula, residuals: ResidualStructure | None) -> str | Formula:
+    """The formula with ``residuals`` set, refusing a second structure or another type."""
+    if residuals is None:
+        return formula
+    if not isinstance(residuals, ResidualStructure):
+        raise FormulaError(
+            "residuals= takes a residual structure: tiers.AR1('time'), tiers.CAR1('time'), "
+            "tiers.Toeplitz('time', order), "
+            "tiers.Exchangeable(), tiers.Unstructured('time') or tiers.Independent(by='stratum'); "
+            f"got {residuals!r}"
+        )
+    f = parse(formula) if isinstance(formula, str) else formula
+    if f.residuals is not None and f.residuals != residuals:
+        raise FormulaError(
+            f"the formula already sets residuals({f.residuals!r}); give the structure once"
+        )
+    return f.with_residuals(residuals)
+
+
 def prepare(
-    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+    formula: str | Formula,
+    data: Any,
+    *,
+    force: bool = False,
+    limits: Limits | None = None,
+    residuals: ResidualStructure | None = None,
 ) -> Design:
     """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
 
-    See `tiers.design.design.build_design`.
+    See `tiers.design.design.build_design`; ``residuals`` as in `fit`.
     """
-    return build_design(formula, data, force=force, limits=limits)
+    return build_design(with_residuals(formula, residuals), data, force=force, limits=limits)
 
 
 def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:

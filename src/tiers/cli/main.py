@@ -138,9 +138,22 @@ def fit(
             "profile zeta) as PNG into DIR",
         ),
     ] = None,
+    residuals: Annotated[
+        str | None,
+        typer.Option(
+            "--residuals",
+            metavar="STRUCTURE",
+            help="residual structure within the innermost group, as Stata's residuals(): "
+            "'ar 1, t(wave)', 'toeplitz 2, t(wave)', 'exchangeable', 'independent, by(stratum)', "
+            "'unstructured, t(wave)'; "
+            "also 'car 1, t(months)', group(column) for residual groups inside the innermost "
+            "level, and by() with a correlation (one correlation, an SD per stratum)",
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
+    from tiers.formula.residuals import parse_residuals
     from tiers.inference.intervals import METHODS
 
     if style not in ("stata", "lme4"):
@@ -163,6 +176,8 @@ def fit(
             fail(
                 "--pool prints the pooled estimates; it takes no --ci, --table, --style or --plots"
             )
+        if residuals is not None:
+            fail("--pool does not take --residuals yet: fit each imputed data set with it")
         limits = _limits(max_params, max_seconds)
         reml = False if ml else None
         run_pool(
@@ -173,9 +188,15 @@ def fit(
     try:
         frame = read_frame(data, string_col)
         limits = _limits(max_params, max_seconds)
+        structure = None if residuals is None else parse_residuals(residuals, stata=False)
         with deferred_warnings() as caught:
             result = fit_model(
-                formula, frame, reml=False if ml else None, force=force, limits=limits
+                formula,
+                frame,
+                reml=False if ml else None,
+                force=force,
+                limits=limits,
+                residuals=structure,
             )
     except TiersError as exc:
         fail(exc)

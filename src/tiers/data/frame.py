@@ -131,6 +131,9 @@ def _variables(formula: Formula) -> dict[str, str]:
         roles.setdefault(col, "the response")
     for col in formula.group_columns:
         roles.setdefault(col, "a grouping factor")
+    if formula.residuals is not None:
+        for col in formula.residuals.columns:
+            roles.setdefault(col, "a column of the residual structure")
     predictors = expression_variables(formula.fixed, what=what.format("the fixed part"))
     for term in formula.random:
         if not term.is_intercept_only:

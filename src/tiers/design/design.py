@@ -7,7 +7,8 @@ replicates, profiles) shares the result. The structure picks the engine here, ne
 
 * ``nested`` (`tiers.engine.nested_scalar`): nested random intercepts, a tree of scalar effects;
 * ``tree`` (`tiers.engine.nested_block`): nested grouping with slopes or several terms on a level;
-* ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest.
+* ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest;
+* ``rside`` (`tiers.engine.rside`): nested grouping with a residual structure (AR(1), ...).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from tiers.design.diagnostics import (
     level_messages,
 )
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
+from tiers.design.residuals import ResidualLayout, build_residual_layout
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
 from tiers.errors import DataError, IdentificationWarning, LinearProbabilityWarning, TiersWarning
 from tiers.formula.parse import parse
 from tiers.formula.types import Formula
 
-EngineName = Literal["nested", "tree", "crossed"]
+EngineName = Literal["nested", "tree", "crossed", "rside"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class Design:
     response_warnings : tuple of str
         What the response says about the model: a 0/1 response is fitted as a linear probability
         model (`tiers.errors.LinearProbabilityWarning`).
+    residuals : ResidualLayout or None
+        The residual structure's groups and parameters (`tiers.design.residuals`), else None.
     """
 
     formula: Formula
@@ -105,6 +109,7 @@ class Design:
     levels: list[list[TermSpec]] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     response_warnings: tuple[str, ...] = ()
+    residuals: ResidualLayout | None = None
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -293,6 +298,11 @@ def build_design(
     nesting = nested_chain(list(distinct.values()))
     binary = linear_probability(frame.y, f.response)
     if nesting is None:
+        if f.residuals is not None:
+            raise DataError(
+                "residual structures are fitted with nested random effects only: the grouping "
+                f"factors of {f.text!r} do not nest (crossed); drop residuals= or the crossed term"
+            )
         return Design(f, frame, factors, "crossed", terms, warnings=warns, response_warnings=binary)
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
@@ -301,6 +311,10 @@ def build_design(
     scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
     ordered = [t for lv in levels for t in lv]
     engine: EngineName = "nested" if scalar else "tree"
+    layout = None
+    if f.residuals is not None:
+        layout = build_residual_layout(f.residuals, frame.data, nesting.factors[-1], levels[-1])
+        engine = "rside"
     return Design(
         f,
         frame,
@@ -311,6 +325,7 @@ def build_design(
         levels,
         warnings=warns,
         response_warnings=binary,
+        residuals=layout,
     )
 
 

@@ -110,6 +110,9 @@ class Engine(Protocol):
     has_gradient : bool
         ``deviance_and_gradient`` is analytic; when False callers differentiate ``deviance``
         numerically (`tiers.optimize.derivatives`).
+    theta_null : array (n_theta,)
+        The parameters of the linear model (no random effects, independent residuals of one
+        variance): zeros, except where a residual structure says otherwise.
     """
 
     label: str
@@ -121,6 +124,11 @@ class Engine(Protocol):
     theta_lower: FloatArray
     theta_upper: FloatArray
     has_gradient: bool
+
+    @property
+    def theta_null(self) -> FloatArray:
+        """The linear model's parameters (see the class docstring)."""
+        ...
 
     def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
         """The criterion's parts at ``theta`` (and its gradient where ``has_gradient``)."""

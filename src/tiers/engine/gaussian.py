@@ -71,6 +71,11 @@ class ProfiledProblem:
     shift: FloatArray
 
     @property
+    def theta_null(self) -> FloatArray:
+        """The parameters of the linear model (no random effects): theta = 0."""
+        return np.zeros(self.n_theta)
+
+    @property
     def nu(self) -> int:
         """Degrees of freedom of the penalised RSS under this criterion."""
         return residual_df(self.n, self.p, self.reml)

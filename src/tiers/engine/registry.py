@@ -16,6 +16,7 @@ from tiers.engine.contract import Engine
 from tiers.engine.crossed import CrossedProblem
 from tiers.engine.nested_block import TreeProblem
 from tiers.engine.nested_scalar import NestedProblem
+from tiers.engine.rside import ResidualProblem
 
 FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
@@ -37,7 +38,19 @@ def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine
     return CrossedProblem(y, X, design.terms, reml=reml)
 
 
-ENGINES: dict[str, Builder] = {"nested": _nested, "tree": _tree, "crossed": _crossed}
+def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    if design.nesting is None or design.residuals is None:  # pragma: no cover - design's choice
+        raise ValueError("the rside engine needs nested grouping and a residual structure")
+    parents = list(design.nesting.tree.parents)
+    return ResidualProblem(y, X, design.levels, parents, design.residuals, reml=reml)
+
+
+ENGINES: dict[str, Builder] = {
+    "nested": _nested,
+    "tree": _tree,
+    "crossed": _crossed,
+    "rside": _rside,
+}
 
 
 def build_engine(

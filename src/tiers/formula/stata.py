@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
+from tiers.errors import FormulaError
 from tiers.formula._text import caret, check_name, split_top
+from tiers.formula.residuals import parse_residuals
 from tiers.formula.stata_options import (
     GLOBAL,
     Option,
@@ -140,6 +142,13 @@ def parse_stata(text: str) -> Formula:
         raise caret(text, len(text), "no random-effects level after '||'")
     reml = True if "reml" in model else (False if "mle" in model else None)
     level_opt = model.get("level")
+    resid_opt = model.get("residuals")
+    residuals = None
+    if resid_opt is not None:
+        try:
+            residuals = parse_residuals(resid_opt.value or "")
+        except FormulaError as exc:
+            raise caret(text, resid_opt.pos, str(exc)) from None
     return Formula(
         text,
         response,
@@ -149,6 +158,7 @@ def parse_stata(text: str) -> Formula:
         reml,
         stddeviations="stddeviations" in model,
         level=confidence(level_opt, text) if level_opt else None,
+        residuals=residuals,
     )
 
 

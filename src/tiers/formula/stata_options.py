@@ -56,13 +56,13 @@ GLOBAL = (
     Spec("stddeviations", 6),
     Spec("level", 1, True),
     Spec("nolog", 5),
+    Spec("residuals", 3, True),
 )
 #: Options of ``mixed`` that tiers does not implement yet, refused by name.
 UNSUPPORTED = (
     Spec("vce", 3, True),
     Spec("pweight", 2, True),
     Spec("fweight", 2, True),
-    Spec("residuals", 3, True),
     Spec("dfmethod", 3, True),
     Spec("pwscale", 7, True),
     Spec("dftable", 5, True),
@@ -105,7 +105,8 @@ VARTYPES: tuple[tuple[Covariance, int], ...] = (
 SUPPORTED = (
     "options of a level (after its comma): covariance(independent|exchangeable|identity|"
     "unstructured), noconstant; options of the model (after the comma of the last level): reml, "
-    "mle, variance, stddeviations, level(#)"
+    "mle, variance, stddeviations, level(#), residuals(ar 1, t(time) | exchangeable | "
+    "independent, by(stratum) | unstructured, t(time))"
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -197,7 +198,11 @@ def classify(
 
 
 def _example(name: str) -> str:
-    return {"covariance": "covariance(unstructured)", "level": "level(90)"}.get(name, name)
+    return {
+        "covariance": "covariance(unstructured)",
+        "level": "level(90)",
+        "residuals": "residuals(ar 1, t(time))",
+    }.get(name, name)
 
 
 def _unknown(opt: Option, where: str, whole: str) -> FormulaError:

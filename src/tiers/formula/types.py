@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tiers.formula._text import BACKTICKED, NAME
+from tiers.formula.residuals import ResidualStructure
 
 Syntax = Literal["lme4", "stata"]
 Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
@@ -71,6 +72,9 @@ class Formula:
         and covariances in Stata's layout.
     level : float or None
         Stata's ``level(#)`` as a fraction (``level(90)`` is 0.90), else None.
+    residuals : ResidualStructure or None
+        The residuals' structure within the innermost group (Stata's ``residuals()``, or
+        ``tiers.fit(residuals=)``); None for independent residuals of one variance.
     notes : tuple of str
         How the text was read where it differs from what was written (R spellings: ``I(x^2)``
         read as ``I(x**2)``, ``factor(x)`` as ``C(x)``); shown with the fit's notes.
@@ -88,6 +92,7 @@ class Formula:
     stddeviations: bool = False
     level: float | None = None
     notes: tuple[str, ...] = ()
+    residuals: ResidualStructure | None = None
 
     @property
     def response_column(self) -> str | None:
@@ -104,6 +109,10 @@ class Formula:
             for col in term.group:
                 seen.setdefault(col, None)
         return tuple(seen)
+
+    def with_residuals(self, residuals: ResidualStructure | None) -> Formula:
+        """A copy with another residual structure (``text`` unchanged: it is not rendered)."""
+        return dataclasses.replace(self, residuals=residuals)
 
     def with_random(self, random: tuple[RandomTerm, ...]) -> Formula:
         """A copy with other random terms; ``text`` is re-rendered in the same syntax."""

@@ -40,6 +40,7 @@ from tiers._threads import single_thread_blas
 from tiers.design.design import Design
 from tiers.fitting import fit_design
 from tiers.inference.progress import ProgressBar
+from tiers.inference.residuals import require_independent_residuals
 from tiers.optimize.minimize import optimize_theta
 from tiers.results.result import FitResult
 
@@ -379,6 +380,7 @@ def bootstrap(
     progress: bool | None = None,
 ) -> BootstrapResult:
     """Parametric bootstrap of a fitted model (reproducible from ``seed``)."""
+    require_independent_residuals(res, "the parametric bootstrap")
     return run(
         Simulator.from_result(res),
         (res.design,),

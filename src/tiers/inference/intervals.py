@@ -20,6 +20,7 @@ from scipy import stats
 
 from tiers._threads import single_thread_blas
 from tiers.fitting import refit
+from tiers.inference.residuals import require_independent_residuals
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
 from tiers.variance.scale import SdCor
@@ -53,6 +54,8 @@ def confint(
     """Intervals for the variance parameters and the fixed effects (see `FitResult.confint`)."""
     check_method(method)
     check_level(level)
+    if method != "wald":
+        require_independent_residuals(res, f"confint(method={method!r})")
     sc = SdCor.from_terms(res.terms)
     if method == "bootstrap":
         check_n_boot(n_boot)
@@ -118,6 +121,12 @@ def _wald(res: FitResult, sc: SdCor, level: float) -> pd.DataFrame:
         {"name": n, "estimate": e, "lower": a, "upper": b}
         for n, e, a, b in zip(sc.names, est, lo, hi, strict=True)
     ]
+    rinf = res.variance_at(level)[2] if res.design.residuals is not None else None
+    if rinf is not None:  # the residual structure's parameters, named as nlme's intervals() row
+        rows += [
+            {"name": f"{n}|residual", "estimate": e, "lower": a, "upper": b}
+            for n, e, a, b in zip(rinf.names, rinf.estimate, rinf.lower, rinf.upper, strict=True)
+        ]
     table = res.coef_table(level)
     rows += [
         {"name": n, "estimate": r.estimate, "lower": r.ci_lower, "upper": r.ci_upper}

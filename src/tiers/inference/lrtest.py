@@ -14,6 +14,8 @@ Liang 1987; Stram and Lee 1994):
 * exactly one variance added, with any number ``df - 1`` of other parameters (its covariances in
   an unstructured term, fixed effects): ``0.5 chi2(df - 1) + 0.5 chi2(df)`` (``chibar2(01)`` when
   df is 1), exact whatever the information matrix, since near H0 the alternative is a half-space;
+* a residual structure added (`tiers.inference.residuals`): its parameters count in df;
+  only CAR(1)'s phi = 0 is on the boundary;
 * several variances added: the weights depend on the information matrix; the chi2(df) p-value
   is reported and marked conservative (too large), and ``tiers.vctest(m0, m1,
   method="bootstrap")`` gives an exact one when the fixed effects are the same.
@@ -25,6 +27,7 @@ from scipy import stats
 
 from tiers.errors import ComparisonError
 from tiers.fitting import refit as refit_fit
+from tiers.inference.residuals import with_residual_difference
 from tiers.inference.vctest import (
     VarianceDifference,
     lr_statistic,
@@ -100,7 +103,7 @@ def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
             "the models are not nested: every fixed effect of the smaller model must be in the "
             f"larger one (missing: {', '.join(sorted(set(m0.xnames) - set(m1.xnames)))})"
         )
-    var = variance_difference(m0, m1)
+    var = with_residual_difference(variance_difference(m0, m1), m0, m1)
     df = m1.n_params - m0.n_params
     if df <= 0:
         raise ComparisonError("the two models have the same number of parameters: nothing to test")

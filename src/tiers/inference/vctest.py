@@ -202,7 +202,7 @@ def variance_difference(m0: FitResult, m1: FitResult) -> VarianceDifference:
                     if n == q
                     else "more than one effect is added to a term"
                 )
-    n_params = len(m1.theta) - len(m0.theta)
+    n_params = m1.design.n_theta - m0.design.n_theta  # random effects only (not residual rho)
     if n_params > accounted:
         added.append(
             f"{n_params - accounted} other variance parameter(s) (variances or a correlation "
@@ -316,6 +316,11 @@ def vctest(
     if m0.reml != m1.reml:
         raise ComparisonError(
             "one model was fitted by REML and the other by ML: refit both the same way"
+        )
+    if m0.design.residuals is not None or m1.design.residuals is not None:
+        raise ComparisonError(
+            "vctest compares random effects with independent residuals; for models with a "
+            "residual structure use tiers.inference.lrtest.lrtest (chi2 and boundary mixtures)"
         )
     if len(m0.theta) > len(m1.theta):
         m0, m1 = m1, m0

@@ -206,7 +206,9 @@ def render(rep: FitReport, *, footer: str | None = None) -> str:
         ),
         page.section(
             "Variance components",
-            variance_components(res.sd_inference, res.corr_inference).to_html(),
+            variance_components(
+                res.sd_inference, res.corr_inference, res.residual_inference
+            ).to_html(),
             _lr(res).to_html(),
             anchor="variance",
         ),

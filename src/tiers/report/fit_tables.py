@@ -12,6 +12,7 @@ import pandas as pd
 from tiers.results.display import Table
 from tiers.results.result import FitResult
 from tiers.variance.information import CorrInference, SdInference
+from tiers.variance.residual import ResidualInference
 
 __all__ = ["facts", "fit_tables", "fixed_effects", "num", "shares", "variance_components"]
 
@@ -60,8 +61,13 @@ def fixed_effects(table: pd.DataFrame, level: float, tests: pd.DataFrame | None 
     return Table.of("Fixed effects", header, rows)
 
 
-def variance_components(sdi: SdInference, ci: CorrInference) -> Table:
-    """SDs (with variances) and correlations, observed-information SEs and intervals."""
+def variance_components(
+    sdi: SdInference, ci: CorrInference, rinf: ResidualInference | None = None
+) -> Table:
+    """SDs (with variances) and correlations, observed-information SEs and intervals.
+
+    ``rinf``: the residual structure's parameters (`tiers.variance.residual`), as rows of their own.
+    """
     pct = _pct(sdi.level)
     rows = []
     for (group, term), sd, se, lo, hi in zip(sdi.names, sdi.sd, sdi.se, sdi.lower, sdi.upper,
@@ -72,6 +78,10 @@ def variance_components(sdi: SdInference, ci: CorrInference) -> Table:
         ci.names, ci.estimate, ci.se, ci.lower, ci.upper, strict=True
     ):
         rows.append((group, f"corr({a},{b})", "", *map(num, (r, se, lo, hi))))
+    if rinf is not None:
+        for k, name in enumerate(rinf.names):
+            cells = (rinf.estimate[k], rinf.se[k], rinf.lower[k], rinf.upper[k])
+            rows.append((f"Residual: {rinf.structure}", name, "", *map(num, cells)))
     header = ("Group", "Parameter", "Variance", "Estimate", "Std. Error", f"{pct} lower",
               f"{pct} upper")  # fmt: skip
     return Table.of("Variance components", header, rows, numeric_from=2)
@@ -109,7 +119,8 @@ def fit_tables(
     tests: pd.DataFrame | None = None,
 ) -> list[Table]:
     """Facts, fixed effects, variance components and (given) the shares, in that order."""
-    out = [facts(res), fixed_effects(coef, level, tests), variance_components(sdi, ci)]
+    rinf = res.residual_inference if abs(level - 0.95) < 1e-12 else res.variance_at(level)[2]
+    out = [facts(res), fixed_effects(coef, level, tests), variance_components(sdi, ci, rinf)]
     if share_table is not None:
         out.append(shares(share_table, nested=res.nested))
     return out

@@ -107,7 +107,7 @@ def result_dict(
         "residual_sd_std_error": _num(sdi.se[-1]),
         "residual_sd_ci": [_num(sdi.lower[-1]), _num(sdi.upper[-1])],
         "theta": [float(t) for t in res.theta],
-        "theta_names": list(theta_names(res.terms)),
+        "theta_names": list(theta_names(res.terms)) + _residual_theta_names(res),
         "loglik": _num(res.loglik),
         "aic": _num(res.aic),
         "bic": _num(res.bic),
@@ -135,6 +135,7 @@ def result_dict(
         "notes": list(res.notes),
         "warnings": list(res.warnings),
         "fit_seconds": res.fit_seconds,
+        "residual_structure": _residual_structure(res),
     }
     out["variance_shares"] = (
         []
@@ -157,6 +158,38 @@ def result_dict(
     else:
         out["deviance"] = _num(res.criterion)
     return out
+
+
+def _residual_theta_names(res: FitResult) -> list[str]:
+    lay = res.design.residuals
+    return [] if lay is None else [f"residual.{n}" for n in lay.params.unconstrained_names]
+
+
+def _residual_structure(res: FitResult) -> dict[str, Any] | None:
+    """The ``residual_structure`` block: the structure, its groups and its parameters."""
+    lay, rinf = res.design.residuals, res.residual_inference
+    if lay is None or rinf is None:
+        return None
+    spec = lay.spec
+    return {
+        "kind": spec.kind,
+        "time": spec.time,
+        "by": spec.by,
+        "group": spec.group,
+        "groups": lay.group_name,
+        "reference": rinf.reference,
+        "parameters": [
+            {
+                "name": name,
+                "estimate": _num(rinf.estimate[i]),
+                "std_error": _num(rinf.se[i]),
+                "ci_lower": _num(rinf.lower[i]),
+                "ci_upper": _num(rinf.upper[i]),
+                "unconstrained": _num(rinf.unconstrained[i]),
+            }
+            for i, name in enumerate(rinf.names)
+        ],
+    }
 
 
 def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from tiers.report.numfmt import (
     r_round,
     r_zapsmall,
 )
+from tiers.report.residual import nlme_lines
 from tiers.report.stata import footer
 from tiers.results.result import FitResult
 from tiers.variance.scale import corr_pairs, n_sd
@@ -275,6 +276,10 @@ def lme4(
     out += _criterion(res) + [""]
     out += _residuals(resid_quantiles) + [""]
     out += _random_effects(res)
+    if res.residual_inference is not None and res.design.residuals is not None:
+        lay = res.design.residuals
+        spec = lay.spec
+        out += nlme_lines(res.residual_inference, lay.group_name, spec.time, spec.by)
     names = [str(n) for n in table.index]
     columns: dict[str, Sequence[float]] = {
         "Estimate": table["estimate"].tolist(),

@@ -25,8 +25,10 @@ from tiers.design.covariance import CovStructure
 from tiers.design.diagnostics import FEW_GROUPS
 from tiers.report.names import StataName, stata_effect, stata_name
 from tiers.report.numfmt import stata_abbrev, stata_g, stata_label
+from tiers.report.residual import stata_rows
 from tiers.results.result import FitResult
 from tiers.variance.information import CorrInference, SdInference
+from tiers.variance.residual import ResidualInference
 from tiers.variance.scale import corr_pairs, n_sd
 
 WIDTH = 78
@@ -197,7 +199,13 @@ def _re_row(label: str, est: float, se: float, lo: float, hi: float) -> str:
 
 
 def re_table(
-    res: FitResult, sdi: SdInference, ci: CorrInference, level: float, *, stddeviations: bool
+    res: FitResult,
+    sdi: SdInference,
+    ci: CorrInference,
+    level: float,
+    *,
+    stddeviations: bool,
+    residual: ResidualInference | None = None,
 ) -> list[str]:
     """Random-effects parameters: per term its structure, variances (or SDs), covariances.
 
@@ -254,7 +262,11 @@ def re_table(
         out.append(RE_RULE)
         k += nsd
         c += len(pairs)
-    out.append(_re_row(f"{vname}(Residual)", *(a[-1] for a in var)))
+    if residual is None:
+        out.append(_re_row(f"{vname}(Residual)", *(a[-1] for a in var)))
+    else:
+        out += stata_rows(residual)
+        out.append(_re_row(f"{vname}(e)", *(a[-1] for a in var)))
     out.append(RULE)
     return out
 
@@ -329,6 +341,7 @@ def stata(
     *,
     level: float = 0.95,
     stddeviations: bool = False,
+    residual: ResidualInference | None = None,
 ) -> str:
     """The Stata ``mixed`` layout of a fit.
 
@@ -345,10 +358,12 @@ def stata(
         The confidence level the intervals were computed at (for the headers).
     stddeviations : bool
         SDs and correlations (``sd()``, ``corr()``) instead of variances and covariances.
+    residual : ResidualInference, optional
+        The residual structure's parameters (`tiers.variance.residual`).
     """
     out = header(res, level) + [""]
     out += coef_table(res, table, level) + [""]
-    out += re_table(res, sdi, ci, level, stddeviations=stddeviations)
+    out += re_table(res, sdi, ci, level, stddeviations=stddeviations, residual=residual)
     out += lr_lines(res)
     if any(math.isnan(v) for v in sdi.se[:-1]):
         what = "An SD" if stddeviations else "A variance"

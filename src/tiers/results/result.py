@@ -27,6 +27,7 @@ from tiers.optimize.minimize import OptSummary
 from tiers.options import check_level
 from tiers.results.lrtest import LRTest
 from tiers.variance.information import CorrInference, SdInference, variance_inference
+from tiers.variance.residual import ResidualInference, residual_inference
 
 FloatArray = NDArray[np.float64]
 
@@ -119,10 +120,43 @@ class FitResult:
 
     @cached_property
     def _variance(self) -> tuple[SdInference, CorrInference]:
+        if self.design.residuals is not None:
+            sdi, ci, _ = self.variance_at(0.95)
+            return sdi, ci
         with single_thread_blas():
             return variance_inference(
                 self.devfun, self.design.terms, np.asarray(self.theta), self.sigma
             )
+
+    def variance_at(
+        self, level: float
+    ) -> tuple[SdInference, CorrInference, ResidualInference | None]:
+        """SDs, correlations and the residual structure's parameters with Wald intervals.
+
+        At confidence ``level``; the residual part is None without a residual structure.
+        """
+        with single_thread_blas():
+            if self.design.residuals is None:
+                sdi, ci = variance_inference(
+                    self.devfun, self.design.terms, np.asarray(self.theta), self.sigma, level=level
+                )
+                return sdi, ci, None
+            return residual_inference(
+                self.devfun,
+                self.design.residuals.params,
+                self.design.terms,
+                np.asarray(self.theta),
+                self.sigma,
+                level=level,
+            )
+
+    @cached_property
+    def residual_inference(self) -> ResidualInference | None:
+        """The residual structure's parameters (natural scale) with SEs and 95% Wald intervals.
+
+        None without a residual structure.
+        """
+        return self.variance_at(0.95)[2] if self.design.residuals is not None else None
 
     @property
     def sd_inference(self) -> SdInference:
@@ -278,7 +312,7 @@ class FitResult:
     def is_singular(self) -> bool:
         """True when a diagonal entry of theta is (numerically near) zero, as lme4's isSingular."""
         diag = np.array([d for t in self.terms for d in t.diagonal], dtype=bool)
-        theta = np.asarray(self.theta)
+        theta = np.asarray(self.theta)[: diag.size]  # a residual structure's parameters follow
         return (
             bool(np.any(theta[diag] < 1e-4))
             if diag.size == theta.size
