@@ -193,7 +193,7 @@ def assemble(
     result = result_type(
         formula=design.formula,
         reml=engine.reml,
-        nobs=design.frame.nobs,
+        nobs=design.nobs,
         n_dropped=design.frame.n_dropped,
         xnames=design.frame.xnames,
         beta=_ro(sol.beta),

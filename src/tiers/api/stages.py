@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -10,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from tiers._threads import single_thread_blas
 from tiers.api.result import LmmResult
+from tiers.api.weighting import weight_spec
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
@@ -27,6 +29,10 @@ def fit(
     reml: bool | None = None,
     force: bool = False,
     limits: Limits | None = None,
+    weights: str | Mapping[str, str] | None = None,
+    weight_type: str | None = None,
+    pwscale: str = "none",
+    conditional: bool = True,
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -45,6 +51,20 @@ def fit(
     limits : tiers.Limits, optional
         The size of model refused before fitting (covariance parameters, memory, estimated
         time); default `tiers.design.diagnostics.LIMITS`. Raise them to fit larger models.
+    weights : str or dict, optional
+        A column of weights, or ``{level: column}`` for sampling weights at several levels (the
+        one key that is not a grouping level names the observations': ``{"student": "w1",
+        "school": "w2"}``).
+    weight_type : {"precision", "frequency", "sampling"}, optional
+        ``precision`` (default for one column): lme4's ``weights=``, residual variance
+        ``sigma^2 / w``; ``frequency``: each row counts ``w`` times (Stata's ``fweight``);
+        ``sampling`` (default for a mapping): inverse selection probabilities, fitted by
+        pseudo-maximum likelihood (Stata's ``pweight``).
+    pwscale : {"none", "size", "effective", "gk"}
+        Scaling of level-1 sampling weights (Stata's ``pwscale()``); default as given.
+    conditional : bool
+        Level-1 sampling weights are conditional on their cluster (Stata's convention, default);
+        False for overall weights (WeMix's default), divided by the weight of the level above.
 
     Returns
     -------
@@ -57,19 +77,29 @@ def fit(
     """
     start = time.perf_counter()
     with single_thread_blas():
-        design = build_design(formula, data, force=force, limits=limits)
+        spec = weight_spec(weights, weight_type, pwscale, conditional)
+        design = build_design(formula, data, force=force, limits=limits, weights=spec)
         out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
     return cast(LmmResult, out)
 
 
 def prepare(
-    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+    formula: str | Formula,
+    data: Any,
+    *,
+    force: bool = False,
+    limits: Limits | None = None,
+    weights: str | Mapping[str, str] | None = None,
+    weight_type: str | None = None,
+    pwscale: str = "none",
+    conditional: bool = True,
 ) -> Design:
     """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
 
-    See `tiers.design.design.build_design`.
+    See `tiers.design.design.build_design`; the weighting keywords are `fit`'s.
     """
-    return build_design(formula, data, force=force, limits=limits)
+    spec = weight_spec(weights, weight_type, pwscale, conditional)
+    return build_design(formula, data, force=force, limits=limits, weights=spec)
 
 
 def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:

@@ -33,9 +33,11 @@ from tiers.design.diagnostics import (
 )
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
+from tiers.design.weights import RowWeights, resolve_weights
 from tiers.errors import DataError, IdentificationWarning, LinearProbabilityWarning, TiersWarning
 from tiers.formula.parse import parse
 from tiers.formula.types import Formula
+from tiers.formula.weighting import WeightSpec
 
 EngineName = Literal["nested", "tree", "crossed"]
 
@@ -94,6 +96,8 @@ class Design:
     response_warnings : tuple of str
         What the response says about the model: a 0/1 response is fitted as a linear probability
         model (`tiers.errors.LinearProbabilityWarning`).
+    weights : RowWeights or None
+        Precision, frequency or sampling weights (`tiers.design.weights`).
     """
 
     formula: Formula
@@ -105,6 +109,7 @@ class Design:
     levels: list[list[TermSpec]] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     response_warnings: tuple[str, ...] = ()
+    weights: RowWeights | None = None
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -122,6 +127,11 @@ class Design:
         state = dict(self.__dict__)
         state.pop("fixed_spec", None)
         return state
+
+    @property
+    def nobs(self) -> int:
+        """Observations: the rows used, or the sum of frequency weights."""
+        return self.frame.nobs if self.weights is None else self.weights.nobs
 
     @property
     def nested(self) -> bool:
@@ -191,6 +201,7 @@ class Design:
         factors = self.grouping_levels
         notes = (
             list(self.formula.notes)
+            + (list(self.weights.notes) if self.weights is not None else [])
             + list(self.frame.notes)
             + [
                 f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
@@ -244,7 +255,12 @@ def theta_names(terms: tuple[TermInfo, ...]) -> tuple[str, ...]:
 
 
 def build_design(
-    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+    formula: str | Formula,
+    data: Any,
+    *,
+    force: bool = False,
+    limits: Limits | None = None,
+    weights: WeightSpec | None = None,
 ) -> Design:
     """Parse, build the model frame and grouping structure, run the diagnostics, pick the engine.
 
@@ -258,6 +274,9 @@ def build_design(
         levels that define the same groups (the warning is kept on the design).
     limits : Limits, optional
         The size limits a model is refused above (default `tiers.design.diagnostics.LIMITS`).
+    weights : WeightSpec, optional
+        Weights given outside the formula (`tiers.fit`'s ``weights=``); not with weights written
+        in the formula.
 
     Returns
     -------
@@ -269,6 +288,11 @@ def build_design(
         With a message naming the column or term and what to do.
     """
     f = parse(formula) if isinstance(formula, str) else formula
+    if weights is not None and f.weights is not None:
+        raise DataError(
+            "weights are given twice, in the formula and as weights=; give them once"
+        )
+    spec = weights if weights is not None else f.weights
     frame = build_frame(f, data)
     if frame.X.shape[1] == 0:
         raise DataError("the fixed part has no columns; keep at least the intercept")
@@ -292,8 +316,20 @@ def build_design(
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
     binary = linear_probability(frame.y, f.response)
+    rw = None
+    if spec is not None:
+        rw = resolve_weights(spec, data, frame, list(nesting.factors) if nesting else None)
     if nesting is None:
-        return Design(f, frame, factors, "crossed", terms, warnings=warns, response_warnings=binary)
+        return Design(
+            f,
+            frame,
+            factors,
+            "crossed",
+            terms,
+            warnings=warns,
+            response_warnings=binary,
+            weights=rw,
+        )
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
         raise identical_partition_error(f, frame.data, coarse, fine)
@@ -311,6 +347,7 @@ def build_design(
         levels,
         warnings=warns,
         response_warnings=binary,
+        weights=rw,
     )
 
 

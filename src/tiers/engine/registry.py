@@ -21,20 +21,32 @@ FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
 
 
+def _row_weights(design: Design) -> tuple[FloatArray | None, bool]:
+    """Precision or frequency weights of the rows (None unweighted), and whether frequency."""
+    rw = design.weights
+    if rw is None:
+        return None, False
+    return np.asarray(rw.rows), rw.frequency
+
+
 def _nested(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the nested engine needs nested grouping factors")
-    return NestedProblem(y, X, design.nesting.tree, reml=reml)
+    w, freq = _row_weights(design)
+    return NestedProblem(y, X, design.nesting.tree, reml=reml, weights=w, frequency=freq)
 
 
 def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the tree engine needs nested grouping factors")
-    return TreeProblem(y, X, design.levels, list(design.nesting.tree.parents), reml=reml)
+    w, freq = _row_weights(design)
+    parents = list(design.nesting.tree.parents)
+    return TreeProblem(y, X, design.levels, parents, reml=reml, weights=w, frequency=freq)
 
 
 def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
-    return CrossedProblem(y, X, design.terms, reml=reml)
+    w, freq = _row_weights(design)
+    return CrossedProblem(y, X, design.terms, reml=reml, weights=w, frequency=freq)
 
 
 ENGINES: dict[str, Builder] = {"nested": _nested, "tree": _tree, "crossed": _crossed}
