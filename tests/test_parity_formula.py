@@ -108,13 +108,9 @@ def test_equation_options_per_level() -> None:
 @pytest.mark.parametrize(
     ("formula", "named", "why"),
     [
-        ("mAch meanses || school: cses, vce(robust)", "vce(robust)", "not supported yet"),
-        (
-            "mAch meanses || school: cses, vce(cluster school)",
-            "vce(cluster school)",
-            "not supported yet",
-        ),  # fmt: skip
-        ("mAch meanses || school: cses, pweight(w)", "pweight(w)", "not supported yet"),
+        ("mAch meanses || school: cses, vce(bootstrap)", "vce(bootstrap)", "not supported by"),
+        ("mAch meanses || school: cses, vce(jackknife)", "vce(jackknife)", "vce(robust)"),
+        ("mAch meanses [aw=w] || school: cses", "[aw=]", "does not take"),
         (
             "mAch meanses || school: cses, residuals(ar 1, t(t))",
             "residuals(ar 1, t(t))",

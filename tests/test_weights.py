@@ -48,7 +48,9 @@ def _check_fit(data: pd.DataFrame, spec: dict[str, Any], engine: str) -> None:
     assert design.engine == engine
     dev = build_engine(design, reml=reml)
     # lme4 orders theta by the number of levels of each term; map it by name
-    by_name = dict(zip(np.atleast_1d(spec["theta_names"]), np.atleast_1d(spec["theta"])))
+    by_name = dict(
+        zip(np.atleast_1d(spec["theta_names"]), np.atleast_1d(spec["theta"]), strict=True)
+    )
     theta = np.array([by_name[name] for name in design.theta_names], dtype=float)
     # the deviance at lme4's theta: the weighted criterion, Jacobian term included
     assert dev.deviance(theta) == pytest.approx(spec["criterion"], rel=DEVIANCE_AT_THETA_RTOL)
@@ -98,7 +100,9 @@ def test_sleepstudy_weighted_matches_lme4(key: str) -> None:
     assert res.criterion <= ref["criterion"] * (1 + OPTIMUM_NOT_WORSE_RTOL)
     assert res.loglik == pytest.approx(ref["logLik"], rel=OPTIMUM_WITHIN_RTOL)
     sol = res.devfun.solve(theta)
-    np.testing.assert_allclose(sol.beta, [f["estimate"] for f in ref["fixed_effects"]], rtol=BETA_RTOL)
+    np.testing.assert_allclose(
+        sol.beta, [f["estimate"] for f in ref["fixed_effects"]], rtol=BETA_RTOL
+    )
     se = sol.sigma * np.sqrt(np.diag(sol.unscaled_vcov))
     np.testing.assert_allclose(se, [f["std_error"] for f in ref["fixed_effects"]], rtol=SE_RTOL)
 

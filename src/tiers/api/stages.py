@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from tiers._threads import single_thread_blas
 from tiers.api.result import LmmResult
-from tiers.api.weighting import weight_spec
+from tiers.api.weighting import vce_option, weight_spec
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
@@ -33,6 +33,7 @@ def fit(
     weight_type: str | None = None,
     pwscale: str = "none",
     conditional: bool = True,
+    vce: str = "model",
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -65,6 +66,11 @@ def fit(
     conditional : bool
         Level-1 sampling weights are conditional on their cluster (Stata's convention, default);
         False for overall weights (WeMix's default), divided by the weight of the level above.
+    vce : {"model", "robust", "cr2"}
+        Standard errors: the model's (default), the sandwich clustered on the top level (every
+        parameter; Stata's ``vce(robust)``; fitted by ML), or CR2 for the fixed effects with
+        Satterthwaite df (clubSandwich's). Sampling weights always get the sandwich. Stata's
+        ``vce()`` in the formula does the same.
 
     Returns
     -------
@@ -78,8 +84,11 @@ def fit(
     start = time.perf_counter()
     with single_thread_blas():
         spec = weight_spec(weights, weight_type, pwscale, conditional)
+        vce_spec = vce_option(vce)
         design = build_design(formula, data, force=force, limits=limits, weights=spec)
-        out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
+        if vce_spec is not None and design.formula.vce is not None:
+            raise ValueError("vce is given twice, in the formula and as vce=; give it once")
+        out = fit_design(design, reml=reml, start=start, result_type=LmmResult, vce=vce_spec)
     return cast(LmmResult, out)
 
 

@@ -1,10 +1,10 @@
-"""`tiers.fit`'s weighting keywords -> a `WeightSpec`, checked at the public edge."""
+"""`tiers.fit`'s weighting and ``vce`` keywords -> specs, checked at the public edge."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tiers.formula.weighting import PWSCALES, WEIGHT_KINDS, WeightSpec
+from tiers.formula.weighting import PWSCALES, VCES, WEIGHT_KINDS, VceSpec, WeightSpec
 from tiers.options import check_option
 
 
@@ -58,3 +58,9 @@ def weight_spec(
     if spec.kind != "sampling" and (pwscale != "none" or not conditional):
         raise ValueError("pwscale and conditional apply to sampling weights only")
     return spec
+
+
+def vce_option(vce: str) -> VceSpec | None:
+    """``vce="model"|"robust"|"cr2"`` as a `VceSpec` (None for the default, the model's)."""
+    check_option(vce, VCES, "vce")
+    return None if vce == "model" else VceSpec(vce)  # type: ignore[arg-type]

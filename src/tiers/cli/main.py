@@ -127,6 +127,22 @@ def fit(
             "summary",
         ),
     ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            metavar="COLUMN",
+            help="weight column: precision weights (lme4's weights=) unless --weight-type says "
+            "otherwise; sampling weights per level go in Stata syntax ([pw=w1] || school:, "
+            "pweight(w2))",
+        ),
+    ] = None,
+    weight_type: Annotated[
+        str | None,
+        typer.Option(
+            "--weight-type", metavar="precision|frequency|sampling", help="what --weights are"
+        ),
+    ] = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -159,9 +175,15 @@ def fit(
         limits = _limits(max_params, max_seconds)
         with deferred_warnings() as caught:
             result = fit_model(
-                formula, frame, reml=False if ml else None, force=force, limits=limits
+                formula,
+                frame,
+                reml=False if ml else None,
+                force=force,
+                limits=limits,
+                weights=weights,
+                weight_type=weight_type,
             )
-    except TiersError as exc:
+    except (TiersError, ValueError) as exc:
         fail(exc)
     if table is not None:
         from tiers.report.table import table as make_table

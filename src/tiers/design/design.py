@@ -7,7 +7,8 @@ replicates, profiles) shares the result. The structure picks the engine here, ne
 
 * ``nested`` (`tiers.engine.nested_scalar`): nested random intercepts, a tree of scalar effects;
 * ``tree`` (`tiers.engine.nested_block`): nested grouping with slopes or several terms on a level;
-* ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest.
+* ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest;
+* ``pseudo`` (`tiers.engine.pseudo`): nested factors with sampling weights (pseudo-likelihood).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tiers.formula.parse import parse
 from tiers.formula.types import Formula
 from tiers.formula.weighting import WeightSpec
 
-EngineName = Literal["nested", "tree", "crossed"]
+EngineName = Literal["nested", "tree", "crossed", "pseudo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +290,7 @@ def build_design(
     """
     f = parse(formula) if isinstance(formula, str) else formula
     if weights is not None and f.weights is not None:
-        raise DataError(
-            "weights are given twice, in the formula and as weights=; give them once"
-        )
+        raise DataError("weights are given twice, in the formula and as weights=; give them once")
     spec = weights if weights is not None else f.weights
     frame = build_frame(f, data)
     if frame.X.shape[1] == 0:
@@ -337,6 +336,8 @@ def build_design(
     scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
     ordered = [t for lv in levels for t in lv]
     engine: EngineName = "nested" if scalar else "tree"
+    if rw is not None and rw.sampling:
+        engine = "pseudo"
     return Design(
         f,
         frame,

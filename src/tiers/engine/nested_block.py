@@ -125,9 +125,7 @@ class TreeProblem(ProfiledProblem):
         own = slice(int(self.offsets[last]), int(self.offsets[last + 1]))
         keep = np.r_[0 : int(self.offsets[last]), Q : Q + self.p + 1]
         # the group-size shortcuts need Z = 1; weighted rows take the general elimination
-        self.scalar_leaf = (
-            self.q[last] == 1 and levels[last][0].intercept_only and self.sw is None
-        )
+        self.scalar_leaf = self.q[last] == 1 and levels[last][0].intercept_only and self.sw is None
         self.uniform_from = self._uniform_from(leaf) if self.scalar_leaf else self.K
         if self.uniform_from < self.K:
             self._init_uniform(W, leaf)

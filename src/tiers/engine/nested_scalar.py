@@ -211,7 +211,10 @@ class NestedProblem(ProfiledProblem):
         cs = csum[order, 1:]
         if nclass <= 64:
             self.leaf_Q = np.stack(
-                [cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]] for c in range(nclass)]
+                [
+                    cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]]
+                    for c in range(nclass)
+                ]
             )
         else:  # many classes (weight totals): one vectorised pass, every class is non-empty
             self.leaf_Q = np.add.reduceat(cs[:, :, None] * cs[:, None, :], bounds[:-1], axis=0)

@@ -16,6 +16,7 @@ from tiers.engine.contract import Engine
 from tiers.engine.crossed import CrossedProblem
 from tiers.engine.nested_block import TreeProblem
 from tiers.engine.nested_scalar import NestedProblem
+from tiers.engine.pseudo import PseudoTreeProblem
 
 FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
@@ -49,7 +50,22 @@ def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine
     return CrossedProblem(y, X, design.terms, reml=reml, weights=w, frequency=freq)
 
 
-ENGINES: dict[str, Builder] = {"nested": _nested, "tree": _tree, "crossed": _crossed}
+def _pseudo(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    rw = design.weights
+    if design.nesting is None or rw is None or not rw.sampling:  # pragma: no cover
+        raise ValueError("the pseudo-likelihood engine needs nested factors and sampling weights")
+    if reml:
+        raise ValueError("a pseudo-likelihood (sampling weights) is fitted by ML, not REML")
+    parents = list(design.nesting.tree.parents)
+    return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, list(rw.groups))
+
+
+ENGINES: dict[str, Builder] = {
+    "nested": _nested,
+    "tree": _tree,
+    "crossed": _crossed,
+    "pseudo": _pseudo,
+}
 
 
 def build_engine(

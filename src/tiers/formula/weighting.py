@@ -74,4 +74,3 @@ class VceSpec:
 
     kind: Vce = "model"
     cluster: str | None = None
-

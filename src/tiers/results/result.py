@@ -27,6 +27,7 @@ from tiers.optimize.minimize import OptSummary
 from tiers.options import check_level
 from tiers.results.lrtest import LRTest
 from tiers.variance.information import CorrInference, SdInference, variance_inference
+from tiers.variance.robust import RobustVcov
 
 FloatArray = NDArray[np.float64]
 
@@ -75,6 +76,7 @@ class FitResult:
     engine: str
     data_signature: tuple[float, float] = (0.0, 0.0)
     terms: tuple[TermInfo, ...] = ()
+    robust: RobustVcov | None = None
     _state: FitState | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------ state, pickling --
@@ -119,6 +121,8 @@ class FitResult:
 
     @cached_property
     def _variance(self) -> tuple[SdInference, CorrInference]:
+        if self.robust is not None and self.robust.variance is not None:
+            return self.robust.variance
         with single_thread_blas():
             return variance_inference(
                 self.devfun, self.design.terms, np.asarray(self.theta), self.sigma
@@ -178,7 +182,13 @@ class FitResult:
 
     @property
     def vcov(self) -> pd.DataFrame:
-        """Covariance matrix of the fixed effects: ``sigma^2 (X' V^-1 X)^-1``."""
+        """Covariance matrix of the fixed effects: ``sigma^2 (X' V^-1 X)^-1``, or the robust one.
+
+        The robust covariance (``robust``) when the fit asked for one (``vce=``, sampling weights).
+        """
+        if self.robust is not None:
+            v = np.asarray(self.robust.vcov)
+            return pd.DataFrame(v, index=list(self.xnames), columns=list(self.xnames))
         v = self.sigma**2 * np.asarray(self.unscaled_vcov)
         return pd.DataFrame(v, index=list(self.xnames), columns=list(self.xnames))
 
