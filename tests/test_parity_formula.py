@@ -108,9 +108,6 @@ def test_equation_options_per_level() -> None:
 @pytest.mark.parametrize(
     ("formula", "named", "why"),
     [
-        ("mAch meanses || school: cses, vce(bootstrap)", "vce(bootstrap)", "not supported by"),
-        ("mAch meanses || school: cses, vce(jackknife)", "vce(jackknife)", "vce(robust)"),
-        ("mAch meanses [aw=w] || school: cses", "[aw=]", "does not take"),
         (
             "mAch meanses || school: cses, residuals(ar 1, t(t))",
             "residuals(ar 1, t(t))",
