@@ -160,11 +160,11 @@ def _sampling(
     given = dict(spec.levels)
     observation = spec.observation
     unknown = [name for name in given if name not in names]
-    if len(unknown) == 1 and observation is None:
-        # the one key that is not a grouping level names the observations ("student")
-        if not difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.75):
-            observation = given.pop(unknown[0])
-            unknown = []
+    # the one key that is neither a grouping level nor close to one names the observations
+    far = [k for k in unknown if not difflib.get_close_matches(k, names, n=1, cutoff=0.75)]
+    if len(far) == 1 and observation is None:
+        observation = given.pop(far[0])
+        unknown.remove(far[0])
     for name in unknown:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
