@@ -205,3 +205,42 @@ def test_bad_vce_and_weights_in_stata_syntax() -> None:
         tiers.fit("diameter ~ 1 + (1 | plate) + (1 | sample)", pen, vce="robust")
     with pytest.raises(ValueError, match="vce must be one of"):
         tiers.fit("y ~ x + (1 | school)", data, vce="hc3")
+
+
+def test_likelihood_based_inference_is_refused_after_a_sandwich() -> None:
+    data, _ = twostage()
+    res = tiers.fit(
+        "y ~ x + (1 | school)", data, weights={"student": "w_student", "school": "w_school"}
+    )
+    for call in (
+        lambda: res.confint("profile"),
+        lambda: res.confint("bootstrap", n_boot=10, seed=1),
+        lambda: res.satterthwaite(),
+        lambda: res.variance_shares(method="profile"),
+    ):
+        with pytest.raises(DataError, match="pseudo-likelihood"):
+            call()
+    wald = res.confint("wald").set_index("name")
+    assert wald.loc["x", "upper"] - wald.loc["x", "lower"] == pytest.approx(
+        2 * 1.959963984540054 * res.std_errors["x"], rel=1e-9
+    )
+    text = str(res)
+    assert "Log pseudolikelihood" in text and "Robust" in text and "LR test" not in text
+    assert "Robust" in res.summary("lme4")
+
+
+def test_cr2_satterthwaite_table_uses_cr2() -> None:
+    ref = CR2["exam_REML"]
+    res = tiers.fit(ref["formula"], _exam(), vce="cr2")
+    table = res.satterthwaite()
+    np.testing.assert_allclose(table["df"], ref["df_satterthwaite"], rtol=SE_RTOL)
+    np.testing.assert_allclose(table["p_value"], ref["p_satterthwaite"], rtol=1e-3)
+    assert "CR2" in str(res)
+
+
+def test_frequency_weights_refuse_the_bootstrap() -> None:
+    data = pd.read_csv(REFERENCE / "pastes.csv")
+    data["f"] = 2
+    res = tiers.fit("strength ~ 1 + (1 | batch/cask)", data, weights="f", weight_type="frequency")
+    with pytest.raises(DataError, match="expand the rows"):
+        res.bootstrap(10, seed=1)

@@ -15,7 +15,7 @@ import pandas as pd
 from tiers._threads import single_thread_blas
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
-from tiers.inference import intervals, predict
+from tiers.inference import intervals, predict, weighted
 from tiers.inference import margins as margins_frames
 from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
@@ -109,6 +109,8 @@ class LmmResult(FitResult):
         notes.
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        if method != "delta":
+            weighted.check_likelihood_based(self, f"variance_shares(method={method!r})")
         return intervals.variance_shares(
             self, level, method, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -165,6 +167,10 @@ class LmmResult(FitResult):
             Unknown method or level outside (0, 1).
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        if method == "bootstrap":
+            weighted.check_bootstrap(self)
+        elif method != "wald":
+            weighted.check_likelihood_based(self, f"confint(method={method!r})")
         return intervals.confint(
             self, method, level, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -182,14 +188,19 @@ class LmmResult(FitResult):
         A new value on every call (the same one for the same ``seed``).
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        weighted.check_bootstrap(self)
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
 
-        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper.
+        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper. After ``vce="cr2"``
+        the CR2 standard errors with their Satterthwaite df (Pustejovsky and Tipton 2018).
         """
         check_level(level)
+        if self.robust is not None and self.robust.kind == "cr2":
+            return weighted.cr2_table(self, level)
+        weighted.check_likelihood_based(self, "Satterthwaite's df")
         return satt.coef_table(self, self._satterthwaite, level)
 
     def anova(self) -> pd.DataFrame:
@@ -198,6 +209,7 @@ class LmmResult(FitResult):
         With Satterthwaite's denominator df; by term: num_df, den_df, F, p_value. See
         `tiers.inference.satterthwaite`.
         """
+        weighted.check_likelihood_based(self, "anova's Satterthwaite F tests")
         return satt.anova(self, self._satterthwaite)
 
     def ftest(self, L: Any) -> pd.Series:
@@ -479,7 +491,8 @@ class LmmResult(FitResult):
         _check_flag(stddeviations, "stddeviations", optional=True)
         if style == "lme4":
             try:  # Satterthwaite's df need a Hessian; where it is singular, lme4's plain table
-                tests: pd.DataFrame | None = self.satterthwaite()
+                sandwich = self.robust is not None and self.robust.kind == "robust"
+                tests: pd.DataFrame | None = None if sandwich else self.satterthwaite()
             except (np.linalg.LinAlgError, FloatingPointError):
                 tests = None
             v = self.vcov.to_numpy()
