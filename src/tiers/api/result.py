@@ -227,6 +227,7 @@ class LmmResult(FitResult):
             M[np.arange(len(idx)), idx] = 1.0
         else:
             M = _contrast_matrix(L, len(self.xnames))
+        weighted.check_likelihood_based(self, "Satterthwaite's F test")
         F, ndf, ddf, p = self._satterthwaite.contest(M)
         return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
 
@@ -490,11 +491,7 @@ class LmmResult(FitResult):
             raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
         _check_flag(stddeviations, "stddeviations", optional=True)
         if style == "lme4":
-            try:  # Satterthwaite's df need a Hessian; where it is singular, lme4's plain table
-                sandwich = self.robust is not None and self.robust.kind == "robust"
-                tests: pd.DataFrame | None = None if sandwich else self.satterthwaite()
-            except (np.linalg.LinAlgError, FloatingPointError):
-                tests = None
+            tests = self._tests()  # where singular or refused, lme4's plain table
             v = self.vcov.to_numpy()
             se = np.sqrt(np.diag(v))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -519,12 +516,17 @@ class LmmResult(FitResult):
 
     def to_dict(self) -> dict[str, Any]:
         """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
-        try:  # Satterthwaite's df need a Hessian; where it is singular they are null
-            tests: pd.DataFrame | None = self.satterthwaite()
-        except (np.linalg.LinAlgError, FloatingPointError):
-            tests = None
         shares = self.variance_shares() if self.intercepts_only else None
-        return report_json.result_dict(self, tests, shares, r2=self.r2())
+        return report_json.result_dict(self, self._tests(), shares, r2=self.r2())
+
+    def _tests(self, level: float = 0.95) -> pd.DataFrame | None:
+        """`satterthwaite`, or None where it is singular or refused (after a sandwich)."""
+        if self.robust is not None and self.robust.kind == "robust":
+            return None
+        try:  # Satterthwaite's df need a Hessian; where it is singular they are null
+            return self.satterthwaite(level)
+        except (np.linalg.LinAlgError, FloatingPointError):
+            return None
 
     def __str__(self) -> str:
         return self.summary()

@@ -143,6 +143,15 @@ def fit(
             "--weight-type", metavar="precision|frequency|sampling", help="what --weights are"
         ),
     ] = None,
+    vce: Annotated[
+        str,
+        typer.Option(
+            "--vce",
+            metavar="model|robust|cr2",
+            help="standard errors: the model's, the sandwich clustered on the top level (fitted "
+            "by ML), or CR2 with Satterthwaite df for the fixed effects",
+        ),
+    ] = "model",
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -182,6 +191,7 @@ def fit(
                 limits=limits,
                 weights=weights,
                 weight_type=weight_type,
+                vce=vce,
             )
     except (TiersError, ValueError) as exc:
         fail(exc)
@@ -202,7 +212,7 @@ def fit(
         conf = confidence_level(level, result.formula.level)
         try:
             intervals = result.confint(ci, conf, n_boot=n_boot, seed=seed, progress=progress)
-            tests = result.satterthwaite(conf)
+            tests = result._tests(conf)
         except (TiersError, ValueError) as exc:
             fail(exc)
         except BootstrapInterrupted as exc:
