@@ -105,6 +105,12 @@ class PseudoTreeProblem(ProfiledProblem):
         W[:, Q:] = D
         W *= np.sqrt(self.row_w)[:, None]
         self.leaf_C = outer_sums(W, leaf, self.sizes[-1])
+        # children sorted by parent: summing them into their parents is one reduceat
+        self.child_order = []
+        for k in range(self.K - 1):
+            order = np.argsort(parents[k], kind="stable")
+            starts = np.searchsorted(parents[k][order], np.arange(self.sizes[k]))
+            self.child_order.append((order, starts))
 
     @property
     def nu(self) -> float:  # type: ignore[override]
@@ -148,9 +154,8 @@ class PseudoTreeProblem(ProfiledProblem):
             if k == 0:
                 return M, ld_c
             M = M * self.node_w[k][:, None, None]
-            parent = self.parents[k - 1]
-            C = np.zeros((self.sizes[k - 1],) + M.shape[1:])
-            np.add.at(C, parent, M)
+            order, starts = self.child_order[k - 1]
+            C = np.add.reduceat(M[order], starts, axis=0)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
