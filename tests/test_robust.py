@@ -244,3 +244,21 @@ def test_frequency_weights_refuse_the_bootstrap() -> None:
     res = tiers.fit("strength ~ 1 + (1 | batch/cask)", data, weights="f", weight_type="frequency")
     with pytest.raises(DataError, match="expand the rows"):
         res.bootstrap(10, seed=1)
+
+
+def test_informative_sample_is_seeded_and_informative() -> None:
+    from tiers.errors import DesignError
+    from tiers.simulation.informative import TwoStagePopulation, informative_sample
+
+    pop = TwoStagePopulation(schools=60, students=50, sampled_schools=20, sampled_students=10)
+    a = informative_sample(pop, 5)
+    pd.testing.assert_frame_equal(a, informative_sample(pop, 5))
+    assert (a["w_student"] >= 1).all() and (a["w_school"] >= 1).all()
+    np.testing.assert_allclose(a["w_total"], a["w_student"] * a["w_school"])
+    assert a.groupby("school")["w_school"].nunique().max() == 1
+    # selection rises with the effects: the unweighted mean of y overstates the population's
+    # (intercept 50, E x = 0) by far more than its sampling error over 40 samples
+    means = [informative_sample(pop, s)["y"].mean() for s in range(40)]
+    assert np.mean(means) - pop.intercept > 5 * np.std(means) / np.sqrt(40)
+    with pytest.raises(DesignError, match="sampled_schools"):
+        informative_sample(TwoStagePopulation(sampled_schools=0), 1)

@@ -503,7 +503,14 @@ class LmmResult(FitResult):
 
         level = self.formula.level or 0.95
         sdi, ci = self.sd_inference, self.corr_inference
-        if level != sdi.level:  # Stata's level(#): the same information, other quantiles
+        robust = (
+            self.robust.variance_at(self.design.terms, np.asarray(self.theta), self.sigma, level)
+            if self.robust is not None and level != sdi.level
+            else None
+        )
+        if robust is not None:
+            sdi, ci = robust
+        elif level != sdi.level:  # Stata's level(#): the same information, other quantiles
             with single_thread_blas():
                 sdi, ci = variance_inference(
                     self.devfun, self.design.terms, np.asarray(self.theta), self.sigma, level=level

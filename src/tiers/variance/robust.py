@@ -49,8 +49,11 @@ class RobustVcov:
     df : array (p,) or None
         Satterthwaite degrees of freedom of each fixed effect (CR2 only).
     variance : (SdInference, CorrInference) or None
-        The random effects' SDs and correlations with robust SEs (``robust`` only; CR2 leaves them
-        model-based).
+        The random effects' SDs and correlations with robust SEs and 95% intervals (``robust``
+        only; CR2 leaves them model-based).
+    cov_phi : array or None
+        The sandwich covariance of phi (log SDs, atanh correlations, log sigma), for intervals at
+        other levels (`variance_at`).
     """
 
     kind: str
@@ -59,6 +62,15 @@ class RobustVcov:
     vcov: FloatArray
     df: FloatArray | None = None
     variance: tuple[SdInference, CorrInference] | None = None
+    cov_phi: FloatArray | None = None
+
+    def variance_at(
+        self, specs: list[TermSpec], theta: FloatArray, sigma: float, level: float
+    ) -> tuple[SdInference, CorrInference] | None:
+        """The variance parameters with robust SEs and intervals at ``level`` (None for CR2)."""
+        if self.cov_phi is None:
+            return None
+        return summarise(layout(specs, np.asarray(theta), sigma), self.cov_phi, level)
 
     @property
     def label(self) -> str:
@@ -143,4 +155,4 @@ def sandwich(
     cov_phi = np.full((lay.phi.size, lay.phi.size), np.nan)
     idx = np.flatnonzero(free)
     cov_phi[np.ix_(idx, idx)] = cov[p:, p:]
-    return RobustVcov("robust", cluster, G, vcov, None, summarise(lay, cov_phi, level))
+    return RobustVcov("robust", cluster, G, vcov, None, summarise(lay, cov_phi, level), cov_phi)
