@@ -178,3 +178,64 @@ def test_weight_options_are_checked() -> None:
         tiers.fit("strength ~ 1 + (1 | batch)", data, weights="ww")
     with pytest.raises(ValueError, match="apply to sampling weights only"):
         tiers.fit("strength ~ 1 + (1 | batch)", data, weights="w", pwscale="size")
+
+
+def test_zero_precision_weights_dropped_only_on_request() -> None:
+    data = weighted_data("pastes")
+    data.loc[[3, 17], "w"] = 0.0
+    with pytest.raises(DataError, match="2 zero"):
+        tiers.fit("strength ~ 1 + (1 | batch/cask)", data, weights="w")
+    res = tiers.fit("strength ~ 1 + (1 | batch/cask)", data, weights="w", drop_zero_weights=True)
+    kept = tiers.fit("strength ~ 1 + (1 | batch/cask)", data.drop(index=[3, 17]), weights="w")
+    assert res.nobs == 58
+    assert res.criterion == pytest.approx(kept.criterion, rel=1e-12)
+    assert any("2 rows with a zero weight dropped" in note for note in res.notes)
+    with pytest.raises(ValueError, match="applies to precision weights"):
+        tiers.fit("strength ~ 1 + (1 | batch)", data, drop_zero_weights=True)
+
+
+def test_stata_fweights_are_frequency_weights() -> None:
+    data = weighted_data("pastes")
+    data["f"] = 1 + np.arange(len(data)) % 3
+    stata = tiers.fit("strength [fw=f] || batch: || cask:, mle", data)
+    python = tiers.fit(
+        "strength ~ 1 + (1 | batch/cask)", data, weights="f", weight_type="frequency", reml=False
+    )
+    assert stata.nobs == python.nobs == int(data["f"].sum())
+    assert stata.criterion == pytest.approx(python.criterion, rel=1e-10)
+    with pytest.raises(DataError, match="given twice"):
+        tiers.fit("strength [fw=f] || batch:", data, weights="f")
+
+
+def test_cli_weights_and_vce(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
+    path = tmp_path / "sleep.csv"
+    pd.read_csv(REFERENCE / "weights" / "sleepstudy_weighted.csv").to_csv(path, index=False)
+    runner = CliRunner()
+    out = runner.invoke(
+        app, ["fit", "Reaction ~ Days + (Days | Subject)", str(path), "--weights", "w"]
+    )
+    assert out.exit_code == 0, out.stdout
+    assert "precision weights 'w'" in out.stdout
+    out = runner.invoke(
+        app, ["fit", "Reaction ~ Days + (Days | Subject)", str(path), "--vce", "cr2"]
+    )
+    assert out.exit_code == 0 and "CR2" in out.stdout
+    out = runner.invoke(app, ["fit", "Reaction ~ Days + (1 | Subject)", str(path), "--vce", "hc1"])
+    assert out.exit_code != 0 and "vce must be one of" in out.output
+    out = runner.invoke(
+        app,
+        [
+            "fit",
+            "Reaction ~ Days + (1 | Subject)",
+            str(path),
+            "--weights",
+            "w",
+            "--weight-type",
+            "x",
+        ],
+    )
+    assert out.exit_code != 0 and "weight_type must be one of" in out.output

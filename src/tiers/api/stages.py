@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from tiers._threads import single_thread_blas
 from tiers.api.result import LmmResult
+from tiers.api.weighting import drop_zero_weights as drop_zero
 from tiers.api.weighting import vce_option, weight_spec
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
@@ -34,6 +35,7 @@ def fit(
     pwscale: str = "none",
     conditional: bool = True,
     vce: str = "model",
+    drop_zero_weights: bool = False,
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -71,6 +73,9 @@ def fit(
         parameter; Stata's ``vce(robust)``; fitted by ML), or CR2 for the fixed effects with
         Satterthwaite df (clubSandwich's). Sampling weights always get the sandwich. Stata's
         ``vce()`` in the formula does the same.
+    drop_zero_weights : bool
+        Drop the rows whose precision weight is zero (they carry no information) instead of
+        refusing them; the count is said in the notes.
 
     Returns
     -------
@@ -84,6 +89,7 @@ def fit(
     start = time.perf_counter()
     with single_thread_blas():
         spec = weight_spec(weights, weight_type, pwscale, conditional)
+        data, spec = drop_zero(data, spec, drop_zero_weights)
         vce_spec = vce_option(vce)
         design = build_design(formula, data, force=force, limits=limits, weights=spec)
         if vce_spec is not None and design.formula.vce is not None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
+import pandas as pd
+
+from tiers.data.frame import as_pandas
 from tiers.formula.weighting import PWSCALES, VCES, WEIGHT_KINDS, VceSpec, WeightSpec
 from tiers.options import check_option
 
@@ -58,6 +63,27 @@ def weight_spec(
     if spec.kind != "sampling" and (pwscale != "none" or not conditional):
         raise ValueError("pwscale and conditional apply to sampling weights only")
     return spec
+
+
+def drop_zero_weights(
+    data: Any, spec: WeightSpec | None, drop: bool
+) -> tuple[Any, WeightSpec | None]:
+    """The data without its zero-precision-weight rows, when asked (``drop_zero_weights=True``).
+
+    Such rows contribute nothing to the likelihood (their residual variance is infinite); they are
+    refused unless dropped on request, and the count is said in the notes.
+    """
+    if not isinstance(drop, bool):
+        raise ValueError(f"drop_zero_weights must be True or False; got {drop!r}")
+    if not drop:
+        return data, spec
+    if spec is None or spec.kind != "precision" or spec.observation is None:
+        raise ValueError("drop_zero_weights applies to precision weights (weights='w')")
+    df = as_pandas(data)
+    if spec.observation not in df.columns:
+        return data, spec  # the design names the missing column
+    zero = pd.to_numeric(df[spec.observation], errors="coerce").to_numpy() == 0
+    return df.loc[~zero], dataclasses.replace(spec, zero_dropped=int(zero.sum()))
 
 
 def vce_option(vce: str) -> VceSpec | None:

@@ -92,7 +92,8 @@ def _column(df: pd.DataFrame, frame: ModelFrame, column: str, role: str) -> Floa
     if found:
         what = ", ".join(f"{v:,} {k}" for k, v in found.items())
         advice = (
-            "; zero weights carry no information: drop those rows from the data before fitting"
+            "; zero weights carry no information: drop those rows (drop_zero_weights=True "
+            "for precision weights)"
             if "zero" in found
             else "; a weight must be a positive, finite number on every row used"
         )
@@ -137,9 +138,14 @@ def resolve_weights(
                     "not whole numbers; a frequency weight counts identical rows (use precision "
                     "or sampling weights for other weights)"
                 )
+        dropped = (
+            f"; {spec.zero_dropped:,} rows with a zero weight dropped (drop_zero_weights)"
+            if spec.zero_dropped
+            else ""
+        )
         what = (
             f"precision weights {spec.observation!r}: the residual variance of each row is "
-            "sigma^2 / weight"
+            f"sigma^2 / weight{dropped}"
             if spec.kind == "precision"
             else f"frequency weights {spec.observation!r}: each row counts as that many "
             f"observations ({int(w.sum()):,} in all)"

@@ -41,6 +41,9 @@ class WeightSpec:
         Level-1 sampling weights are conditional on the selection of the unit above (Stata's
         convention); False when they are the overall weights (WeMix's default), which tiers
         divides by the weights of the levels above.
+    zero_dropped : int
+        Rows with a zero precision weight dropped on request before the fit (they carry no
+        information); said in the notes.
     """
 
     kind: WeightKind
@@ -48,6 +51,7 @@ class WeightSpec:
     levels: tuple[tuple[str, str], ...] = ()
     pwscale: PwScale = "none"
     conditional: bool = True
+    zero_dropped: int = 0
 
     @property
     def columns(self) -> tuple[str, ...]:
