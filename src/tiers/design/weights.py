@@ -47,12 +47,19 @@ class RowWeights:
         conditional on the group above (ones for a level without weights).
     notes : tuple of str
         What was done to the weights, in words (shown with the fit's notes).
+    observation : str or None
+        The observations' weight column (for sampling weights given as a mapping, the key that is
+        not a level).
+    levels : tuple of (str, str)
+        The grouping levels' weight columns (sampling weights).
     """
 
     spec: WeightSpec
     rows: FloatArray
     groups: tuple[FloatArray, ...] = ()
     notes: tuple[str, ...] = ()
+    observation: str | None = None
+    levels: tuple[tuple[str, str], ...] = ()
 
     @property
     def frequency(self) -> bool:
@@ -150,7 +157,7 @@ def resolve_weights(
             else f"frequency weights {spec.observation!r}: each row counts as that many "
             f"observations ({int(w.sum()):,} in all)"
         )
-        return RowWeights(spec, _readonly(w), notes=(what,))
+        return RowWeights(spec, _readonly(w), notes=(what,), observation=spec.observation)
     return _sampling(spec, df, frame, levels)
 
 
@@ -213,7 +220,14 @@ def _sampling(
         )
     rows, groups[-1], note = _scale(spec, rows, groups[-1], levels[-1])
     notes.append(note)
-    return RowWeights(spec, _readonly(rows), tuple(_readonly(g) for g in groups), tuple(notes))
+    return RowWeights(
+        spec,
+        _readonly(rows),
+        tuple(_readonly(g) for g in groups),
+        tuple(notes),
+        observation,
+        tuple(given.items()),
+    )
 
 
 def _parent_codes(levels: list[GroupingFactor], k: int) -> NDArray[np.int64]:

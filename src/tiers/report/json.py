@@ -165,8 +165,8 @@ def result_dict(
         spec = rw.spec
         out["weights"] = {
             "kind": spec.kind,
-            "observation": spec.observation,
-            "levels": dict(spec.levels),
+            "observation": rw.observation,
+            "levels": dict(rw.levels),
             "pwscale": spec.pwscale,
         }
     if res.reml:
