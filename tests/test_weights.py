@@ -239,3 +239,15 @@ def test_cli_weights_and_vce(tmp_path) -> None:
         ],
     )
     assert out.exit_code != 0 and "weight_type must be one of" in out.output
+
+
+def test_cli_pool_refuses_weights(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
+    out = CliRunner().invoke(
+        app,
+        ["fit", "y ~ x + (1 | g)", str(tmp_path / "imp_*.csv"), "--pool", "--weights", "w"],
+    )
+    assert out.exit_code != 0 and "--pool does not take --weights" in out.output

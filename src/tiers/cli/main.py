@@ -172,6 +172,8 @@ def fit(
 
         if ci is not None or table is not None or style != "stata":
             fail("--pool prints the pooled estimates; it takes no --ci, --table or --style")
+        if weights is not None or weight_type is not None or vce != "model":
+            fail("--pool does not take --weights, --weight-type or --vce yet")
         limits = _limits(max_params, max_seconds)
         reml = False if ml else None
         run_pool(
