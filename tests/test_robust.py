@@ -262,3 +262,15 @@ def test_informative_sample_is_seeded_and_informative() -> None:
     assert np.mean(means) - pop.intercept > 5 * np.std(means) / np.sqrt(40)
     with pytest.raises(DesignError, match="sampled_schools"):
         informative_sample(TwoStagePopulation(sampled_schools=0), 1)
+
+
+def test_staged_api_gives_the_same_robust_fit() -> None:
+    data, _ = twostage()
+    w = {"student": "w_student", "school": "w_school"}
+    design = tiers.prepare("y ~ x + (1 | school)", data, weights=w)
+    devfun = tiers.deviance_function(design)
+    assert not devfun.reml
+    staged = tiers.assemble(design, tiers.optimize_theta(devfun), engine=devfun)
+    direct = tiers.fit("y ~ x + (1 | school)", data, weights=w)
+    assert staged.robust is not None
+    np.testing.assert_allclose(staged.std_errors, direct.std_errors, rtol=1e-8)

@@ -21,6 +21,7 @@ from tiers.fitting import assemble as _assemble
 from tiers.fitting import fit_design, resolve_reml
 from tiers.formula.types import Formula
 from tiers.optimize.minimize import OptSummary, certify
+from tiers.variance.vce import check_vce
 
 
 def fit(
@@ -159,5 +160,7 @@ def assemble(
                     f"{theta.shape}"
                 )
             opt = certify(engine, theta)
-        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult)
+        # the formula's vce(), and the sandwich sampling weights always get
+        vce = check_vce(design, design.formula.vce, engine.reml)
+        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult, vce=vce)
         return cast(LmmResult, out)
