@@ -146,6 +146,8 @@ def test_frequency_weights_equal_expanded_data(formula: str) -> None:
         np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(a.beta, b.beta, rtol=1e-6)
         np.testing.assert_allclose(a.std_errors, b.std_errors, rtol=1e-4)
+        np.testing.assert_allclose(a.sd_inference.se, b.sd_inference.se, rtol=1e-4)
+        np.testing.assert_allclose(a.satterthwaite()["df"], b.satterthwaite()["df"], rtol=1e-4)
         # at the same theta the two are the same function: exactly equal up to rounding
         th = np.asarray(b.theta)
         assert a.devfun.deviance(th) == pytest.approx(b.devfun.deviance(th), rel=1e-10)
