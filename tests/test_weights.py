@@ -60,6 +60,10 @@ def _check_fit(data: pd.DataFrame, spec: dict[str, Any], engine: str) -> None:
     np.testing.assert_allclose(se, spec["std_error"], rtol=SE_RTOL)
     assert sol.sigma == pytest.approx(spec["sigma"], rel=SE_RTOL)
     res = tiers.fit(spec["formula"], data, weights=spec["weights"], reml=reml)
+    # lmerTest's Satterthwaite df of the weighted fit; at our own optimum, as tests of the
+    # unweighted cases do (test_satterthwaite.OWN_FIT_DF_RTOL)
+    df = np.atleast_1d(spec["df_satterthwaite"])
+    np.testing.assert_allclose(res.satterthwaite()["df"], df, rtol=2e-4)
     assert res.criterion <= spec["criterion"] * (1 + OPTIMUM_NOT_WORSE_RTOL)
     assert res.criterion == pytest.approx(spec["criterion"], rel=OPTIMUM_WITHIN_RTOL)
     assert res.nobs == spec["nobs"]

@@ -4,7 +4,7 @@
 # Data: the shared lme4 cases; the weights are a fixed function of the row number i (0-based),
 # recomputed the same way by the tests: w = 1 + (i mod 4) / 3. "w_even" (pastes only) is 0.5 / 1.5
 # within each cask, so that every cask's weight total is 2.
-suppressPackageStartupMessages({library(lme4); library(jsonlite); library(clubSandwich)})
+suppressPackageStartupMessages({library(lme4); library(lmerTest); library(jsonlite); library(clubSandwich)})
 ref <- "../shared/reference"
 wfun <- function(n) 1 + ((seq_len(n) - 1) %% 4) / 3
 
@@ -12,7 +12,7 @@ theta_names <- function(fit) names(getME(fit, "theta"))
 
 one_fit <- function(formula, data, reml, weights) {
   data$wt <- data[[weights]]
-  fit <- lmer(formula, data = data, REML = reml, weights = wt,
+  fit <- lmerTest::lmer(formula, data = data, REML = reml, weights = wt,
               control = lmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 0.2, rhoend = 1e-10)))
   th <- getME(fit, "theta")
   dev_at <- as.numeric(fit@devcomp$cmp[if (reml) "REML" else "dev"])
@@ -22,12 +22,13 @@ one_fit <- function(formula, data, reml, weights) {
     criterion = dev_at,
     beta = unname(fixef(fit)), beta_names = names(fixef(fit)),
     std_error = unname(sqrt(diag(as.matrix(vcov(fit))))),
-    sigma = sigma(fit), logLik = as.numeric(logLik(fit))
+    sigma = sigma(fit), logLik = as.numeric(logLik(fit)),
+    df_satterthwaite = unname(summary(fit)$coefficients[, "df"])
   )
 }
 
 cr2 <- function(formula, data, reml, cluster) {
-  fit <- lmer(formula, data = data, REML = reml)
+  fit <- lme4::lmer(formula, data = data, REML = reml)
   V <- vcovCR(fit, type = "CR2", cluster = data[[cluster]])
   ct <- coef_test(fit, vcov = V, test = "Satterthwaite")
   V0 <- vcovCR(fit, type = "CR0", cluster = data[[cluster]])
@@ -70,7 +71,8 @@ out <- list(
   weights_rule = "w = 1 + (i mod 4) / 3 for 0-based row i; pastes w_even = 0.5 for the first row of each sample, 1.5 for the second",
   fits = fits, cr2 = robust,
   software = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
-                  clubSandwich = as.character(packageVersion("clubSandwich"))),
+                  clubSandwich = as.character(packageVersion("clubSandwich")),
+                  lmerTest = as.character(packageVersion("lmerTest"))),
   generated_by = "tests/data/weights/make_references.R"
 )
 write_json(out, "tests/data/weights/weighted_refs.json", digits = NA, auto_unbox = TRUE, pretty = TRUE)
