@@ -276,12 +276,19 @@ class FitResult:
 
     @property
     def aic(self) -> float:
-        """Akaike's criterion from `loglik` (REML fits: from the REML log-likelihood, as lme4)."""
+        """Akaike's criterion from `loglik` (REML fits: from the REML log-likelihood, as lme4).
+
+        NaN for a pseudo-likelihood (sampling weights), which is no likelihood to compare models by.
+        """
+        if self.engine == "pseudo":
+            return float("nan")
         return self.criterion + 2.0 * self.n_params
 
     @property
     def bic(self) -> float:
-        """Schwarz's criterion from `loglik`."""
+        """Schwarz's criterion from `loglik` (NaN for a pseudo-likelihood, as `aic`)."""
+        if self.engine == "pseudo":
+            return float("nan")
         return self.criterion + np.log(self.nobs) * self.n_params
 
     @property
