@@ -6,7 +6,7 @@ level's weight that varies within one of its groups, a weight for a level the mo
 naming the column and how many rows or groups are affected.
 
 Sampling weights are turned into what the pseudo-likelihood needs (Rabe-Hesketh and Skrondal 2006,
-JRSS A 169(4), section 3; Pfeffermann et al. 1998): one weight per observation *conditional* on its
+JRSS A 169(4); Pfeffermann et al. 1998): one weight per observation *conditional* on its
 innermost group, and one per group of every level conditional on the group above. Overall
 (unconditional) weights are divided by the overall weight of the level above (WeMix's ``cWeights =
 FALSE``). ``pwscale`` rescales the level-1 weights within each innermost group as Stata's

@@ -2,7 +2,7 @@
 
 With a weight per observation conditional on its innermost group (``w_i|j``) and one per group of
 every level conditional on the group above (``a_j``), the pseudo log-likelihood
-(Rabe-Hesketh and Skrondal 2006, JRSS A 169(4), eqs. 3-5; Pfeffermann et al. 1998) raises every
+(Rabe-Hesketh and Skrondal 2006, JRSS A 169(4); Pfeffermann et al. 1998) raises every
 unit's contribution to its weight:
 
     log PL = sum_top a_c log int [ prod_children (...)^{a_j} ] phi(u_c) du_c,

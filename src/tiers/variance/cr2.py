@@ -9,7 +9,7 @@ the mixed model fits (as R's clubSandwich does for ``lmer`` fits): per top-level
     vcov = M [sum_j X_j' W_j A_j e_j e_j' A_j W_j X_j] M,      e_j = y_j - X_j beta.
 
 The adjustment makes the estimator unbiased when the working model is right (Pustejovsky and
-Tipton 2018, section 3). The df of coefficient i (their eq. 11, the working-model version of
+Tipton 2018). The df of coefficient i (the working-model version of
 Bell and McCaffrey's) are ``(tr P)^2 / sum P_jk^2`` with
 ``P_jk = [j = k] |g_ij|^2 - h_ij' h_ik``, ``g_ij = (M X_j' W_j A_j D_j')_i`` and
 ``h_ij = (M X_j' W_j A_j X_j L_M)_i`` (``M = L_M L_M'``).

@@ -4,7 +4,7 @@ The (pseudo) log-likelihood is a sum over the top-level clusters, ``l = sum_c l_
 (`tiers.engine.pseudo.PseudoTreeProblem.cluster_loglik`), with ``psi`` = (beta, then phi: the log
 SDs and atanh correlations of every term and log sigma, the scale Stata reports ``vce(robust)``
 on). The sandwich estimator (Huber 1967; White 1982; for multilevel pseudo-likelihood
-Rabe-Hesketh and Skrondal 2006, section 3.3) is
+Rabe-Hesketh and Skrondal 2006) is
 
     cov(psi) = H^-1 J H^-1,   H = -d^2 l / d psi^2,   J = G / (G - 1) sum_c s_c s_c',
 
