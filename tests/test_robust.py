@@ -181,7 +181,7 @@ def test_pwscale_scalings() -> None:
         ({"weights": {"student": "w_student", "shcool": "w_school"}}, "did you mean 'school'"),
         ({"weights": {"pupil": "w_student", "class": "w_school"}}, "does not have"),
         ({"weights": {"student": "w_student", "school": "w_school"}, "vce": "cr2"}, "sandwich"),
-        ({"weights": "w_student", "vce": "robust"}, "not supported yet"),
+        ({"weights": "w_student", "vce": "cr2"}, "not supported yet"),
     ],
 )
 def test_bad_sampling_and_vce_requests_are_refused(kwargs: dict, words: str) -> None:
@@ -275,3 +275,29 @@ def test_staged_api_gives_the_same_robust_fit() -> None:
     direct = tiers.fit("y ~ x + (1 | school)", data, weights=w)
     assert staged.robust is not None
     np.testing.assert_allclose(staged.std_errors, direct.std_errors, rtol=1e-8)
+
+
+def test_precision_weights_split_by_cluster_are_the_weighted_likelihood() -> None:
+    """The sandwich of a precision-weighted ML fit differentiates lme4's weighted likelihood."""
+    data = _exam()
+    data["w"] = 1.0 + (np.arange(len(data)) % 4) / 3.0
+    formula = "normexam ~ standLRT + (standLRT | school)"
+    design = tiers.prepare(formula, data, weights="w")
+    ml = build_engine(design, reml=False)
+    assert design.nesting is not None
+    parents = list(design.nesting.tree.parents)
+    ones = [np.ones(gf.nlevels) for gf in design.nesting.factors]
+    y, X, w = design.frame.y, design.frame.X, data["w"].to_numpy()
+    pl = PseudoTreeProblem(y, X, design.levels, parents, w, ones, precision=True)
+    theta = 0.5 * ml.theta_start + 0.1
+    assert pl.deviance(theta) == pytest.approx(ml.deviance(theta), rel=DEVIANCE_AT_THETA_RTOL)
+    sigma = ml.solve(theta).sigma
+    total = pl.cluster_loglik(theta, pl.evaluate(theta).beta, sigma).sum()
+    assert -2.0 * total == pytest.approx(ml.criterion(theta, sigma), rel=1e-10)
+    res = tiers.fit(formula, data, weights="w", vce="robust")
+    assert not res.reml and res.robust is not None and res.robust.n_clusters == 65
+    # unit precision weights give the unweighted sandwich
+    data["one"] = 1.0
+    a = tiers.fit(formula, data, weights="one", vce="robust")
+    b = tiers.fit(formula, data, vce="robust")
+    np.testing.assert_allclose(a.std_errors, b.std_errors, rtol=1e-6)

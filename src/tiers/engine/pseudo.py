@@ -55,6 +55,10 @@ class PseudoTreeProblem(ProfiledProblem):
         Level-1 weights, conditional on the innermost group.
     group_weights : list of arrays
         Per level, one weight per group, conditional on the group above.
+    precision : bool
+        ``row_weights`` are precision weights (group weights all 1): the ordinary likelihood of
+        `tiers.engine.gaussian` (``n`` rows, the Jacobian ``ldW``), split by cluster for the
+        sandwich.
     """
 
     label = "pseudo"
@@ -68,6 +72,8 @@ class PseudoTreeProblem(ProfiledProblem):
         parents: list[IntArray],
         row_weights: FloatArray,
         group_weights: list[FloatArray],
+        *,
+        precision: bool = False,
     ) -> None:
         self.reml = False
         self.y, self.X = np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64)
@@ -94,11 +100,15 @@ class PseudoTreeProblem(ProfiledProblem):
         for k in range(1, self.K):
             self.top.append(self.top[k - 1][parents[k - 1]])
             self.path_w.append(self.path_w[k - 1][parents[k - 1]] * self.node_w[k])
-        self.nu_c = np.bincount(
-            self.top[-1][leaf],
-            weights=self.row_w * self.path_w[-1][leaf] / self.node_w[0][self.top[-1][leaf]],
-            minlength=self.sizes[0],
-        )
+        top_row = self.top[-1][leaf]
+        per_row = self.row_w * self.path_w[-1][leaf] / self.node_w[0][top_row]
+        if precision:  # rows count once; their weights enter through the Jacobian
+            per_row = np.ones(self.rows)
+        self.nu_c = np.bincount(top_row, weights=per_row, minlength=self.sizes[0])
+        self.ldw_c = np.zeros(self.sizes[0])
+        if precision:
+            self.ldw_c = np.bincount(top_row, weights=np.log(self.row_w), minlength=self.sizes[0])
+        self.ldw = float(self.ldw_c.sum())
         W = np.empty((self.rows, Q + self.p + 1))
         for k, terms in enumerate(levels):
             W[:, self.offsets[k] : self.offsets[k + 1]] = np.hstack([t.Z for t in terms])
@@ -175,7 +185,8 @@ class PseudoTreeProblem(ProfiledProblem):
         r = np.append(np.asarray(beta_c, dtype=np.float64), -1.0)
         quad = np.einsum("a,nab,b->n", r, M, r)
         s2 = sigma * sigma
-        return -0.5 * self.node_w[0] * (ld_c + self.nu_c * (_LOG_2PI + np.log(s2)) + quad / s2)
+        dev_c = ld_c + self.nu_c * (_LOG_2PI + np.log(s2)) + quad / s2 - self.ldw_c
+        return -0.5 * self.node_w[0] * dev_c
 
     def conditional_modes(
         self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True

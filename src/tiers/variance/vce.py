@@ -30,6 +30,8 @@ def pseudo_engine(design: Design, y: FloatArray, X: FloatArray) -> PseudoTreePro
     if rw is not None and rw.sampling:
         return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, list(rw.groups))
     ones = [np.ones(gf.nlevels) for gf in design.nesting.factors]
+    if rw is not None:  # precision weights (check_vce refuses frequency weights)
+        return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, ones, precision=True)
     return PseudoTreeProblem(y, X, design.levels, parents, np.ones(y.size), ones)
 
 
@@ -41,8 +43,9 @@ def check_vce(design: Design, vce: VceSpec | None, reml: bool | None) -> VceSpec
     Raises
     ------
     DataError
-        A sandwich or CR2 for crossed factors, other weights, a clustering variable that is not
-        the top level, REML with the sandwich, the model-based covariance with sampling weights.
+        A sandwich or CR2 for crossed factors, with frequency weights, CR2 with precision
+        weights, a clustering variable that is not the top level, REML with the sandwich, the
+        model-based covariance with sampling weights.
     """
     sampling = design.weights is not None and design.weights.sampling
     if sampling and vce is not None and vce.kind != "robust":
@@ -59,10 +62,11 @@ def check_vce(design: Design, vce: VceSpec | None, reml: bool | None) -> VceSpec
             f"vce='{vce.kind}' clusters on the top level of nested grouping factors; the factors "
             "of this model cross (tiers supports cluster-robust SEs for nested models only)"
         )
-    if design.weights is not None and not sampling:
+    kind = design.weights.spec.kind if design.weights is not None else None
+    if kind == "frequency" or (kind == "precision" and vce.kind == "cr2"):
         raise DataError(
-            f"vce='{vce.kind}' with {design.weights.spec.kind} weights is not supported yet by "
-            "tiers; use the model-based covariance, or sampling weights"
+            f"vce='{vce.kind}' with {kind} weights is not supported yet by tiers; use the "
+            "model-based covariance" + (", or vce='robust'" if kind == "precision" else "")
         )
     top = design.nesting.factors[0]
     if vce.cluster is not None and (vce.cluster,) != top.columns and vce.cluster != top.name:
