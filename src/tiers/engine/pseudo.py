@@ -105,9 +105,8 @@ class PseudoTreeProblem(ProfiledProblem):
         if precision:  # rows count once; their weights enter through the Jacobian
             per_row = np.ones(self.rows)
         self.nu_c = np.bincount(top_row, weights=per_row, minlength=self.sizes[0])
-        self.ldw_c = np.zeros(self.sizes[0])
-        if precision:
-            self.ldw_c = np.bincount(top_row, weights=np.log(self.row_w), minlength=self.sizes[0])
+        log_w = np.log(self.row_w) if precision else np.zeros(self.rows)
+        self.ldw_c: FloatArray = np.bincount(top_row, weights=log_w, minlength=self.sizes[0])
         self.ldw = float(self.ldw_c.sum())
         W = np.empty((self.rows, Q + self.p + 1))
         for k, terms in enumerate(levels):
