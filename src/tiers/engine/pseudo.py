@@ -106,7 +106,7 @@ class PseudoTreeProblem(ProfiledProblem):
             per_row = np.ones(self.rows)
         self.nu_c = np.bincount(top_row, weights=per_row, minlength=self.sizes[0])
         log_w = np.log(self.row_w) if precision else np.zeros(self.rows)
-        self.ldw_c: FloatArray = np.bincount(top_row, weights=log_w, minlength=self.sizes[0])
+        self.ldw_c = np.bincount(top_row, weights=log_w, minlength=self.sizes[0]).astype(float)
         self.ldw = float(self.ldw_c.sum())
         W = np.empty((self.rows, Q + self.p + 1))
         for k, terms in enumerate(levels):
