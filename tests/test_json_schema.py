@@ -45,6 +45,9 @@ CLI_RUNS = {
     "bootstrap": ("Yield ~ 1 + (1 | Batch)", "dyestuff", ["--ci", "bootstrap", "--n-boot", "20", "--seed", "1"]),
     "stata-syntax": ("strength || batch: || cask:", "pastes", []),
     "crossed-no-ci": ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", []),
+    "cr2-wald": ("strength ~ 1 + (1 | batch/cask)", "pastes", ["--vce", "cr2", "--ci", "wald"]),
+    "sampling-weights": ("y x [pw=w_student] || school:, pweight(w_school)", "weights/twostage_sim", []),
+    "precision-weights": ("Reaction ~ Days + (Days | Subject)", "weights/sleepstudy_weighted", ["--weights", "w"]),
 }  # fmt: skip
 
 #: json.md's type words and the JSON types they stand for.

@@ -21,9 +21,11 @@ from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
 from tiers.errors import ConvergenceWarning, DataError, SingularFitWarning, TiersWarning
+from tiers.formula.weighting import VceSpec
 from tiers.optimize.minimize import OptSummary, optimize_theta
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult, FitState
+from tiers.variance.vce import check_vce, robust_vcov
 
 FloatArray = NDArray[np.float64]
 
@@ -31,14 +33,27 @@ FloatArray = NDArray[np.float64]
 LONG_FIT_SECONDS = 60.0
 
 
-def resolve_reml(design: Design, reml: bool | None) -> bool:
+def resolve_reml(design: Design, reml: bool | None, vce: VceSpec | None = None) -> bool:
     """The criterion: ``reml`` when given, else what the formula says, else REML.
 
-    What the formula says is Stata's ``, mle``; REML is lme4's default.
+    What the formula says is Stata's ``, mle``; REML is lme4's default. Sampling weights and the
+    sandwich estimator are built on the ML (pseudo-)likelihood: unless REML is asked for, they
+    are fitted by ML; REML asked for with sampling weights is refused (there is no REML
+    pseudo-likelihood).
     """
-    if reml is not None:
-        return bool(reml)
-    return design.formula.reml if design.formula.reml is not None else True
+    asked = reml if reml is not None else design.formula.reml
+    if design.engine == "pseudo":
+        if asked:
+            raise DataError(
+                "sampling weights are fitted by pseudo-maximum likelihood, which is ML-based: a "
+                "REML pseudo-likelihood does not exist (Stata's mixed refuses reml with pweights "
+                "too). tiers fits sampling-weighted models by ML: leave reml unset or pass "
+                "reml=False"
+            )
+        return False
+    if asked is not None:
+        return bool(asked)
+    return not (vce is not None and vce.kind == "robust")
 
 
 def fit_design(
@@ -51,6 +66,7 @@ def fit_design(
     warn: bool = True,
     start: float | None = None,
     result_type: type[FitResult] = FitResult,
+    vce: VceSpec | None = None,
 ) -> FitResult:
     """Fit a design: build the engine (unless given), optimise theta, assemble the result.
 
@@ -69,9 +85,14 @@ def fit_design(
         ``time.perf_counter()`` when the fit began (for ``fit_seconds``).
     result_type : type
         `FitResult` or a subclass (the public `tiers.LmmResult`).
+    vce : VceSpec, optional
+        The covariance to report (default: the formula's ``vce()``, else the model's; the
+        sandwich with sampling weights); see `tiers.variance.vce`.
     """
     start = time.perf_counter() if start is None else start
-    use_reml = resolve_reml(design, reml)
+    asked = vce if vce is not None else design.formula.vce
+    use_reml = resolve_reml(design, reml, asked)
+    chosen = check_vce(design, asked, use_reml)
     if warn and engine is None and design.estimated_seconds > LONG_FIT_SECONDS:
         minutes = design.estimated_seconds / 60.0
         warnings.warn(
@@ -89,7 +110,15 @@ def fit_design(
         try:
             opt = optimize_theta(engine)
             res = assemble(
-                design, engine, opt, y=y, X=X, warn=warn, start=start, result_type=result_type
+                design,
+                engine,
+                opt,
+                y=y,
+                X=X,
+                warn=warn,
+                start=start,
+                result_type=result_type,
+                vce=chosen,
             )
         except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError) as exc:
             _explain_exact_fit(design, y, X)
@@ -158,21 +187,28 @@ def assemble(
     warn: bool = True,
     start: float | None = None,
     result_type: type[FitResult] = FitResult,
+    vce: VceSpec | None = None,
 ) -> FitResult:
     """The frozen result at the optimiser's theta (lme4's ``mkMerMod``).
 
     Estimates read off the engine, the LR test against the linear model, notes and warnings in
-    words.
+    words; with ``vce`` (checked by `tiers.variance.vce.check_vce`) the robust covariance.
     """
     start = time.perf_counter() if start is None else start
     sol = engine.solve(opt.theta)
     y_used = design.frame.y if y is None else y
+    robust = None
+    if vce is not None:
+        X_used = design.frame.X if X is None else X
+        robust = robust_vcov(design, vce, opt.theta, sol.beta, sol.sigma, y_used, X_used)
     scale = float(np.max(np.abs(y_used))) if y_used.size else 0.0
     if not (np.isfinite(sol.deviance) and sol.sigma > 1e-6 * scale):
         # a (near) zero residual SD: say why when the response is fitted exactly
         _explain_exact_fit(design, y, X)
     terms = design.term_infos
     notes, warns = design.messages()
+    if robust is not None:
+        notes.append(f"standard errors: {robust.label}")
     emitted: list[tuple[str, type[Warning]]] = [(m, design.warning_category(m)) for m in warns]
     singular = _singular_words(design.terms, terms, opt.theta)
     if singular:
@@ -193,7 +229,7 @@ def assemble(
     result = result_type(
         formula=design.formula,
         reml=engine.reml,
-        nobs=design.frame.nobs,
+        nobs=design.nobs,
         n_dropped=design.frame.n_dropped,
         xnames=design.frame.xnames,
         beta=_ro(sol.beta),
@@ -210,6 +246,7 @@ def assemble(
         engine=design.engine,
         data_signature=signature(np.asarray(y_used)),
         terms=terms,
+        robust=robust,
         _state=state,
     )
     # the engine that found theta is the result's own: keep it rather than rebuild it on first use

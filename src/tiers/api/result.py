@@ -16,7 +16,7 @@ from tiers._threads import single_thread_blas
 from tiers.api.display import DisplayedFit
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
-from tiers.inference import intervals, predict
+from tiers.inference import intervals, predict, weighted
 from tiers.inference import margins as margins_frames
 from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
@@ -109,6 +109,8 @@ class LmmResult(DisplayedFit):
         notes.
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        if method != "delta":
+            weighted.check_likelihood_based(self, f"variance_shares(method={method!r})")
         return intervals.variance_shares(
             self, level, method, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -165,6 +167,10 @@ class LmmResult(DisplayedFit):
             Unknown method or level outside (0, 1).
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        if method == "bootstrap":
+            weighted.check_bootstrap(self)
+        elif method != "wald":
+            weighted.check_likelihood_based(self, f"confint(method={method!r})")
         return intervals.confint(
             self, method, level, n_boot=n_boot, seed=seed, workers=workers, progress=progress
         )
@@ -182,6 +188,7 @@ class LmmResult(DisplayedFit):
         A new value on every call (the same one for the same ``seed``).
         """
         _check_run(seed=seed, workers=workers, progress=progress)
+        weighted.check_bootstrap(self)
         return boot.bootstrap(self, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
 
     def residual_intervals(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
@@ -213,9 +220,13 @@ class LmmResult(DisplayedFit):
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
 
-        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper.
+        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper. After ``vce="cr2"``
+        the CR2 standard errors with their Satterthwaite df (Pustejovsky and Tipton 2018).
         """
         check_level(level)
+        if self.robust is not None and self.robust.kind == "cr2":
+            return weighted.cr2_table(self, level)
+        weighted.check_likelihood_based(self, "Satterthwaite's df")
         return satt.coef_table(self, self._satterthwaite, level)
 
     def anova(self) -> pd.DataFrame:
@@ -224,6 +235,7 @@ class LmmResult(DisplayedFit):
         With Satterthwaite's denominator df; by term: num_df, den_df, F, p_value. See
         `tiers.inference.satterthwaite`.
         """
+        weighted.check_likelihood_based(self, "anova's Satterthwaite F tests")
         return satt.anova(self, self._satterthwaite)
 
     def ftest(self, L: Any) -> pd.Series:
@@ -241,6 +253,7 @@ class LmmResult(DisplayedFit):
             M[np.arange(len(idx)), idx] = 1.0
         else:
             M = _contrast_matrix(L, len(self.xnames))
+        weighted.check_likelihood_based(self, "Satterthwaite's F test")
         F, ndf, ddf, p = self._satterthwaite.contest(M)
         return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
 
@@ -504,10 +517,7 @@ class LmmResult(DisplayedFit):
             raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
         _check_flag(stddeviations, "stddeviations", optional=True)
         if style == "lme4":
-            try:  # Satterthwaite's df need a Hessian; where it is singular, lme4's plain table
-                tests: pd.DataFrame | None = self.satterthwaite()
-            except (np.linalg.LinAlgError, FloatingPointError):
-                tests = None
+            tests = self._tests()  # where singular or refused, lme4's plain table
             v = self.vcov.to_numpy()
             se = np.sqrt(np.diag(v))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -519,7 +529,14 @@ class LmmResult(DisplayedFit):
         level = self.formula.level or 0.95
         sdi, ci = self.sd_inference, self.corr_inference
         rinf = self.residual_inference
-        if level != sdi.level:  # Stata's level(#): the same information, other quantiles
+        robust = (
+            self.robust.variance_at(self.design.terms, np.asarray(self.theta), self.sigma, level)
+            if self.robust is not None and level != sdi.level
+            else None
+        )
+        if robust is not None:
+            sdi, ci = robust
+        elif level != sdi.level:  # Stata's level(#): the same information, other quantiles
             sdi, ci, rinf = self.variance_at(level)
         shares = self.variance_shares(level) if self._one_residual_variance else None
         sd = self.formula.stddeviations if stddeviations is None else bool(stddeviations)
@@ -542,12 +559,17 @@ class LmmResult(DisplayedFit):
 
     def to_dict(self) -> dict[str, Any]:
         """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
-        try:  # Satterthwaite's df need a Hessian; where it is singular they are null
-            tests: pd.DataFrame | None = self.satterthwaite()
-        except (np.linalg.LinAlgError, FloatingPointError):
-            tests = None
         shares = self.variance_shares() if self._one_residual_variance else None
-        return report_json.result_dict(self, tests, shares, r2=self.r2())
+        return report_json.result_dict(self, self._tests(), shares, r2=self.r2())
+
+    def _tests(self, level: float = 0.95) -> pd.DataFrame | None:
+        """`satterthwaite`, or None where it is singular or refused (after a sandwich)."""
+        if self.robust is not None and self.robust.kind == "robust":
+            return None
+        try:  # Satterthwaite's df need a Hessian; where it is singular they are null
+            return self.satterthwaite(level)
+        except (np.linalg.LinAlgError, FloatingPointError):
+            return None
 
     def __str__(self) -> str:
         return self.summary()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -10,6 +11,8 @@ from numpy.typing import ArrayLike
 
 from tiers._threads import single_thread_blas
 from tiers.api.result import LmmResult
+from tiers.api.weighting import drop_zero_weights as drop_zero
+from tiers.api.weighting import vce_option, weight_spec
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.contract import Engine
@@ -21,6 +24,7 @@ from tiers.formula.parse import parse
 from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
 from tiers.optimize.minimize import OptSummary, certify
+from tiers.variance.vce import check_vce
 
 
 def fit(
@@ -31,6 +35,12 @@ def fit(
     force: bool = False,
     limits: Limits | None = None,
     residuals: ResidualStructure | None = None,
+    weights: str | Mapping[str, str] | None = None,
+    weight_type: str | None = None,
+    pwscale: str = "none",
+    conditional: bool = True,
+    vce: str = "model",
+    drop_zero_weights: bool = False,
 ) -> LmmResult:
     """Fit a linear mixed model by REML (default, as lme4) or ML.
 
@@ -55,6 +65,28 @@ def fit(
         ``tiers.Unstructured("wave")``,
         ``tiers.Independent(by="stratum")`` (see `tiers.formula.residuals`); Stata's
         ``residuals()`` option says the same in the formula. Default: independent residuals.
+    weights : str or dict, optional
+        A column of weights, or ``{level: column}`` for sampling weights at several levels (the
+        one key that is not a grouping level names the observations': ``{"student": "w1",
+        "school": "w2"}``).
+    weight_type : {"precision", "frequency", "sampling"}, optional
+        ``precision`` (default for one column): lme4's ``weights=``, residual variance
+        ``sigma^2 / w``; ``frequency``: each row counts ``w`` times (Stata's ``fweight``);
+        ``sampling`` (default for a mapping): inverse selection probabilities, fitted by
+        pseudo-maximum likelihood (Stata's ``pweight``).
+    pwscale : {"none", "size", "effective", "gk"}
+        Scaling of level-1 sampling weights (Stata's ``pwscale()``); default as given.
+    conditional : bool
+        Level-1 sampling weights are conditional on their cluster (Stata's convention, default);
+        False for overall weights (WeMix's default), divided by the weight of the level above.
+    vce : {"model", "robust", "cr2"}
+        Standard errors: the model's (default), the sandwich clustered on the top level (every
+        parameter; Stata's ``vce(robust)``; fitted by ML), or CR2 for the fixed effects with
+        Satterthwaite df (clubSandwich's). Sampling weights always get the sandwich. Stata's
+        ``vce()`` in the formula does the same.
+    drop_zero_weights : bool
+        Drop the rows whose precision weight is zero (they carry no information) instead of
+        refusing them; the count is said in the notes.
 
     Returns
     -------
@@ -68,8 +100,13 @@ def fit(
     start = time.perf_counter()
     formula = with_residuals(formula, residuals)
     with single_thread_blas():
-        design = build_design(formula, data, force=force, limits=limits)
-        out = fit_design(design, reml=reml, start=start, result_type=LmmResult)
+        spec = weight_spec(weights, weight_type, pwscale, conditional)
+        data, spec = drop_zero(data, spec, drop_zero_weights)
+        vce_spec = vce_option(vce)
+        design = build_design(formula, data, force=force, limits=limits, weights=spec)
+        if vce_spec is not None and design.formula.vce is not None:
+            raise ValueError("vce is given twice, in the formula and as vce=; give it once")
+        out = fit_design(design, reml=reml, start=start, result_type=LmmResult, vce=vce_spec)
     return cast(LmmResult, out)
 
 
@@ -99,12 +136,19 @@ def prepare(
     force: bool = False,
     limits: Limits | None = None,
     residuals: ResidualStructure | None = None,
+    weights: str | Mapping[str, str] | None = None,
+    weight_type: str | None = None,
+    pwscale: str = "none",
+    conditional: bool = True,
 ) -> Design:
     """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
 
-    See `tiers.design.design.build_design`; ``residuals`` as in `fit`.
+    See `tiers.design.design.build_design`; ``residuals`` and the weighting keywords are `fit`'s.
     """
-    return build_design(with_residuals(formula, residuals), data, force=force, limits=limits)
+    spec = weight_spec(weights, weight_type, pwscale, conditional)
+    return build_design(
+        with_residuals(formula, residuals), data, force=force, limits=limits, weights=spec
+    )
 
 
 def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:
@@ -149,5 +193,7 @@ def assemble(
                     f"{theta.shape}"
                 )
             opt = certify(engine, theta)
-        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult)
+        # the formula's vce(), and the sandwich sampling weights always get
+        vce = check_vce(design, design.formula.vce, engine.reml)
+        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult, vce=vce)
         return cast(LmmResult, out)

@@ -150,6 +150,31 @@ def fit(
             "level, and by() with a correlation (one correlation, an SD per stratum)",
         ),
     ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            metavar="COLUMN",
+            help="weight column: precision weights (lme4's weights=) unless --weight-type says "
+            "otherwise; sampling weights per level go in Stata syntax ([pw=w1] || school:, "
+            "pweight(w2))",
+        ),
+    ] = None,
+    weight_type: Annotated[
+        str | None,
+        typer.Option(
+            "--weight-type", metavar="precision|frequency|sampling", help="what --weights are"
+        ),
+    ] = None,
+    vce: Annotated[
+        str,
+        typer.Option(
+            "--vce",
+            metavar="model|robust|cr2",
+            help="standard errors: the model's, the sandwich clustered on the top level (fitted "
+            "by ML), or CR2 with Satterthwaite df for the fixed effects",
+        ),
+    ] = "model",
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -178,6 +203,8 @@ def fit(
             )
         if residuals is not None:
             fail("--pool does not take --residuals yet: fit each imputed data set with it")
+        if weights is not None or weight_type is not None or vce != "model":
+            fail("--pool does not take --weights, --weight-type or --vce yet")
         limits = _limits(max_params, max_seconds)
         reml = False if ml else None
         run_pool(
@@ -197,8 +224,11 @@ def fit(
                 force=force,
                 limits=limits,
                 residuals=structure,
+                weights=weights,
+                weight_type=weight_type,
+                vce=vce,
             )
-    except TiersError as exc:
+    except (TiersError, ValueError) as exc:
         fail(exc)
     if table is not None:
         from tiers.report.table import table as make_table
@@ -217,7 +247,7 @@ def fit(
         conf = confidence_level(level, result.formula.level)
         try:
             intervals = result.confint(ci, conf, n_boot=n_boot, seed=seed, progress=progress)
-            tests = result.satterthwaite(conf)
+            tests = result._tests(conf)
         except (TiersError, ValueError) as exc:
             fail(exc)
         except BootstrapInterrupted as exc:

@@ -9,6 +9,7 @@ replicates, profiles) shares the result. The structure picks the engine here, ne
 * ``tree`` (`tiers.engine.nested_block`): nested grouping with slopes or several terms on a level;
 * ``crossed`` (`tiers.engine.crossed`): grouping factors that do not nest;
 * ``rside`` (`tiers.engine.rside`): nested grouping with a residual structure (AR(1), ...).
+* ``pseudo`` (`tiers.engine.pseudo`): nested factors with sampling weights (pseudo-likelihood).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from tiers.design.diagnostics import (
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from tiers.design.residuals import ResidualLayout, build_residual_layout
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
+from tiers.design.weights import RowWeights, resolve_weights
 from tiers.errors import DataError, IdentificationWarning, LinearProbabilityWarning, TiersWarning
 from tiers.formula.parse import parse
 from tiers.formula.types import Formula
+from tiers.formula.weighting import WeightSpec
 
-EngineName = Literal["nested", "tree", "crossed", "rside"]
+EngineName = Literal["nested", "tree", "crossed", "rside", "pseudo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class Design:
         model (`tiers.errors.LinearProbabilityWarning`).
     residuals : ResidualLayout or None
         The residual structure's groups and parameters (`tiers.design.residuals`), else None.
+    weights : RowWeights or None
+        Precision, frequency or sampling weights (`tiers.design.weights`).
     """
 
     formula: Formula
@@ -110,6 +115,7 @@ class Design:
     warnings: tuple[str, ...] = ()
     response_warnings: tuple[str, ...] = ()
     residuals: ResidualLayout | None = None
+    weights: RowWeights | None = None
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -127,6 +133,11 @@ class Design:
         state = dict(self.__dict__)
         state.pop("fixed_spec", None)
         return state
+
+    @property
+    def nobs(self) -> int:
+        """Observations: the rows used, or the sum of frequency weights."""
+        return self.frame.nobs if self.weights is None else self.weights.nobs
 
     @property
     def nested(self) -> bool:
@@ -196,6 +207,7 @@ class Design:
         factors = self.grouping_levels
         notes = (
             list(self.formula.notes)
+            + (list(self.weights.notes) if self.weights is not None else [])
             + list(self.frame.notes)
             + [
                 f"{gf.columns[-1]}: labels repeat across {':'.join(gf.columns[:-1])}; {gf.nlevels:,} "
@@ -249,7 +261,12 @@ def theta_names(terms: tuple[TermInfo, ...]) -> tuple[str, ...]:
 
 
 def build_design(
-    formula: str | Formula, data: Any, *, force: bool = False, limits: Limits | None = None
+    formula: str | Formula,
+    data: Any,
+    *,
+    force: bool = False,
+    limits: Limits | None = None,
+    weights: WeightSpec | None = None,
 ) -> Design:
     """Parse, build the model frame and grouping structure, run the diagnostics, pick the engine.
 
@@ -263,6 +280,9 @@ def build_design(
         levels that define the same groups (the warning is kept on the design).
     limits : Limits, optional
         The size limits a model is refused above (default `tiers.design.diagnostics.LIMITS`).
+    weights : WeightSpec, optional
+        Weights given outside the formula (`tiers.fit`'s ``weights=``); not with weights written
+        in the formula.
 
     Returns
     -------
@@ -274,6 +294,9 @@ def build_design(
         With a message naming the column or term and what to do.
     """
     f = parse(formula) if isinstance(formula, str) else formula
+    if weights is not None and f.weights is not None:
+        raise DataError("weights are given twice, in the formula and as weights=; give them once")
+    spec = weights if weights is not None else f.weights
     frame = build_frame(f, data)
     if frame.X.shape[1] == 0:
         raise DataError("the fixed part has no columns; keep at least the intercept")
@@ -297,13 +320,25 @@ def build_design(
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
     binary = linear_probability(frame.y, f.response)
+    rw = None
+    if spec is not None:
+        rw = resolve_weights(spec, data, frame, list(nesting.factors) if nesting else None)
     if nesting is None:
         if f.residuals is not None:
             raise DataError(
                 "residual structures are fitted with nested random effects only: the grouping "
                 f"factors of {f.text!r} do not nest (crossed); drop residuals= or the crossed term"
             )
-        return Design(f, frame, factors, "crossed", terms, warnings=warns, response_warnings=binary)
+        return Design(
+            f,
+            frame,
+            factors,
+            "crossed",
+            terms,
+            warnings=warns,
+            response_warnings=binary,
+            weights=rw,
+        )
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
         raise identical_partition_error(f, frame.data, coarse, fine)
@@ -312,9 +347,16 @@ def build_design(
     ordered = [t for lv in levels for t in lv]
     engine: EngineName = "nested" if scalar else "tree"
     layout = None
+    if f.residuals is not None and rw is not None:
+        raise DataError(
+            "residual structures are not fitted with weights yet: drop residuals= or weights= "
+            "(each works on its own)"
+        )
     if f.residuals is not None:
         layout = build_residual_layout(f.residuals, frame.data, nesting.factors[-1], levels[-1])
         engine = "rside"
+    if rw is not None and rw.sampling:
+        engine = "pseudo"
     return Design(
         f,
         frame,
@@ -326,6 +368,7 @@ def build_design(
         warnings=warns,
         response_warnings=binary,
         residuals=layout,
+        weights=rw,
     )
 
 

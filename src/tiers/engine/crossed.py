@@ -59,6 +59,9 @@ class CrossedProblem(ProfiledProblem):
         Random-effects terms; ``theta`` is the concatenation of their parameters in this order.
     reml : bool
         REML criterion (lme4's default) or ML deviance.
+    weights : array (n,), optional
+        Precision weights, or frequency weights with ``frequency``: rows of ``X``, ``y`` and
+        every ``Z`` scaled by ``sqrt(w)`` (`tiers.engine.gaussian`).
 
     Attributes
     ----------
@@ -84,11 +87,24 @@ class CrossedProblem(ProfiledProblem):
     label = "crossed"
 
     def __init__(
-        self, y: FloatArray, X: FloatArray, terms: list[TermSpec], *, reml: bool = True
+        self,
+        y: FloatArray,
+        X: FloatArray,
+        terms: list[TermSpec],
+        *,
+        reml: bool = True,
+        weights: FloatArray | None = None,
+        frequency: bool = False,
     ) -> None:
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
+        D = self._centred(y, X)
+        self.sw = self._weigh(weights, frequency=frequency)
+        if self.sw is not None:
+            # rows scaled by sqrt(w) (`tiers.engine.gaussian`): Z's too, so the terms carry them
+            D *= self.sw[:, None]
+            terms = [dataclasses.replace(t, Z=t.Z * self.sw[:, None]) for t in terms]
         self.terms = list(terms)
         sizes = [term.cov.n_theta for term in terms]
         bounds = np.cumsum([0, *sizes])
@@ -101,7 +117,6 @@ class CrossedProblem(ProfiledProblem):
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
-        D = self._centred(y, X)
         self.dtd = D.T @ D
         first = terms[self.order[0]]
         self.n1, self.q1 = first.nlevels, first.q
@@ -131,7 +146,7 @@ class CrossedProblem(ProfiledProblem):
 
     def _init_rest(self, rest: list[TermSpec], D: FloatArray, c1: IntArray, Z1: FloatArray) -> None:
         """``Z_r`` as a sparse matrix, its cross-products, and the pairs coupled by the first term."""
-        n = self.n
+        n = self.y.size
         obs_parts, coord_parts, val_parts = [], [], []
         for term, blk in zip(rest, self.blocks, strict=True):
             for a in range(term.q):
@@ -335,6 +350,8 @@ class CrossedProblem(ProfiledProblem):
         """
         theta = np.asarray(theta, dtype=np.float64)
         r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
+        if self.sw is not None:
+            r = r * self.sw
         return sparse_modes(
             self.terms,
             split_theta(self.terms, theta),

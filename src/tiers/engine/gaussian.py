@@ -16,6 +16,13 @@ which profiles, intervals, Satterthwaite's df and the information matrix use wit
 Engines work on centred columns (X without the intercept, and y, minus their means) when an
 intercept is present: a unit-triangular change of basis of X that leaves the deviance unchanged and
 loses less precision to cancellation; `ProfiledProblem.beta` and `unscaled_vcov` undo it.
+
+Precision weights (lme4's ``weights=``: the residual variance of row i is ``sigma^2 / w_i``) enter
+as the rows of ``X``, ``y`` and ``Z`` scaled by ``sqrt(w_i)``: the model of the scaled rows has
+i.i.d. residuals, and the density of ``y`` is that of the scaled rows times the Jacobian
+``prod sqrt(w_i)``, so the criterion is the scaled model's minus ``ldW = sum log w_i`` (lme4's
+``ldW``). Frequency weights scale the rows the same way (``w_i`` copies of a row add ``w_i`` to
+every cross-product) with ``n = sum w_i`` and no Jacobian: the criterion of the expanded data.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def residual_df(n: int, p: int, reml: bool) -> int:
-    """Degrees of freedom of the penalised RSS: ``n - p`` (REML) or ``n`` (ML)."""
+    """Degrees of freedom of the penalised RSS: ``n - p`` (REML) or ``n`` (ML).
+
+    With frequency weights ``n`` is their sum (the rows of the expanded data).
+    """
     return n - p if reml else n
 
 
@@ -69,6 +79,23 @@ class ProfiledProblem:
     has_gradient: bool
     intercept: int | None
     shift: FloatArray
+    #: ``sum log w_i`` of precision weights (0 without them, and for frequency weights).
+    ldw: float = 0.0
+
+    def _weigh(self, weights: FloatArray | None, *, frequency: bool) -> FloatArray | None:
+        """``sqrt(w_i)`` per row (None unweighted); sets ``ldw`` and, for frequency weights, ``n``.
+
+        Called after `_centred`: centring is a change of basis of the unscaled columns, which the
+        row scaling leaves a change of basis.
+        """
+        if weights is None:
+            self.ldw = 0.0
+            return None
+        w = np.asarray(weights, dtype=np.float64)
+        self.ldw = 0.0 if frequency else float(np.log(w).sum())
+        if frequency:
+            self.n = int(round(float(w.sum())))
+        return np.sqrt(w)
 
     @property
     def theta_null(self) -> FloatArray:
@@ -108,7 +135,7 @@ class ProfiledProblem:
         beta = cast(FloatArray, np.linalg.solve(xtvx, xtvy))
         pwrss = float(A[p, p] - xtvy @ beta)
         ldRX2 = 2.0 * float(np.log(np.diagonal(L)).sum())
-        dev = criterion_value(ld, ldRX2, pwrss, self.nu, self.reml)
+        dev = criterion_value(ld, ldRX2, pwrss, self.nu, self.reml) - self.ldw
         return Evaluation(theta, dev, None, None, None, float(ld), ldRX2, pwrss, beta, xtvx)
 
     def gradient_parts(
@@ -148,7 +175,7 @@ class ProfiledProblem:
     def criterion(self, theta: FloatArray, sigma: float) -> float:
         """The criterion at ``(theta, sigma)``: beta profiled out, sigma not."""
         ev = self.evaluate(theta)
-        return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, self.nu, self.reml, sigma)
+        return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, self.nu, self.reml, sigma) - self.ldw
 
     def criterion_fixed(self, theta: FloatArray, j: int, value: float) -> float:
         """The criterion at ``theta`` with ``beta_j`` held at ``value``, sigma profiled out.
@@ -161,7 +188,7 @@ class ProfiledProblem:
         beta = self.beta(ev)
         U = self.unscaled_vcov(ev)
         pwrss = ev.pwrss + (value - beta[j]) ** 2 / U[j, j]
-        return criterion_value(ev.ldL2, ev.ldRX2, pwrss, self.nu, self.reml)
+        return criterion_value(ev.ldL2, ev.ldRX2, pwrss, self.nu, self.reml) - self.ldw
 
     def solve(self, theta: FloatArray) -> Solution:
         """beta, sigma and the unscaled covariance of beta at ``theta``."""

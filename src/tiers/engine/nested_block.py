@@ -71,6 +71,9 @@ class TreeProblem(ProfiledProblem):
     parents : list of IntArray
         ``parents[k]`` maps the groups of level k + 1 to their group at level k.
     reml : bool
+    weights : array (n,), optional
+        Precision weights, or frequency weights with ``frequency``: rows scaled by ``sqrt(w)``
+        (`tiers.engine.gaussian`).
     """
 
     label = "tree"
@@ -83,10 +86,13 @@ class TreeProblem(ProfiledProblem):
         parents: list[IntArray],
         *,
         reml: bool = True,
+        weights: FloatArray | None = None,
+        frequency: bool = False,
     ) -> None:
         self.reml = reml
         self.y, self.X = np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64)
         D = self._centred(self.y, self.X)
+        self.sw = self._weigh(weights, frequency=frequency)
         self.levels = levels
         self.K = len(levels)
         self.q = [sum(t.q for t in terms) for terms in levels]
@@ -105,10 +111,12 @@ class TreeProblem(ProfiledProblem):
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms_flat])
         self.theta_start = np.concatenate([t.cov.start() for t in terms_flat])
         self.has_gradient = True
-        W = np.empty((self.n, Q + self.p + 1))
+        W = np.empty((self.y.size, Q + self.p + 1))
         for k, terms in enumerate(levels):
             W[:, self.offsets[k] : self.offsets[k + 1]] = np.hstack([t.Z for t in terms])
         W[:, Q:] = D
+        if self.sw is not None:
+            W *= self.sw[:, None]
         self.sizes = [terms[0].nlevels for terms in levels]
         self.parents = parents
         self._renumber()
@@ -116,7 +124,8 @@ class TreeProblem(ProfiledProblem):
         last = self.K - 1
         own = slice(int(self.offsets[last]), int(self.offsets[last + 1]))
         keep = np.r_[0 : int(self.offsets[last]), Q : Q + self.p + 1]
-        self.scalar_leaf = self.q[last] == 1 and levels[last][0].intercept_only
+        # the group-size shortcuts need Z = 1; weighted rows take the general elimination
+        self.scalar_leaf = self.q[last] == 1 and levels[last][0].intercept_only and self.sw is None
         self.uniform_from = self._uniform_from(leaf) if self.scalar_leaf else self.K
         if self.uniform_from < self.K:
             self._init_uniform(W, leaf)
@@ -446,6 +455,8 @@ class TreeProblem(ProfiledProblem):
         for k, terms in enumerate(self.levels):
             W[:, self.offsets[k] : self.offsets[k + 1]] = np.hstack([t.Z for t in terms]) @ Ts[k]
         W[:, -1] = r
+        if self.sw is not None:
+            W *= self.sw[:, None]
         C = outer_sums(W, self.levels[-1][0].codes, self.sizes[-1])
         del W
         per_level = tree_modes(C, Ts, list(self.parents), self.sizes, sigma, cond_var)

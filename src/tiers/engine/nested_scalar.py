@@ -50,6 +50,21 @@ def _sum_rows(values: FloatArray, group: IntArray, ngroups: int) -> FloatArray:
     return out
 
 
+def _size_classes(sizes: FloatArray) -> tuple[FloatArray, IntArray]:
+    """The distinct leaf sizes, ascending, and each leaf's index among them.
+
+    Counts take a bincount; weight totals (precision weights) a sort.
+    """
+    counts = sizes.astype(np.int64)
+    if np.array_equal(counts, sizes):
+        present = np.flatnonzero(np.bincount(counts))
+        lookup = np.zeros(present[-1] + 1, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        return present.astype(np.float64), lookup[counts]
+    present_w, size_class = np.unique(sizes, return_inverse=True)
+    return present_w, size_class.astype(np.int64)
+
+
 class _Accumulator:
     """Running log-determinant and Gram downdate, and their derivatives in t = theta^2."""
 
@@ -75,6 +90,9 @@ class NestedProblem(ProfiledProblem):
         The nesting; level 0 is the outermost.
     reml : bool
         REML criterion (default in lme4) or ML deviance.
+    weights : array (n,), optional
+        Precision weights (lme4's ``weights=``), or frequency weights with ``frequency``; a leaf's
+        size is then its weight total (`tiers.engine.statistics`).
 
     Notes
     -----
@@ -87,8 +105,18 @@ class NestedProblem(ProfiledProblem):
     label = "nested"
     has_gradient = True
 
-    def __init__(self, y: FloatArray, X: FloatArray, tree: Tree, *, reml: bool = True) -> None:
-        self._from_statistics(NestedStatistics.from_arrays(y, X, tree), reml)
+    def __init__(
+        self,
+        y: FloatArray,
+        X: FloatArray,
+        tree: Tree,
+        *,
+        reml: bool = True,
+        weights: FloatArray | None = None,
+        frequency: bool = False,
+    ) -> None:
+        stats = NestedStatistics.from_arrays(y, X, tree, weights=weights, frequency=frequency)
+        self._from_statistics(stats, reml)
 
     @classmethod
     def from_statistics(cls, stats: NestedStatistics, *, reml: bool = True) -> NestedProblem:
@@ -113,16 +141,16 @@ class NestedProblem(ProfiledProblem):
         self.theta_lower = np.zeros(self.K)
         self.theta_upper = np.full(self.K, np.inf)
         self.dtd = stats.dtd
+        self.ldw = stats.ldw
         # Leaf sums c_g = (n_g, sum x, sum y), kept for the conditional modes.
         self.leaf_sums = csum = stats.leaf
-        counts_int = csum[:, 0].astype(np.int64)
         renumber = self._renumber(tree) if self.K > 1 else []
-        present = np.flatnonzero(np.bincount(counts_int))
+        present, size_class = _size_classes(csum[:, 0])
         self.uniform_from = self._uniform_from(tree) if present.size == 1 else self.K
         if self.uniform_from < self.K:
             self._init_uniform(tree, csum, renumber)
         else:
-            self._init_leaf_classes(tree, csum, counts_int, present, renumber)
+            self._init_leaf_classes(tree, csum, size_class, present, renumber)
 
     def _uniform_from(self, tree: Tree) -> int:
         """The outermost level u such that every level from u inwards is uniform.
@@ -162,8 +190,8 @@ class NestedProblem(ProfiledProblem):
         self,
         tree: Tree,
         csum: FloatArray,
-        counts_int: IntArray,
-        present: IntArray,
+        size_class: IntArray,
+        present: FloatArray,
         renumber: list[IntArray],
     ) -> None:
         """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only.
@@ -172,11 +200,8 @@ class NestedProblem(ProfiledProblem):
         (``R``).
         """
         nleaf = tree.sizes[-1]
-        lookup = np.zeros(present[-1] + 1, dtype=np.int64)
-        lookup[present] = np.arange(present.size)
-        size_class = lookup[counts_int]
         nclass = present.size
-        self.leaf_sizes = present.astype(np.float64)
+        self.leaf_sizes = present
         self.leaf_class_count = np.bincount(size_class, minlength=nclass).astype(np.float64)
         # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free)
         order = np.argsort(
@@ -184,9 +209,15 @@ class NestedProblem(ProfiledProblem):
         )
         bounds = np.concatenate(([0], np.cumsum(self.leaf_class_count.astype(np.int64))))
         cs = csum[order, 1:]
-        self.leaf_Q = np.stack(
-            [cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]] for c in range(nclass)]
-        )
+        if nclass <= 64:
+            self.leaf_Q = np.stack(
+                [
+                    cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]]
+                    for c in range(nclass)
+                ]
+            )
+        else:  # many classes (weight totals): one vectorised pass, every class is non-empty
+            self.leaf_Q = np.add.reduceat(cs[:, :, None] * cs[:, None, :], bounds[:-1], axis=0)
         del cs
         if self.K == 1:
             return

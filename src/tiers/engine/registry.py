@@ -16,26 +16,39 @@ from tiers.engine.contract import Engine
 from tiers.engine.crossed import CrossedProblem
 from tiers.engine.nested_block import TreeProblem
 from tiers.engine.nested_scalar import NestedProblem
+from tiers.engine.pseudo import PseudoTreeProblem
 from tiers.engine.rside import ResidualProblem
 
 FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
 
 
+def _row_weights(design: Design) -> tuple[FloatArray | None, bool]:
+    """Precision or frequency weights of the rows (None unweighted), and whether frequency."""
+    rw = design.weights
+    if rw is None:
+        return None, False
+    return np.asarray(rw.rows), rw.frequency
+
+
 def _nested(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the nested engine needs nested grouping factors")
-    return NestedProblem(y, X, design.nesting.tree, reml=reml)
+    w, freq = _row_weights(design)
+    return NestedProblem(y, X, design.nesting.tree, reml=reml, weights=w, frequency=freq)
 
 
 def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the tree engine needs nested grouping factors")
-    return TreeProblem(y, X, design.levels, list(design.nesting.tree.parents), reml=reml)
+    w, freq = _row_weights(design)
+    parents = list(design.nesting.tree.parents)
+    return TreeProblem(y, X, design.levels, parents, reml=reml, weights=w, frequency=freq)
 
 
 def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
-    return CrossedProblem(y, X, design.terms, reml=reml)
+    w, freq = _row_weights(design)
+    return CrossedProblem(y, X, design.terms, reml=reml, weights=w, frequency=freq)
 
 
 def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
@@ -45,11 +58,22 @@ def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     return ResidualProblem(y, X, design.levels, parents, design.residuals, reml=reml)
 
 
+def _pseudo(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    rw = design.weights
+    if design.nesting is None or rw is None or not rw.sampling:  # pragma: no cover
+        raise ValueError("the pseudo-likelihood engine needs nested factors and sampling weights")
+    if reml:
+        raise ValueError("a pseudo-likelihood (sampling weights) is fitted by ML, not REML")
+    parents = list(design.nesting.tree.parents)
+    return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, list(rw.groups))
+
+
 ENGINES: dict[str, Builder] = {
     "nested": _nested,
     "tree": _tree,
     "crossed": _crossed,
     "rside": _rside,
+    "pseudo": _pseudo,
 }
 
 

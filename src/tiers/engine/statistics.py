@@ -14,6 +14,11 @@ shift ``s``, ``sum (d_i - s)(d_i - s)' = M_a + c_a delta' + delta c_a' + n_a del
 ``delta = s_a - s`` and ``c_a = sum (d_i - s_a)`` (the pairwise update of Chan, Golub and LeVeque
 1979), and leaf sums move by ``n_g delta``. So the statistics can be built chunk by chunk, in
 parallel, from data that never sits in memory at once.
+
+With row weights ``w_i`` (precision or frequency) every sum is weighted (``sum w_i d_i``,
+``sum w_i d_i d_i'``) and a leaf's size is ``sum_g w_i``: the statistics of the rows scaled by
+``sqrt(w_i)`` (`tiers.engine.gaussian`). The pairwise update then uses the weight total in place
+of ``n``.
 """
 
 from __future__ import annotations
@@ -53,8 +58,12 @@ class NestedStatistics:
     dtd : array (p + 1, p + 1)
         ``sum_i (d_i - shift)(d_i - shift)'``.
     leaf : array (leaves, p + 2)
-        Per innermost group: its size, then ``sum_g (d_i - shift)``.
+        Per innermost group: its size (weight total), then ``sum_g w_i (d_i - shift)``.
     tree : Tree
+    wsum : float
+        ``sum w_i`` (``n`` unweighted): what the pairwise update scales by.
+    ldw : float
+        ``sum log w_i`` of precision weights (0 otherwise): see `tiers.engine.gaussian`.
     """
 
     n: int
@@ -65,34 +74,53 @@ class NestedStatistics:
     dtd: FloatArray
     leaf: FloatArray
     tree: Tree
+    wsum: float = -1.0
+    ldw: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.wsum < 0:
+            object.__setattr__(self, "wsum", float(self.n))
 
     @classmethod
     def from_arrays(
-        cls, y: FloatArray, X: FloatArray, tree: Tree, *, intercept: int | None = -1
+        cls,
+        y: FloatArray,
+        X: FloatArray,
+        tree: Tree,
+        *,
+        intercept: int | None = -1,
+        weights: FloatArray | None = None,
+        frequency: bool = False,
     ) -> NestedStatistics:
         """The statistics of one block of rows, centred about its own column means.
 
         ``intercept=-1`` finds the all-ones column; pass the column (or None) to use the same
-        one for every chunk.
+        one for every chunk. ``weights`` are precision weights, or frequency weights with
+        ``frequency`` (then ``n`` is their sum).
         """
         y = np.asarray(y, dtype=np.float64)
         X = np.asarray(X, dtype=np.float64)
         n, p = X.shape
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        wsum = float(n) if w is None else float(w.sum())
         icpt = intercept_column(X) if intercept == -1 else intercept
         D = np.empty((n, p + 1), order="F")
         D[:, :p] = X
         D[:, p] = y
         shift = np.zeros(p + 1)
         if icpt is not None and n:
-            shift = np.ones(n) @ D / n
+            shift = (np.ones(n) if w is None else w) @ D / wsum
             shift[icpt] = 0.0
             D -= shift
         nleaf = tree.sizes[-1]
         leaf = np.empty((nleaf, p + 2))
-        leaf[:, 0] = np.bincount(tree.leaf, minlength=nleaf)
+        leaf[:, 0] = np.bincount(tree.leaf, weights=w, minlength=nleaf)
+        WD = D if w is None else D * w[:, None]
         for j in range(p + 1):
-            leaf[:, j + 1] = np.bincount(tree.leaf, weights=D[:, j], minlength=nleaf)
-        return cls(n, p, icpt, shift, D.sum(axis=0), D.T @ D, leaf, tree)
+            leaf[:, j + 1] = np.bincount(tree.leaf, weights=WD[:, j], minlength=nleaf)
+        nobs = n if w is None or not frequency else int(round(wsum))
+        ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
+        return cls(nobs, p, icpt, shift, WD.sum(axis=0), D.T @ WD, leaf, tree, wsum, ldw)
 
     def recentred(self, shift: FloatArray) -> NestedStatistics:
         """The same statistics about another shift."""
@@ -101,19 +129,22 @@ class NestedStatistics:
             self.dtd
             + np.outer(self.colsum, delta)
             + np.outer(delta, self.colsum)
-            + self.n * np.outer(delta, delta)
+            + self.wsum * np.outer(delta, delta)
         )
         leaf = self.leaf.copy()
         leaf[:, 1:] += leaf[:, :1] * delta
-        colsum = self.colsum + self.n * delta
-        return NestedStatistics(self.n, self.p, self.intercept, shift, colsum, dtd, leaf, self.tree)
+        colsum = self.colsum + self.wsum * delta
+        return NestedStatistics(
+            self.n, self.p, self.intercept, shift, colsum, dtd, leaf, self.tree, self.wsum, self.ldw
+        )
 
     def combine(self, other: NestedStatistics) -> NestedStatistics:
         """Statistics of the union of two disjoint sets of rows of the same tree."""
         if other.p != self.p or other.leaf.shape != self.leaf.shape:
             raise ValueError("statistics of different models or trees cannot be combined")
         n = self.n + other.n
-        shift = (self.shift * self.n + other.shift * other.n) / max(n, 1)
+        wsum = self.wsum + other.wsum
+        shift = (self.shift * self.wsum + other.shift * other.wsum) / (wsum if wsum > 0 else 1.0)
         a, b = self.recentred(shift), other.recentred(shift)
         return NestedStatistics(
             n,
@@ -124,12 +155,14 @@ class NestedStatistics:
             a.dtd + b.dtd,
             a.leaf + b.leaf,
             self.tree,
+            wsum,
+            self.ldw + other.ldw,
         )
 
     def centred(self) -> NestedStatistics:
         """About the column means (the intercept column about 0): the engine's working scale."""
         if self.intercept is None or self.n == 0:
             return self if not np.any(self.shift) else self.recentred(np.zeros(self.p + 1))
-        mean = self.shift + self.colsum / self.n
+        mean = self.shift + self.colsum / self.wsum
         mean[self.intercept] = 0.0
         return self.recentred(mean)

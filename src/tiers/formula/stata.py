@@ -21,6 +21,7 @@ from tiers.formula.stata_options import (
     covariance,
     read_options,
 )
+from tiers.formula.stata_weights import split_weight, vce, weighting
 from tiers.formula.types import Covariance, Formula, RandomTerm
 
 
@@ -93,6 +94,7 @@ def parse_stata(text: str) -> Formula:
     pieces = split_top(text, "||")
     head_pos, head = pieces[0]
     head_main, head_opts, head_opts_pos = _split_comma(head, head_pos, text)
+    head_main, obs_weight = split_weight(head_main, text, head_pos)
     tokens = head_main.split()
     if not tokens:
         raise caret(text, 0, "missing the dependent variable before '||'")
@@ -104,6 +106,7 @@ def parse_stata(text: str) -> Formula:
     model = {name: opt for name, opt in options.items() if name != "noconstant"}
 
     random: list[RandomTerm] = []
+    level_weights: list[tuple[str, Option]] = []
     prefix: tuple[str, ...] = ()
     for k, (pos, piece) in enumerate(pieces[1:]):
         body, opts, opts_pos = _split_comma(piece, pos, text)
@@ -122,6 +125,7 @@ def parse_stata(text: str) -> Formula:
                 _no_conflict(model, spec.name, lopts[spec.name], text)
                 model[spec.name] = lopts[spec.name]
         cov_opt = lopts.get("covariance")
+        level_weights += [(level_name, lopts[w]) for w in ("pweight", "fweight") if w in lopts]
         if level_name == "_all":
             random.append(_crossed(slopes, lopts, text, pos))
             continue
@@ -159,6 +163,8 @@ def parse_stata(text: str) -> Formula:
         stddeviations="stddeviations" in model,
         level=confidence(level_opt, text) if level_opt else None,
         residuals=residuals,
+        weights=weighting(obs_weight, level_weights, model.get("pwscale"), text),
+        vce=vce(model.get("vce"), text),
     )
 
 

@@ -46,7 +46,12 @@ class Option:
 
 
 #: Options of one random-effects equation (Stata's re_options).
-EQUATION = (Spec("covariance", 3, True), Spec("noconstant", 3))
+EQUATION = (
+    Spec("covariance", 3, True),
+    Spec("noconstant", 3),
+    Spec("pweight", 2, True),
+    Spec("fweight", 2, True),
+)
 #: Options of the whole model, written after the comma of the last equation. ``nolog`` only
 #: silences Stata's iteration log, which tiers never prints.
 GLOBAL = (
@@ -57,14 +62,12 @@ GLOBAL = (
     Spec("level", 1, True),
     Spec("nolog", 5),
     Spec("residuals", 3, True),
+    Spec("vce", 3, True),
+    Spec("pwscale", 7, True),
 )
 #: Options of ``mixed`` that tiers does not implement yet, refused by name.
 UNSUPPORTED = (
-    Spec("vce", 3, True),
-    Spec("pweight", 2, True),
-    Spec("fweight", 2, True),
     Spec("dfmethod", 3, True),
-    Spec("pwscale", 7, True),
     Spec("dftable", 5, True),
     Spec("collinear", 3),
     Spec("noretable", 5),
@@ -104,9 +107,10 @@ VARTYPES: tuple[tuple[Covariance, int], ...] = (
 
 SUPPORTED = (
     "options of a level (after its comma): covariance(independent|exchangeable|identity|"
-    "unstructured), noconstant; options of the model (after the comma of the last level): reml, "
-    "mle, variance, stddeviations, level(#), residuals(ar 1, t(time) | exchangeable | "
-    "independent, by(stratum) | unstructured, t(time))"
+    "unstructured), noconstant, pweight(varname); options of the model (after the comma of the "
+    "last level): reml, mle, variance, stddeviations, level(#), residuals(ar 1, t(time) | "
+    "exchangeable | independent, by(stratum) | unstructured, t(time)), "
+    "vce(oim|robust|cluster clustvar), pwscale(size|effective|gk)"
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

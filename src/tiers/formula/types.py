@@ -14,6 +14,7 @@ from typing import Literal
 
 from tiers.formula._text import BACKTICKED, NAME
 from tiers.formula.residuals import ResidualStructure
+from tiers.formula.weighting import VceSpec, WeightSpec
 
 Syntax = Literal["lme4", "stata"]
 Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
@@ -78,6 +79,10 @@ class Formula:
     notes : tuple of str
         How the text was read where it differs from what was written (R spellings: ``I(x^2)``
         read as ``I(x**2)``, ``factor(x)`` as ``C(x)``); shown with the fit's notes.
+    weights : WeightSpec or None
+        Weights written in the formula (Stata's ``[fw=w]``, ``[pw=w]``, ``pweight()``).
+    vce : VceSpec or None
+        Stata's ``vce()`` option.
 
     The response is a column name or, in lme4's syntax, an expression of columns evaluated as the
     fixed part's terms are (``np.log(Reaction)``, ``log(y + 1)``); see `response_column`.
@@ -93,6 +98,8 @@ class Formula:
     level: float | None = None
     notes: tuple[str, ...] = ()
     residuals: ResidualStructure | None = None
+    weights: WeightSpec | None = None
+    vce: VceSpec | None = None
 
     @property
     def response_column(self) -> str | None:

@@ -77,8 +77,11 @@ class Simulator:
                 y += t.Z[:, 0] * b[t.codes, 0]
             else:
                 y += np.einsum("ij,ij->i", t.Z, b[t.codes])
-        y += self.sigma * rng.standard_normal(y.size)
-        return y
+        e = self.sigma * rng.standard_normal(y.size)
+        rw = self.prep.weights
+        if rw is not None and rw.spec.kind == "precision":
+            e /= np.sqrt(rw.rows)  # residual variance sigma^2 / w
+        return y + e
 
 
 @dataclass(frozen=True)

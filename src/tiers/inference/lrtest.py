@@ -35,6 +35,7 @@ from tiers.inference.vctest import (
     mixture_reason,
     variance_difference,
 )
+from tiers.inference.weighted import check_likelihood_based
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult
 
@@ -77,6 +78,8 @@ def lrtest(m0: FitResult, m1: FitResult, *, refit: bool = False) -> LRTest:
     """
     if not isinstance(m0, FitResult) or not isinstance(m1, FitResult):
         raise ComparisonError("lrtest compares two mixed-model fits from tiers.fit")
+    for m in (m0, m1):
+        check_likelihood_based(m, "a likelihood-ratio test")
     _same_rows(m0, m1)
     if m0.reml != m1.reml:
         raise ComparisonError(

@@ -153,6 +153,23 @@ def result_dict(
         ]
     )
     out["r2"] = {"marginal": _num(r2.marginal), "conditional": _num(r2.conditional)}
+    if res.robust is not None:
+        rob = res.robust
+        out["vce"] = {
+            "kind": rob.kind,
+            "cluster": rob.cluster,
+            "n_clusters": rob.n_clusters,
+            "df": None if rob.df is None else [_num(v) for v in rob.df],
+        }
+    rw = res.design.weights if res._state is not None else None
+    if rw is not None:
+        spec = rw.spec
+        out["weights"] = {
+            "kind": spec.kind,
+            "observation": rw.observation,
+            "levels": dict(rw.levels),
+            "pwscale": spec.pwscale,
+        }
     if res.reml:
         out["reml_criterion"] = _num(res.criterion)
     else:

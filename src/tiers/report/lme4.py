@@ -54,6 +54,8 @@ SIGNIF_LEGEND = "Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 �
 def _title(res: FitResult, lmertest: bool) -> list[str]:
     """lme4's ``.prt.methTit``: one line, or wrapped at 80 columns as R wraps it."""
     mtit = "Linear mixed model fit by " + ("REML" if res.reml else "maximum likelihood ")
+    if res.engine == "pseudo":  # not lme4's: it has no sampling weights
+        mtit = "Linear mixed model fit by pseudo-maximum likelihood (sampling weights)"
     cls = "lmerMod"
     if lmertest:
         mtit, cls = f"{mtit}. t-tests use Satterthwaite's method", "lmerModLmerTest"

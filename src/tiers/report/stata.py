@@ -61,6 +61,10 @@ def _wrap(line: str, width: int = WIDTH) -> list[str]:
 
 def estimator_line(res: FitResult) -> str:
     """Which estimator, and that REML is tiers' default for both syntaxes (Stata's is ML)."""
+    if res.engine == "pseudo":
+        return "Pseudo-ML: sampling weights (a pseudo-likelihood is ML-based; no REML version)"
+    if res.robust is not None and res.robust.kind == "robust" and not res.reml:
+        return "ML: the sandwich (vce robust) is built on the likelihood, so ML unless asked"
     if res.reml:
         return "REML: tiers' default for both syntaxes (Stata's mixed defaults to ML: , mle)"
     return "ML, as asked: tiers' default for both syntaxes is REML (Stata's mixed: ML)"
@@ -96,6 +100,8 @@ def header(res: FitResult, level: float) -> list[str]:
             )
         out.append("-" * 61)
     ll_name = "Log restricted-likelihood" if res.reml else "Log likelihood"
+    if res.engine == "pseudo":
+        ll_name = "Log pseudolikelihood"
     wald = res.wald
     chi2, df, p = wald if wald is not None else (math.nan, 0, math.nan)
     out += [
@@ -104,6 +110,11 @@ def header(res: FitResult, level: float) -> list[str]:
         f"{ll_name} = {stata_g(res.loglik, 10)}".ljust(48) + f"{'Prob > chi2':<18}= {_f(p, 10, 4)}",
         estimator_line(res),
     ]
+    if res.robust is not None:
+        rob = res.robust
+        out.append(
+            f"(Std. err. adjusted for {rob.n_clusters:,} clusters in {rob.cluster})".rjust(WIDTH)
+        )
     return out
 
 
@@ -144,8 +155,10 @@ def _numbers(est: float, se: float, z: float, p: float, lo: float, hi: float) ->
 def coef_table(res: FitResult, table: pd.DataFrame, level: float) -> list[str]:
     """Stata's coefficient table: factor levels under their header, separators as Stata."""
     yname = stata_abbrev(res.formula.response, 12)
-    out = [
-        RULE,
+    out = [RULE]
+    if res.robust is not None:  # Stata's label above the SE column
+        out.append(f"{'':>12} |{'Robust' if res.robust.kind == 'robust' else 'CR2':>20}")
+    out += [
         f"{yname:>12} |      Coef.   Std. Err.      z    P>|z|"
         + f"[{_pct(level)}% Conf. Interval]".rjust(25),
         FE_RULE,
@@ -364,7 +377,8 @@ def stata(
     out = header(res, level) + [""]
     out += coef_table(res, table, level) + [""]
     out += re_table(res, sdi, ci, level, stddeviations=stddeviations, residual=residual)
-    out += lr_lines(res)
+    if res.robust is None:  # Stata omits the LR test with robust standard errors
+        out += lr_lines(res)
     if any(math.isnan(v) for v in sdi.se[:-1]):
         what = "An SD" if stddeviations else "A variance"
         out += _wrap(f"Note: {what} estimated at zero has no standard error or interval.")

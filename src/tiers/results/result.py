@@ -28,6 +28,7 @@ from tiers.options import check_level
 from tiers.results.lrtest import LRTest
 from tiers.variance.information import CorrInference, SdInference, variance_inference
 from tiers.variance.residual import ResidualInference, residual_inference
+from tiers.variance.robust import RobustVcov
 
 FloatArray = NDArray[np.float64]
 
@@ -76,6 +77,7 @@ class FitResult:
     engine: str
     data_signature: tuple[float, float] = (0.0, 0.0)
     terms: tuple[TermInfo, ...] = ()
+    robust: RobustVcov | None = None
     _state: FitState | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------ state, pickling --
@@ -120,6 +122,8 @@ class FitResult:
 
     @cached_property
     def _variance(self) -> tuple[SdInference, CorrInference]:
+        if self.robust is not None and self.robust.variance is not None:
+            return self.robust.variance
         if self.design.residuals is not None:
             sdi, ci, _ = self.variance_at(0.95)
             return sdi, ci
@@ -212,7 +216,13 @@ class FitResult:
 
     @property
     def vcov(self) -> pd.DataFrame:
-        """Covariance matrix of the fixed effects: ``sigma^2 (X' V^-1 X)^-1``."""
+        """Covariance matrix of the fixed effects: ``sigma^2 (X' V^-1 X)^-1``, or the robust one.
+
+        The robust covariance (``robust``) when the fit asked for one (``vce=``, sampling weights).
+        """
+        if self.robust is not None:
+            v = np.asarray(self.robust.vcov)
+            return pd.DataFrame(v, index=list(self.xnames), columns=list(self.xnames))
         v = self.sigma**2 * np.asarray(self.unscaled_vcov)
         return pd.DataFrame(v, index=list(self.xnames), columns=list(self.xnames))
 
@@ -300,12 +310,19 @@ class FitResult:
 
     @property
     def aic(self) -> float:
-        """Akaike's criterion from `loglik` (REML fits: from the REML log-likelihood, as lme4)."""
+        """Akaike's criterion from `loglik` (REML fits: from the REML log-likelihood, as lme4).
+
+        NaN for a pseudo-likelihood (sampling weights), which is no likelihood to compare models by.
+        """
+        if self.engine == "pseudo":
+            return float("nan")
         return self.criterion + 2.0 * self.n_params
 
     @property
     def bic(self) -> float:
-        """Schwarz's criterion from `loglik`."""
+        """Schwarz's criterion from `loglik` (NaN for a pseudo-likelihood, as `aic`)."""
+        if self.engine == "pseudo":
+            return float("nan")
         return self.criterion + np.log(self.nobs) * self.n_params
 
     @property

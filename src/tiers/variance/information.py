@@ -87,7 +87,7 @@ class CorrInference:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class Layout:
     """Where each term's SDs and correlations sit in ``phi``."""
 
     blocks: tuple[tuple[TermSpec, slice, int, int, int], ...]  # spec, theta slice, start, nsd, ncor
@@ -98,7 +98,8 @@ class _Layout:
     free: BoolArray
 
 
-def _layout(specs: list[TermSpec], theta: FloatArray, sigma: float) -> _Layout:
+def layout(specs: list[TermSpec], theta: FloatArray, sigma: float) -> Layout:
+    """Where each term's SDs and correlations sit in ``phi``, and ``phi`` at the estimates."""
     sd_rows: list[tuple[str, str]] = []
     corr_rows: list[tuple[str, str, str]] = []
     phi: list[float] = []
@@ -129,10 +130,11 @@ def _layout(specs: list[TermSpec], theta: FloatArray, sigma: float) -> _Layout:
     for _t, _sl, start, nsd, ncor in blocks:
         if not np.all(free[start : start + nsd]):
             free[start + nsd : start + nsd + ncor] = False
-    return _Layout(tuple(blocks), tuple(sd_rows), tuple(corr_rows), phi_arr, np.array(kinds), free)
+    return Layout(tuple(blocks), tuple(sd_rows), tuple(corr_rows), phi_arr, np.array(kinds), free)
 
 
-def _theta_at(lay: _Layout, x: FloatArray, n_theta: int) -> tuple[FloatArray, float]:
+def theta_at(lay: Layout, x: FloatArray, n_theta: int) -> tuple[FloatArray, float]:
+    """Theta and sigma at the parameters ``x`` (log SDs, atanh correlations, log sigma)."""
     s = float(np.exp(x[-1]))
     th = np.empty(n_theta)
     for t, sl, start, nsd, ncor in lay.blocks:
@@ -185,11 +187,9 @@ def variance_inference(
     level : float
         Confidence level of the Wald intervals.
     """
-    from scipy import stats
-
     theta = np.asarray(theta, dtype=np.float64)
-    lay = _layout(specs, theta, sigma)
-    phi, free, is_sd = lay.phi, lay.free, lay.is_sd
+    lay = layout(specs, theta, sigma)
+    phi, free = lay.phi, lay.free
     m = phi.size
     cov_phi = np.full((m, m), np.nan)
     analytic = engine.has_gradient and all(t.q == 1 for t in specs)
@@ -203,7 +203,7 @@ def variance_inference(
         else:
 
             def criterion(x: FloatArray) -> float:
-                th, s = _theta_at(lay, np.where(free, x, phi), theta.size)
+                th, s = theta_at(lay, np.where(free, x, phi), theta.size)
                 ev = engine.evaluate(th)
                 return criterion_value(
                     ev.ldL2,
@@ -218,6 +218,17 @@ def variance_inference(
         cov_phi[np.ix_(idx, idx)] = np.linalg.inv(0.5 * H)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         pass
+    return summarise(lay, cov_phi, level)
+
+
+def summarise(lay: Layout, cov_phi: FloatArray, level: float) -> tuple[SdInference, CorrInference]:
+    """SDs and correlations with SEs and Wald intervals from a covariance of ``phi``.
+
+    The observed information's (`variance_inference`) or a sandwich's (`tiers.variance.robust`).
+    """
+    from scipy import stats
+
+    phi, is_sd = lay.phi, lay.is_sd
     z = stats.norm.ppf(0.5 + level / 2.0)
     var = np.diag(cov_phi)
     se_phi = np.where(var > 0, np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
@@ -253,7 +264,7 @@ def variance_inference(
 
 
 def _covariances(
-    lay: _Layout, est: FloatArray, cov_phi: FloatArray
+    lay: Layout, est: FloatArray, cov_phi: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Covariances ``r sd_i sd_j`` of each correlation's pair, with delta-method SEs.
 

@@ -25,8 +25,8 @@ from tiers.variance.information import (
     CorrInference,
     SdInference,
     _covariances,
-    _layout,
-    _theta_at,
+    layout,
+    theta_at,
 )
 
 FloatArray = NDArray[np.float64]
@@ -93,7 +93,7 @@ def residual_inference(
     n_rho = params.n_rho
     n_re = full.size - n_rho
     th, rho = full[:n_re], full[n_re:]
-    lay = _layout(specs, th, sigma)
+    lay = layout(specs, th, sigma)
     m_re = lay.phi.size - 1  # the layout's parameters before log sigma
     phi = np.concatenate([lay.phi[:-1], rho, lay.phi[-1:]])
     free = np.concatenate([lay.free[:-1], np.ones(n_rho, dtype=bool), lay.free[-1:]])
@@ -103,7 +103,7 @@ def residual_inference(
     def criterion(x: FloatArray) -> float:
         x = np.where(free, x, phi)
         re = np.concatenate([x[:m_re], x[-1:]])
-        t_re, s = _theta_at(lay, re, n_re)
+        t_re, s = theta_at(lay, re, n_re)
         ev = engine.evaluate(np.concatenate([t_re, x[m_re : m_re + n_rho]]))
         return criterion_value(ev.ldL2, ev.ldRX2, ev.pwrss, nu, engine.reml, s)
 
