@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
 from tiers.engine.contract import Evaluation, TermModes
+from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.sparse_modes import sparse_modes
 
@@ -167,7 +168,12 @@ class CrossedProblem(ProfiledProblem):
             shape=(self.r, self.n1 * self.q1),
         )
         self.NT = self.N.T.tocsr()
-        self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
+        self.coupling: cb.Coupling | DirectCoupling
+        k = np.bincount(level, minlength=self.n1)
+        if self.q1 == 1 and int((k * (k + 1) // 2).sum()) > PAIRS_MAX:
+            self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
+        else:
+            self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         self.dense = cb.use_dense(self.r, max(self.coupling.rows.size, zrzr.nnz // 2))
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")
@@ -260,7 +266,7 @@ class CrossedProblem(ProfiledProblem):
             Sinv = self.rest.invert().reshape(-1, order="F")
             cp = self.coupling
             X_at = Sinv[self.rest.target] * self.rest.scale_at(th[1:])
-            h = cp.K @ (dinv * dinv)
+            h = cp.npn((dinv * dinv)[:, None, None])
             first -= float((np.where(cp.off, 2.0, 1.0) * X_at) @ h)
             diag = Sinv[:: self.r + 1]
             for i, b in enumerate(self.blocks):

@@ -32,6 +32,7 @@ from scipy.linalg import lapack
 from scipy.sparse.linalg import SuperLU, splu
 
 from tiers._threads import limit_blas
+from tiers.engine.crossed_direct import DirectCoupling
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -221,7 +222,9 @@ def _scales(T: list[FloatArray], blocks: list[Block]) -> FloatArray:
 class DenseRest:
     """``S`` as a dense Fortran-ordered matrix, factored by LAPACK in place."""
 
-    def __init__(self, zrzr: FloatArray, coupling: Coupling, blocks: list[Block]) -> None:
+    def __init__(
+        self, zrzr: FloatArray, coupling: Coupling | DirectCoupling, blocks: list[Block]
+    ) -> None:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks
@@ -296,7 +299,9 @@ class DenseRest:
 class SparseRest:
     """``S`` on its (symmetric) sparsity pattern, factored by SuperLU."""
 
-    def __init__(self, zrzr: sp.spmatrix, coupling: Coupling, blocks: list[Block]) -> None:
+    def __init__(
+        self, zrzr: sp.spmatrix, coupling: Coupling | DirectCoupling, blocks: list[Block]
+    ) -> None:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks
