@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
+from tiers.engine import crossed_fill as fill
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
@@ -170,11 +171,23 @@ class CrossedProblem(ProfiledProblem):
         self.NT = self.N.T.tocsr()
         self.coupling: cb.Coupling | DirectCoupling
         k = np.bincount(level, minlength=self.n1)
-        if self.q1 == 1 and int((k * (k + 1) // 2).sum()) > PAIRS_MAX:
+        pairs = int((k * (k + 1) // 2).sum())
+        if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
+            fill.check_dense(self.r)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
         else:
+            fill.check_pairs(pairs, self.r)
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         self.dense = cb.use_dense(self.r, max(self.coupling.rows.size, zrzr.nnz // 2))
+        if self.dense:
+            fill.check_dense(self.r)
+        else:
+            zz = zrzr.tocoo()
+            fill.check_sparse(
+                np.concatenate([self.coupling.rows, zz.row]),
+                np.concatenate([self.coupling.cols, zz.col]),
+                self.r,
+            )
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")
             self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)

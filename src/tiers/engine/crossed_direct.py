@@ -96,7 +96,9 @@ class DirectCoupling:
             G = np.zeros((r, r), order="F")
         if self.light_idx.size:
             light = (self.Nl @ sp.diags(p[self.light_idx])) @ self.NlT
-            light.toarray(out=G)  # adds into G (scipy's csr_todense accumulates)
+            # adds (scipy's csr_todense accumulates); into the C-ordered view G.T, which needs no
+            # conversion of the csr product and is the same matrix: the product is symmetric
+            light.toarray(out=G.T)
         return np.asfortranarray(G)
 
     def npn(self, P: FloatArray) -> FloatArray:
