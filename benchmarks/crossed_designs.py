@@ -19,7 +19,9 @@ ML_USERS = 6_040
 ML_ITEMS = 3_706
 
 
-def _response(rng: np.random.Generator, u: np.ndarray, i: np.ndarray, nu: int, ni: int) -> np.ndarray:
+def _response(
+    rng: np.random.Generator, u: np.ndarray, i: np.ndarray, nu: int, ni: int
+) -> np.ndarray:
     a = rng.normal(0.0, 0.5, nu)
     b = rng.normal(0.0, 0.3, ni)
     return 3.5 + a[u] + b[i] + rng.normal(0.0, 1.0, u.size)

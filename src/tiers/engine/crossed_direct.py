@@ -88,18 +88,17 @@ class DirectCoupling:
 
     def dense(self, p: FloatArray) -> FloatArray:
         """``N diag(p) N'`` as a dense Fortran-ordered matrix (lower triangle valid), ``p >= 0``."""
-        r = self.r
-        if self.heavy_idx.size:
-            W = self.Nh * np.sqrt(p[self.heavy_idx])[None, :]
-            G = blas.dsyrk(1.0, W, lower=1)
-        else:
-            G = np.zeros((r, r), order="F")
         if self.light_idx.size:
             light = (self.Nl @ sp.diags(p[self.light_idx])) @ self.NlT
-            # adds (scipy's csr_todense accumulates); into the C-ordered view G.T, which needs no
-            # conversion of the csr product and is the same matrix: the product is symmetric
-            light.toarray(out=G.T)
-        return np.asfortranarray(G)
+            # symmetric: the transpose of the C-ordered array (no conversion of the csr product)
+            # is the same matrix, F-ordered as syrk updates it in place
+            G = light.toarray().T
+        else:
+            G = np.zeros((self.r, self.r), order="F")
+        if self.heavy_idx.size:
+            W = self.Nh * np.sqrt(p[self.heavy_idx])[None, :]
+            G = blas.dsyrk(1.0, W, beta=1.0, c=G, lower=1, overwrite_c=1)
+        return G
 
     def npn(self, P: FloatArray) -> FloatArray:
         """``(N P N')`` at the lower triangle, for ``P`` (nlevels1, 1, 1), ``P >= 0``."""

@@ -52,14 +52,18 @@ def envelope(rows: IntArray, cols: IntArray, r: int) -> int:
     return int((np.arange(r) - first + 1).sum())
 
 
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**29 else f"{nbytes / 2**20:,.2f} MiB"
+
+
 def refuse_above_limit(need: float, what: str) -> None:
     """Raise a `DataError` naming ``what`` when ``need`` bytes exceed the memory limit."""
     limit = diagnostics.LIMITS.max_bytes
     if need <= limit:
         return
     raise DataError(
-        f"the crossed random effects would need about {need / 2**30:,.1f} GiB ({what}), above the "
-        f"limit of {limit / 2**30:,.1f} GiB; no fit was started. Group the levels more coarsely, "
+        f"the crossed random effects would need about {_size(need)} ({what}), above the limit of "
+        f"{_size(limit)}; no fit was started. Group the levels more coarsely, "
         "fit a subset of the data, or raise the limit "
         "(tiers.design.diagnostics.LIMITS = tiers.Limits(max_bytes=...)) to try anyway"
     )
