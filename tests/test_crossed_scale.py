@@ -184,7 +184,8 @@ def test_envelope_bounds_the_fill():
     perm = reverse_cuthill_mckee(sp.csr_matrix(A), symmetric_mode=True)
     L = np.linalg.cholesky(A[np.ix_(perm, perm)])
     fill = np.count_nonzero(L)
-    env = envelope(rows, cols, r)
+    env = envelope(sp.csr_matrix(A))
     assert r < fill <= env < r * (r + 1) // 2
     band = np.arange(r - 1)
-    assert envelope(band + 1, band, r) == 2 * r - 1
+    tri = sp.coo_matrix((np.ones(r - 1), (band + 1, band)), shape=(r, r))
+    assert envelope(tri + tri.T) == 2 * r - 1

@@ -169,25 +169,26 @@ class CrossedProblem(ProfiledProblem):
             shape=(self.r, self.n1 * self.q1),
         )
         self.NT = self.N.T.tocsr()
-        self.coupling: cb.Coupling | DirectCoupling
         k = np.bincount(level, minlength=self.n1)
         pairs = int((k * (k + 1) // 2).sum())
+        self.coupling: cb.Coupling | DirectCoupling
         if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
             fill.check_dense(self.r)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
+            self.dense = True
         else:
             fill.check_pairs(pairs, self.r)
+            # the pattern of S (N N' and Z_r'Z_r) decides dense or sparse and predicts the fill,
+            # before the pairs are listed
+            ones = sp.csr_matrix((np.ones(level.size), (row, level)), shape=(self.r, self.n1))
+            pattern = ones @ ones.T + zrzr
+            self.dense = cb.use_dense(self.r, (pattern.nnz + self.r) // 2)
+            if self.dense:
+                fill.check_dense(self.r)
+            else:
+                fill.check_sparse(pattern)
+            del ones, pattern
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
-        self.dense = cb.use_dense(self.r, max(self.coupling.rows.size, zrzr.nnz // 2))
-        if self.dense:
-            fill.check_dense(self.r)
-        else:
-            zz = zrzr.tocoo()
-            fill.check_sparse(
-                np.concatenate([self.coupling.rows, zz.row]),
-                np.concatenate([self.coupling.cols, zz.col]),
-                self.r,
-            )
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")
             self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import NDArray
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from tiers.design import diagnostics
 from tiers.errors import DataError
-
-IntArray = NDArray[np.int64]
 
 #: Bytes per coupled pair while the pair list is built (indices, values, sort keys).
 PAIR_BYTES = 40.0
@@ -34,22 +31,20 @@ PAIR_BYTES = 40.0
 FILL_BYTES = 24.0
 
 
-def envelope(rows: IntArray, cols: IntArray, r: int) -> int:
-    """Entries of the lower envelope of a symmetric ``r x r`` pattern after reverse Cuthill-McKee.
+def envelope(A: sp.spmatrix) -> int:
+    """Entries of the lower envelope of the symmetric pattern ``A`` after reverse Cuthill-McKee.
 
-    ``(rows, cols)`` lists the pattern's entries (either triangle, repeats allowed); the diagonal
-    is counted whether listed or not.
+    The diagonal is counted whether ``A`` holds it or not.
     """
-    one = np.ones(rows.size, dtype=np.int8)
-    A = sp.csr_matrix((one, (rows, cols)), shape=(r, r))
-    A = (A + A.T).tocsr()
+    r = A.shape[0]
+    A = sp.csr_matrix(A + sp.identity(r, format="csr"))
     perm = reverse_cuthill_mckee(A, symmetric_mode=True)
     position = np.empty(r, dtype=np.int64)
     position[perm] = np.arange(r)
-    a, b = position[rows], position[cols]
-    first = np.arange(r, dtype=np.int64)  # each row's first column inside the envelope
-    np.minimum.at(first, np.maximum(a, b), np.minimum(a, b))
-    return int((np.arange(r) - first + 1).sum())
+    # each row's first column inside the envelope, in the new order (A holds its diagonal, so no
+    # row is empty)
+    first = np.minimum.reduceat(position[A.indices], A.indptr[:-1])
+    return int((position - np.minimum(first, position) + 1).sum())
 
 
 def _size(nbytes: float) -> str:
@@ -84,9 +79,10 @@ def check_dense(r: int) -> None:
     )
 
 
-def check_sparse(rows: IntArray, cols: IntArray, r: int) -> int:
-    """The predicted fill of a sparse Schur complement with pattern ``(rows, cols)``; returns it."""
-    fill = envelope(rows, cols, r)
+def check_sparse(pattern: sp.spmatrix) -> int:
+    """The predicted fill of a sparse Schur complement with symmetric ``pattern``; returns it."""
+    r = pattern.shape[0]
+    fill = envelope(pattern)
     refuse_above_limit(
         FILL_BYTES * fill,
         f"a sparse factor of the {r:,} x {r:,} Schur complement, predicted at up to {fill:,} "
