@@ -58,26 +58,6 @@ CASES: dict[str, str] = {
 }
 
 
-def blas_config() -> dict[str, Any]:
-    """The loaded BLAS libraries, their thread counts and the thread variables set."""
-    from threadpoolctl import threadpool_info
-
-    return {
-        "libraries": [
-            {
-                k: info.get(k)
-                for k in ("internal_api", "version", "num_threads", "threading_layer", "prefix")
-            }
-            for info in threadpool_info()
-        ],
-        "env": {
-            k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-            if k in os.environ
-        },
-    }
-
-
 def export_insteval() -> Path:
     """``lme4::InstEval`` as a CSV under bench-out/ (once), by Rscript."""
     if not INSTEVAL_CSV.exists():
@@ -138,7 +118,7 @@ def worker(case: str, result_path: str, csv_path: str | None) -> int:
     except Exception:
         res["error"] = traceback.format_exc()
     res["peak_rss_mib"] = nested_bench.peak_rss_mib()
-    res["blas"] = blas_config()
+    res["blas"] = nested_bench.blas_config()
     Path(result_path).write_text(json.dumps(nested_bench._to_jsonable(res), indent=1))
     return 0
 
