@@ -58,9 +58,9 @@ def refuse_above_limit(need: float, what: str) -> None:
         return
     raise DataError(
         f"the crossed random effects would need about {_size(need)} ({what}), above the limit of "
-        f"{_size(limit)}; no fit was started. Group the levels more coarsely, "
-        "fit a subset of the data, or raise the limit "
-        "(tiers.design.diagnostics.LIMITS = tiers.Limits(max_bytes=...)) to try anyway"
+        f"{_size(limit)}; no fit was started. For two crossed random intercepts, "
+        "tiers.fit_moments(formula, data) fits them by moments in time linear in the rows; or "
+        "raise the limit (tiers.design.diagnostics.LIMITS = tiers.Limits(max_bytes=...)) to try"
     )
 
 
