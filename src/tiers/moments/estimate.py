@@ -69,8 +69,8 @@ def variance_components(
     )
     if np.linalg.cond(M) > 1e12:
         raise DataError(
-            "the moment equations are singular for this design: the two factors must be crossed "
-            "(levels of each shared across levels of the other), not nested"
+            "the moment equations have no unique solution for this design: the two factors "
+            "group the rows the same way (or nearly); drop one of them"
         )
     raw = np.linalg.solve(M, np.array([u_a, u_b, u_e]))
     return np.maximum(raw, 0.0), raw
