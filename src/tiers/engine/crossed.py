@@ -178,16 +178,18 @@ class CrossedProblem(ProfiledProblem):
             self.dense = True
         else:
             fill.check_pairs(pairs, self.r)
-            # the pattern of S (N N' and Z_r'Z_r) decides dense or sparse and predicts the fill,
-            # before the pairs are listed
-            ones = sp.csr_matrix((np.ones(level.size), (row, level)), shape=(self.r, self.n1))
-            pattern = ones @ ones.T + zrzr
-            self.dense = cb.use_dense(self.r, (pattern.nnz + self.r) // 2)
+            self.dense = cb.use_dense(self.r, 0)  # small: dense whatever the pattern
+            if not self.dense:
+                # the pattern of S (N N' and Z_r'Z_r) decides dense or sparse and predicts the
+                # fill, before the pairs are listed
+                ones = sp.csr_matrix((np.ones(level.size), (row, level)), shape=(self.r, self.n1))
+                pattern = ones @ ones.T + zrzr
+                self.dense = cb.use_dense(self.r, (pattern.nnz + self.r) // 2)
+                if not self.dense:
+                    fill.check_sparse(pattern)
+                del ones, pattern
             if self.dense:
                 fill.check_dense(self.r)
-            else:
-                fill.check_sparse(pattern)
-            del ones, pattern
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")
