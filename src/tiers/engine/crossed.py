@@ -43,6 +43,7 @@ from tiers.engine import crossed_fill as fill
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.moment_start import moment_theta
 from tiers.engine.sparse_modes import sparse_modes
 
 FloatArray = NDArray[np.float64]
@@ -68,7 +69,8 @@ class CrossedProblem(ProfiledProblem):
     Attributes
     ----------
     n_theta, theta_lower, theta_upper, theta_start
-        Size, bounds and lme4's start of theta.
+        Size, bounds and start of theta: lme4's, or for random intercepts only the moment
+        estimates of `moment_start` (fewer evaluations to the same optimum).
     term_slices : list of slice
         Entries of theta belonging to each term (in the order of ``terms``).
     has_gradient : bool
@@ -117,6 +119,10 @@ class CrossedProblem(ProfiledProblem):
         self.theta_lower = np.concatenate([t.cov.lower() for t in terms])
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms])
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
+        if all(t.intercept_only for t in terms):
+            start = moment_theta(y, X, [t.codes for t in terms])
+            if start is not None:
+                self.theta_start = start
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
         self.dtd = D.T @ D

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tiers.design.design import Design
+from tiers.engine.moment_start import moment_variances
 from tiers.errors import DataError
 
 FloatArray = NDArray[np.float64]
@@ -38,41 +39,14 @@ BACKFIT_TOL = 1e-10
 BACKFIT_MAX_ITER = 2000
 
 
-def _within(r: FloatArray, codes: IntArray, nlevels: int) -> tuple[float, FloatArray]:
-    """``sum_g N_g sum_{i in g} (r_i - rbar_g)^2`` and the level counts."""
-    n_g = np.bincount(codes, minlength=nlevels).astype(np.float64)
-    s_g = np.bincount(codes, weights=r, minlength=nlevels)
-    ss_g = np.bincount(codes, weights=r * r, minlength=nlevels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        within = np.where(n_g > 0, ss_g - s_g * s_g / n_g, 0.0)
-    return float(n_g @ within), n_g
-
-
-def variance_components(
-    r: FloatArray, ga: IntArray, na: int, gb: IntArray, nb: int
-) -> tuple[FloatArray, FloatArray]:
+def variance_components(r: FloatArray, ga: IntArray, gb: IntArray) -> tuple[FloatArray, FloatArray]:
     """``(s_a^2, s_b^2, s_e^2)`` (negative ones set to 0) and the unclipped solution."""
-    n = float(r.size)
-    u_a, n_a = _within(r, ga, na)
-    u_b, n_b = _within(r, gb, nb)
-    u_e = n * float(((r - r.mean()) ** 2).sum())
-    cell = np.unique(ga.astype(np.int64) * nb + gb, return_counts=True)[1].astype(np.float64)
-    c = float(cell @ cell)
-    sa2, sb2 = float(n_a @ n_a), float(n_b @ n_b)
-    # unknowns (s_a^2, s_b^2, s_e^2)
-    M = np.array(
-        [
-            [0.0, sa2 - c, sa2 - n],
-            [sb2 - c, 0.0, sb2 - n],
-            [n * n - sa2, n * n - sb2, n * n - n],
-        ]
-    )
-    if np.linalg.cond(M) > 1e12:
+    raw = moment_variances(r, [ga, gb])
+    if raw is None:
         raise DataError(
             "the moment equations have no unique solution for this design: the two factors "
             "group the rows the same way (or nearly); drop one of them"
         )
-    raw = np.linalg.solve(M, np.array([u_a, u_b, u_e]))
     return np.maximum(raw, 0.0), raw
 
 

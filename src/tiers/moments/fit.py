@@ -43,9 +43,7 @@ def fit_moments(formula: str | Formula, data: Any) -> MomentsResult:
     y, X = design.frame.y, design.frame.X
     with single_thread_blas():
         beta_ols = np.linalg.lstsq(X, y, rcond=None)[0]
-        variances, raw = variance_components(
-            y - X @ beta_ols, ta.codes, ta.nlevels, tb.codes, tb.nlevels
-        )
+        variances, raw = variance_components(y - X @ beta_ols, ta.codes, tb.codes)
         s_a, s_b, s_e = (float(v) for v in variances)
         notes = [
             f"the moment estimate of the {name} variance was negative ({v:.3g}) and is set to 0"
