@@ -14,7 +14,10 @@ MixedModels.jl's order). The first term's diagonal block is block diagonal (``nl
 ``q1 x q1``) and is eliminated level by level, vectorised; the Schur complement left on the other
 terms (``r`` columns) is factored densely or sparsely (`crossed_blocks`). Everything that does not
 depend on theta (``Z'Z`` blocks, ``Z'[X y]``, the pairs of columns that the first term couples) is
-computed once in ``__init__``; an evaluation does no O(n) work.
+computed once in ``__init__``; an evaluation does no O(n) work. Where the coupled pairs are too
+many to list (ratings designs), ``N P N'`` is formed per evaluation instead (`crossed_direct`); a
+design whose factor would not fit in memory is refused there, before any numeric work
+(`crossed_fill`). Random intercepts start from moment estimates (`moment_start`).
 
 For intercept-only terms the gradient in theta is analytic (``has_gradient``), from the same factor:
 
