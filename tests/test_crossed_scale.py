@@ -189,3 +189,20 @@ def test_envelope_bounds_the_fill():
     band = np.arange(r - 1)
     tri = sp.coo_matrix((np.ones(r - 1), (band + 1, band)), shape=(r, r))
     assert envelope(tri + tri.T) == 2 * r - 1
+
+
+def test_direct_with_precision_weights_equals_pair_list(monkeypatch):
+    """Weights scale the rows of Z, hence N's values: both forms of N P N' carry them."""
+    data = ratings_like(4)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(data))
+    base, *_ = build("y ~ x + (1 | u) + (1 | i)", data, reml=True)
+    listed = CrossedProblem(base.y, base.X, base.terms, weights=w)
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct = CrossedProblem(base.y, base.X, base.terms, weights=w)
+    assert isinstance(direct.coupling, DirectCoupling)
+    theta = np.array([0.6, 0.9])
+    f_list, g_list = listed.deviance_and_gradient(theta)
+    f, g = direct.deviance_and_gradient(theta)
+    np.testing.assert_allclose(f, f_list, rtol=1e-12)
+    np.testing.assert_allclose(g, g_list, rtol=1e-8, atol=1e-8)
