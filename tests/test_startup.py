@@ -66,6 +66,23 @@ def test_plain_fit_imports_neither_scipy_stats_nor_formulaic():
     assert out.stdout.strip() == "[]"
 
 
+def test_first_fit_imports_nothing():
+    """Everything a fit needs comes with ``import tiers``: the first fit of a process pays no
+    imports (scipy.optimize alone took 0.2-0.4 s there)."""
+    code = (
+        "import sys, tiers\n"
+        "d = tiers.simulate(tiers.seed_design(districts=2), seed=1)\n"
+        "before = set(sys.modules)\n"
+        "tiers.fit('perform ~ tutoring + (1 | dist_id/school_id)', d)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_p_values_from_scipy_special_equal_scipy_stats():
     """The summary's normal and chi-square tails come from the functions scipy.stats calls."""
     from scipy.special import chdtrc, ndtr, ndtri
