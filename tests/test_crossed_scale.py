@@ -142,16 +142,19 @@ def test_refused_above_the_memory_limit(monkeypatch):
     """A limit set low refuses the fit before any numeric work, naming the predicted size."""
     data = ratings_like(3)
     only_engine_limits(monkeypatch)
-    monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=1000.0))
+    low = tiers.Limits(max_bytes=1000.0)
     with pytest.raises(DataError, match=r"would need about [\d.]+ MiB \([\d,]+ pairs .* no fit"):
-        tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=low)
     # formed per evaluation, the pairs are not listed: the dense Schur complement is what counts
     monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=10_000.0))
+    # the session-wide default applies when no limits are passed
     monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=10_000.0))
     with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
-    monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=20_000.0))
-    assert np.isfinite(tiers.fit("y ~ x + (1 | u) + (1 | i)", data).deviance)
+    fit = tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=20_000.0))
+    assert np.isfinite(fit.deviance)
 
 
 def test_sparse_path_refused_with_predicted_fill(monkeypatch):
@@ -160,9 +163,8 @@ def test_sparse_path_refused_with_predicted_fill(monkeypatch):
     only_engine_limits(monkeypatch)
     monkeypatch.setattr(crossed_fill, "PAIR_BYTES", 0.0)  # on this small design the list is larger
     monkeypatch.setattr(cb, "DENSE_MAX", 0)
-    monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=2000.0))
     with pytest.raises(DataError, match=r"sparse factor .* predicted at up to [\d,]+ nonzeros"):
-        tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=2000.0))
 
 
 def test_nothing_refused_under_the_default_limit(monkeypatch):

@@ -102,7 +102,9 @@ class CrossedProblem(ProfiledProblem):
         reml: bool = True,
         weights: FloatArray | None = None,
         frequency: bool = False,
+        max_bytes: float | None = None,
     ) -> None:
+        self.max_bytes = max_bytes
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
@@ -182,11 +184,11 @@ class CrossedProblem(ProfiledProblem):
         pairs = int((k * (k + 1) // 2).sum())
         self.coupling: cb.Coupling | DirectCoupling
         if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
-            fill.check_dense(self.r)
+            fill.check_dense(self.r, self.max_bytes)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
             self.dense = True
         else:
-            fill.check_pairs(pairs, self.r)
+            fill.check_pairs(pairs, self.r, self.max_bytes)
             self.dense = cb.use_dense(self.r, 0)  # small: dense whatever the pattern
             if not self.dense:
                 # the pattern of S (N N' and Z_r'Z_r) decides dense or sparse and predicts the
@@ -195,10 +197,10 @@ class CrossedProblem(ProfiledProblem):
                 pattern = ones @ ones.T + zrzr
                 self.dense = cb.use_dense(self.r, (pattern.nnz + self.r) // 2)
                 if not self.dense:
-                    fill.check_sparse(pattern)
+                    fill.check_sparse(pattern, self.max_bytes)
                 del ones, pattern
             if self.dense:
-                fill.check_dense(self.r)
+                fill.check_dense(self.r, self.max_bytes)
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")

@@ -12,8 +12,8 @@ The crossed engine eliminates the first term level by level and factors the Schu
   for designs without structure (two factors drawn independently: the worst case) and loose for
   designs nested in part, which SuperLU's minimum-degree ordering factors with less fill.
 
-Above `tiers.design.diagnostics.LIMITS.max_bytes` the fit is refused with the predicted size
-(raise the limit there to try anyway).
+Above the design's ``limits.max_bytes`` (``tiers.fit(..., limits=)``, default
+`tiers.design.diagnostics.LIMITS`) the fit is refused with the predicted size.
 """
 
 from __future__ import annotations
@@ -51,35 +51,39 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**29 else f"{nbytes / 2**20:,.2f} MiB"
 
 
-def refuse_above_limit(need: float, what: str) -> None:
-    """Raise a `DataError` naming ``what`` when ``need`` bytes exceed the memory limit."""
-    limit = diagnostics.LIMITS.max_bytes
+def refuse_above_limit(need: float, what: str, limit: float | None = None) -> None:
+    """Raise a `DataError` naming ``what`` when ``need`` bytes exceed ``limit``.
+
+    ``limit`` defaults to `tiers.design.diagnostics.LIMITS.max_bytes`.
+    """
+    limit = diagnostics.LIMITS.max_bytes if limit is None else limit
     if need <= limit:
         return
     raise DataError(
         f"the crossed random effects would need about {_size(need)} ({what}), above the limit of "
         f"{_size(limit)}; no fit was started. For two crossed random intercepts, "
         "tiers.fit_moments(formula, data) fits them by moments in time linear in the rows; or "
-        "raise the limit (tiers.design.diagnostics.LIMITS = tiers.Limits(max_bytes=...)) to try"
+        "raise the limit (tiers.fit(..., limits=tiers.Limits(max_bytes=...))) to try"
     )
 
 
-def check_pairs(pairs: int, r: int) -> None:
+def check_pairs(pairs: int, r: int, limit: float | None = None) -> None:
     """The pair list of `crossed_blocks.Coupling` (``pairs`` entries) and a dense ``S``."""
     refuse_above_limit(
         PAIR_BYTES * pairs,
         f"{pairs:,} pairs of the {r:,} random effects after the first term share a level of it",
+        limit,
     )
 
 
-def check_dense(r: int) -> None:
+def check_dense(r: int, limit: float | None = None) -> None:
     """A dense Schur complement of ``r`` columns, its copy of ``Z_r'Z_r`` and its inverse."""
     refuse_above_limit(
-        3.0 * 8.0 * r * r, f"three dense {r:,} x {r:,} matrices for the Schur complement"
+        3.0 * 8.0 * r * r, f"three dense {r:,} x {r:,} matrices for the Schur complement", limit
     )
 
 
-def check_sparse(pattern: sp.spmatrix) -> int:
+def check_sparse(pattern: sp.spmatrix, limit: float | None = None) -> int:
     """The predicted fill of a sparse Schur complement with symmetric ``pattern``; returns it."""
     r = pattern.shape[0]
     fill = envelope(pattern)
@@ -87,5 +91,6 @@ def check_sparse(pattern: sp.spmatrix) -> int:
         FILL_BYTES * fill,
         f"a sparse factor of the {r:,} x {r:,} Schur complement, predicted at up to {fill:,} "
         "nonzeros from its envelope after a reverse Cuthill-McKee ordering",
+        limit,
     )
     return fill
