@@ -218,6 +218,7 @@ def worker(case: str, repeats: int, csv_path: str | None, result_path: str) -> i
     except Exception:
         res["error"] = traceback.format_exc()
     res["peak_rss_mib"] = nested_bench.peak_rss_mib()
+    res["blas"] = nested_bench.blas_config()
     res["times_s"] = times
     if times:
         res["median_s"] = statistics.median(times)

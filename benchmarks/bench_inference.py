@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from threadpoolctl import threadpool_info
+
 try:
     import tiers
 except ImportError:  # run from a checkout without an install
@@ -88,6 +90,10 @@ def main() -> None:
             "rows": len(data),
             "cores": cores,
             "n_boot": args.n_boot,
+            "blas": [
+                {k: i.get(k) for k in ("internal_api", "version", "num_threads", "prefix")}
+                for i in threadpool_info()
+            ],
             "seconds": figures,
             "bootstrap_failed": boot.attrs["n_failed"],
             "intervals": {

@@ -26,6 +26,8 @@ import platform
 import tempfile
 import time
 
+from threadpoolctl import threadpool_info
+
 from tiers.simulation.presets import seed_design
 from tiers.study.runner import run_study
 
@@ -61,6 +63,10 @@ def main() -> None:
         f"{platform.python_version()}: {args.replicates:,} replicates of the four-level REML model "
         f"at {args.districts} districts ({design.nrows:,} rows each)"
     )
+    blas = ", ".join(
+        f"{i['internal_api']} {i.get('version')} x{i['num_threads']}" for i in threadpool_info()
+    )
+    print(f"BLAS (parent; workers run one thread each): {blas}")
     print(f"total               {total:8.1f} s")
     print(f"median fit          {median * 1000:8.1f} ms per replicate")
     print(f"wall per replicate  {total / args.replicates * 1000:8.1f} ms (all workers together)")

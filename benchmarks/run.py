@@ -106,6 +106,22 @@ def current_rss_mib() -> float | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MIB
 
 
+def blas_config() -> dict[str, Any]:
+    """The BLAS libraries loaded in this process, their versions and thread counts, and the
+    thread variables set (recorded with every benchmark: threading changes timings up to 6x)."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "version", "num_threads", "threading_layer", "prefix")
+    return {
+        "libraries": [{k: info.get(k) for k in keys} for info in threadpool_info()],
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            if k in os.environ
+        },
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # worker: one fresh subprocess per size
 # --------------------------------------------------------------------------------------------
@@ -231,6 +247,7 @@ def worker(districts: int, repeats: int, csv_path: str | None, result_path: str)
         tsim = importlib.import_module("tiers.simulation.data")
 
         res["tiers_version"] = str(getattr(tiers, "__version__", "unknown"))
+        res["blas"] = blas_config()
         res["tiers_file"] = str(getattr(tiers, "__file__", ""))
         t0 = time.perf_counter()
         data = tsim.simulate(tiers.seed_design(districts=districts), seed=SEED)

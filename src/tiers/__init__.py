@@ -43,6 +43,7 @@ from tiers.formula.residuals import (
 )
 from tiers.formula.types import Formula
 from tiers.inference import lrtest as _lrtest  # noqa: F401
+from tiers.moments import MomentsResult, fit_moments
 from tiers.report import comparison as comparison
 from tiers.simulation.data import NestedDesign, simulate
 from tiers.simulation.presets import seed_design
@@ -118,6 +119,7 @@ __all__ = [
     "Limits",
     "LmmResult",
     "marginsplot",
+    "MomentsResult",
     "NestedDesign",
     "NestingError",
     "ResidualStructure",
@@ -129,6 +131,7 @@ __all__ = [
     "assemble",
     "deviance_function",
     "fit",
+    "fit_moments",
     "parse",
     "optimize_theta",
     "optimize_theta",

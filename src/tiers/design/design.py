@@ -103,6 +103,9 @@ class Design:
         The residual structure's groups and parameters (`tiers.design.residuals`), else None.
     weights : RowWeights or None
         Precision, frequency or sampling weights (`tiers.design.weights`).
+    limits : Limits or None
+        The size limits the design was checked against (default `diagnostics.LIMITS`); the crossed
+        engine checks its predicted factor against them too.
     """
 
     formula: Formula
@@ -116,6 +119,7 @@ class Design:
     response_warnings: tuple[str, ...] = ()
     residuals: ResidualLayout | None = None
     weights: RowWeights | None = None
+    limits: Limits | None = None
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -338,6 +342,7 @@ def build_design(
             warnings=warns,
             response_warnings=binary,
             weights=rw,
+            limits=limits,
         )
     if nesting.identical and not force:
         coarse, fine = nesting.identical[0]
@@ -369,6 +374,7 @@ def build_design(
         response_warnings=binary,
         residuals=layout,
         weights=rw,
+        limits=limits,
     )
 
 

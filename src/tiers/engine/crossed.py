@@ -14,7 +14,10 @@ MixedModels.jl's order). The first term's diagonal block is block diagonal (``nl
 ``q1 x q1``) and is eliminated level by level, vectorised; the Schur complement left on the other
 terms (``r`` columns) is factored densely or sparsely (`crossed_blocks`). Everything that does not
 depend on theta (``Z'Z`` blocks, ``Z'[X y]``, the pairs of columns that the first term couples) is
-computed once in ``__init__``; an evaluation does no O(n) work.
+computed once in ``__init__``; an evaluation does no O(n) work. Where the coupled pairs are too
+many to list (ratings designs), ``N P N'`` is formed per evaluation instead (`crossed_direct`); a
+design whose factor would not fit in memory is refused there, before any numeric work
+(`crossed_fill`). Random intercepts start from moment estimates (`moment_start`).
 
 For intercept-only terms the gradient in theta is analytic (``has_gradient``), from the same factor:
 
@@ -39,8 +42,11 @@ from numpy.typing import NDArray
 
 from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
+from tiers.engine import crossed_fill as fill
 from tiers.engine.contract import Evaluation, TermModes
+from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.moment_start import moment_theta
 from tiers.engine.sparse_modes import sparse_modes
 
 FloatArray = NDArray[np.float64]
@@ -66,7 +72,8 @@ class CrossedProblem(ProfiledProblem):
     Attributes
     ----------
     n_theta, theta_lower, theta_upper, theta_start
-        Size, bounds and lme4's start of theta.
+        Size, bounds and start of theta: lme4's, or for random intercepts only the moment
+        estimates of `moment_start` (fewer evaluations to the same optimum).
     term_slices : list of slice
         Entries of theta belonging to each term (in the order of ``terms``).
     has_gradient : bool
@@ -95,7 +102,9 @@ class CrossedProblem(ProfiledProblem):
         reml: bool = True,
         weights: FloatArray | None = None,
         frequency: bool = False,
+        max_bytes: float | None = None,
     ) -> None:
+        self.max_bytes = max_bytes
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
@@ -115,6 +124,10 @@ class CrossedProblem(ProfiledProblem):
         self.theta_lower = np.concatenate([t.cov.lower() for t in terms])
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms])
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
+        if all(t.intercept_only for t in terms):
+            start = moment_theta(y, X, [t.codes for t in terms])
+            if start is not None:
+                self.theta_start = start
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
         self.dtd = D.T @ D
@@ -167,8 +180,28 @@ class CrossedProblem(ProfiledProblem):
             shape=(self.r, self.n1 * self.q1),
         )
         self.NT = self.N.T.tocsr()
-        self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
-        self.dense = cb.use_dense(self.r, max(self.coupling.rows.size, zrzr.nnz // 2))
+        k = np.bincount(level, minlength=self.n1)
+        pairs = int((k * (k + 1) // 2).sum())
+        self.coupling: cb.Coupling | DirectCoupling
+        if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
+            fill.check_dense(self.r, self.max_bytes)
+            self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
+            self.dense = True
+        else:
+            fill.check_pairs(pairs, self.r, self.max_bytes)
+            self.dense = cb.use_dense(self.r, 0)  # small: dense whatever the pattern
+            if not self.dense:
+                # the pattern of S (N N' and Z_r'Z_r) decides dense or sparse and predicts the
+                # fill, before the pairs are listed
+                ones = sp.csr_matrix((np.ones(level.size), (row, level)), shape=(self.r, self.n1))
+                pattern = ones @ ones.T + zrzr
+                self.dense = cb.use_dense(self.r, (pattern.nnz + self.r) // 2)
+                if not self.dense:
+                    fill.check_sparse(pattern, self.max_bytes)
+                del ones, pattern
+            if self.dense:
+                fill.check_dense(self.r, self.max_bytes)
+            self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
             self.zrzr = zrzr.toarray(order="F")
             self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)
@@ -260,7 +293,7 @@ class CrossedProblem(ProfiledProblem):
             Sinv = self.rest.invert().reshape(-1, order="F")
             cp = self.coupling
             X_at = Sinv[self.rest.target] * self.rest.scale_at(th[1:])
-            h = cp.K @ (dinv * dinv)
+            h = cp.npn((dinv * dinv)[:, None, None])
             first -= float((np.where(cp.off, 2.0, 1.0) * X_at) @ h)
             diag = Sinv[:: self.r + 1]
             for i, b in enumerate(self.blocks):

@@ -31,7 +31,8 @@ from numpy.typing import NDArray
 from scipy.linalg import lapack
 from scipy.sparse.linalg import SuperLU, splu
 
-from tiers._threads import _controller
+from tiers._threads import limit_blas
+from tiers.engine.crossed_direct import DirectCoupling
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -221,7 +222,9 @@ def _scales(T: list[FloatArray], blocks: list[Block]) -> FloatArray:
 class DenseRest:
     """``S`` as a dense Fortran-ordered matrix, factored by LAPACK in place."""
 
-    def __init__(self, zrzr: FloatArray, coupling: Coupling, blocks: list[Block]) -> None:
+    def __init__(
+        self, zrzr: FloatArray, coupling: Coupling | DirectCoupling, blocks: list[Block]
+    ) -> None:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks
@@ -257,7 +260,7 @@ class DenseRest:
             S[np.diag_indices(self.r)] *= 0.5
             S[...] = lam_t(T, self.blocks, np.ascontiguousarray(lam_t(T, self.blocks, S).T))
         S[np.diag_indices(self.r)] += 1.0
-        with _controller().limit(limits=self.threads, user_api="blas"):
+        with limit_blas(self.threads):
             _, info = lapack.dpotrf(S, lower=1, clean=0, overwrite_a=1)
         if info != 0:
             self.state = "empty"
@@ -275,7 +278,7 @@ class DenseRest:
     def invert(self) -> FloatArray:
         """``S^-1`` in place (lower triangle valid); the factor is lost."""
         assert self.state == "factor"
-        with _controller().limit(limits=self.threads, user_api="blas"):
+        with limit_blas(self.threads):
             _, info = lapack.dpotri(self.work, lower=1, overwrite_c=1)
         assert info == 0
         self.state = "inverse"
@@ -296,7 +299,9 @@ class DenseRest:
 class SparseRest:
     """``S`` on its (symmetric) sparsity pattern, factored by SuperLU."""
 
-    def __init__(self, zrzr: sp.spmatrix, coupling: Coupling, blocks: list[Block]) -> None:
+    def __init__(
+        self, zrzr: sp.spmatrix, coupling: Coupling | DirectCoupling, blocks: list[Block]
+    ) -> None:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.design import diagnostics
 from tiers.design.design import Design
 from tiers.engine.contract import Engine
 from tiers.engine.crossed import CrossedProblem
@@ -48,7 +49,10 @@ def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
 
 def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     w, freq = _row_weights(design)
-    return CrossedProblem(y, X, design.terms, reml=reml, weights=w, frequency=freq)
+    limits = design.limits or diagnostics.LIMITS
+    return CrossedProblem(
+        y, X, design.terms, reml=reml, weights=w, frequency=freq, max_bytes=limits.max_bytes
+    )
 
 
 def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:

@@ -59,6 +59,10 @@ def check_name(name: str, whole: str, pos: int, what: str) -> str:
     return name
 
 
+#: Terms that formulaic always accepts: plain names (or 0/1) joined by ``+``, ``*`` or ``:``. Most
+#: formulas are of this kind; they skip formulaic, whose import costs 0.1-0.4 s on a first fit.
+_PLAIN = re.compile(r"^\s*(?:[01]|[^\W\d][\w.]*)(?:\s*[-+*:]\s*(?:[01]|[^\W\d][\w.]*))*\s*$")
+
 #: formulaic marks the position of a syntax error between these two characters.
 _MARK = "\u29db"
 
@@ -69,6 +73,8 @@ def check_syntax(expr: str, whole: str, pos: int, what: str) -> None:
     formulaic's own message (its operator names, its colour codes) is rewritten in tiers' words,
     with the formula quoted and the position of the problem marked in the whole formula.
     """
+    if _PLAIN.match(expr):
+        return
     from formulaic import Formula as _Formula
     from formulaic.errors import FormulaicError
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers._threads import single_thread_blas
 from tiers.fitting import refit
 from tiers.inference.residuals import require_independent_residuals

@@ -23,8 +23,7 @@ Liang 1987; Stram and Lee 1994):
 
 from __future__ import annotations
 
-from scipy import stats
-
+from tiers._lazy import stats
 from tiers.errors import ComparisonError
 from tiers.fitting import refit as refit_fit
 from tiers.inference.residuals import with_residual_difference

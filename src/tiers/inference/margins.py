@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.inference.predict import fixed_matrix
 from tiers.inference.satterthwaite import Satterthwaite
 from tiers.options import check_level, check_option

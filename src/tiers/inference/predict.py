@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.data.frame import as_pandas, model_matrix, plain_text
 from tiers.errors import DataError
 from tiers.options import check_level, check_option

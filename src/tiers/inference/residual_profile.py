@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import stats
 from scipy.optimize import brentq, minimize
 
+from tiers._lazy import stats
 from tiers._threads import single_thread_blas
 from tiers.design.residual_params import ResidualParams
 from tiers.errors import TiersError

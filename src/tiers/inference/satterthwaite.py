@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.optimize.derivatives import hessian, jacobian, lmertest_steps
 from tiers.results.result import FitResult
 

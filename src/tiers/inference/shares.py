@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.special import expit
+from scipy.special import expit, ndtri
 
 from tiers.options import check_level
 from tiers.results.result import FitResult
@@ -62,7 +61,7 @@ def variance_shares(res: FitResult, level: float = 0.95) -> pd.DataFrame:
     # Two observations that share one level of a crossed factor (and nothing else) correlate by
     # that factor's share alone.
     nested = res.nested
-    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    z = float(ndtri(0.5 + level / 2.0))  # stats.norm.ppf without scipy.stats
     free = var > 0
     cov = np.asarray(sdi.cov_log_sd)[np.ix_(free, free)]
     rows = []

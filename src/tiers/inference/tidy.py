@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.inference.predict import ranef_frames
 from tiers.inference.r2 import r2
 from tiers.options import check_level, check_option

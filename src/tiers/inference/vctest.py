@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.errors import ComparisonError, ConvergenceWarning
 from tiers.results.lrtest import LRTest
 from tiers.results.result import FitResult

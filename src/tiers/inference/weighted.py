@@ -10,8 +10,8 @@ by the bootstrap, which would draw one response per row where the weights stand 
 from __future__ import annotations
 
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.errors import DataError
 from tiers.results.result import FitResult
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.errors import DataError
 
 # Relative tolerances: a column whose range within every group is below _INVARIANT_TOL times its

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.errors import DataError
 from tiers.panel.core import (
     _check_args,

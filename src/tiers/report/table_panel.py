@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.panel.estimators import PanelResult
 
 ESTIMATORS = {"pooled": "pooled OLS", "fe": "FE (within)", "re": "RE (GLS)"}

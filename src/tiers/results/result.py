@@ -233,19 +233,20 @@ class FitResult:
 
     def coef_table(self, level: float = 0.95) -> pd.DataFrame:
         """Coefficient, SE, z, P>|z| and normal-theory interval, as Stata's ``mixed`` shows."""
-        from scipy import stats
+        # the functions stats.norm calls; scipy.stats takes 0.3-0.5 s to import
+        from scipy.special import ndtr, ndtri
 
         check_level(level)
         est = self.fixef.to_numpy()
         se = self.std_errors.to_numpy()
         z = est / se
-        q = stats.norm.ppf(0.5 + level / 2.0)
+        q = ndtri(0.5 + level / 2.0)
         return pd.DataFrame(
             {
                 "estimate": est,
                 "std_error": se,
                 "z": z,
-                "p_value": 2.0 * stats.norm.sf(np.abs(z)),
+                "p_value": 2.0 * ndtr(-np.abs(z)),
                 "ci_lower": est - q * se,
                 "ci_upper": est + q * se,
             },
@@ -344,7 +345,7 @@ class FitResult:
     @property
     def wald(self) -> tuple[float, int, float] | None:
         """Wald chi2 that all coefficients except the intercept are zero: (chi2, df, p)."""
-        from scipy import stats
+        from scipy.special import chdtrc
 
         idx = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
         if not idx:
@@ -352,7 +353,7 @@ class FitResult:
         b = np.asarray(self.beta)[idx]
         v = self.vcov.to_numpy()[np.ix_(idx, idx)]
         chi2 = float(b @ np.linalg.solve(v, b))
-        return chi2, len(idx), float(stats.chi2.sf(chi2, len(idx)))
+        return chi2, len(idx), float(chdtrc(len(idx), chi2))
 
     def deviance_ml(self) -> float:
         """The ML deviance at these estimates (lme4's ``deviance(fit, REML = FALSE)``)."""

@@ -66,8 +66,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.errors import DesignError
 from tiers.results.display import Table, html_tables, latex_tables, markdown_tables
 from tiers.simulation.data import NestedDesign

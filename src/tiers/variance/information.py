@@ -226,10 +226,10 @@ def summarise(lay: Layout, cov_phi: FloatArray, level: float) -> tuple[SdInferen
 
     The observed information's (`variance_inference`) or a sandwich's (`tiers.variance.robust`).
     """
-    from scipy import stats
+    from scipy.special import ndtri  # what stats.norm.ppf calls, without scipy.stats' import
 
     phi, is_sd = lay.phi, lay.is_sd
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = ndtri(0.5 + level / 2.0)
     var = np.diag(cov_phi)
     se_phi = np.where(var > 0, np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
     with np.errstate(over="ignore", invalid="ignore"):

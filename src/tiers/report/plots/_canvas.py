@@ -11,7 +11,8 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
+
+from tiers._lazy import stats
 
 
 class TiersFigure(Figure):

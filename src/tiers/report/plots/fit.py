@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.inference.intervals import variance_shares
 from tiers.inference.predict import residuals
 from tiers.inference.zeta import zeta_profiles

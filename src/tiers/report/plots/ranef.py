@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
+from tiers._lazy import stats
 from tiers.inference.predict import ranef_frames
 from tiers.inference.shrinkage import group_ols
 from tiers.options import check_level

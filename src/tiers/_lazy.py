@@ -1,0 +1,33 @@
+"""Heavy modules imported on first use, not when tiers is imported.
+
+``scipy.stats`` alone costs 0.3-0.5 s to import (it pulls in ``scipy.spatial`` and every
+distribution), more than a whole fit at 80,000 rows; a fit needs none of it, and the summaries
+that do use it (p-values, intervals) only a few distributions. Modules write
+``from tiers._lazy import stats`` and use ``stats.norm`` as usual; type checkers see scipy.stats.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from typing import TYPE_CHECKING, Any
+
+
+class LazyModule(types.ModuleType):
+    """A module imported when one of its attributes is first read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._module: types.ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        # only called for attributes not found normally (never ``_module`` itself)
+        if self._module is None:
+            self._module = importlib.import_module(self.__name__)
+        return getattr(self._module, attr)
+
+
+if TYPE_CHECKING:
+    from scipy import stats as stats
+else:
+    stats = LazyModule("scipy.stats")

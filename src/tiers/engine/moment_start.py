@@ -1,0 +1,69 @@
+"""A start for theta from moments, for crossed random intercepts.
+
+For ``K`` random intercepts, the U-statistics of Gao and Owen (2017, "Efficient moment
+calculations for variance components in large unbalanced crossed random effects models", EJS 11)
+give the variance components in one pass over the rows: within the levels of factor ``k``,
+
+    U_k = sum_g N_g sum_{i in g} (r_i - rbar_g)^2,
+    E U_k = s_e^2 (S_k - N) + sum_{l != k} s_l^2 (S_k - C_kl),
+
+and over all rows ``U_0 = N sum_i (r_i - rbar)^2``, ``E U_0 = s_e^2 (N^2 - N) + sum_l s_l^2
+(N^2 - S_l)``, where ``S_k = sum_g N_g^2`` and ``C_kl`` counts the ordered pairs of rows that share
+their levels of both ``k`` and ``l``. Started there rather than at lme4's ``theta = 1``, the
+optimiser needs fewer evaluations of a criterion that costs a dense factorisation each (InstEval:
+32 -> 19 evaluations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+#: Smallest start: the criterion is even in each intercept's theta, so its gradient at 0 is 0 and
+#: an optimiser started there would not move.
+THETA_FLOOR = 0.1
+
+
+def _pair_count(codes: IntArray) -> float:
+    counts = np.bincount(codes).astype(np.float64)
+    return float(counts @ counts)
+
+
+def moment_variances(r: FloatArray, codes: list[IntArray]) -> FloatArray | None:
+    """``(s_1^2, ..., s_K^2, s_e^2)`` from the residuals ``r``; None when not identified."""
+    n = float(r.size)
+    K = len(codes)
+    S = np.array([_pair_count(c) for c in codes])
+    C = np.zeros((K, K))
+    for k in range(K):
+        for m in range(k):
+            keys = codes[k] * (int(codes[m].max()) + 1) + codes[m]
+            C[k, m] = C[m, k] = _pair_count(np.unique(keys, return_inverse=True)[1])
+    A = np.zeros((K + 1, K + 1))
+    u = np.zeros(K + 1)
+    for k, ck in enumerate(codes):
+        nk = np.bincount(ck).astype(np.float64)
+        sk = np.bincount(ck, weights=r)
+        ssk = np.bincount(ck, weights=r * r)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u[k] = float(nk @ np.where(nk > 0, ssk - sk * sk / nk, 0.0))
+        A[k, K] = S[k] - n
+        A[k, :K] = np.where(np.arange(K) == k, 0.0, S[k] - C[k])
+    u[K] = n * float(((r - r.mean()) ** 2).sum())
+    A[K, :K] = n * n - S
+    A[K, K] = n * n - n
+    if np.linalg.cond(A) > 1e12:
+        return None
+    return np.asarray(np.linalg.solve(A, u), dtype=np.float64)
+
+
+def moment_theta(y: FloatArray, X: FloatArray, codes: list[IntArray]) -> FloatArray | None:
+    """``theta_k = s_k / s_e`` from OLS residuals, floored at `THETA_FLOOR`; None if unavailable."""
+    beta = np.linalg.lstsq(X, y, rcond=None)[0]
+    v = moment_variances(y - X @ beta, [np.asarray(c, dtype=np.int64) for c in codes])
+    if v is None or not np.all(np.isfinite(v)) or v[-1] <= 0.0:
+        return None
+    return np.maximum(np.sqrt(np.maximum(v[:-1], 0.0) / v[-1]), THETA_FLOOR)

@@ -1,0 +1,210 @@
+"""Crossed designs at ratings scale: ``N P N'`` formed per evaluation (`crossed_direct`) against the
+pair list and a dense computation; the refusal of designs too large to factor (`crossed_fill`).
+
+The direct form is exercised on small designs by lowering `crossed.PAIRS_MAX` to 0 and by moving
+the dense/sparse split (`crossed_direct._DENSE_S`) so that all, none or some levels are dense.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+import tiers
+import tiers.engine.crossed as crossed
+import tiers.engine.crossed_blocks as cb
+import tiers.engine.crossed_direct as cd
+import tiers.engine.crossed_fill as crossed_fill
+from tiers.design import design as design_module
+from tiers.design import diagnostics
+from tiers.engine.crossed import CrossedProblem
+from tiers.engine.crossed_direct import DirectCoupling
+from tiers.engine.crossed_fill import envelope
+from tiers.errors import DataError
+
+from .test_crossed import dense_reference, random_design
+
+#: Split points of the dense block: every level dense, none, and a mix.
+SPLITS = {"all_dense": 1e-15, "none_dense": 1.0, "mixed": 4e-10}
+
+
+def direct_problem(monkeypatch, y, X, terms, *, reml: bool, split: str) -> CrossedProblem:
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS[split])
+    return CrossedProblem(y, X, terms, reml=reml)
+
+
+def ratings_like(seed: int, n: int = 400, users: int = 30, items: int = 25) -> pd.DataFrame:
+    """Skewed crossed counts, singleton items, a partly nested third factor."""
+    rng = np.random.default_rng(seed)
+    u = np.minimum(rng.geometric(0.08, n) - 1, users - 1)
+    i = rng.integers(0, items - 3, n)
+    i[:3] = [items - 3, items - 2, items - 1]  # three items rated once
+    g = u // 5  # users nested in groups of 5
+    y = rng.normal(size=n) + 0.5 * rng.normal(size=users)[u] + 0.4 * rng.normal(size=items)[i]
+    return pd.DataFrame(
+        {
+            "y": y,
+            "x": rng.normal(size=n),
+            "u": u.astype(str),
+            "i": i.astype(str),
+            "g": g.astype(str),
+        }
+    )
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    nterms=st.integers(2, 3),
+    reml=st.booleans(),
+    split=st.sampled_from(sorted(SPLITS)),
+)
+def test_direct_equals_dense_computation(monkeypatch, seed, nterms, reml, split):
+    y, X, terms, theta = random_design(seed, nterms, intercepts_only=True)
+    problem = direct_problem(monkeypatch, y, X, terms, reml=reml, split=split)
+    if problem.rest is None:  # one term left after the first: nothing coupled
+        return
+    assert isinstance(problem.coupling, DirectCoupling)
+    ev = problem.evaluate(theta)
+    ldL2, dev, beta, modes = dense_reference(y, X, terms, theta, problem.term_slices, reml)
+    np.testing.assert_allclose(ev.ldL2, ldL2, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ev.deviance, dev, rtol=1e-10)
+    np.testing.assert_allclose(problem.beta(ev), beta, rtol=1e-8, atol=1e-10)
+    for (b, sd), (b_ref, sd_ref) in zip(problem.conditional_sds(theta), modes, strict=True):
+        np.testing.assert_allclose(b, b_ref, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(sd, sd_ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("split", sorted(SPLITS))
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 | u) + (1 | i)",
+        "y ~ x + (1 | u) + (1 | i) + (1 | g)",
+        "y ~ 1 + (1 | i) + (1 | u)",
+    ],
+)
+def test_direct_equals_pair_list(monkeypatch, split, reml, formula):
+    """Deviance and analytic gradient agree with the pair-list form (partly nested, singletons)."""
+    data = ratings_like(7)
+    problem_list, *_ = build(formula, data, reml=reml)
+    y, X, terms = problem_list.y, problem_list.X, problem_list.terms
+    problem = direct_problem(monkeypatch, y, X, terms, reml=reml, split=split)
+    assert isinstance(problem.coupling, DirectCoupling)
+    assert isinstance(problem_list.coupling, cb.Coupling)
+    if split == "mixed":
+        assert 0 < problem.coupling.heavy.sum() < problem.coupling.heavy.size
+    rng = np.random.default_rng(1)
+    for theta in (problem.theta_start, rng.uniform(0.1, 1.5, problem.n_theta)):
+        f_list, g_list = problem_list.deviance_and_gradient(theta)
+        f, g = problem.deviance_and_gradient(theta)
+        np.testing.assert_allclose(f, f_list, rtol=1e-12)
+        np.testing.assert_allclose(g, g_list, rtol=1e-8, atol=1e-8)
+
+
+def build(formula: str, data: pd.DataFrame, *, reml: bool):
+    from .test_crossed import build as build_crossed
+
+    return build_crossed(formula, data, reml=reml)
+
+
+def test_direct_fit_matches_pair_list_fit(monkeypatch):
+    """The optimum does not depend on how N P N' is formed."""
+    data = ratings_like(11, n=600)
+    formula = "y ~ x + (1 | u) + (1 | i)"
+    ref = tiers.fit(formula, data)
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    res = tiers.fit(formula, data)
+    assert res.engine == "crossed"
+    np.testing.assert_allclose(res.deviance, ref.deviance, rtol=1e-10)
+    np.testing.assert_allclose(res.theta, ref.theta, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- refusal --
+
+
+def only_engine_limits(monkeypatch) -> None:
+    """Skip the design's own size check (rows x effects), which a limit this low trips first."""
+    monkeypatch.setattr(design_module, "check_resources", lambda *args: None)
+
+
+def test_refused_above_the_memory_limit(monkeypatch):
+    """A limit set low refuses the fit before any numeric work, naming the predicted size."""
+    data = ratings_like(3)
+    only_engine_limits(monkeypatch)
+    low = tiers.Limits(max_bytes=1000.0)
+    with pytest.raises(DataError, match=r"would need about [\d.]+ MiB \([\d,]+ pairs .* no fit"):
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=low)
+    # formed per evaluation, the pairs are not listed: the dense Schur complement is what counts
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=10_000.0))
+    # the session-wide default applies when no limits are passed
+    monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=10_000.0))
+    with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
+    fit = tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=20_000.0))
+    assert np.isfinite(fit.deviance)
+
+
+def test_sparse_path_refused_with_predicted_fill(monkeypatch):
+    """The sparse factor's predicted fill (envelope after reverse Cuthill-McKee) is what is refused."""
+    data = ratings_like(5)
+    only_engine_limits(monkeypatch)
+    monkeypatch.setattr(crossed_fill, "PAIR_BYTES", 0.0)  # on this small design the list is larger
+    monkeypatch.setattr(cb, "DENSE_MAX", 0)
+    with pytest.raises(DataError, match=r"sparse factor .* predicted at up to [\d,]+ nonzeros"):
+        tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=2000.0))
+
+
+def test_nothing_refused_under_the_default_limit(monkeypatch):
+    monkeypatch.setattr(cb, "DENSE_MAX", 0)
+    res = tiers.fit("y ~ x + (1 | u) + (1 | i)", ratings_like(5))
+    assert np.isfinite(res.deviance)
+
+
+def test_envelope_bounds_the_fill():
+    """In the reverse Cuthill-McKee ordering the Cholesky factor's nonzeros lie inside the envelope;
+    a band has no fill beyond itself."""
+    rng = np.random.default_rng(0)
+    r = 60
+    rows = rng.integers(0, r, 150)
+    cols = rng.integers(0, r, 150)
+    A = np.eye(r) * 400.0
+    A[rows, cols] += 1.0
+    A[cols, rows] += 1.0
+    perm = reverse_cuthill_mckee(sp.csr_matrix(A), symmetric_mode=True)
+    L = np.linalg.cholesky(A[np.ix_(perm, perm)])
+    fill = np.count_nonzero(L)
+    env = envelope(sp.csr_matrix(A))
+    assert r < fill <= env < r * (r + 1) // 2
+    band = np.arange(r - 1)
+    tri = sp.coo_matrix((np.ones(r - 1), (band + 1, band)), shape=(r, r))
+    assert envelope(tri + tri.T) == 2 * r - 1
+
+
+def test_direct_with_precision_weights_equals_pair_list(monkeypatch):
+    """Weights scale the rows of Z, hence N's values: both forms of N P N' carry them."""
+    data = ratings_like(4)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(data))
+    base, *_ = build("y ~ x + (1 | u) + (1 | i)", data, reml=True)
+    listed = CrossedProblem(base.y, base.X, base.terms, weights=w)
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct = CrossedProblem(base.y, base.X, base.terms, weights=w)
+    assert isinstance(direct.coupling, DirectCoupling)
+    theta = np.array([0.6, 0.9])
+    f_list, g_list = listed.deviance_and_gradient(theta)
+    f, g = direct.deviance_and_gradient(theta)
+    np.testing.assert_allclose(f, f_list, rtol=1e-12)
+    np.testing.assert_allclose(g, g_list, rtol=1e-8, atol=1e-8)

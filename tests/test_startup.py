@@ -1,0 +1,93 @@
+"""What a fresh process pays before and during its first fit: BLAS threads limited without
+threadpoolctl's library scan, scipy.stats and formulaic not imported by a plain fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from tiers import _threads
+from tiers._lazy import stats
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("route", ["openblas", "threadpoolctl"])
+def test_single_thread_blas_limits_and_restores(monkeypatch, route):
+    if route == "threadpoolctl":
+        monkeypatch.setattr(_threads, "_openblas", lambda loaded=(): None)
+    before = blas_threads()
+    with _threads.single_thread_blas():
+        assert blas_threads() and all(n == 1 for n in blas_threads())
+        with _threads.limit_blas(1):  # nested: the inner exit keeps the outer limit
+            pass
+        assert all(n == 1 for n in blas_threads())
+    assert blas_threads() == before
+
+
+def test_openblas_found_directly():
+    """numpy's and scipy's wheels bring OpenBLAS: the direct route applies to both."""
+    libs = _threads._openblas(tuple(name in sys.modules for name in _threads._LOADERS))
+    if not any(i["internal_api"] == "openblas" for i in threadpool_info()):
+        pytest.skip("no OpenBLAS in this environment")
+    assert libs is not None
+    assert len(libs) == sum(i["internal_api"] == "openblas" for i in threadpool_info())
+
+
+def test_lazy_stats_is_scipy_stats():
+    from scipy import stats as real
+
+    assert stats.norm is real.norm
+    assert float(stats.chi2.sf(3.84, 1)) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_plain_fit_imports_neither_scipy_stats_nor_formulaic():
+    """``import tiers`` and a fit with plain terms leave both out (0.3-0.8 s of imports)."""
+    code = (
+        "import sys, tiers\n"
+        "d = tiers.simulate(tiers.seed_design(districts=2), seed=1)\n"
+        "tiers.fit('perform ~ tutoring + (1 | dist_id/school_id)', d)\n"
+        "print(sorted(m for m in ('scipy.stats', 'formulaic') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_first_fit_imports_nothing():
+    """Everything a fit needs comes with ``import tiers``: the first fit of a process pays no
+    imports (scipy.optimize alone took 0.2-0.4 s there)."""
+    code = (
+        "import sys, tiers\n"
+        "d = tiers.simulate(tiers.seed_design(districts=2), seed=1)\n"
+        "before = set(sys.modules)\n"
+        "tiers.fit('perform ~ tutoring + (1 | dist_id/school_id)', d)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_p_values_from_scipy_special_equal_scipy_stats():
+    """The summary's normal and chi-square tails come from the functions scipy.stats calls."""
+    from scipy.special import chdtrc, ndtr, ndtri
+
+    z = np.array([0.1, 1.96, 5.0, 12.0])
+    np.testing.assert_array_equal(2.0 * ndtr(-z), 2.0 * stats.norm.sf(z))
+    np.testing.assert_array_equal(ndtri(0.975), stats.norm.ppf(0.975))
+    np.testing.assert_array_equal(chdtrc(3, 7.5), stats.chi2.sf(7.5, 3))
