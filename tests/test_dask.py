@@ -408,3 +408,11 @@ def test_cli_xtreg_on_dask_with_hausman(client, data, tmp_path: Path):
     whole = CliRunner().invoke(app, [*common, str(tmp_path / "all.csv"), *opts])
     assert whole.exit_code == 0, whole.output
     assert lazy.output == whole.output
+
+
+def test_residual_structures_weights_and_vce_are_refused(client, data):
+    ddf = dd.from_pandas(data, npartitions=2)
+    with pytest.raises(DataError, match="residuals"):
+        tiers.fit("perform tutoring || dist_id: || student_id:, residuals(ar 1, t(semester))", ddf)
+    with pytest.raises(ValueError, match="weights="):
+        tiers.fit("perform ~ tutoring + (1 | dist_id)", ddf, weights="tutoring")

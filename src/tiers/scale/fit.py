@@ -56,6 +56,17 @@ ROW_DEPENDENT = ("center", "scale", "standardize", "poly", "bs", "cr", "cs", "cc
 
 
 def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
+    options = [
+        name
+        for name, value in (("residuals()", f.residuals), ("weights", f.weights), ("vce()", f.vce))
+        if value is not None
+    ]
+    if options:
+        raise DataError(
+            f"{options[0]} in {f.text!r}: a fit of a Dask DataFrame uses unweighted sufficient "
+            "statistics with independent residuals and model-based standard errors; compute the "
+            "data (ddf.compute()) to fit it in memory"
+        )
     used = re.findall(rf"\b({'|'.join(ROW_DEPENDENT)})\s*\(", f.fixed)
     if used:
         raise DataError(
