@@ -262,10 +262,36 @@ def test_nested_slopes_from_leaf_cross_products_equal_in_memory(client, data, fo
         np.testing.assert_allclose(mine[name].to_numpy(), a.to_numpy(), rtol=1e-7, atol=1e-9)
 
 
-def test_crossed_factors_are_refused_by_name(client, data):
-    ddf = dd.from_pandas(data, npartitions=2)
-    with pytest.raises(DataError, match="crossed"):
-        tiers.fit("perform ~ tutoring + (1 | dist_id) + (1 | semester)", ddf)
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "perform ~ tutoring + (1 | dist_id) + (1 | semester) + (1 | rater)",
+        "perform ~ tutoring + (1 | dist_id/school_id) + (1 | rater)",
+        "perform ~ tutoring + x2 + (1 | school_id) + (1 + x2 | rater)",
+    ],
+)
+def test_crossed_factors_from_cell_cross_products_equal_in_memory(client, data, formula):
+    """Per cell (a level of every factor) cross-products give the in-memory criterion.
+
+    The optimum is the same function's: the in-memory criterion at the Dask theta equals its own
+    optimum. With slopes the optimiser is derivative-free and stops within its tolerance on a
+    flat surface, so estimates are compared to `THETA_ATOL` there.
+    """
+    from tests.tolerances import THETA_ATOL
+
+    rng = np.random.default_rng(1)
+    d = data.assign(x2=rng.normal(size=len(data)) + 50.0, rater=rng.integers(0, 25, len(data)))
+    ref = fit_quietly(formula, d)
+    res = fit_quietly(formula, frames_of([d.iloc[:100], d.iloc[100:100], d.iloc[100:]]))
+    assert res.engine == ref.engine == "crossed"
+    assert abs(res.criterion - ref.criterion) <= DISTRIBUTED_CRITERION_RTOL * abs(ref.criterion)
+    at_theirs = ref.devfun.deviance(np.asarray(res.theta))
+    assert abs(at_theirs - ref.criterion) <= DISTRIBUTED_CRITERION_RTOL * abs(ref.criterion)
+    tol = THETA_ATOL if "x2 |" in formula else 1e-6
+    np.testing.assert_allclose(res.theta, ref.theta, atol=tol)
+    np.testing.assert_allclose(res.beta, ref.beta, atol=tol * 10)
+    assert [lv.max_obs for lv in res.levels] == [lv.max_obs for lv in ref.levels]
+    assert str(res).splitlines()[:8] == str(ref).splitlines()[:8]
 
 
 def test_row_dependent_transforms_are_refused(client, data):

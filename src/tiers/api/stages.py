@@ -55,7 +55,7 @@ def fit(
     data : pandas, polars or Dask DataFrame
         A `dask.dataframe.DataFrame` (or ``tiers.read_data("data/*.parquet", lazy=True)``) is
         reduced to sufficient statistics on the active Dask scheduler and fitted on them (nested
-        grouping, intercepts and slopes; see `tiers.scale`): the result is the same as in memory, except that
+        or crossed, intercepts and slopes; see `tiers.scale`): the result is the same as in memory, except that
         what needs the rows again (fitted values, residuals, the bootstrap) refuses.
     reml : bool, optional
         REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.

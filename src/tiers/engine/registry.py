@@ -91,9 +91,29 @@ def _from_statistics(
         raise rows_needed("a replicate (another response on the same rows)")
     if design.engine == "tree" and isinstance(stats, LeafGrams) and design.nesting is not None:
         return _tree_from_grams(design, stats, reml)
+    if design.engine == "crossed" and isinstance(stats, LeafGrams):
+        return _crossed_from_grams(design, stats, reml)
     if design.engine != "nested" or not isinstance(stats, NestedStatistics):
         raise ValueError(f"statistics of the {design.engine} engine are not supported")
     return NestedProblem.from_statistics(stats, reml=reml)
+
+
+def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
+    """The crossed engine from per-cell cross-products (a cell: one level of every factor)."""
+    rows, cell = stats.rows()  # cells are the rows of frame.data (the distinct id tuples)
+    terms, at = [], 0
+    for t in design.terms:
+        factor = dataclasses.replace(t.factor, codes=t.factor.codes[cell])
+        terms.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
+        at += t.q
+    return CrossedProblem.from_leaf_rows(
+        np.ascontiguousarray(rows[:, at:]),
+        terms,
+        n=stats.n,
+        shift=stats.shift[at:],
+        intercept=stats.intercept,
+        reml=reml,
+    )
 
 
 def _tree_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:

@@ -1,4 +1,4 @@
-"""The `Design` of a model known through statistics: built on one row per innermost group.
+"""The `Design` of a model known through statistics: built on one row per distinct id tuple.
 
 The grouping factors, the nesting checks and the labels of the random effects depend on the data
 only through its distinct id tuples, so they are built by the in-memory code
@@ -51,12 +51,19 @@ class Skeleton:
     formula: Formula
     ids: pd.DataFrame
     factors: list[GroupingFactor]
-    nesting: Nesting
+    nesting: Nesting | None
 
     @property
     def leaf(self) -> NDArray[np.int64]:
-        """The innermost group of each id tuple."""
+        """The innermost group of each id tuple; for crossed factors, the tuple itself (a cell)."""
+        if self.nesting is None:
+            return np.arange(len(self.ids), dtype=np.int64)
         return self.nesting.tree.leaf
+
+    @property
+    def nleaf(self) -> int:
+        """Innermost groups (nested) or cells (crossed): what the statistics are kept by."""
+        return len(self.ids) if self.nesting is None else int(self.nesting.tree.sizes[-1])
 
 
 def build_skeleton(f: Formula, ids: pd.DataFrame, *, force: bool, where: Sources) -> Skeleton:
@@ -67,7 +74,7 @@ def build_skeleton(f: Formula, ids: pd.DataFrame, *, force: bool, where: Sources
     Raises
     ------
     DataError
-        Crossed factors (not reduced on Dask; named, with what is supported).
+        A factor with fewer than two groups (as in memory).
     NestingError
         A declared child under two parents, naming the files it appears in.
     """
@@ -81,14 +88,7 @@ def build_skeleton(f: Formula, ids: pd.DataFrame, *, force: bool, where: Sources
     for gf in factors:
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
-    if nesting is None:
-        raise DataError(
-            f"the grouping factors of {f.text!r} are crossed (not nested) over the whole data"
-            f"{_files_of(f, ids, where)}; fits of a Dask DataFrame support nested grouping "
-            "(random intercepts and slopes, e.g. (1 + x | district/school)); compute the data (ddf.compute()) to fit "
-            "crossed factors in memory"
-        )
-    if nesting.identical and not force:
+    if nesting is not None and nesting.identical and not force:
         coarse, fine = nesting.identical[0]
         raise identical_partition_error(f, ids, coarse, fine)
     return Skeleton(f, ids, factors, nesting)
@@ -206,11 +206,12 @@ def build_design(
 ) -> Design:
     """The design: skeleton, group sizes from the statistics, fixed columns as in memory.
 
-    `NestedStatistics` for nested random intercepts (the scalar engine), `LeafGrams` with random
-    slopes (the block engine); ``totals.names`` then starts with the effects' names.
+    `NestedStatistics` for nested random intercepts (the scalar engine); `LeafGrams` with random
+    slopes (the block engine, per leaf) or crossed factors (per cell); ``totals.names`` then
+    starts with the effects' names.
     """
     f = skel.formula
-    nleaf = int(skel.nesting.tree.sizes[-1])
+    nleaf = skel.nleaf
     grams = statistics if isinstance(statistics, LeafGrams) else None
     if grams is not None:
         znames, xnames_all = totals.names[: grams.qz], totals.names[grams.qz :]
@@ -224,7 +225,9 @@ def build_design(
     raw = stats.recentred(np.zeros(stats.p + 1))
     keep = independent_columns(stats, xnames_all)
     omitted = tuple(n for j, n in enumerate(xnames_all) if j not in keep)
-    stats = dataclasses.replace(select_columns(stats, keep), tree=skel.nesting.tree)
+    stats = select_columns(stats, keep)
+    if skel.nesting is not None:
+        stats = dataclasses.replace(stats, tree=skel.nesting.tree)
     engine_stats: NestedStatistics | LeafGrams = stats
     if grams is not None:
         if grams.leaves.size != nleaf:  # pragma: no cover - every leaf has a complete row
@@ -239,8 +242,12 @@ def build_design(
 
     resized = {gf.columns: sized(gf) for gf in skel.factors}
     factors = [dataclasses.replace(resized[gf.columns], name=gf.name) for gf in skel.factors]
-    nesting = dataclasses.replace(
-        skel.nesting, factors=tuple(resized[gf.columns] for gf in skel.nesting.factors)
+    nesting = (
+        None
+        if skel.nesting is None
+        else dataclasses.replace(
+            skel.nesting, factors=tuple(resized[gf.columns] for gf in skel.nesting.factors)
+        )
     )
     terms = build_terms(f, skel.ids, factors) if grams is None else _terms(f, factors, znames)
     # the in-memory checks on the extremes: the response's and each column's range
@@ -266,6 +273,11 @@ def build_design(
         statistics=engine_stats,
     )
     binary = np.array([totals.y_min, totals.y_max]) if totals.binary else np.array([0.5])
+    response_warnings = linear_probability(binary, f.response)
+    if nesting is None:
+        if grams is None:  # pragma: no cover - crossed factors are always reduced by cells
+            raise DataError("the statistics do not match the model's random effects")
+        return Design(f, frame, factors, "crossed", terms, response_warnings=response_warnings)
     levels = [[t for t in terms if t.factor.columns == gf.columns] for gf in nesting.factors]
     ordered = [t for lv in levels for t in lv]
     scalar = all(len(lv) == 1 and lv[0].intercept_only for lv in levels)
@@ -279,5 +291,5 @@ def build_design(
         ordered,
         nesting,
         levels,
-        response_warnings=linear_probability(binary, f.response),
+        response_warnings=response_warnings,
     )

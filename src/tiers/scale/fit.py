@@ -6,7 +6,8 @@ id tuples (the nesting tree, implicit nesting as in memory). Pass 2
 (`tiers.scale.passes.reduce_partition`) reduces each partition to sufficient statistics about its
 own column means; pieces are combined pairwise in a tree on the workers by the exact co-moment
 update (Chan, Golub and LeVeque 1979), so no row and no per-row array reaches the client. The
-fit then runs on the statistics alone (`tiers.engine.nested_scalar.NestedProblem.from_statistics`).
+fit then runs on the statistics alone (`tiers.engine.registry`: the nested engine from sums, the
+block and crossed engines from rows that reproduce each leaf's or cell's cross-product).
 
 Runs on whatever Dask scheduler is active: a `distributed.Client` if one is, else Dask's default.
 """
@@ -186,7 +187,7 @@ def fit_dask(
     limits: Limits | None,
     result_type: type[FitResult],
 ) -> FitResult:
-    """Fit a nested random-intercept model to a Dask DataFrame from its sufficient statistics.
+    """Fit a linear mixed model to a Dask DataFrame from its sufficient statistics.
 
     See `tiers.api.stages.fit` for the parameters: `prepare_dask`, then the in-memory fitting
     stage on the statistics.
@@ -222,7 +223,7 @@ def prepare_dask(
     levels = _levels(surveys, cols)
     ids, where, row_of = _distinct_ids(surveys, cols, files)
     skel = build_skeleton(f, ids, force=force, where=where)
-    nleaf = int(skel.nesting.tree.sizes[-1])
+    nleaf = skel.nleaf
     leaf_of = skel.leaf[row_of]  # the leaf of each partition's id tuples, partition after partition
     bounds = np.cumsum([0] + [len(s.ids) for s in surveys])
     order = _term_order(f, skel)
@@ -253,7 +254,13 @@ def prepare_dask(
 
 
 def _term_order(f: Formula, skel: Skeleton) -> tuple[int, ...] | None:
-    """With random slopes, the random terms in the engine's order (outermost level first)."""
+    """The random terms in the engine's order, when it reads per-leaf (or per-cell) cross-products.
+
+    Nested intercepts only: None (sums suffice). Slopes: outermost level first. Crossed factors:
+    the formula's order, kept per cell.
+    """
+    if skel.nesting is None:
+        return tuple(range(len(f.random)))
     if all(t.is_intercept_only for t in f.random):
         return None
     return tuple(
