@@ -442,3 +442,16 @@ def test_residual_structures_weights_and_vce_are_refused(client, data):
         tiers.fit("perform tutoring || dist_id: || student_id:, residuals(ar 1, t(semester))", ddf)
     with pytest.raises(ValueError, match="weights="):
         tiers.fit("perform ~ tutoring + (1 | dist_id)", ddf, weights="tutoring")
+
+
+def test_new_data_and_f_tests_code_the_levels_of_the_whole_data(client, data):
+    f = "perform ~ tutoring * region + np.log(student_id) + (1 | dist_id/school_id)"
+    ref = fit_quietly(f, data)
+    res = fit_quietly(f, dd.from_pandas(data, npartitions=4))
+    new = data.sample(50, random_state=2)
+    np.testing.assert_allclose(
+        res.predict(new)["mean"], ref.predict(new)["mean"], rtol=DISTRIBUTED_ESTIMATE_TOL, atol=1e-8
+    )
+    a, b = res.anova(), ref.anova()
+    assert a.index.tolist() == b.index.tolist()
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)

@@ -250,7 +250,34 @@ def prepare_dask(
         source=_source(files),
     )
     stats = piece.statistics if order is not None else spread(piece, nleaf)
-    return build_design(skel, stats, totals, limits)
+    design = build_design(skel, stats, totals, limits)
+    _attach_fixed_spec(design, cols, levels)
+    return design
+
+
+def _attach_fixed_spec(design: Design, cols: Columns, levels: dict[str, list[Any]]) -> None:
+    """The fixed part's model spec (new data, F tests), learned from every level seen.
+
+    In memory it is learned from the rows (`tiers.design.design.Design.fixed_spec`); here from a
+    small frame holding each categorical predictor's levels over the whole data (other predictors
+    are numbers, and transforms that learn from them are refused), which codes the same columns.
+    """
+    from formulaic import model_matrix as fmm
+
+    predictors = [c for c, role in cols.roles.items() if role == "a predictor"]
+    size = max([2, *(len(v) for v in levels.values())])
+    frame = pd.DataFrame(
+        {
+            c: (
+                pd.Categorical(np.resize(np.array(levels[c], dtype=object), size), levels[c])
+                if c in levels
+                else np.arange(size, dtype=np.float64) + 1.0
+            )
+            for c in predictors
+        }
+    )
+    spec = fmm(design.formula.fixed, frame, na_action="ignore").model_spec
+    design.__dict__["fixed_spec"] = spec  # the cached property's slot, as on first use
 
 
 def _term_order(f: Formula, skel: Skeleton) -> tuple[int, ...] | None:
