@@ -455,3 +455,17 @@ def test_new_data_and_f_tests_code_the_levels_of_the_whole_data(client, data):
     a, b = res.anova(), ref.anova()
     assert a.index.tolist() == b.index.tolist()
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)
+
+
+def test_cli_dask_refuses_what_it_cannot_do(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
+    glob = str(tmp_path / "*.parquet")
+    for extra, words in [
+        (["--pool"], "takes no --pool or --plots"),
+        (["--weights", "tutoring"], "takes no --residuals, --weights or --vce"),
+    ]:
+        out = CliRunner().invoke(app, ["fit", FORMULA, glob, "--dask", *extra])
+        assert out.exit_code != 0 and words in out.output

@@ -201,6 +201,11 @@ def fit(
     check_output(plots, "--plots", folder=True)
     if plots is not None:
         need_matplotlib("--plots")
+    if dask and (pool or plots is not None):
+        fail(
+            "--dask takes no --pool or --plots: pooling reads each imputed data set in memory, "
+            "and the figures of residuals need the rows"
+        )
     if pool:
         from tiers.cli.pool import run_pool
 
