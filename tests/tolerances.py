@@ -28,3 +28,10 @@ ZETA_ATOL = 1e-3
 #: Our zeta grid against a cubic spline through lme4's profile points (lme4's own interpSpline):
 #: the spline's interpolation error over lme4's ~0.5-zeta spacing (measured <= 4e-4).
 ZETA_SPLINE_ATOL = 2e-3
+#: A Dask fit against the in-memory fit of the same rows: the same statistics, combined chunk by
+#: chunk by the exact co-moment update, differ only by rounding (~1e-15 relative), so the criterion
+#: at the optimum agrees to far better than this.
+DISTRIBUTED_CRITERION_RTOL = 1e-10
+#: ... and the optimiser, fed criteria that agree to rounding, stops at estimates this close
+#: (relative to max(1, |value|)).
+DISTRIBUTED_ESTIMATE_TOL = 1e-8

@@ -15,7 +15,8 @@ from tiers import inference as inference
 from tiers import panel as panel
 from tiers import report as report
 from tiers.api import LmmResult, assemble, deviance_function, fit, optimize_theta, prepare
-from tiers.data.io import read_data, write_data
+from tiers.api.reading import read_data
+from tiers.data.io import write_data
 from tiers.design.design import Design
 from tiers.design.diagnostics import Limits
 from tiers.errors import (

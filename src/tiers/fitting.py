@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from tiers._threads import single_thread_blas
 from tiers.design.design import Design, TermInfo, signature
 from tiers.design.diagnostics import check_exact_fit
+from tiers.design.summary import SummaryFrame
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
@@ -138,6 +139,8 @@ def _explain_exact_fit(design: Design, y: FloatArray | None, X: FloatArray | Non
     Checked before the fit only on small data (`tiers.design.diagnostics.EXACT_FIT_ROWS`).
     """
     frame = design.frame
+    if y is None and isinstance(frame, SummaryFrame):
+        return  # the rows are not held (tiers.scale); the fit's own error says what failed
     check_exact_fit(
         design.formula.response,
         frame.y if y is None else y,
@@ -203,6 +206,9 @@ def assemble(
         X_used = design.frame.X if X is None else X
         robust = robust_vcov(design, vce, opt.theta, sol.beta, sol.sigma, y_used, X_used)
     scale = float(np.max(np.abs(y_used))) if y_used.size else 0.0
+    data_signature = signature(np.asarray(y_used))
+    if y is None and isinstance(design.frame, SummaryFrame):  # rows summarised (tiers.scale)
+        scale, data_signature = design.frame.y_absmax, design.frame.y_signature
     if not (np.isfinite(sol.deviance) and sol.sigma > 1e-6 * scale):
         # a (near) zero residual SD: say why when the response is fitted exactly
         _explain_exact_fit(design, y, X)
@@ -245,7 +251,7 @@ def assemble(
         warnings=tuple(warns),
         fit_seconds=time.perf_counter() - start,
         engine=design.engine,
-        data_signature=signature(np.asarray(y_used)),
+        data_signature=data_signature,
         terms=terms,
         robust=robust,
         _state=state,

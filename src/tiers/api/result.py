@@ -522,8 +522,7 @@ class LmmResult(DisplayedFit):
             se = np.sqrt(np.diag(v))
             with np.errstate(invalid="ignore", divide="ignore"):
                 corr = v / np.outer(se, se)
-            scaled = self.residuals().to_numpy() / self.sigma
-            quartiles = np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
+            quartiles = self._residual_quartiles()
             return text.lme4(self, self.coef_table(), tests, corr, quartiles)
 
         level = self.formula.level or 0.95
@@ -556,6 +555,11 @@ class LmmResult(DisplayedFit):
         """Variance shares apply: intercepts only, and one residual variance (no SD by stratum)."""
         lay = self.design.residuals
         return self.intercepts_only and (lay is None or not lay.params.ratio_labels)
+
+    def _residual_quartiles(self) -> list[float]:
+        """Min, quartiles and max of the scaled residuals (lme4's summary)."""
+        scaled = self.residuals().to_numpy() / self.sigma
+        return np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
 
     def to_dict(self) -> dict[str, Any]:
         """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""

@@ -15,6 +15,7 @@ from tiers.api.weighting import drop_zero_weights as drop_zero
 from tiers.api.weighting import vce_option, weight_spec
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
+from tiers.design.summary import SummaryFrame
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
 from tiers.errors import FormulaError
@@ -24,6 +25,7 @@ from tiers.formula.parse import parse
 from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
 from tiers.optimize.minimize import OptSummary, certify
+from tiers.scale.fit import is_dask_frame
 from tiers.variance.vce import check_vce
 
 
@@ -50,7 +52,11 @@ def fit(
         lme4 syntax (``"perform ~ tutoring + (1 | dist_id/school_id)"``, ``(x | g)``,
         ``(x || g)``, crossed ``(1 | a) + (1 | b)``) or Stata syntax (``"perform tutoring ||
         dist_id: || school_id: x, covariance(unstructured)"``, ``|| _all: R.factor``).
-    data : pandas or polars DataFrame
+    data : pandas, polars or Dask DataFrame
+        A `dask.dataframe.DataFrame` (or ``tiers.read_data("data/*.parquet", lazy=True)``) is
+        reduced to sufficient statistics on the active Dask scheduler and fitted on them (nested
+        or crossed, intercepts and slopes; see `tiers.scale`): the result is the same as in memory, except that
+        what needs the rows again (fitted values, residuals, the bootstrap) refuses.
     reml : bool, optional
         REML (True) or ML (False). Default: what the formula says (Stata's ``, mle``), else REML.
     force : bool
@@ -99,6 +105,16 @@ def fit(
     """
     start = time.perf_counter()
     formula = with_residuals(formula, residuals)
+    if is_dask_frame(data):
+        from tiers.api.summarised import SummarisedResult
+        from tiers.scale.fit import fit_dask
+
+        _dask_options(weights, vce, drop_zero_weights)
+        with single_thread_blas():
+            res = fit_dask(
+                formula, data, reml=reml, force=force, limits=limits, result_type=SummarisedResult
+            )
+        return cast(LmmResult, res)
     with single_thread_blas():
         spec = weight_spec(weights, weight_type, pwscale, conditional)
         data, spec = drop_zero(data, spec, drop_zero_weights)
@@ -129,6 +145,25 @@ def with_residuals(formula: str | Formula, residuals: ResidualStructure | None) 
     return f.with_residuals(residuals)
 
 
+def _dask_options(weights: object, vce: str, drop_zero_weights: bool) -> None:
+    """Refuse the options a fit from a Dask DataFrame's statistics does not take."""
+    if weights is not None or vce != "model" or drop_zero_weights:
+        raise ValueError(
+            "weights=, vce= and drop_zero_weights= are not supported for a Dask DataFrame (its "
+            "fit uses unweighted sufficient statistics and model-based standard errors); fit "
+            "the computed data (ddf.compute()) for them"
+        )
+
+
+def _result_type(design: Design) -> type[LmmResult]:
+    """`LmmResult`, or its summarised form for a design known through statistics (Dask)."""
+    if isinstance(design.frame, SummaryFrame):
+        from tiers.api.summarised import SummarisedResult
+
+        return SummarisedResult
+    return LmmResult
+
+
 def prepare(
     formula: str | Formula,
     data: Any,
@@ -144,7 +179,13 @@ def prepare(
     """Stage 1 (lme4's ``lFormula``): model frame, grouping structure and engine, decided once.
 
     See `tiers.design.design.build_design`; ``residuals`` and the weighting keywords are `fit`'s.
+    A Dask DataFrame is reduced to its sufficient statistics (`tiers.scale.fit.prepare_dask`).
     """
+    if is_dask_frame(data):
+        from tiers.scale.fit import prepare_dask
+
+        _dask_options(weights, "model", False)
+        return prepare_dask(with_residuals(formula, residuals), data, force=force, limits=limits)
     spec = weight_spec(weights, weight_type, pwscale, conditional)
     return build_design(
         with_residuals(formula, residuals), data, force=force, limits=limits, weights=spec
@@ -195,5 +236,5 @@ def assemble(
             opt = certify(engine, theta)
         # the formula's vce(), and the sandwich sampling weights always get
         vce = check_vce(design, design.formula.vce, engine.reml)
-        out = _assemble(design, engine, opt, warn=warn, result_type=LmmResult, vce=vce)
+        out = _assemble(design, engine, opt, warn=warn, result_type=_result_type(design), vce=vce)
         return cast(LmmResult, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,10 +28,14 @@ from tiers.cli.common import (
     tidy_warnings,
     write_json,
 )
+from tiers.cli.dask_options import DaskOption, SchedulerOption, WorkersOption
 from tiers.errors import TiersError
 
 #: ``--table`` formats and the `tiers.report.table.Table` method that renders each.
 TABLE_FORMATS = {"tex": "to_latex", "md": "to_markdown", "html": "to_html"}
+
+if TYPE_CHECKING:
+    from tiers.api import LmmResult
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -175,6 +179,9 @@ def fit(
             "by ML), or CR2 with Satterthwaite df for the fixed effects",
         ),
     ] = "model",
+    dask: DaskOption = False,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Fit a linear mixed model and print its summary."""
     from tiers.api import fit as fit_model
@@ -194,6 +201,11 @@ def fit(
     check_output(plots, "--plots", folder=True)
     if plots is not None:
         need_matplotlib("--plots")
+    if dask and (pool or plots is not None):
+        fail(
+            "--dask takes no --pool or --plots: pooling reads each imputed data set in memory, "
+            "and the figures of residuals need the rows"
+        )
     if pool:
         from tiers.cli.pool import run_pool
 
@@ -212,22 +224,35 @@ def fit(
             json_path=json_path, level=level,
         )  # fmt: skip
         return
+    if not dask and (scheduler is not None or workers is not None):
+        fail("--scheduler and --workers go with --dask")
     try:
-        frame = read_frame(data, string_col)
         limits = _limits(max_params, max_seconds)
         structure = None if residuals is None else parse_residuals(residuals, stata=False)
         with deferred_warnings() as caught:
-            result = fit_model(
-                formula,
-                frame,
-                reml=False if ml else None,
-                force=force,
-                limits=limits,
-                residuals=structure,
-                weights=weights,
-                weight_type=weight_type,
-                vce=vce,
-            )
+            if dask:
+                if structure is not None or weights is not None or vce != "model":
+                    fail(
+                        "--dask fits from unweighted sufficient statistics with model-based "
+                        "standard errors: it takes no --residuals, --weights or --vce"
+                    )
+                reml = False if ml else None
+                result = _fit_dask(
+                    formula, data, string_col, scheduler, workers, reml, force, limits
+                )
+            else:
+                frame = read_frame(data, string_col)
+                result = fit_model(
+                    formula,
+                    frame,
+                    reml=False if ml else None,
+                    force=force,
+                    limits=limits,
+                    residuals=structure,
+                    weights=weights,
+                    weight_type=weight_type,
+                    vce=vce,
+                )
     except (TiersError, ValueError) as exc:
         fail(exc)
     if table is not None:
@@ -275,6 +300,26 @@ def _write_plots(result: Any, folder: Path) -> None:
     typer.echo(
         f"wrote {len(paths)} figures to {folder}: {', '.join(p.name for p in paths)}", err=True
     )
+
+
+def _fit_dask(
+    formula: str,
+    data: Path,
+    string_col: list[str] | None,
+    scheduler: str | None,
+    workers: int | None,
+    reml: bool | None,
+    force: bool,
+    limits: Any,
+) -> LmmResult:
+    """``fit --dask``: read the files lazily and fit on a cluster (closed after the fit)."""
+    from tiers.api import fit as fit_model
+    from tiers.api.reading import read_data
+    from tiers.scale.cluster import dask_client
+
+    ddf = read_data(str(data), lazy=True, string_columns=string_col)
+    with dask_client(scheduler, workers=workers):
+        return fit_model(formula, ddf, reml=reml, force=force, limits=limits)
 
 
 @app.command()
@@ -331,6 +376,9 @@ def xtreg(
         Path | None, typer.Option("--json", help="also write the results as JSON")
     ] = None,
     string_col: StringColOption = None,
+    dask: DaskOption = False,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Panel regression as Stata's xtreg: --fe, --re, or both (then with the Hausman test)."""
     from tiers.panel.estimators import fixed_effects, random_effects
@@ -345,13 +393,20 @@ def xtreg(
     regressors, data = args[:-1], Path(args[-1])
     check_output(json_path, "--json")
     doc: dict = {}
+    if not dask and (scheduler is not None or workers is not None):
+        fail("--scheduler and --workers go with --dask")
     try:
-        frame = read_frame(data, string_col)
-        results = {}
-        if fe:
-            results["fe"] = fixed_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
-        if re:
-            results["re"] = random_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
+        results: dict[str, Any] = {}
+        if dask:
+            results = _xtreg_dask(
+                depvar, regressors, data, id, fe, re, vce, string_col, scheduler, workers
+            )
+        else:
+            frame = read_frame(data, string_col)
+            if fe:
+                results["fe"] = fixed_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
+            if re:
+                results["re"] = random_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
         for name, res in results.items():
             typer.echo(res.summary())
             typer.echo("")
@@ -364,6 +419,33 @@ def xtreg(
         fail(exc)
     if json_path is not None:
         write_json(doc, json_path)
+
+
+def _xtreg_dask(
+    depvar: str,
+    regressors: list[str],
+    data: Path,
+    id: str,
+    fe: bool,
+    re: bool,
+    vce: str,
+    string_col: list[str] | None,
+    scheduler: str | None,
+    workers: int | None,
+) -> dict[str, Any]:
+    """``xtreg --dask``: the estimators from per-group sums on a cluster (closed afterwards)."""
+    from tiers.api.reading import read_data
+    from tiers.scale import panel
+    from tiers.scale.cluster import dask_client
+
+    ddf = read_data(str(data), lazy=True, string_columns=string_col)
+    out: dict[str, Any] = {}
+    with dask_client(scheduler, workers=workers):
+        if fe:
+            out["fe"] = panel.fixed_effects(ddf, depvar, regressors, id, vce=vce)
+        if re:
+            out["re"] = panel.random_effects(ddf, depvar, regressors, id, vce=vce)
+    return out
 
 
 @app.command()
@@ -379,15 +461,28 @@ def simulate(
         bool,
         typer.Option("--restart-ids", help="ids restart within each parent", show_default=False),
     ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="parquet|csv",
+            help="write a partitioned dataset: -o is a folder, filled chunk by chunk in bounded "
+            "memory (one random stream per top-level unit, so any size is reproducible)",
+        ),
+    ] = None,
+    rows_per_file: Annotated[
+        int, typer.Option("--rows-per-file", help="with --format: about this many rows a file")
+    ] = 1_000_000,
 ) -> None:
-    """Simulate a nested design and write it to a file."""
+    """Simulate a nested design and write it to a file (or, with --format, a folder of files)."""
     from tiers.cli.study import read_design
     from tiers.data.io import write_data
     from tiers.simulation.data import simulate as run_simulation
     from tiers.simulation.presets import PRESETS
 
     _check_seed(seed)
-    check_output(output, "-o/--output")
+    if fmt is None:
+        check_output(output, "-o/--output")
     try:
         if design is not None:
             spec = read_design(design)
@@ -398,12 +493,43 @@ def simulate(
                 raise TiersError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
             spec = PRESETS[preset](**({} if districts is None else {"districts": districts}))
         start = time.perf_counter()
+        if fmt is not None:
+            _simulate_partitioned(spec, output, seed, fmt, rows_per_file, restart_ids, start)
+            return
         frame = run_simulation(spec, seed, restart_ids=restart_ids)
         write_data(frame, output)
     except TiersError as exc:
         fail(exc)
     typer.echo(
         f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {output} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def _simulate_partitioned(
+    spec: Any,
+    folder: Path,
+    seed: int | None,
+    fmt: str,
+    rows_per_file: int,
+    restart_ids: bool,
+    start: float,
+) -> None:
+    """``simulate --format``: a folder of part files, written chunk by chunk."""
+    from tiers.simulation.partitioned import FORMATS, write_partitioned
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    files = write_partitioned(
+        spec,
+        folder,
+        seed,
+        fmt=fmt,
+        rows_per_file=rows_per_file,
+        restart_ids=restart_ids,
+    )
+    typer.echo(
+        f"wrote {spec.nrows:,} rows in {len(files):,} {fmt} files to {folder}/ "
         f"({time.perf_counter() - start:.1f} s)"
     )
 

@@ -108,6 +108,7 @@ class CrossedProblem(ProfiledProblem):
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
+        self.rows_shift: FloatArray | None = None
         D = self._centred(y, X)
         self.sw = self._weigh(weights, frequency=frequency)
         if self.sw is not None:
@@ -156,6 +157,32 @@ class CrossedProblem(ProfiledProblem):
         if self.r:
             self._init_rest(rest, D, c1, Z1)
         self.has_gradient = self.intercepts and self.dense
+
+    @classmethod
+    def from_leaf_rows(
+        cls,
+        rows: FloatArray,
+        terms: list[TermSpec],
+        *,
+        n: int,
+        shift: FloatArray,
+        intercept: int | None,
+        reml: bool = True,
+    ) -> CrossedProblem:
+        """The engine from rows that reproduce each cell's cross-product (`tiers.scale`).
+
+        A cell is a combination of every factor's level; ``rows`` holds ``[x y]`` about ``shift``
+        (the intercept column unshifted), a few per cell, with ``R_c' R_c = sum_(i in c) w_i w_i'``
+        for ``w = [z x y]`` (the terms' ``Z`` and codes are those rows'). Every block this engine
+        forms (``Z'Z``, ``Z'[X y]``, ``[X y]'[X y]``) is a sum over rows of products within a
+        cell, and its conditional modes a linear map of the rows, so the engine is the data's;
+        ``n`` is the number of observations, and beta is mapped back from the shift.
+        """
+        p = rows.shape[1] - 1
+        obj = cls(rows[:, p], rows[:, :p], terms, reml=reml)
+        obj.n, obj.shift, obj.intercept = int(n), np.asarray(shift, dtype=np.float64), intercept
+        obj.rows_shift = obj.shift if intercept is not None else None
+        return obj
 
     def _init_rest(self, rest: list[TermSpec], D: FloatArray, c1: IntArray, Z1: FloatArray) -> None:
         """``Z_r`` as a sparse matrix, its cross-products, and the pairs coupled by the first term."""
@@ -382,7 +409,11 @@ class CrossedProblem(ProfiledProblem):
         a dense inverse).
         """
         theta = np.asarray(theta, dtype=np.float64)
-        r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
+        beta = np.array(beta, dtype=np.float64)
+        if self.rows_shift is not None and self.intercept is not None:
+            # rows about the shift: y - X beta = y_c - X_c beta + (s_y - s_x . beta) * 1
+            beta[self.intercept] -= self.rows_shift[self.p] - self.rows_shift[: self.p] @ beta
+        r = self.y - self.X @ beta
         if self.sw is not None:
             r = r * self.sw
         return sparse_modes(

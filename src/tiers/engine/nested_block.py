@@ -88,8 +88,10 @@ class TreeProblem(ProfiledProblem):
         reml: bool = True,
         weights: FloatArray | None = None,
         frequency: bool = False,
+        general: bool = False,
     ) -> None:
         self.reml = reml
+        self.rows_shift: FloatArray | None = None
         self.y, self.X = np.asarray(y, dtype=np.float64), np.asarray(X, dtype=np.float64)
         D = self._centred(self.y, self.X)
         self.sw = self._weigh(weights, frequency=frequency)
@@ -124,8 +126,11 @@ class TreeProblem(ProfiledProblem):
         last = self.K - 1
         own = slice(int(self.offsets[last]), int(self.offsets[last + 1]))
         keep = np.r_[0 : int(self.offsets[last]), Q : Q + self.p + 1]
-        # the group-size shortcuts need Z = 1; weighted rows take the general elimination
-        self.scalar_leaf = self.q[last] == 1 and levels[last][0].intercept_only and self.sw is None
+        # the group-size shortcuts need Z = 1 and observations for rows: weighted rows, and rows
+        # that are not observations (`from_leaf_rows`), take the general elimination
+        self.scalar_leaf = (
+            not general and self.q[last] == 1 and levels[last][0].intercept_only and self.sw is None
+        )
         self.uniform_from = self._uniform_from(leaf) if self.scalar_leaf else self.K
         if self.uniform_from < self.K:
             self._init_uniform(W, leaf)
@@ -157,6 +162,33 @@ class TreeProblem(ProfiledProblem):
                     np.arange(self.sizes[last - 1]),
                 )
         self.own_last, self.keep_last = own, keep
+
+    @classmethod
+    def from_leaf_rows(
+        cls,
+        rows: FloatArray,
+        levels: list[list[TermSpec]],
+        parents: list[IntArray],
+        *,
+        n: int,
+        shift: FloatArray,
+        intercept: int | None,
+        reml: bool = True,
+    ) -> TreeProblem:
+        """The engine from rows that reproduce each leaf's cross-product (`tiers.scale`).
+
+        ``rows`` holds ``[x y]`` about ``shift`` (the intercept column unshifted), a few per leaf,
+        such that per leaf ``R_g' R_g = sum_(i in g) w_i w_i'`` with ``w = [z x y]`` (the
+        terms' ``Z`` and codes are those rows'). The general elimination reads rows only through
+        those per-leaf cross-products and the conditional modes through linear maps of them, so
+        the engine is the data's; ``n`` is the number of observations and beta is mapped back
+        from the shift as for centred data.
+        """
+        p = rows.shape[1] - 1
+        obj = cls(rows[:, p], rows[:, :p], levels, parents, reml=reml, general=True)
+        obj.n, obj.shift, obj.intercept = int(n), np.asarray(shift, dtype=np.float64), intercept
+        obj.rows_shift = obj.shift if intercept is not None else None
+        return obj
 
     def _is_scalar(self, k: int) -> bool:
         return self.q[k] == 1 and self.levels[k][0].intercept_only
@@ -449,7 +481,11 @@ class TreeProblem(ProfiledProblem):
         See `tiers.engine.tree_modes`.
         """
         theta = np.asarray(theta, dtype=np.float64)
-        r = self.y - self.X @ np.asarray(beta, dtype=np.float64)
+        beta = np.array(beta, dtype=np.float64)
+        if self.rows_shift is not None and self.intercept is not None:
+            # rows about the shift: y - X beta = y_c - X_c beta + (s_y - s_x . beta) * 1
+            beta[self.intercept] -= self.rows_shift[self.p] - self.rows_shift[: self.p] @ beta
+        r = self.y - self.X @ beta
         Ts = self.factors(theta)
         W = np.empty((r.size, self.Q + 1))
         for k, terms in enumerate(self.levels):

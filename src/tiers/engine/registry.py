@@ -6,6 +6,7 @@ residual correlation, weights) registers a builder here under a new name, and th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -13,12 +14,15 @@ from numpy.typing import NDArray
 
 from tiers.design import diagnostics
 from tiers.design.design import Design
+from tiers.design.summary import SummaryFrame, rows_needed
 from tiers.engine.contract import Engine
 from tiers.engine.crossed import CrossedProblem
+from tiers.engine.gram_statistics import LeafGrams
 from tiers.engine.nested_block import TreeProblem
 from tiers.engine.nested_scalar import NestedProblem
 from tiers.engine.pseudo import PseudoTreeProblem
 from tiers.engine.rside import ResidualProblem
+from tiers.engine.statistics import NestedStatistics
 
 FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
@@ -81,6 +85,67 @@ ENGINES: dict[str, Builder] = {
 }
 
 
+def _from_statistics(
+    design: Design, y: FloatArray | None, X: FloatArray | None, reml: bool
+) -> Engine:
+    """The engine of a design known through its sufficient statistics (`tiers.scale`)."""
+    frame = design.frame
+    stats = frame.statistics if isinstance(frame, SummaryFrame) else None
+    if y is not None or X is not None:
+        raise rows_needed("a replicate (another response on the same rows)")
+    if design.engine == "tree" and isinstance(stats, LeafGrams) and design.nesting is not None:
+        return _tree_from_grams(design, stats, reml)
+    if design.engine == "crossed" and isinstance(stats, LeafGrams):
+        return _crossed_from_grams(design, stats, reml)
+    if design.engine != "nested" or not isinstance(stats, NestedStatistics):
+        raise ValueError(f"statistics of the {design.engine} engine are not supported")
+    return NestedProblem.from_statistics(stats, reml=reml)
+
+
+def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
+    """The crossed engine from per-cell cross-products (a cell: one level of every factor)."""
+    rows, cell = stats.rows()  # cells are the rows of frame.data (the distinct id tuples)
+    terms, at = [], 0
+    for t in design.terms:
+        factor = dataclasses.replace(t.factor, codes=t.factor.codes[cell])
+        terms.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
+        at += t.q
+    return CrossedProblem.from_leaf_rows(
+        np.ascontiguousarray(rows[:, at:]),
+        terms,
+        n=stats.n,
+        shift=stats.shift[at:],
+        intercept=stats.intercept,
+        reml=reml,
+    )
+
+
+def _tree_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
+    """The block engine from per-leaf cross-products: rows that reproduce them, per leaf."""
+    assert design.nesting is not None
+    rows, leaf = stats.rows()
+    tree = design.nesting.tree  # tree.leaf: the leaf of each id tuple (a row of frame.data)
+    levels, at = [], 0
+    for terms in design.levels:
+        group = np.empty(tree.sizes[-1], dtype=np.int64)
+        group[tree.leaf] = terms[0].factor.codes  # each leaf's group at this level
+        own = []
+        for t in terms:
+            factor = dataclasses.replace(t.factor, codes=group[leaf])
+            own.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
+            at += t.q
+        levels.append(own)
+    return TreeProblem.from_leaf_rows(
+        np.ascontiguousarray(rows[:, at:]),
+        levels,
+        list(tree.parents),
+        n=stats.n,
+        shift=stats.shift[at:],
+        intercept=stats.intercept,
+        reml=reml,
+    )
+
+
 def build_engine(
     design: Design,
     *,
@@ -99,6 +164,8 @@ def build_engine(
         Another response or fixed-effects matrix on the same rows and structure (a bootstrap or
         simulation replicate); default the design's.
     """
+    if isinstance(design.frame, SummaryFrame):
+        return _from_statistics(design, y, X, bool(reml))
     builder = ENGINES.get(design.engine)
     if builder is None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {design.engine!r}")

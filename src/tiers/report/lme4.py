@@ -89,7 +89,12 @@ def _criterion(res: FitResult) -> list[str]:
 
 
 def _residuals(quantiles: Sequence[float]) -> list[str]:
-    """``Scaled residuals:`` Min 1Q Median 3Q Max, zapped and formatted as lme4 does."""
+    """``Scaled residuals:`` Min 1Q Median 3Q Max, zapped and formatted as lme4 does.
+
+    None of them when the rows are not held (a fit from a Dask DataFrame's statistics).
+    """
+    if not quantiles:
+        return ["Scaled residuals: not computed (the rows stay in the Dask DataFrame)"]
     q = r_zapsmall(list(quantiles), DIGITS + 1)
     return [
         "Scaled residuals:",
