@@ -163,7 +163,7 @@ def test_cli_pool_refuses_bad_patterns(tmp_path: Path) -> None:
     proc = _cli(FORMULA, str(MI / "*.csv"), "--pool", cwd=tmp_path)
     assert proc.returncode != 0 and "fit 1 = exam_missing.csv" in proc.stderr
     proc = _cli(FORMULA, str(MI / "imp_*.csv"), "--pool", "--table", "md", cwd=tmp_path)
-    assert proc.returncode != 0 and "no --ci, --table or --style" in proc.stderr
+    assert proc.returncode != 0 and "no --ci, --table, --style or --plots" in proc.stderr
 
 
 def test_a_zero_sd_is_not_pooled_and_says_so() -> None:
