@@ -32,6 +32,7 @@ class RandomSystem(Protocol):
     ``solve``, ``logdet`` and ``cond_var`` read the factor.
     """
 
+    terms: list[TermSpec]
     n_theta: int
     r: int
     theta_start: FloatArray

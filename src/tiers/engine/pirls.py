@@ -164,39 +164,24 @@ class Glmm:
             raise ValueError("adaptive quadrature needs a single scalar random effect")
         m = self.modes(theta, beta)
         sysm = self.system
+        term = sysm.terms[0]
+        codes = term.codes.astype(np.int64)
+        zcol = term.Z[:, 0] * sysm.lambda_blocks()[0][0, 0]
         s = np.sqrt(sysm.cond_var()[0][:, 0, 0])
-        codes = self._codes()
         z, wts = np.polynomial.hermite_e.hermegauss(nagq)
-        eta0 = m.eta - sysm.zl(m.u)
-        T = sysm.lambda_blocks()[0][0, 0]
-        zcol = self._zcol()
-        g0 = np.bincount(codes, m2ll_rows := self.family.minus2loglik(self.y, m.mu, self.wt),
-                         minlength=s.size) + m.u**2
-        del m2ll_rows
+        eta0 = m.eta - zcol * m.u[codes]
+        rows0 = self.family.minus2loglik(self.y, m.mu, self.wt)
+        g0 = np.bincount(codes, rows0, minlength=s.size) + m.u**2
         terms = np.empty((nagq, s.size))
         for k in range(nagq):
             uk = m.u + s * z[k]
-            eta = eta0 + T * zcol * uk[codes]
-            mu = self.family.linkinv(eta)
-            gk = np.bincount(codes, self.family.minus2loglik(self.y, mu, self.wt), minlength=s.size)
-            gk = gk + uk**2
+            mu = self.family.linkinv(eta0 + zcol * uk[codes])
+            rows = self.family.minus2loglik(self.y, mu, self.wt)
+            gk = np.bincount(codes, rows, minlength=s.size) + uk**2
             terms[k] = np.log(wts[k]) + 0.5 * z[k] ** 2 - 0.5 * (gk - g0)
         top = terms.max(axis=0)
         logsum = top + np.log(np.exp(terms - top).sum(axis=0))
         return float(np.sum(g0 - 2.0 * (np.log(s) - 0.5 * np.log(2 * np.pi) + logsum)))
-
-    def _codes(self) -> NDArray[np.int64]:
-        from tiers.engine.glmm_sparse import SparseSystem
-
-        if isinstance(self.system, SparseSystem):
-            return self.system.terms[0].codes.astype(np.int64)
-        raise ValueError("adaptive quadrature needs the general random-effects system")
-
-    def _zcol(self) -> FloatArray:
-        from tiers.engine.glmm_sparse import SparseSystem
-
-        assert isinstance(self.system, SparseSystem)
-        return self.system.terms[0].Z[:, 0]
 
 
 def glm_irls(

@@ -1,0 +1,202 @@
+"""Fit a GLMM: formula parts -> design -> response checks -> PIRLS objective -> optimum -> result.
+
+`fit_glmm` is what `tiers.fit` calls when a family is given (or the formula is a Stata ``melogit``,
+``meprobit``, ``mecloglog`` or ``mepoisson`` command).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from tiers.api.glmm_result import GlmmResult
+from tiers.data.glm_response import glm_response
+from tiers.design.design import Design, build_design
+from tiers.design.diagnostics import Limits
+from tiers.engine.glm_family import LINKS, Family, check_response, family as make_family
+from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
+from tiers.engine.glmm_tree import TreeSystem
+from tiers.engine.pirls import Glmm, glm_irls
+from tiers.errors import ConvergenceWarning, DataError, SingularFitWarning, TiersError
+from tiers.formula.glm import GlmFormula, read_glm
+from tiers.formula.types import Formula
+from tiers.optimize.glmm import GlmmObjective, deviance_hessian, optimize_glmm, start_values
+from tiers.results.glmm import GlmmFit, GlmmTerm
+
+
+def _family(spec: GlmFormula, family: str | Family | None, link: str | None) -> Family:
+    if isinstance(family, Family):
+        fam = family if link is None else make_family(family.name, link)
+    elif family is not None:
+        if not isinstance(family, str):
+            raise DataError(f"family must be one of {', '.join(map(repr, LINKS))} or a Family")
+        fam = make_family(family, link)
+    elif spec.family is not None:
+        fam = make_family(spec.family, link or spec.link)
+    else:
+        fam = make_family("binomial", link)
+    if spec.family is not None and (spec.family, spec.link) != (fam.name, fam.link):
+        if family is not None or link is not None:
+            raise DataError(
+                f"the Stata command asks for {spec.family}/{spec.link} but family/link say "
+                f"{fam.name}/{fam.link}: give one"
+            )
+    return fam
+
+
+def _nagq(spec: GlmFormula, nagq: int | None, design: Design) -> int:
+    n = spec.nagq if nagq is None else nagq
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise DataError(f"nagq must be a positive whole number (1: Laplace); got {n!r}")
+    single = len(design.terms) == 1 and design.terms[0].q == 1
+    if n > 1 and not single:
+        raise DataError(
+            f"adaptive quadrature with nagq={n} is available for one scalar random effect "
+            "(1 | group), as in lme4; this model has "
+            f"{len(design.terms)} terms: use nagq=1 (Laplace)"
+        )
+    return int(n)
+
+
+def _separation(fam: Family, beta: np.ndarray, X: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """Predictors whose GLM coefficient diverges (complete or quasi-complete separation)."""
+    if fam.name != "binomial":
+        return []
+    scale = X.std(axis=0)
+    big = [
+        names[j]
+        for j in range(X.shape[1])
+        if scale[j] > 0 and abs(beta[j]) * scale[j] > 15.0 and names[j] != "(Intercept)"
+    ]
+    return [
+        f"{name}: the outcome is (quasi-)completely separated by this predictor (its coefficient "
+        "diverges in the model without random effects); its estimate and standard error are not "
+        "meaningful: drop or combine its categories"
+        for name in big
+    ]
+
+
+def fit_glmm(
+    formula: str | Formula,
+    data: Any,
+    *,
+    family: str | Family | None = None,
+    link: str | None = None,
+    nagq: int | None = None,
+    trials: str | None = None,
+    force: bool = False,
+    limits: Limits | None = None,
+) -> GlmmResult:
+    """Fit a generalized linear mixed model by Laplace or adaptive Gauss-Hermite quadrature.
+
+    See `tiers.fit` for the parameters.
+    """
+    start = time.perf_counter()
+    spec = read_glm(formula) if isinstance(formula, str) else GlmFormula(formula.text, "")
+    fam = _family(spec, family, link)
+    base: str | Formula = spec.base if isinstance(formula, str) else formula
+    design = build_design(base, data, force=force, limits=limits, glmm=True)
+    n = _nagq(spec, nagq, design)
+    resp = glm_response(design.frame, data, spec, trials=trials)
+    if fam.name == "binomial" and resp.trials_name is None and np.any(resp.successes > 1):
+        raise DataError(
+            f"a binomial response must lie in [0, 1]; {design.formula.response!r} reaches "
+            f"{resp.successes.max():g}: for counts of successes give the trials "
+            "(cbind(successes, failures) ~ ..., trials='column', or Stata's binomial(column))"
+        )
+    check_response(
+        fam,
+        resp.successes,
+        resp.trials,
+        resp.offset,
+        response=design.formula.response,
+        trials_name=resp.trials_name,
+    )
+    wt = resp.trials if fam.name == "binomial" else np.ones_like(resp.successes)
+    y = resp.successes / wt if fam.name == "binomial" else resp.successes
+    system: RandomSystem
+    if design.engine == "nested" and design.nesting is not None:
+        system = TreeSystem(design.terms, design.nesting.tree)
+    else:
+        system = SparseSystem(design.terms, design.frame.nobs)
+    problem = Glmm(y, wt, resp.offset, design.frame.X, system, fam)
+    x0, glm_ok = start_values(problem)
+    warns = _separation(fam, x0[problem.n_theta :], design.frame.X, design.frame.xnames)
+    if GlmmObjective(problem, n)(x0) >= 1e299:
+        raise TiersError(
+            "the penalized IRLS (inner iteration) fails at the start values (the GLM's "
+            "coefficients, lme4's theta): the outcome may be separated by a predictor or the "
+            "offset may be extreme; check the data, or simplify the fixed part"
+        )
+    opt = optimize_glmm(problem, n, x0)
+    k = problem.n_theta
+    theta, beta = opt.theta[:k], opt.theta[k:]
+    H, free = deviance_hessian(problem, n, opt.theta)
+    try:
+        cov = np.full((opt.theta.size,) * 2, np.nan)
+        idx = np.flatnonzero(free)
+        cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        warns.append(
+            "the Hessian of the deviance is singular at the optimum: standard errors are not "
+            "available (some parameter is not determined by the data)"
+        )
+    m = problem.modes(theta, beta)
+    cv = system.cond_var()
+    frame_data = design.frame.data
+    terms = []
+    for t, T, b, v in zip(system.terms, system.lambda_blocks(), system.b(m.u), cv, strict=True):
+        terms.append(
+            GlmmTerm(
+                group=t.name,
+                znames=t.znames,
+                covariance=T @ T.T,
+                b=b,
+                cond_var=np.einsum("ij,njk,lk->nil", T, v, T),
+                levels=tuple(t.factor.labels(frame_data)),
+            )
+        )
+    if not opt.converged:
+        warns.append(f"the optimum is not certified: {opt.message}")
+    if any(opt.at_bound[:k]):
+        names = [nm for nm, at in zip(design.theta_names, opt.at_bound[:k], strict=True) if at]
+        warns.append(
+            f"singular fit: {', '.join(names)} estimated at zero (boundary); a group in which "
+            "every outcome is the same can drive an SD there"
+        )
+    if not glm_ok:
+        warns.append("the GLM without random effects (start values) did not converge")
+    fit = GlmmFit(
+        formula=spec.text,
+        family=fam.name,
+        link=fam.link,
+        nagq=n,
+        nobs=design.frame.nobs,
+        xnames=design.frame.xnames,
+        beta=beta.copy(),
+        vcov=cov[k:, k:].copy(),
+        theta=theta.copy(),
+        theta_names=design.theta_names,
+        theta_se=np.sqrt(np.diag(cov[:k, :k])),
+        terms=tuple(terms),
+        deviance=float(opt.deviance),
+        saturated=problem.saturated,
+        eta=m.eta,
+        mu=m.mu,
+        offset=resp.offset,
+        ngroups={t.name: t.nlevels for t in design.terms},
+        opt=opt,
+        exponentiate=spec.exponentiate,
+        warnings=tuple(warns),
+        notes=tuple(design.formula.notes) + tuple(design.frame.notes),
+        seconds=time.perf_counter() - start,
+    )
+    for w in warns:
+        cat = SingularFitWarning if w.startswith("singular") else ConvergenceWarning
+        warnings.warn(w, cat, stacklevel=3)
+    return GlmmResult(fit, design, fam)

@@ -1,0 +1,98 @@
+"""Minimise a GLMM's Laplace / quadrature deviance over ``(theta, beta)`` jointly and certify it.
+
+As lme4's ``glmer`` second stage (``nAGQ > 0``), theta and beta are optimised together (beta is not
+profiled out: the GLMM has no closed form for it). The start is the GLM's beta (direct IRLS) and
+lme4's theta start. The objective has no analytic gradient; central differences feed L-BFGS-B and
+second differences of the values the Newton polish and certificate of `minimize_theta`. The same
+Hessian gives the covariance of beta (lme4's ``use.hessian = TRUE``): twice the inverse of the
+deviance's Hessian, restricted to beta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers.engine.pirls import Glmm, PirlsError, glm_irls
+from tiers.optimize.derivatives import fd_gradient, value_hessian
+from tiers.optimize.minimize import OptSummary, minimize_theta
+
+FloatArray = NDArray[np.float64]
+
+#: Returned for a (theta, beta) where PIRLS fails (far from the optimum): large and finite, so the
+#: line search backs off instead of stopping.
+_FAILED = 1e300
+
+
+class GlmmObjective:
+    """The deviance of ``problem`` as a function of the stacked ``x = (theta, beta)``."""
+
+    def __init__(self, problem: Glmm, nagq: int, scale: FloatArray | None = None) -> None:
+        self.problem = problem
+        self.nagq = nagq
+        k = problem.n_theta
+        self.k = k
+        # x holds beta_j * scale_j: with the columns' SDs the optimizer's steps are on one scale
+        # (a predictor in metres next to a 0/1 dummy otherwise sends the first step far off)
+        self.scale = np.ones(problem.p) if scale is None else scale
+        sysm = problem.system
+        self.lower = np.concatenate([sysm.theta_lower, np.full(problem.p, -np.inf)])
+        self.upper = np.concatenate([sysm.theta_upper, np.full(problem.p, np.inf)])
+        self.failures = 0
+
+    def __call__(self, x: FloatArray) -> float:
+        try:
+            value = self.problem.agq(x[: self.k], x[self.k :] / self.scale, self.nagq)
+        except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
+            self.failures += 1
+            return _FAILED
+        return value if np.isfinite(value) else _FAILED
+
+
+def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
+    """lme4's theta start and the GLM's beta, and whether the GLM's IRLS converged."""
+    beta, _, ok = glm_irls(problem.y, problem.wt, problem.offset, problem.X, problem.family)
+    return np.concatenate([problem.system.theta_start, beta]), ok
+
+
+def optimize_glmm(problem: Glmm, nagq: int, start: FloatArray | None = None) -> OptSummary:
+    """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
+
+    Parameters
+    ----------
+    problem : Glmm
+    nagq : int
+        Quadrature points (1: Laplace).
+    start : array, optional
+        ``(theta, beta)``; default `start_values`.
+    """
+    sd = problem.X.std(axis=0)
+    scale = np.where(sd > 0, sd, 1.0)
+    obj = GlmmObjective(problem, nagq, scale)
+    x0 = start_values(problem)[0] if start is None else np.asarray(start, dtype=np.float64)
+    k = problem.n_theta
+    to_x = np.concatenate([np.ones(k), scale])
+    fun = fd_gradient(obj, obj.lower, obj.upper)
+
+    def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+        return value_hessian(obj, x, free)
+
+    opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
+    return replace(
+        opt,
+        theta0=opt.theta0 / to_x,
+        theta=opt.theta / to_x,
+        gradient=opt.gradient * to_x,
+    )
+
+
+def deviance_hessian(problem: Glmm, nagq: int, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The deviance's Hessian over the free parameters at ``x`` and the free mask.
+
+    Parameters at their lower bound (an SD of zero) are held there.
+    """
+    obj = GlmmObjective(problem, nagq)
+    free = ~(np.isfinite(obj.lower) & (x <= obj.lower))
+    return value_hessian(obj, x, free), free
