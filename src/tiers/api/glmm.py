@@ -20,7 +20,13 @@ from tiers.engine.glm_family import LINKS, Family, check_response, family as mak
 from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
 from tiers.engine.glmm_tree import TreeSystem
 from tiers.engine.pirls import Glmm, glm_irls
-from tiers.errors import ConvergenceWarning, DataError, SingularFitWarning, TiersError
+from tiers.errors import (
+    ConvergenceWarning,
+    DataError,
+    SeparationWarning,
+    SingularFitWarning,
+    TiersError,
+)
 from tiers.formula.glm import GlmFormula, read_glm
 from tiers.formula.types import Formula
 from tiers.optimize.glmm import GlmmObjective, deviance_hessian, optimize_glmm, start_values
@@ -63,21 +69,27 @@ def _nagq(spec: GlmFormula, nagq: int | None, design: Design) -> int:
     return int(n)
 
 
-def _separation(fam: Family, beta: np.ndarray, X: np.ndarray, names: tuple[str, ...]) -> list[str]:
-    """Predictors whose GLM coefficient diverges (complete or quasi-complete separation)."""
-    if fam.name != "binomial":
+def _separation(problem: Glmm, beta: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """The predictor that separates a binary outcome, if the GLM's fitted probabilities hit 0 or 1.
+
+    Under (quasi-)complete separation the GLM's coefficient diverges and some fitted
+    probabilities reach 0 or 1 (Albert & Anderson 1984); the predictor with the largest
+    standardized coefficient is named.
+    """
+    if problem.family.name != "binomial":
         return []
-    scale = X.std(axis=0)
-    big = [
-        names[j]
-        for j in range(X.shape[1])
-        if scale[j] > 0 and abs(beta[j]) * scale[j] > 15.0 and names[j] != "(Intercept)"
-    ]
+    mu = problem.family.linkinv(problem.offset + problem.X @ beta)
+    if not np.any((mu < 1e-8) | (mu > 1.0 - 1e-8)):
+        return []
+    size = np.abs(beta) * problem.X.std(axis=0)
+    size[[i for i, n in enumerate(names) if n == "(Intercept)"]] = -1.0
+    if size.max() <= 0:
+        return []
+    name = names[int(np.argmax(size))]
     return [
-        f"{name}: the outcome is (quasi-)completely separated by this predictor (its coefficient "
-        "diverges in the model without random effects); its estimate and standard error are not "
-        "meaningful: drop or combine its categories"
-        for name in big
+        f"{name}: the outcome is (quasi-)completely separated by this predictor (fitted "
+        "probabilities of 0 or 1 in the model without random effects); its estimate and standard "
+        "error are not meaningful: drop it or combine its categories"
     ]
 
 
@@ -126,7 +138,7 @@ def fit_glmm(
         system = SparseSystem(design.terms, design.frame.nobs)
     problem = Glmm(y, wt, resp.offset, design.frame.X, system, fam)
     x0, glm_ok = start_values(problem)
-    warns = _separation(fam, x0[problem.n_theta :], design.frame.X, design.frame.xnames)
+    warns = _separation(problem, x0[problem.n_theta :], design.frame.xnames)
     if GlmmObjective(problem, n)(x0) >= 1e299:
         raise TiersError(
             "the penalized IRLS (inner iteration) fails at the start values (the GLM's "
@@ -198,5 +210,7 @@ def fit_glmm(
     )
     for w in warns:
         cat = SingularFitWarning if w.startswith("singular") else ConvergenceWarning
+        if "separated" in w:
+            cat = SeparationWarning
         warnings.warn(w, cat, stacklevel=3)
     return GlmmResult(fit, design, fam)

@@ -35,6 +35,9 @@ FloatArray = NDArray[np.float64]
 #: on a scaled increment; the deviance at the reference theta is compared at 1e-8, so tighter).
 PIRLS_TOL = 1e-12
 PIRLS_MAXIT = 60
+#: ... and when the Newton step on u is below this (Newton converges quadratically: one more
+#: step past 1e-5 lands far below it).
+U_TOL = 1e-9
 
 
 class PirlsError(ArithmeticError):
@@ -136,7 +139,10 @@ class Glmm:
                 raise PirlsError("the penalized deviance does not decrease along the PIRLS step")
             change = pdev - pdev_new
             u, eta, pdev = u_new, eta_new, pdev_new
-            if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0:
+            # the Laplace objective's log-determinant is first-order in u, so u itself must have
+            # converged, not only the penalized deviance (which is flat at the mode)
+            small = float(np.max(np.abs(delta), initial=0.0)) <= U_TOL
+            if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0 and small:
                 break
         else:
             raise PirlsError(f"PIRLS did not converge in {PIRLS_MAXIT} steps")
@@ -158,7 +164,7 @@ class Glmm:
         Each group's integral ``int exp(-g_j(u)/2) du / sqrt(2 pi)``, ``g_j`` its rows' -2 log p
         plus ``u^2``, is taken at ``u_j + s_j z_k`` (``s_j`` the conditional SD at the mode).
         """
-        if nagq == 1:
+        if nagq == 1 and not self.system.scalar_single:
             return self.laplace(theta, beta)
         if not self.system.scalar_single:
             raise ValueError("adaptive quadrature needs a single scalar random effect")
