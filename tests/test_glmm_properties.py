@@ -66,8 +66,12 @@ def test_tree_and_sparse_systems_agree_on_a_nested_fit() -> None:
 
     des = build_design("y ~ 1 + (1 | a/b)", d, glmm=True)
     sparse = Glmm(
-        des.frame.y, np.ones(len(d)), np.zeros(len(d)), des.frame.X,
-        SparseSystem(des.terms, len(d)), family("poisson"),
+        des.frame.y,
+        np.ones(len(d)),
+        np.zeros(len(d)),
+        des.frame.X,
+        SparseSystem(des.terms, len(d)),
+        family("poisson"),
     )
     np.testing.assert_allclose(sparse.laplace(g.theta, g.beta), g.deviance, rtol=1e-10)
 
@@ -75,7 +79,9 @@ def test_tree_and_sparse_systems_agree_on_a_nested_fit() -> None:
 def test_trials_column_equals_cbind() -> None:
     d = _cbpp()
     d["prop"] = d["incidence"] / d["size"]
-    a = tiers.fit("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", d, family="binomial")
+    a = tiers.fit(
+        "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", d, family="binomial"
+    )
     b = tiers.fit("incidence ~ C(period) + (1 | herd)", d, family="binomial", trials="size")
     c = tiers.fit("prop ~ C(period) + (1 | herd)", d, family="binomial", trials="size")
     np.testing.assert_allclose(a.deviance, b.deviance, rtol=1e-10)

@@ -75,9 +75,7 @@ def test_cbpp_agq9_deviance_at_lme4_parameters() -> None:
     g = _cbpp_problem("logit")
     beta = np.array([fe["estimate"] for fe in fit["fixed_effects"]])
     dev = g.agq(np.atleast_1d(fit["theta"]), beta, 9)
-    np.testing.assert_allclose(
-        dev - g.saturated, fit["minus2logLik"], rtol=GLMM_AGQ_AT_PARAMS_RTOL
-    )
+    np.testing.assert_allclose(dev - g.saturated, fit["minus2logLik"], rtol=GLMM_AGQ_AT_PARAMS_RTOL)
 
 
 def test_grouseticks_laplace_deviance_at_lme4_parameters() -> None:
@@ -87,7 +85,9 @@ def test_grouseticks_laplace_deviance_at_lme4_parameters() -> None:
     by_group = {n.split(".")[0]: v for n, v in zip(ref["theta_names"], ref["theta"], strict=True)}
     theta = np.array([by_group[t.name.split(":")[0]] for t in des.terms])
     for sysm in (SparseSystem(des.terms, len(d)), TreeSystem(des.terms, des.nesting.tree)):
-        g = Glmm(des.frame.y, np.ones(len(d)), np.zeros(len(d)), des.frame.X, sysm, family("poisson"))
+        g = Glmm(
+            des.frame.y, np.ones(len(d)), np.zeros(len(d)), des.frame.X, sysm, family("poisson")
+        )
         dev = g.laplace(theta, np.array(ref["beta"]))
         np.testing.assert_allclose(dev, ref["minus2logLik"], rtol=GLMM_DEVIANCE_AT_PARAMS_RTOL)
 

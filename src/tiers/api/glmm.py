@@ -16,16 +16,18 @@ from tiers.api.glmm_result import GlmmResult
 from tiers.data.glm_response import glm_response
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
-from tiers.engine.glm_family import LINKS, Family, check_response, family as make_family
+from tiers.engine.glm_family import LINKS, Family, check_response
+from tiers.engine.glm_family import family as make_family
 from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
 from tiers.engine.glmm_tree import TreeSystem
-from tiers.engine.pirls import Glmm, glm_irls
+from tiers.engine.pirls import Glmm
 from tiers.errors import (
     ConvergenceWarning,
     DataError,
     SeparationWarning,
     SingularFitWarning,
     TiersError,
+    TiersWarning,
 )
 from tiers.formula.glm import GlmFormula, read_glm
 from tiers.formula.types import Formula
@@ -209,7 +211,9 @@ def fit_glmm(
         seconds=time.perf_counter() - start,
     )
     for w in warns:
-        cat = SingularFitWarning if w.startswith("singular") else ConvergenceWarning
+        cat: type[TiersWarning] = (
+            SingularFitWarning if w.startswith("singular") else ConvergenceWarning
+        )
         if "separated" in w:
             cat = SeparationWarning
         warnings.warn(w, cat, stacklevel=3)

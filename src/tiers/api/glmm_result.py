@@ -188,8 +188,15 @@ class GlmmResult:
                 )
             frame = pd.DataFrame(newdata)
             X = np.asarray(self.design.fixed_spec.get_model_matrix(frame), dtype=np.float64)
-            X = X[:, [list(self.design.fixed_spec.column_names).index(
-                "Intercept" if n == "(Intercept)" else n) for n in self.fit.xnames]]
+            X = X[
+                :,
+                [
+                    list(self.design.fixed_spec.column_names).index(
+                        "Intercept" if n == "(Intercept)" else n
+                    )
+                    for n in self.fit.xnames
+                ],
+            ]
             offset = np.zeros(len(frame))
             zvar = self._z_variance(frame)
         eta = offset + X @ self.fit.beta
@@ -233,7 +240,9 @@ class GlmmResult:
                 "probit, cloglog links); a Poisson model has no latent residual variance"
             )
         comps = {
-            t.group: float(t.covariance[0, 0]) for t in self.fit.terms if t.znames[0] == "(Intercept)"
+            t.group: float(t.covariance[0, 0])
+            for t in self.fit.terms
+            if t.znames[0] == "(Intercept)"
         }
         total = sum(comps.values()) + resid
         rows = [

@@ -24,7 +24,10 @@ FamilyName = Literal["binomial", "poisson"]
 LinkName = Literal["logit", "probit", "cloglog", "log"]
 
 #: The links each family accepts; the first is the default (canonical or customary).
-LINKS: dict[str, tuple[str, ...]] = {"binomial": ("logit", "probit", "cloglog"), "poisson": ("log",)}
+LINKS: dict[str, tuple[str, ...]] = {
+    "binomial": ("logit", "probit", "cloglog"),
+    "poisson": ("log",),
+}
 
 #: Residual variance of the latent scale the link implies (logistic pi^2/3, standard normal 1,
 #: Gumbel pi^2/6); Nakagawa & Schielzeth (2010), Snijders & Bosker (2012) sec. 17.3.
@@ -70,7 +73,7 @@ class Family:
         return LATENT_VARIANCE.get(self.link) if self.name == "binomial" else None
 
     def linkinv(self, eta: FloatArray) -> FloatArray:
-        """mu from the linear predictor."""
+        """Mu from the linear predictor."""
         eta = np.clip(eta, -_ETA_MAX, _ETA_MAX)
         if self.link == "logit":
             mu = expit(eta)
@@ -95,7 +98,7 @@ class Family:
         return np.log(mu)
 
     def mu_eta(self, eta: FloatArray) -> FloatArray:
-        """d mu / d eta."""
+        """The derivative d mu / d eta."""
         eta = np.clip(eta, -_ETA_MAX, _ETA_MAX)
         if self.link == "logit":
             p = expit(eta)

@@ -177,9 +177,7 @@ class SparseSystem:
                 E[cols, np.arange(cols.size)] = 1.0
                 S = self.solve(E)[cols]
                 m = stop - start
-                blocks[start:stop] = S.reshape(m, t.q, m, t.q)[
-                    np.arange(m), :, np.arange(m), :
-                ]
+                blocks[start:stop] = S.reshape(m, t.q, m, t.q)[np.arange(m), :, np.arange(m), :]
             out.append(blocks)
         return out
 

@@ -103,9 +103,7 @@ class TreeSystem:
                 a = self.anc[k][m]
                 diag[m] -= np.bincount(a, ell[:, m] ** 2, minlength=self.sizes[m])
                 for mm in range(m):
-                    cpl[m][:, mm] -= np.bincount(
-                        a, ell[:, m] * ell[:, mm], minlength=self.sizes[m]
-                    )
+                    cpl[m][:, mm] -= np.bincount(a, ell[:, m] * ell[:, mm], minlength=self.sizes[m])
         self.piv, self.lnk = piv, lnk
 
     def solve(self, rhs: FloatArray) -> FloatArray:

@@ -123,7 +123,9 @@ class Glmm:
             u = np.zeros(sysm.r)
             eta = eta0.copy()
             pdev = self._pdev(eta, u)
+        steps = 0
         for it in range(1, PIRLS_MAXIT + 1):
+            steps = it
             mu, d, w = self._weights(eta)
             sysm.factor(w)
             delta = sysm.solve(sysm.zlt(w * (self.y - mu) / d) - u)
@@ -150,7 +152,7 @@ class Glmm:
         sysm.factor(w)
         self._u = u
         m2ll = float(np.sum(self.family.minus2loglik(self.y, mu, self.wt)))
-        return Modes(u, mu, eta, m2ll, sysm.logdet(), it)
+        return Modes(u, mu, eta, m2ll, sysm.logdet(), steps)
 
     # -- the objectives ---------------------------------------------------------------------
     def laplace(self, theta: FloatArray, beta: FloatArray) -> float:
@@ -218,7 +220,7 @@ def glm_irls(
             if dev <= dev_old or not np.isfinite(dev_old):
                 break
             step *= 0.5
-        beta, eta = cand, eta_c
+        beta, eta = np.asarray(cand, dtype=np.float64), eta_c
         if abs(dev_old - dev) < 1e-12 * (abs(dev) + 0.1):
             converged = True
             break

@@ -92,9 +92,7 @@ def _lme4(text: str) -> GlmFormula:
     if m and m.group(1) == "cbind":
         args = split_top(m.group(2), ",", offset=m.start(2), whole=text)
         if len(args) != 2 or not all(a.strip() for _, a in args):
-            raise caret(
-                text, m.start(2), "cbind() takes two columns: cbind(successes, failures)"
-            )
+            raise caret(text, m.start(2), "cbind() takes two columns: cbind(successes, failures)")
         left, failures = args[0][1].strip(), args[1][1].strip()
     kept, offsets = [], []
     for pos, piece in split_top(right, "+", offset=tilde + 1, whole=text):

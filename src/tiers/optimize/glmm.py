@@ -43,6 +43,7 @@ class GlmmObjective:
         self.failures = 0
 
     def __call__(self, x: FloatArray) -> float:
+        """The deviance at ``x``; a large finite value where PIRLS fails."""
         try:
             value = self.problem.agq(x[: self.k], x[self.k :] / self.scale, self.nagq)
         except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):

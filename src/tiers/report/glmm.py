@@ -59,7 +59,9 @@ def lme4_summary(fit: GlmmFit, table: pd.DataFrame) -> str:
     groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
     lines += [f"Number of obs: {fit.nobs}, groups:  {groups}", "", "Fixed effects:"]
     name_w = max(len(n) for n in fit.xnames)
-    lines.append(f"{'':<{name_w}} {'Estimate':>9} {'Std. Error':>10} {'z value':>8} {'Pr(>|z|)':>9}")
+    lines.append(
+        f"{'':<{name_w}} {'Estimate':>9} {'Std. Error':>10} {'z value':>8} {'Pr(>|z|)':>9}"
+    )
     for name, row in table.iterrows():
         p = float(row["p_value"])
         lines.append(
