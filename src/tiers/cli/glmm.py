@@ -50,9 +50,7 @@ def fit_glmm_cli(
             conf = result.confint(level if level is not None else 0.95)
             typer.echo("")
             typer.echo(conf.to_string())
-            doc["confint"] = {
-                str(k): [float(v) for v in row] for k, row in conf.iterrows()
-            }
+            doc["confint"] = {str(k): [float(v) for v in row] for k, row in conf.iterrows()}
     except TiersError as exc:
         fail(exc)
     if json_path is not None:

@@ -248,7 +248,7 @@ def linear_probability(y: np.ndarray, response: str) -> tuple[str, ...]:
     return (
         f"the response {response!r} takes only the values 0 and 1: a linear probability model is "
         "being fitted (fitted values can fall outside 0 to 1, and the residuals are not normal); "
-        "logistic mixed models (Stata's melogit, lme4's glmer) are planned in tiers",
+        "fit a logistic mixed model instead with family='binomial' (Stata's melogit, lme4's glmer)",
     )
 
 
