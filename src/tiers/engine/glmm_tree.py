@@ -57,6 +57,8 @@ class TreeSystem:
         self.rows = [
             (self.anc[self.K - 1][k][leaf] if k < self.K - 1 else leaf) for k in range(self.K)
         ]
+        self.leaf = leaf
+        self.nleaf = self.sizes[-1]
         self.theta = np.ones(self.K)
         self.piv: list[FloatArray] = []
         self.lnk: list[FloatArray] = []
@@ -69,27 +71,34 @@ class TreeSystem:
         """Per level, the relative SD as a 1 x 1 factor."""
         return [np.array([[t]]) for t in self.theta]
 
+    def _up(self, at_leaf: FloatArray) -> list[FloatArray]:
+        """Sums of per-innermost-group values over each level's groups (one pass per level)."""
+        last = self.K - 1
+        return [
+            np.bincount(self.anc[last][k], at_leaf, minlength=self.sizes[k]) for k in range(last)
+        ] + [at_leaf]
+
     def zl(self, u: FloatArray) -> FloatArray:
-        """``Z Lambda u``: each row's sum of its groups' ``theta_k u``."""
-        out = np.zeros(self.rows[0].size)
-        for k in range(self.K):
+        """``Z Lambda u``: each row's sum of its groups' ``theta_k u``.
+
+        Summed over the chain of each innermost group first, then read once per row.
+        """
+        last = self.K - 1
+        per_leaf = self.theta[last] * u[self.offsets[last] :]
+        for k in range(last):
             uk = u[self.offsets[k] : self.offsets[k + 1]]
-            out += self.theta[k] * uk[self.rows[k]]
-        return out
+            per_leaf = per_leaf + self.theta[k] * uk[self.anc[last][k]]
+        return per_leaf[self.leaf]
 
     def zlt(self, v: FloatArray) -> FloatArray:
         """``Lambda' Z' v``: per group, ``theta_k`` times the sum of ``v`` over its rows."""
-        return np.concatenate(
-            [
-                self.theta[k] * np.bincount(self.rows[k], v, minlength=self.sizes[k])
-                for k in range(self.K)
-            ]
-        )
+        sums = self._up(np.bincount(self.leaf, v, minlength=self.nleaf))
+        return np.concatenate([self.theta[k] * sums[k] for k in range(self.K)])
 
     def factor(self, w: FloatArray) -> None:
         """Eliminate the levels innermost first; keep pivots and ancestor entries."""
         K, th = self.K, self.theta
-        W = [np.bincount(self.rows[k], w, minlength=self.sizes[k]) for k in range(K)]
+        W = self._up(np.bincount(self.leaf, w, minlength=self.nleaf))
         diag = [th[k] ** 2 * W[k] + 1.0 for k in range(K)]
         # cpl[k][:, m]: entry between a group of level k and its level-m ancestor
         cpl = [th[k] * W[k][:, None] * th[None, :k] for k in range(K)]
@@ -129,8 +138,8 @@ class TreeSystem:
         """``log det A``: twice the sum of the log pivots."""
         return float(2.0 * sum(np.sum(np.log(p)) for p in self.piv))
 
-    def cond_var(self) -> list[FloatArray]:
-        """Per level, the diagonal of ``A^{-1}`` as (groups, 1, 1).
+    def _takahashi(self) -> tuple[list[FloatArray], list[FloatArray]]:
+        """Diagonal of ``A^{-1}`` per level and each group's covariances with its ancestors.
 
         Takahashi's recursion from the outermost level in: a group's covariances with its
         ancestors follow from theirs with each other, then its own variance.
@@ -157,7 +166,26 @@ class TreeSystem:
                 ck[:, m] = -acc / lk
             cov[k] = ck
             dvar[k] = 1.0 / lk**2 - np.sum(ell * ck, axis=1) / lk
-        return [d[:, None, None] for d in dvar]
+        return dvar, cov
+
+    def cond_var(self) -> list[FloatArray]:
+        """Per level, the diagonal of ``A^{-1}`` as (groups, 1, 1)."""
+        return [d[:, None, None] for d in self._takahashi()[0]]
+
+    def chain_cov(self) -> FloatArray:
+        """For each innermost group, ``A^{-1}`` over its chain of groups (groups, K, K).
+
+        Row ``m`` is the group's ancestor at level ``m`` (the group itself at ``K - 1``).
+        """
+        dvar, cov = self._takahashi()
+        K, last = self.K, self.K - 1
+        nodes = [self.anc[last][m] for m in range(last)] + [np.arange(self.sizes[last])]
+        S = np.empty((self.sizes[last], K, K))
+        for m in range(K):
+            S[:, m, m] = dvar[m][nodes[m]]
+            for mm in range(m):
+                S[:, m, mm] = S[:, mm, m] = cov[m][nodes[m], mm]
+        return S
 
     def b(self, u: FloatArray) -> list[FloatArray]:
         """Per level, ``theta_k u`` as (groups, 1)."""

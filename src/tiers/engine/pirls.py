@@ -151,7 +151,8 @@ class Glmm:
         mu, _, w = self._weights(eta)
         sysm.factor(w)
         self._u = u
-        m2ll = float(np.sum(self.family.minus2loglik(self.y, mu, self.wt)))
+        # -2 log p(y | u) is the deviance plus the saturated model's -2 log L (no log-gamma here)
+        m2ll = pdev - float(u @ u) + self.saturated
         return Modes(u, mu, eta, m2ll, sysm.logdet(), steps)
 
     # -- the objectives ---------------------------------------------------------------------

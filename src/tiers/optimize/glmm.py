@@ -15,8 +15,9 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.engine.glmm_gradient import has_gradient, laplace_gradient
 from tiers.engine.pirls import Glmm, PirlsError, glm_irls
-from tiers.optimize.derivatives import fd_gradient, value_hessian
+from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
 from tiers.optimize.minimize import OptSummary, minimize_theta
 
 FloatArray = NDArray[np.float64]
@@ -51,6 +52,25 @@ class GlmmObjective:
             return _FAILED
         return value if np.isfinite(value) else _FAILED
 
+    @property
+    def has_gradient(self) -> bool:
+        """The analytic gradient applies (nested intercepts, canonical link, Laplace)."""
+        return self.nagq == 1 and has_gradient(self.problem)
+
+    def value_and_gradient(self, x: FloatArray) -> tuple[float, FloatArray]:
+        """The deviance and its analytic gradient in ``x`` (only where `has_gradient`)."""
+        scale = np.concatenate([np.ones(self.k), self.scale])
+        try:
+            m = self.problem.modes(x[: self.k], x[self.k :] / self.scale)
+            value = m.minus2loglik + float(m.u @ m.u) + m.logdet
+            grad = laplace_gradient(self.problem, m) / scale
+        except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
+            self.failures += 1
+            return _FAILED, np.zeros_like(x)
+        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            return _FAILED, np.zeros_like(x)
+        return value, grad
+
 
 def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
     """lme4's theta start and the GLM's beta, and whether the GLM's IRLS converged."""
@@ -75,12 +95,15 @@ def optimize_glmm(problem: Glmm, nagq: int, start: FloatArray | None = None) -> 
     x0 = start_values(problem)[0] if start is None else np.asarray(start, dtype=np.float64)
     k = problem.n_theta
     to_x = np.concatenate([np.ones(k), scale])
-    fun = fd_gradient(obj, obj.lower, obj.upper)
+    if obj.has_gradient:
+        opt = minimize_theta(obj.value_and_gradient, x0 * to_x, obj.lower, upper=obj.upper)
+    else:
 
-    def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
-        return value_hessian(obj, x, free)
+        def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+            return value_hessian(obj, x, free)
 
-    opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
+        fun = fd_gradient(obj, obj.lower, obj.upper)
+        opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
     return replace(
         opt,
         theta0=opt.theta0 / to_x,
@@ -96,4 +119,6 @@ def deviance_hessian(problem: Glmm, nagq: int, x: FloatArray) -> tuple[FloatArra
     """
     obj = GlmmObjective(problem, nagq)
     free = ~(np.isfinite(obj.lower) & (x <= obj.lower))
+    if obj.has_gradient:
+        return gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free), free
     return value_hessian(obj, x, free), free
