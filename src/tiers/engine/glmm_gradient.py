@@ -43,7 +43,7 @@ def laplace_gradient(problem: Glmm, modes: Modes) -> FloatArray:
     sysm = problem.system
     assert isinstance(sysm, TreeSystem)
     fam = problem.family
-    eta, mu, u = modes.eta, modes.mu, modes.u
+    mu, u = modes.mu, modes.u
     wt = problem.wt
     if fam.name == "binomial":
         W = wt * mu * (1.0 - mu)

@@ -74,9 +74,11 @@ class TreeSystem:
     def _up(self, at_leaf: FloatArray) -> list[FloatArray]:
         """Sums of per-innermost-group values over each level's groups (one pass per level)."""
         last = self.K - 1
-        return [
-            np.bincount(self.anc[last][k], at_leaf, minlength=self.sizes[k]) for k in range(last)
-        ] + [at_leaf]
+        out: list[FloatArray] = [
+            np.bincount(self.anc[last][k], at_leaf, minlength=self.sizes[k]).astype(np.float64)
+            for k in range(last)
+        ]
+        return [*out, at_leaf]
 
     def zl(self, u: FloatArray) -> FloatArray:
         """``Z Lambda u``: each row's sum of its groups' ``theta_k u``.
@@ -92,13 +94,13 @@ class TreeSystem:
 
     def zlt(self, v: FloatArray) -> FloatArray:
         """``Lambda' Z' v``: per group, ``theta_k`` times the sum of ``v`` over its rows."""
-        sums = self._up(np.bincount(self.leaf, v, minlength=self.nleaf))
+        sums = self._up(np.bincount(self.leaf, v, minlength=self.nleaf).astype(np.float64))
         return np.concatenate([self.theta[k] * sums[k] for k in range(self.K)])
 
     def factor(self, w: FloatArray) -> None:
         """Eliminate the levels innermost first; keep pivots and ancestor entries."""
         K, th = self.K, self.theta
-        W = self._up(np.bincount(self.leaf, w, minlength=self.nleaf))
+        W = self._up(np.bincount(self.leaf, w, minlength=self.nleaf).astype(np.float64))
         diag = [th[k] ** 2 * W[k] + 1.0 for k in range(K)]
         # cpl[k][:, m]: entry between a group of level k and its level-m ancestor
         cpl = [th[k] * W[k][:, None] * th[None, :k] for k in range(K)]
