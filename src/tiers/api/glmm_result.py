@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from tiers.design.design import Design
 from tiers.engine.glm_family import Family
@@ -87,6 +86,8 @@ class GlmmResult:
             error by the delta method as Stata reports it. Default: the formula's ``or``/``irr``.
         level : float
         """
+        from scipy.stats import norm
+
         lv = _level(level)
         expo = self.fit.exponentiate if exponentiate is None else bool(exponentiate)
         b, se = self.fit.beta, self.fit.se
@@ -111,6 +112,8 @@ class GlmmResult:
 
         The SDs' intervals are Wald intervals on theta (the SD itself in a GLMM), cut at 0.
         """
+        from scipy.stats import norm
+
         lv = _level(level)
         q = norm.ppf(0.5 + lv / 2.0)
         rows = {}
