@@ -95,6 +95,12 @@ def _separation(problem: Glmm, beta: np.ndarray, names: tuple[str, ...]) -> list
     ]
 
 
+def _sqrt_diag(cov: np.ndarray) -> np.ndarray:
+    """Standard errors: NaN where the Hessian's inverse is not positive on the diagonal."""
+    d = np.diag(cov)
+    return np.sqrt(np.where(d >= 0, d, np.nan))
+
+
 def fit_glmm(
     formula: str | Formula,
     data: Any,
@@ -147,18 +153,25 @@ def fit_glmm(
             "coefficients, lme4's theta): the outcome may be separated by a predictor or the "
             "offset may be extreme; check the data, or simplify the fixed part"
         )
-    opt = optimize_glmm(problem, n, x0)
+    opt, polished = optimize_glmm(problem, n, x0)
     k = problem.n_theta
     theta, beta = opt.theta[:k], opt.theta[k:]
-    H, free = deviance_hessian(problem, n, opt.theta)
+    at_bound = np.asarray(opt.at_bound)
+    if polished is not None and np.array_equal(polished[1], ~at_bound):
+        H, free = polished
+    else:
+        H, free = deviance_hessian(problem, n, opt.theta)
     try:
         cov = np.full((opt.theta.size,) * 2, np.nan)
         idx = np.flatnonzero(free)
         cov[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(H)
+        if np.any(np.linalg.eigvalsh(0.5 * (H + H.T)) <= 0):
+            raise np.linalg.LinAlgError("not positive definite")
     except np.linalg.LinAlgError:
+        cov[:] = np.nan
         warns.append(
-            "the Hessian of the deviance is singular at the optimum: standard errors are not "
-            "available (some parameter is not determined by the data)"
+            "the Hessian of the deviance is singular or not positive definite at the end point: "
+            "standard errors are not available (some parameter is not determined by the data)"
         )
     m = problem.modes(theta, beta)
     cv = system.cond_var()
@@ -196,7 +209,7 @@ def fit_glmm(
         vcov=cov[k:, k:].copy(),
         theta=theta.copy(),
         theta_names=design.theta_names,
-        theta_se=np.sqrt(np.diag(cov[:k, :k])),
+        theta_se=_sqrt_diag(cov[:k, :k]),
         terms=tuple(terms),
         deviance=float(opt.deviance),
         saturated=problem.saturated,

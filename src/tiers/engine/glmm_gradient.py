@@ -56,20 +56,20 @@ def laplace_gradient(problem: Glmm, modes: Modes) -> FloatArray:
     K, th = sysm.K, sysm.theta
     leaf = sysm.rows[K - 1]
     S = sysm.chain_cov()
-    St = S @ th  # (leaves, K): (A^{-1} over the chain) theta
+    St = S @ th  # (innermost groups, K): A^{-1} over the chain, times theta
     h = (St @ th)[leaf]  # each row's leverage z' Lambda A^{-1} Lambda' z
     wh = dW * h
+    # adjoint: wh' Z Lambda A^{-1} dF = a' dF with a = A^{-1} Lambda' Z' wh, one solve for all
+    a = sysm.solve(sysm.zlt(wh))
+    wza = W * sysm.zl(a)
+    s_sums = sysm.sums(s)
     grad = np.empty(K + problem.p)
     for k in range(K):
         lo, hi = int(sysm.offsets[k]), int(sysm.offsets[k + 1])
         uk = u[lo:hi][sysm.rows[k]]  # d eta / d theta_k at fixed u
-        dF = sysm.zlt(-W * uk)
-        dF[lo:hi] += np.bincount(sysm.rows[k], s, minlength=hi - lo)
-        v = sysm.zl(sysm.solve(dF))
-        direct = 2.0 * np.sum(W * St[leaf, k])
-        grad[k] = -2.0 * (s @ uk) + direct + wh @ (uk + v)
-    for j in range(problem.p):
-        xj = problem.X[:, j]
-        v = sysm.zl(sysm.solve(sysm.zlt(-W * xj)))
-        grad[K + j] = -2.0 * (s @ xj) + wh @ (xj + v)
+        direct = 2.0 * float(np.bincount(leaf, W, minlength=S.shape[0]) @ St[:, k])
+        mode = float(a[lo:hi] @ s_sums[k]) - float(wza @ uk)
+        grad[k] = -2.0 * float(s @ uk) + direct + float(wh @ uk) + mode
+    X = problem.X
+    grad[K:] = -2.0 * (s @ X) + wh @ X - wza @ X
     return grad

@@ -92,6 +92,10 @@ class TreeSystem:
             per_leaf = per_leaf + self.theta[k] * uk[self.anc[last][k]]
         return per_leaf[self.leaf]
 
+    def sums(self, v: FloatArray) -> list[FloatArray]:
+        """Per level, the sums of ``v`` over each group's rows."""
+        return self._up(np.bincount(self.leaf, v, minlength=self.nleaf).astype(np.float64))
+
     def zlt(self, v: FloatArray) -> FloatArray:
         """``Lambda' Z' v``: per group, ``theta_k`` times the sum of ``v`` over its rows."""
         sums = self._up(np.bincount(self.leaf, v, minlength=self.nleaf).astype(np.float64))

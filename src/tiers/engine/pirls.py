@@ -89,6 +89,14 @@ class Glmm:
         self._u = np.zeros(system.r)
         self._theta: FloatArray | None = None
         self.saturated = float(np.sum(family.saturated(y, wt)))
+        # canonical links: sum d_i = 2 sum wt (b(eta) - y eta) + const, with b the cumulant
+        # (softplus for logit, exp for log): one transcendental per row instead of two logs
+        self._canonical = (family.name, family.link) in (("binomial", "logit"), ("poisson", "log"))
+        if self._canonical:
+            zero = np.zeros_like(y)
+            self._dev_const = float(
+                np.sum(family.dev_resid(y, family.linkinv(zero), wt))
+            ) - self._cumulant_sum(zero)
 
     # -- the inner iteration ---------------------------------------------------------------
     def _weights(self, eta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -98,7 +106,14 @@ class Glmm:
         w = self.wt * d * d / fam.variance(mu)
         return mu, d, w
 
+    def _cumulant_sum(self, eta: FloatArray) -> float:
+        eta = np.clip(eta, -700.0, 700.0)
+        b = np.logaddexp(0.0, eta) if self.family.name == "binomial" else np.exp(eta)
+        return float(2.0 * (self.wt @ b - (self.wt * self.y) @ eta))
+
     def _pdev(self, eta: FloatArray, u: FloatArray) -> float:
+        if self._canonical:
+            return self._cumulant_sum(eta) + self._dev_const + float(u @ u)
         mu = self.family.linkinv(eta)
         return float(np.sum(self.family.dev_resid(self.y, mu, self.wt)) + u @ u)
 

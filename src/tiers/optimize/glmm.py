@@ -78,7 +78,9 @@ def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
     return np.concatenate([problem.system.theta_start, beta]), ok
 
 
-def optimize_glmm(problem: Glmm, nagq: int, start: FloatArray | None = None) -> OptSummary:
+def optimize_glmm(
+    problem: Glmm, nagq: int, start: FloatArray | None = None
+) -> tuple[OptSummary, tuple[FloatArray, FloatArray] | None]:
     """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
 
     Parameters
@@ -88,6 +90,12 @@ def optimize_glmm(problem: Glmm, nagq: int, start: FloatArray | None = None) -> 
         Quadrature points (1: Laplace).
     start : array, optional
         ``(theta, beta)``; default `start_values`.
+
+    Returns
+    -------
+    OptSummary, and the Newton polish's last Hessian with its free mask (on ``(theta, beta)``,
+    None when the polish computed none) when it was taken within 1e-4 of the end point: the
+    covariance of the estimates can reuse it.
     """
     sd = problem.X.std(axis=0)
     scale = np.where(sd > 0, sd, 1.0)
@@ -95,21 +103,33 @@ def optimize_glmm(problem: Glmm, nagq: int, start: FloatArray | None = None) -> 
     x0 = start_values(problem)[0] if start is None else np.asarray(start, dtype=np.float64)
     k = problem.n_theta
     to_x = np.concatenate([np.ones(k), scale])
+    last: dict[str, FloatArray] = {}
+
+    def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+        if obj.has_gradient:
+            H = gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free)
+        else:
+            H = value_hessian(obj, x, free)
+        last.update(x=x.copy(), free=free.copy(), H=H)
+        return H
+
     if obj.has_gradient:
-        opt = minimize_theta(obj.value_and_gradient, x0 * to_x, obj.lower, upper=obj.upper)
+        fun = obj.value_and_gradient
     else:
-
-        def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
-            return value_hessian(obj, x, free)
-
         fun = fd_gradient(obj, obj.lower, obj.upper)
-        opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
-    return replace(
+    opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
+    reuse = None
+    if last and float(np.max(np.abs(last["x"] - opt.theta))) <= 1e-4:
+        free = last["free"]
+        d = to_x[free]
+        reuse = (last["H"] * np.outer(d, d), free)
+    out = replace(
         opt,
         theta0=opt.theta0 / to_x,
         theta=opt.theta / to_x,
         gradient=opt.gradient * to_x,
     )
+    return out, reuse
 
 
 def deviance_hessian(problem: Glmm, nagq: int, x: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -134,8 +134,9 @@ class GlmmFit:
 
     @property
     def se(self) -> FloatArray:
-        """Standard errors of beta."""
-        return np.sqrt(np.diag(self.vcov))
+        """Standard errors of beta (NaN where the covariance is not available)."""
+        d = np.diag(self.vcov)
+        return np.sqrt(np.where(d >= 0, d, np.nan))
 
     @property
     def is_singular(self) -> bool:
