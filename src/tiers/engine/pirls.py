@@ -38,6 +38,9 @@ PIRLS_MAXIT = 60
 #: ... and when the Newton step on u is below this (Newton converges quadratically: one more
 #: step past 1e-5 lands far below it).
 U_TOL = 1e-9
+#: For a canonical link PIRLS is Newton's method on the penalized deviance (observed = expected
+#: information), so a full step below this leaves an error of its square (~1e-12).
+NEWTON_TOL = 1e-6
 
 
 class PirlsError(ArithmeticError):
@@ -158,8 +161,10 @@ class Glmm:
             u, eta, pdev = u_new, eta_new, pdev_new
             # the Laplace objective's log-determinant is first-order in u, so u itself must have
             # converged, not only the penalized deviance (which is flat at the mode)
-            small = float(np.max(np.abs(delta), initial=0.0)) <= U_TOL
-            if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0 and small:
+            size = float(np.max(np.abs(delta), initial=0.0))
+            if step == 1.0 and self._canonical and size <= NEWTON_TOL:
+                break  # PIRLS is Newton's method here: the error after this step is ~size^2
+            if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0 and size <= U_TOL:
                 break
         else:
             raise PirlsError(f"PIRLS did not converge in {PIRLS_MAXIT} steps")
