@@ -20,7 +20,7 @@ from tiers.engine.glm_family import LINKS, Family, check_response
 from tiers.engine.glm_family import family as make_family
 from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
 from tiers.engine.glmm_tree import TreeSystem
-from tiers.engine.pirls import Glmm
+from tiers.engine.pirls import Glmm, PirlsError
 from tiers.errors import (
     ConvergenceWarning,
     DataError,
@@ -173,7 +173,14 @@ def fit_glmm(
             "the Hessian of the deviance is singular or not positive definite at the end point: "
             "standard errors are not available (some parameter is not determined by the data)"
         )
-    m = problem.modes(theta, beta)
+    try:
+        m = problem.modes(theta, beta)
+    except PirlsError as exc:
+        raise TiersError(
+            f"the penalized IRLS (inner iteration) fails at the end point ({exc}): the "
+            "conditional modes are not determined; simplify the random part or check for "
+            "separation"
+        ) from None
     cv = system.cond_var()
     frame_data = design.frame.data
     terms = []

@@ -27,7 +27,6 @@ from numpy.typing import NDArray
 
 from tiers.engine.glm_family import Family
 from tiers.engine.glmm_sparse import RandomSystem
-from tiers.errors import ConvergenceWarning
 
 FloatArray = NDArray[np.float64]
 
@@ -35,8 +34,8 @@ FloatArray = NDArray[np.float64]
 #: on a scaled increment; the deviance at the reference theta is compared at 1e-8, so tighter).
 PIRLS_TOL = 1e-12
 PIRLS_MAXIT = 60
-#: ... and when the Newton step on u is below this (Newton converges quadratically: one more
-#: step past 1e-5 lands far below it).
+#: ... and when the step on u is below this: the Laplace objective's log-determinant is
+#: first-order in u, so u itself must converge, not only the (flat at the mode) penalized deviance.
 U_TOL = 1e-9
 #: For a canonical link PIRLS is Newton's method on the penalized deviance (observed = expected
 #: information), so a full step below this leaves an error of its square (~1e-12).
@@ -159,8 +158,6 @@ class Glmm:
                 raise PirlsError("the penalized deviance does not decrease along the PIRLS step")
             change = pdev - pdev_new
             u, eta, pdev = u_new, eta_new, pdev_new
-            # the Laplace objective's log-determinant is first-order in u, so u itself must have
-            # converged, not only the penalized deviance (which is flat at the mode)
             size = float(np.max(np.abs(delta), initial=0.0))
             if step == 1.0 and self._canonical and size <= NEWTON_TOL:
                 break  # PIRLS is Newton's method here: the error after this step is ~size^2
@@ -248,6 +245,3 @@ def glm_irls(
         dev_old = dev
     mu = family.linkinv(eta)
     return beta, float(np.sum(family.minus2loglik(y, mu, wt))), converged
-
-
-__all__ = ["ConvergenceWarning", "Glmm", "Modes", "PirlsError", "glm_irls"]

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from tiers.engine.glmm_gradient import has_gradient, laplace_gradient
 from tiers.engine.pirls import Glmm, PirlsError, glm_irls
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
-from tiers.optimize.minimize import OptSummary, minimize_theta
+from tiers.optimize.minimize import FunGrad, OptSummary, minimize_theta
 
 FloatArray = NDArray[np.float64]
 
@@ -80,7 +80,7 @@ def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
 
 def optimize_glmm(
     problem: Glmm, nagq: int, start: FloatArray | None = None
-) -> tuple[OptSummary, tuple[FloatArray, FloatArray] | None]:
+) -> tuple[OptSummary, tuple[FloatArray, NDArray[np.bool_]] | None]:
     """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
 
     Parameters
@@ -103,26 +103,25 @@ def optimize_glmm(
     x0 = start_values(problem)[0] if start is None else np.asarray(start, dtype=np.float64)
     k = problem.n_theta
     to_x = np.concatenate([np.ones(k), scale])
-    last: dict[str, FloatArray] = {}
+    last: list[tuple[FloatArray, NDArray[np.bool_], FloatArray]] = []
 
     def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
         if obj.has_gradient:
             H = gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free)
         else:
             H = value_hessian(obj, x, free)
-        last.update(x=x.copy(), free=free.copy(), H=H)
+        last[:] = [(x.copy(), free.copy(), H)]
         return H
 
-    if obj.has_gradient:
-        fun = obj.value_and_gradient
-    else:
-        fun = fd_gradient(obj, obj.lower, obj.upper)
+    fun: FunGrad = (
+        obj.value_and_gradient if obj.has_gradient else fd_gradient(obj, obj.lower, obj.upper)
+    )
     opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
     reuse = None
-    if last and float(np.max(np.abs(last["x"] - opt.theta))) <= 1e-4:
-        free = last["free"]
+    if last and float(np.max(np.abs(last[0][0] - opt.theta))) <= 1e-4:
+        _, free, H = last[0]
         d = to_x[free]
-        reuse = (last["H"] * np.outer(d, d), free)
+        reuse = (H * np.outer(d, d), free)
     out = replace(
         opt,
         theta0=opt.theta0 / to_x,
@@ -132,7 +131,9 @@ def optimize_glmm(
     return out, reuse
 
 
-def deviance_hessian(problem: Glmm, nagq: int, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+def deviance_hessian(
+    problem: Glmm, nagq: int, x: FloatArray
+) -> tuple[FloatArray, NDArray[np.bool_]]:
     """The deviance's Hessian over the free parameters at ``x`` and the free mask.
 
     Parameters at their lower bound (an SD of zero) are held there.
