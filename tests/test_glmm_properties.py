@@ -155,3 +155,26 @@ def test_separation_is_a_warning_naming_the_predictor() -> None:
     assert any(
         issubclass(r.category, SeparationWarning) and "sep" in str(r.message) for r in record
     )
+
+
+def test_conditional_predictions_for_new_rows_match_the_fitted_ones() -> None:
+    d = _binary()
+    res = tiers.fit("y ~ x + (1 | g)", d, family="binomial")
+    np.testing.assert_allclose(res.predict(d.iloc[:20]), res.predict()[:20], rtol=1e-12)
+    np.testing.assert_allclose(
+        res.predict(d.iloc[:20], conditional=False), res.predict(conditional=False)[:20]
+    )
+    new = d.iloc[:3].assign(g="a group not in the fit")
+    np.testing.assert_allclose(
+        res.predict(new, scale="link"), res.predict(new, scale="link", conditional=False)
+    )
+
+
+def test_offset_is_applied_to_new_rows() -> None:
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(20), 6)
+    expo = rng.uniform(0.5, 3.0, g.size)
+    y = rng.poisson(expo * np.exp(0.2 + rng.normal(0, 0.3, 20)[g]))
+    d = pd.DataFrame({"y": y, "g": g.astype(str), "expo": expo})
+    res = tiers.fit("y ~ 1 + offset(log(expo)) + (1 | g)", d, family="poisson")
+    np.testing.assert_allclose(res.predict(d), res.predict(), rtol=1e-12)

@@ -223,6 +223,7 @@ def fit_glmm(
         eta=m.eta,
         mu=m.mu,
         offset=resp.offset,
+        offset_terms=resp.offset_names,
         ngroups={t.name: t.nlevels for t in design.terms},
         opt=opt,
         exponentiate=spec.exponentiate,

@@ -171,38 +171,35 @@ class GlmmResult:
             Rows to predict (their fixed part is coded as the fit's); default the fitted rows.
         scale : {"link", "response"}
         conditional : bool
-            On the random effects' conditional modes (fitted rows only), or marginal over them:
+            On the random effects' conditional modes (a new group gets zero), or marginal:
             on the response scale the population-averaged mean ``E[g^-1(x'beta + z'b)]``,
             integrated over ``b ~ N(0, Sigma)`` by 30-point Gauss-Hermite quadrature.
         """
         if scale not in ("link", "response"):
             raise DataError(f"scale must be 'link' or 'response'; got {scale!r}")
         if newdata is None:
-            X, offset = self.design.frame.X, self.fit.offset
-            zvar = self._z_variance(None)
             if conditional:
                 eta = self.fit.eta
                 return eta if scale == "link" else self.family.linkinv(eta)
+            eta = self.fit.offset + self.design.frame.X @ self.fit.beta
+            zvar = self._z_variance(None)
         else:
-            if conditional:
-                raise DataError(
-                    "conditional predictions for new data are not available for GLMMs yet; use "
-                    "conditional=False (marginal), or predict the fitted rows (newdata=None)"
-                )
-            frame = pd.DataFrame(newdata)
-            X = np.asarray(self.design.fixed_spec.get_model_matrix(frame), dtype=np.float64)
+            frame = pd.DataFrame(newdata).reset_index(drop=True)
+            spec = self.design.fixed_spec
+            X = np.asarray(spec.get_model_matrix(frame), dtype=np.float64)
+            cols = list(spec.column_names)
             X = X[
-                :,
-                [
-                    list(self.design.fixed_spec.column_names).index(
-                        "Intercept" if n == "(Intercept)" else n
-                    )
-                    for n in self.fit.xnames
-                ],
+                :, [cols.index("Intercept" if n == "(Intercept)" else n) for n in self.fit.xnames]
             ]
-            offset = np.zeros(len(frame))
+            eta = X @ self.fit.beta
+            for expr in self.fit.offset_terms:
+                from tiers.data.glm_response import evaluate
+
+                eta = eta + evaluate(expr, frame, "offset")
+            if conditional:
+                eta = eta + self._random_part(frame)
+                return eta if scale == "link" else self.family.linkinv(eta)
             zvar = self._z_variance(frame)
-        eta = offset + X @ self.fit.beta
         if scale == "link":
             return eta
         z, w = np.polynomial.hermite_e.hermegauss(30)
@@ -211,6 +208,38 @@ class GlmmResult:
         return np.asarray(
             sum(wk * self.family.linkinv(eta + sd * zk) for zk, wk in zip(z, w, strict=True))
         )
+
+    def _random_part(self, data: pd.DataFrame) -> np.ndarray:
+        """Each new row's ``z' b`` at the conditional modes; a group not in the fit gets 0.
+
+        Groups are matched by their labels (lme4's ``allow.new.levels = TRUE``).
+        """
+        from tiers.data.frame import model_matrix
+
+        total = np.zeros(len(data))
+        for spec, t in zip(self.design.terms, self.fit.terms, strict=True):
+            columns = list(spec.factor.columns)
+            if len(columns) > 1 and spec.factor.name == ":".join(reversed(columns)):
+                columns = columns[::-1]  # the labels' order (GroupingFactor.labels)
+            missing = [c for c in columns if c not in data.columns]
+            if missing:
+                raise DataError(
+                    f"newdata lacks the grouping column {missing[0]!r} of the term for "
+                    f"{spec.name}; add it, or predict with conditional=False"
+                )
+            labels = data[columns[0]].astype(str).to_numpy()
+            for c in columns[1:]:
+                labels = np.char.add(np.char.add(labels, ":"), data[c].astype(str).to_numpy())
+            index = {lab: i for i, lab in enumerate(t.levels)}
+            pos = np.array([index.get(str(lab), -1) for lab in labels])
+            b = np.where(pos[:, None] >= 0, t.b[np.maximum(pos, 0)], 0.0)
+            if spec.intercept_only:
+                Z = np.ones((len(data), 1))
+            else:
+                expr = next(r.expr for r in self.design.formula.random if r.name == spec.name)
+                Z, _ = model_matrix(expr, data, what=f"random-effects term for {spec.name}")
+            total += np.sum(Z * b, axis=1)
+        return total
 
     def _z_variance(self, data: pd.DataFrame | None) -> np.ndarray:
         """Each row's ``z' Sigma z`` summed over terms (the marginal variance of its predictor)."""

@@ -55,7 +55,8 @@ def _rows(frame: ModelFrame, data: Any) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _evaluate(expr: str, df: pd.DataFrame, what: str) -> FloatArray:
+def evaluate(expr: str, df: pd.DataFrame, what: str) -> FloatArray:
+    """The values of a column or an expression of columns (R spellings read), all finite."""
     if expr in df.columns:
         col = df[expr]
         if not pd.api.types.is_numeric_dtype(col):
@@ -108,22 +109,22 @@ def glm_response(
     trials_name = None
     wt = np.ones(n)
     if spec.failures is not None:
-        wt = y + _evaluate(spec.failures, df, "failures (second column of cbind)")
+        wt = y + evaluate(spec.failures, df, "failures (second column of cbind)")
         trials_name = f"{frame.formula.response} + {spec.failures}"
     elif given:
         trials_name = given[0]
         if trials_name not in df.columns:
             raise DataError(f"the trials column {trials_name!r} is not in the data")
-        wt = _evaluate(trials_name, df, "trials column")
+        wt = evaluate(trials_name, df, "trials column")
         frac = (y > 0) & (y < 1)
         if np.any(frac) and np.all((y >= 0) & (y <= 1)):
             y = y * wt  # a proportion with its trials: successes are proportion x trials
     offset = np.zeros(n)
     names = list(spec.offsets)
     for expr in spec.offsets:
-        offset += _evaluate(expr, df, "offset")
+        offset += evaluate(expr, df, "offset")
     if spec.exposure is not None:
-        exposure = _evaluate(spec.exposure, df, "exposure")
+        exposure = evaluate(spec.exposure, df, "exposure")
         if np.any(exposure <= 0):
             bad = exposure <= 0
             raise DataError(

@@ -79,6 +79,8 @@ class GlmmFit:
     eta, mu : arrays (nobs,)
         Conditional linear predictor and mean at the modes.
     offset : array (nobs,)
+    offset_terms : tuple of str
+        The offset's expressions (``log(exposure)``), evaluated again on new data.
     ngroups : dict
     opt : OptSummary
         Over ``(theta, beta)`` stacked.
@@ -105,6 +107,7 @@ class GlmmFit:
     eta: FloatArray
     mu: FloatArray
     offset: FloatArray
+    offset_terms: tuple[str, ...]
     ngroups: dict[str, int]
     opt: OptSummary
     exponentiate: bool
