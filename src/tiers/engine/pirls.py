@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit
 
 from tiers.engine.glm_family import Family
 from tiers.engine.glmm_sparse import RandomSystem
@@ -102,11 +103,20 @@ class Glmm:
 
     # -- the inner iteration ---------------------------------------------------------------
     def _weights(self, eta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """mu, the score ``W (y - mu) / (d mu / d eta)`` and the GLM weights ``W``."""
         fam = self.family
+        if self._canonical:  # d mu / d eta = V(mu): the score is wt (y - mu), W = wt V(mu)
+            if fam.name == "binomial":
+                mu = expit(eta)
+                w = self.wt * mu * (1.0 - mu)
+            else:
+                mu = np.exp(np.minimum(eta, 700.0))
+                w = mu
+            return mu, self.wt * (self.y - mu), w
         mu = fam.linkinv(eta)
         d = fam.mu_eta(eta)
         w = self.wt * d * d / fam.variance(mu)
-        return mu, d, w
+        return mu, w * (self.y - mu) / d, w
 
     def _cumulant_sum(self, eta: FloatArray) -> float:
         eta = np.clip(eta, -700.0, 700.0)
@@ -143,9 +153,9 @@ class Glmm:
         steps = 0
         for it in range(1, PIRLS_MAXIT + 1):
             steps = it
-            mu, d, w = self._weights(eta)
+            mu, score, w = self._weights(eta)
             sysm.factor(w)
-            delta = sysm.solve(sysm.zlt(w * (self.y - mu) / d) - u)
+            delta = sysm.solve(sysm.zlt(score) - u)
             step = 1.0
             for _ in range(30):
                 u_new = u + step * delta
