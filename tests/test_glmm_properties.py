@@ -178,3 +178,16 @@ def test_offset_is_applied_to_new_rows() -> None:
     d = pd.DataFrame({"y": y, "g": g.astype(str), "expo": expo})
     res = tiers.fit("y ~ 1 + offset(log(expo)) + (1 | g)", d, family="poisson")
     np.testing.assert_allclose(res.predict(d), res.predict(), rtol=1e-12)
+
+
+def test_latent_iccs_accumulate_over_nested_levels() -> None:
+    rng = np.random.default_rng(8)
+    a = np.repeat(np.arange(10), 60)
+    b = a * 6 + rng.integers(0, 6, a.size)
+    eta = rng.normal(0, 0.6, 10)[a] + rng.normal(0, 0.6, 60)[b]
+    y = (rng.uniform(size=a.size) < 1 / (1 + np.exp(-eta))).astype(float)
+    d = pd.DataFrame({"y": y, "a": a.astype(str), "b": b.astype(str)})
+    sh = tiers.fit("y ~ 1 + (1 | a/b)", d, family="binomial", link="probit").shares()
+    np.testing.assert_allclose(sh["share"].sum(), 1.0)
+    np.testing.assert_allclose(sh["icc"].iloc[1], sh["share"].iloc[:2].sum())
+    np.testing.assert_allclose(sh["variance"].iloc[-1], 1.0)

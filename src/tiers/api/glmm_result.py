@@ -263,7 +263,10 @@ class GlmmResult:
         """Variance shares and ICCs on the latent scale (random intercepts).
 
         The latent residual variance is pi^2/3 (logit), 1 (probit) or pi^2/6 (cloglog); shares are
-        of the latent response, not of the observed 0/1 outcome.
+        of the latent response, not of the observed 0/1 outcome. For nested levels ``icc`` is the
+        latent correlation of two observations in the same group of that level (the shares of
+        that level and the levels it is nested in; Snijders & Bosker 2012, sec. 17.3); NaN for
+        crossed factors and the residual.
         """
         resid = self.family.latent_variance
         if resid is None:
@@ -277,15 +280,20 @@ class GlmmResult:
             if t.znames[0] == "(Intercept)"
         }
         total = sum(comps.values()) + resid
-        rows = [
-            {"component": g, "variance": v, "share": v / total, "scale": "latent"}
-            for g, v in comps.items()
-        ]
+        nested = self.design.nested
+        rows, above = [], 0.0
+        for g, v in comps.items():  # nested designs list the levels outermost first
+            above += v
+            icc = above / total if nested else float("nan")
+            rows.append(
+                {"component": g, "variance": v, "share": v / total, "icc": icc, "scale": "latent"}
+            )
         rows.append(
             {
                 "component": f"latent residual ({self.family.link})",
                 "variance": resid,
                 "share": resid / total,
+                "icc": float("nan"),
                 "scale": "latent",
             }
         )
