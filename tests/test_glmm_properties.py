@@ -191,3 +191,16 @@ def test_latent_iccs_accumulate_over_nested_levels() -> None:
     np.testing.assert_allclose(sh["share"].sum(), 1.0)
     np.testing.assert_allclose(sh["icc"].iloc[1], sh["share"].iloc[:2].sum())
     np.testing.assert_allclose(sh["variance"].iloc[-1], 1.0)
+
+
+def test_boundary_fit_is_flagged_and_constant_groups_counted() -> None:
+    # every group has one success in four (no between-group variation), and in three groups the
+    # four rows are all failures
+    g = np.repeat(np.arange(23), 4)
+    y = np.tile([1.0, 0.0, 0.0, 0.0], 23)
+    y[-12:] = 0.0
+    d = pd.DataFrame({"y": y, "g": g.astype(str)})
+    with pytest.warns(tiers.SingularFitWarning) as record:
+        res = tiers.fit("y ~ 1 + (1 | g)", d, family="binomial")
+    assert res.is_singular
+    assert any("3 of the 23 groups of g" in str(r.message) for r in record)

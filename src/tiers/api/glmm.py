@@ -95,6 +95,26 @@ def _separation(problem: Glmm, beta: np.ndarray, names: tuple[str, ...]) -> list
     ]
 
 
+def _same(y: np.ndarray, system: RandomSystem) -> str:
+    """Say how many groups have every outcome the same (they can drive an SD to zero)."""
+    parts = []
+    for t in system.terms:
+        lo = np.full(t.nlevels, np.inf)
+        hi = np.full(t.nlevels, -np.inf)
+        np.minimum.at(lo, t.codes, y)
+        np.maximum.at(hi, t.codes, y)
+        same = int(np.sum(lo == hi))
+        if same:
+            parts.append(f"{same:,} of the {t.nlevels:,} groups of {t.name}")
+    if not parts:
+        return ""
+    return (
+        "; every outcome is the same in "
+        + ", ".join(parts)
+        + " (fine, but such groups can drive an SD to the boundary)"
+    )
+
+
 def _sqrt_diag(cov: np.ndarray) -> np.ndarray:
     """Standard errors: NaN where the Hessian's inverse is not positive on the diagonal."""
     d = np.diag(cov)
@@ -200,8 +220,7 @@ def fit_glmm(
     if any(opt.at_bound[:k]):
         names = [nm for nm, at in zip(design.theta_names, opt.at_bound[:k], strict=True) if at]
         warns.append(
-            f"singular fit: {', '.join(names)} estimated at zero (boundary); a group in which "
-            "every outcome is the same can drive an SD there"
+            f"singular fit: {', '.join(names)} estimated at zero (boundary)" + _same(y, system)
         )
     if not glm_ok:
         warns.append("the GLM without random effects (start values) did not converge")
