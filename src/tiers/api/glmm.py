@@ -16,6 +16,7 @@ from tiers.api.glmm_result import GlmmResult
 from tiers.data.glm_response import glm_response
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
+from tiers.engine.agq_nested import MAX_CELLS, check_size
 from tiers.engine.glm_family import LINKS, Family, check_response
 from tiers.engine.glm_family import family as make_family
 from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
@@ -55,6 +56,24 @@ def _family(spec: GlmFormula, family: str | Family | None, link: str | None) -> 
     return fam
 
 
+#: Stata's melogit/meprobit/mepoisson integrate at 7 adaptive points per level by default.
+STATA_INTPOINTS = 7
+
+
+def _stata_default(spec: GlmFormula, design: Design) -> tuple[int, str | None]:
+    """Stata's default of 7 points where tiers has the quadrature, else Laplace with a note."""
+    quadrature = (len(design.terms) == 1 and design.terms[0].q == 1) or design.engine == "nested"
+    cells = design.frame.nobs * STATA_INTPOINTS ** len(design.terms)
+    if quadrature and cells <= MAX_CELLS:
+        return STATA_INTPOINTS, None
+    why = "this random part" if not quadrature else "a model this size"
+    return 1, (
+        f"fitted by the Laplace approximation: Stata's default of {STATA_INTPOINTS} adaptive "
+        f"quadrature points is not available in tiers for {why} (write intpoints(#) or laplace "
+        "to choose)"
+    )
+
+
 def _nagq(spec: GlmFormula, nagq: int | None, design: Design) -> int:
     n = spec.nagq if nagq is None else nagq
     if n is None:
@@ -62,12 +81,15 @@ def _nagq(spec: GlmFormula, nagq: int | None, design: Design) -> int:
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise DataError(f"nagq must be a positive whole number (1: Laplace); got {n!r}")
     single = len(design.terms) == 1 and design.terms[0].q == 1
-    if n > 1 and not single:
+    if n > 1 and not single and design.engine != "nested":
         raise DataError(
             f"adaptive quadrature with nagq={n} is available for one scalar random effect "
-            "(1 | group), as in lme4; this model has "
-            f"{len(design.terms)} terms: use nagq=1 (Laplace)"
+            "(1 | group), as in lme4, and for nested random intercepts (1 | a/b/c), as in "
+            f"Stata's melogit; this model has {len(design.terms)} terms with slopes or crossed "
+            "factors: use nagq=1 (Laplace)"
         )
+    if n > 1 and not single:
+        check_size(design.frame.nobs, len(design.terms), int(n))
     return int(n)
 
 
@@ -141,7 +163,11 @@ def fit_glmm(
     fam = _family(spec, family, link)
     base: str | Formula = spec.base if isinstance(formula, str) else formula
     design = build_design(base, data, force=force, limits=limits, glmm=True)
-    n = _nagq(spec, nagq, design)
+    note = None
+    if spec.family is not None and spec.nagq is None and nagq is None:
+        n, note = _stata_default(spec, design)
+    else:
+        n = _nagq(spec, nagq, design)
     resp = glm_response(design.frame, data, spec, trials=trials)
     if fam.name == "binomial" and resp.trials_name is None and np.any(resp.successes > 1):
         raise DataError(
@@ -247,7 +273,9 @@ def fit_glmm(
         opt=opt,
         exponentiate=spec.exponentiate,
         warnings=tuple(warns),
-        notes=tuple(design.formula.notes) + tuple(design.frame.notes),
+        notes=tuple(design.formula.notes)
+        + tuple(design.frame.notes)
+        + ((note,) if note is not None else ()),
         seconds=time.perf_counter() - start,
     )
     for w in warns:

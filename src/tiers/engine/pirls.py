@@ -26,8 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit
 
+from tiers.engine.agq_nested import nested_agq
 from tiers.engine.glm_family import Family
 from tiers.engine.glmm_sparse import RandomSystem
+from tiers.engine.glmm_tree import TreeSystem
 
 FloatArray = NDArray[np.float64]
 
@@ -188,16 +190,26 @@ class Glmm:
         m = self.modes(theta, beta)
         return m.minus2loglik + float(m.u @ m.u) + m.logdet
 
+    def _row_loglik(self, eta: FloatArray) -> FloatArray:
+        """Each row's log p(y | eta) for an (n, m) array of predictors."""
+        mu = self.family.linkinv(eta)
+        return -0.5 * self.family.minus2loglik(self.y[:, None], mu, self.wt[:, None])
+
     def agq(self, theta: FloatArray, beta: FloatArray, nagq: int) -> float:
-        """Adaptive Gauss-Hermite quadrature with ``nagq`` points (one scalar random effect).
+        """Adaptive Gauss-Hermite quadrature with ``nagq`` points.
+
+        For nested random intercepts see `tiers.engine.agq_nested`; for one scalar term:
 
         Each group's integral ``int exp(-g_j(u)/2) du / sqrt(2 pi)``, ``g_j`` its rows' -2 log p
         plus ``u^2``, is taken at ``u_j + s_j z_k`` (``s_j`` the conditional SD at the mode).
         """
         if nagq == 1 and not self.system.scalar_single:
             return self.laplace(theta, beta)
+        if isinstance(self.system, TreeSystem) and self.system.K > 1:
+            m = self.modes(theta, beta)
+            return nested_agq(self.system, m.u, m.eta, self._row_loglik, nagq)
         if not self.system.scalar_single:
-            raise ValueError("adaptive quadrature needs a single scalar random effect")
+            raise ValueError("adaptive quadrature needs one scalar effect or nested intercepts")
         m = self.modes(theta, beta)
         sysm = self.system
         term = sysm.terms[0]
