@@ -205,3 +205,14 @@ def test_boundary_fit_is_flagged_and_constant_groups_counted() -> None:
         res = tiers.fit("y ~ 1 + (1 | g)", d, family="binomial")
     assert res.is_singular
     assert any("3 of the 23 groups of g" in str(r.message) for r in record)
+
+
+def test_options_that_do_not_apply_are_refused() -> None:
+    d = _binary()
+    with pytest.raises(tiers.DataError, match="trials"):
+        tiers.fit("y ~ x + (1 | g)", d, family="poisson", trials="t")
+    probit = tiers.fit("y ~ x + (1 | g)", d, family="binomial", link="probit")
+    with pytest.raises(tiers.DataError, match="no such reading"):
+        probit.coef_table(exponentiate=True)
+    with pytest.raises(tiers.FormulaError, match="does not apply"):
+        tiers.fit("meprobit y x || g:, or", d)

@@ -169,6 +169,12 @@ def fit_glmm(
     else:
         n = _nagq(spec, nagq, design)
     resp = glm_response(design.frame, data, spec, trials=trials)
+    if fam.name != "binomial" and resp.trials_name is not None:
+        raise DataError(
+            f"binomial trials ({resp.trials_name}) were given for the {fam.name} family: drop "
+            "them, or use family='binomial'; for counts per unit of exposure use "
+            "offset(log(exposure))"
+        )
     if fam.name == "binomial" and resp.trials_name is None and np.any(resp.successes > 1):
         raise DataError(
             f"a binomial response must lie in [0, 1]; {design.formula.response!r} reaches "

@@ -90,6 +90,11 @@ class GlmmResult:
 
         lv = _level(level)
         expo = self.fit.exponentiate if exponentiate is None else bool(exponentiate)
+        if expo and self.fit.link not in ("logit", "log"):
+            raise DataError(
+                f"exponentiated coefficients are odds ratios for the logit link and rate ratios "
+                f"for the log link; the {self.fit.link} link has no such reading"
+            )
         b, se = self.fit.beta, self.fit.se
         z = b / se
         q = norm.ppf(0.5 + lv / 2.0)

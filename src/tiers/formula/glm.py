@@ -133,7 +133,7 @@ def _stata(text: str) -> GlmFormula:
         return ""
 
     rest = _STATA_OPT.sub(take, opts).strip().strip(",").strip()
-    if "or" in found and fam != "binomial" or "irr" in found and fam != "poisson":
+    if "or" in found and link != "logit" or "irr" in found and fam != "poisson":
         bad = "or" if "or" in found else "irr"
         raise FormulaError(
             f"option {bad!r} does not apply to {command}: 'or' (odds ratios) is for melogit, "
