@@ -291,4 +291,4 @@ def fit_glmm(
         if "separated" in w:
             cat = SeparationWarning
         warnings.warn(w, cat, stacklevel=3)
-    return GlmmResult(fit, design, fam)
+    return GlmmResult(fit, design, fam, problem)

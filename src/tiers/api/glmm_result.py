@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -10,6 +10,7 @@ import pandas as pd
 
 from tiers.design.design import Design
 from tiers.engine.glm_family import Family
+from tiers.engine.pirls import Glmm
 from tiers.errors import DataError
 from tiers.report import glmm as report
 from tiers.results.glmm import GlmmFit
@@ -34,11 +35,14 @@ class GlmmResult:
         The frozen estimates (`tiers.results.glmm.GlmmFit`).
     design : Design
     family : Family
+    problem : Glmm
+        The objective's workspace (profiles evaluate it again).
     """
 
     fit: GlmmFit
     design: Design
     family: Family
+    problem: Glmm = field(repr=False, compare=False)
 
     # -- numbers ---------------------------------------------------------------------------
     @property
@@ -112,24 +116,43 @@ class GlmmResult:
         )
         return out
 
-    def confint(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald intervals for the fixed effects and the random-effect SDs of scalar terms.
+    def confint(
+        self, level: float = 0.95, method: Literal["wald", "profile"] = "wald"
+    ) -> pd.DataFrame:
+        """Intervals for the SDs of scalar random-effect terms and the fixed effects.
 
-        The SDs' intervals are Wald intervals on theta (the SD itself in a GLMM), cut at 0.
+        ``wald``: estimate +- z SE (theta's SE for an SD, cut at 0); ``profile``: where the
+        profiled deviance rises by the normal quantile squared (lme4's ``method = "profile"``;
+        one optimisation per profile point, slower on large data).
         """
         from scipy.stats import norm
 
         lv = _level(level)
+        if method not in ("wald", "profile"):
+            raise DataError(f"method must be 'wald' or 'profile'; got {method!r}")
         q = norm.ppf(0.5 + lv / 2.0)
+        f = self.fit
+        x_hat = np.concatenate([f.theta, f.beta])
+        se = np.concatenate([f.theta_se, f.se])
+        k = f.theta.size
+        names, index = [], []
+        for info in self.design.term_infos:
+            if info.q == 1:  # a scalar term's theta is its SD
+                names.append(f"sd_{f.theta_names[info.start]}")
+                index.append(info.start)
+        names += list(f.xnames)
+        index += list(range(k, k + f.beta.size))
         rows = {}
-        for t, name, th, se in zip(
-            self.fit.terms, self.fit.theta_names, self.fit.theta, self.fit.theta_se, strict=False
-        ):
-            if len(t.znames) == 1:
-                rows[f"sd_{name}"] = (max(0.0, th - q * se), th + q * se)
-        ct = self.coef_table(exponentiate=False, level=lv)
-        for name in ct.index:
-            rows[str(name)] = (float(ct.loc[name, "lower"]), float(ct.loc[name, "upper"]))
+        for name, j in zip(names, index, strict=True):
+            if method == "profile":
+                from tiers.inference.glmm_profile import profile_interval
+
+                rows[name] = profile_interval(
+                    self.problem, f.nagq, x_hat, f.deviance, j, float(se[j]), lv
+                )
+            else:
+                lo = x_hat[j] - q * se[j]
+                rows[name] = (max(0.0, lo) if j < k else lo, x_hat[j] + q * se[j])
         pct = f"{100 * (1 - lv) / 2:g} %", f"{100 * (1 + lv) / 2:g} %"
         return pd.DataFrame.from_dict(rows, orient="index", columns=list(pct))
 
