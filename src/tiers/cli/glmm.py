@@ -35,11 +35,11 @@ def fit_glmm_cli(
     json_path: Path | None,
     force: bool,
 ) -> None:
-    """Fit, print the summary (and Wald intervals with ``--ci wald``), write ``--json``."""
+    """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``."""
     from tiers.api.glmm import fit_glmm
 
-    if ci not in (None, "wald"):
-        fail(f"--ci for a GLMM must be wald (profile and bootstrap are not available); got {ci!r}")
+    if ci not in (None, "wald", "profile"):
+        fail(f"--ci for a GLMM must be wald or profile (bootstrap is not available); got {ci!r}")
     try:
         result = fit_glmm(
             formula, frame, family=family, link=link, nagq=nagq, trials=trials, force=force
@@ -47,7 +47,7 @@ def fit_glmm_cli(
         typer.echo(result.summary(style, exponentiate=exponentiate or None))  # type: ignore[arg-type]
         doc = result.to_dict()
         if ci is not None:
-            conf = result.confint(level if level is not None else 0.95)
+            conf = result.confint(level if level is not None else 0.95, method=ci)  # type: ignore[arg-type]
             typer.echo("")
             typer.echo(conf.to_string())
             doc["confint"] = {str(k): [float(v) for v in row] for k, row in conf.iterrows()}
