@@ -47,7 +47,10 @@ def test_cli_fit_family_link_json(tmp_path: Path) -> None:
         link="probit",
     )
     assert doc["deviance"] == pytest.approx(api.deviance, rel=1e-9)
-    assert {"fixed_effects", "random_effects", "theta", "converged", "AIC"} <= set(doc)
+    # the keys every linear fit's document has (tests/test_cli.py), plus the GLMM's own
+    lmm_keys = {"formula", "method", "nobs", "ngroups", "fixed_effects", "random_effects",
+                "residual_sd", "theta", "loglik", "converged", "singular", "fit_seconds"}  # fmt: skip
+    assert lmm_keys | {"family", "link", "nAGQ", "deviance", "AIC"} <= set(doc)
 
 
 def test_cli_stata_command_with_quadrature_and_odds_ratios() -> None:

@@ -144,7 +144,8 @@ def glmm_dict(fit: GlmmFit, table: pd.DataFrame, varcorr: pd.DataFrame) -> dict[
         "nobs": fit.nobs,
         "ngroups": dict(fit.ngroups),
         "deviance": fit.deviance,
-        "logLik": fit.loglik,
+        "residual_sd": None,  # no residual variance in a GLMM (the same keys as a linear fit)
+        "loglik": fit.loglik,
         "AIC": fit.aic,
         "BIC": fit.bic,
         "df": fit.df,
@@ -169,5 +170,5 @@ def glmm_dict(fit: GlmmFit, table: pd.DataFrame, varcorr: pd.DataFrame) -> dict[
         ],
         "warnings": list(fit.warnings),
         "notes": list(fit.notes),
-        "seconds": fit.seconds,
+        "fit_seconds": fit.seconds,
     }
