@@ -69,3 +69,24 @@ def test_optimum(label: str) -> None:
     )
     np.testing.assert_allclose(res.fit.beta, ref["beta"], atol=GLMM_PARAM_ATOL)
     np.testing.assert_allclose(res.fit.se, ref["std_error_hessian"], rtol=GLMM_SE_RTOL)
+
+
+def test_schur_elimination_of_a_large_scalar_term_equals_the_dense_factor() -> None:
+    import tiers.engine.glmm_sparse as gs
+
+    rng = np.random.default_rng(1)
+    n = 8000
+    s, d = rng.integers(0, 1600, n), rng.integers(0, 200, n)
+    df = pd.DataFrame({"y": rng.integers(0, 2, n).astype(float), "s": s.astype(str)})
+    df["d"] = d.astype(str)
+    des = build_design("y ~ 1 + (1 | s) + (1 | d)", df, glmm=True)
+    schur = SparseSystem(des.terms, n)
+    dense = SparseSystem(des.terms, n)
+    dense._first = None  # force the plain dense Cholesky
+    assert schur._first is not None and schur.r > gs.SCHUR_MIN
+    th, w, r = np.array([0.7, 0.4]), rng.uniform(0.1, 0.3, n), rng.normal(size=schur.r)
+    for sysm in (schur, dense):
+        sysm.set_theta(th)
+        sysm.factor(w)
+    np.testing.assert_allclose(schur.logdet(), dense.logdet(), rtol=1e-12)
+    np.testing.assert_allclose(schur.solve(r), dense.solve(r), atol=1e-12)

@@ -23,6 +23,10 @@ FloatArray = NDArray[np.float64]
 
 #: Random effects up to which A is factored densely (a 4,000 x 4,000 Cholesky is ~0.3 s).
 DENSE_MAX = 4000
+#: Above this many random effects, a scalar term holding at least half of them is eliminated
+#: first: its block of A is diagonal (each row is in one of its groups), and only the Schur
+#: complement of the other terms is factored densely (as MixedModels.jl does for crossed factors).
+SCHUR_MIN = 1500
 
 
 class RandomSystem(Protocol):
@@ -110,6 +114,18 @@ class SparseSystem:
         self.ZL: Any = self.Z
         self._chol: FloatArray | None = None
         self._lu: Any = None
+        self._schur: tuple[FloatArray, Any, FloatArray] | None = None
+        big = max(range(len(terms)), key=lambda k: terms[k].nlevels if terms[k].q == 1 else -1)
+        self._first: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        if (
+            self.r > SCHUR_MIN
+            and terms[big].q == 1
+            and terms[big].nlevels * 2 >= self.r
+            and len(terms) > 1
+        ):
+            idx1 = np.arange(self.offsets[big], self.offsets[big + 1])
+            idx2 = np.setdiff1d(np.arange(self.r), idx1)
+            self._first = (idx1, idx2)
         self._theta = self.theta_start.copy()
         self.set_theta(self.theta_start)
 
@@ -143,6 +159,13 @@ class SparseSystem:
     def factor(self, w: FloatArray) -> None:
         """Factor ``A`` for row weights ``w``."""
         A = (self.ZLt @ sp.diags(w) @ self.ZL + sp.identity(self.r)).tocsc()
+        if self._first is not None:
+            idx1, idx2 = self._first
+            D = A[idx1][:, idx1].diagonal()
+            B = A[idx2][:, idx1].tocsr()
+            S = A[idx2][:, idx2].toarray() - (B @ sp.diags(1.0 / D) @ B.T).toarray()
+            self._schur = (D, B, cholesky(S, lower=True, check_finite=False))
+            return
         if self.r <= DENSE_MAX:
             self._chol = cholesky(A.toarray(), lower=True, check_finite=False)
             self._lu = None
@@ -154,12 +177,25 @@ class SparseSystem:
 
     def solve(self, rhs: FloatArray) -> FloatArray:
         """``A^{-1} rhs``."""
+        if self._schur is not None and self._first is not None:
+            D, B, L2 = self._schur
+            idx1, idx2 = self._first
+            Dc = D if rhs.ndim == 1 else D[:, None]
+            b1, b2 = rhs[idx1], rhs[idx2]
+            x2 = cho_solve((L2, True), b2 - B @ (b1 / Dc), check_finite=False)
+            out = np.empty_like(rhs, dtype=np.float64)
+            out[idx1] = (b1 - B.T @ x2) / Dc
+            out[idx2] = x2
+            return out
         if self._chol is not None:
             return np.asarray(cho_solve((self._chol, True), rhs, check_finite=False))
         return np.asarray(self._lu.solve(rhs))
 
     def logdet(self) -> float:
         """``log det A`` (A is positive definite: the LU's pivots are positive)."""
+        if self._schur is not None:
+            D, _, L2 = self._schur
+            return float(np.sum(np.log(D)) + 2.0 * np.sum(np.log(np.diag(L2))))
         if self._chol is not None:
             return float(2.0 * np.sum(np.log(np.diag(self._chol))))
         return float(np.sum(np.log(np.abs(self._lu.U.diagonal()))))
