@@ -35,3 +35,21 @@ DISTRIBUTED_CRITERION_RTOL = 1e-10
 #: ... and the optimiser, fed criteria that agree to rounding, stops at estimates this close
 #: (relative to max(1, |value|)).
 DISTRIBUTED_ESTIMATE_TOL = 1e-8
+
+# --- GLMMs (lme4's glmer) ---------------------------------------------------------------------
+#: Laplace deviance at lme4's (theta, beta) moved 2% off its optimum, against glmer's devfun with
+#: tolPwrss = 1e-10 (tests/data/glmm/*.R): both run PIRLS to convergence and differ by rounding
+#: (~1e-11 relative). At lme4's own optimum its warm-started devfun stops PIRLS early (1e-4 off),
+#: and glmer's default tolPwrss = 1e-7 leaves 3e-6 anywhere.
+GLMM_DEVIANCE_AT_PARAMS_RTOL = 1e-8
+#: Adaptive quadrature at lme4's (theta, beta): the same finite sum in double precision.
+GLMM_AGQ_AT_PARAMS_RTOL = 1e-9
+#: GLMM estimates against glmer with the tight inner tolerance: glmer's BOBYQA stops on xtol, and
+#: its PIRLS leaves 1e-9 noise in the deviance, so parameters agree to ~1e-5.
+GLMM_PARAM_ATOL = 2e-4
+#: Standard errors: ours from second differences (absolute-floor steps 1e-4) against numDeriv's
+#: Richardson Hessian of glmer's converged devfun (tests/data/glmm/*.R); both are numerical
+#: Hessians of a function computed through an inner iteration, and numDeriv's step shrinks with a
+#: parameter near zero (0.007 in crossed_slopes_poisson): they agree to 5e-4 there, 1e-5 elsewhere.
+#: (glmer's own vcov, from deriv12 on its warm-started devfun, is up to 0.5% off.)
+GLMM_SE_RTOL = 1e-3

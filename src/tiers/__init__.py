@@ -28,6 +28,7 @@ from tiers.errors import (
     IdentificationWarning,
     LinearProbabilityWarning,
     NestingError,
+    SeparationWarning,
     SingularFitWarning,
     TiersError,
     TiersWarning,
@@ -98,6 +99,10 @@ def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
         import importlib
 
         return importlib.import_module("tiers.plot")
+    if name == "GlmmResult":  # the GLMM result type, imported with the first GLMM
+        from tiers.api.glmm_result import GlmmResult
+
+        return GlmmResult
     raise AttributeError(f"module 'tiers' has no attribute {name!r}")
 
 
@@ -114,6 +119,7 @@ __all__ = [
     "Exchangeable",
     "Formula",
     "FormulaError",
+    "GlmmResult",
     "IdentificationWarning",
     "Independent",
     "LinearProbabilityWarning",
@@ -124,6 +130,7 @@ __all__ = [
     "NestedDesign",
     "NestingError",
     "ResidualStructure",
+    "SeparationWarning",
     "SingularFitWarning",
     "TiersError",
     "TiersWarning",

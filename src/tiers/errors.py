@@ -82,3 +82,7 @@ class LinearProbabilityWarning(TiersWarning):
     Fitted values can fall outside [0, 1] and the residuals are not normal; logistic mixed models
     (Stata's ``melogit``, lme4's ``glmer``) are planned.
     """
+
+
+class SeparationWarning(TiersWarning):
+    """A predictor separates a binary outcome (its GLMM coefficient diverges)."""

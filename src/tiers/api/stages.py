@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -28,6 +28,49 @@ from tiers.optimize.minimize import OptSummary, certify
 from tiers.scale.fit import is_dask_frame
 from tiers.variance.vce import check_vce
 
+if TYPE_CHECKING:
+    from tiers.api.glmm_result import GlmmResult
+    from tiers.engine.glm_family import Family
+
+#: Stata's GLMM commands: a formula starting with one is fitted as a GLMM without ``family=``.
+_GLMM_COMMANDS = ("melogit", "meprobit", "mecloglog", "mepoisson")
+
+
+@overload
+def fit(
+    formula: str | Formula,
+    data: Any,
+    *,
+    reml: bool | None = None,
+    force: bool = False,
+    limits: Limits | None = None,
+    residuals: ResidualStructure | None = None,
+    weights: str | Mapping[str, str] | None = None,
+    weight_type: str | None = None,
+    pwscale: str = "none",
+    conditional: bool = True,
+    vce: str = "model",
+    drop_zero_weights: bool = False,
+    family: None = None,
+    link: None = None,
+    nagq: None = None,
+    trials: None = None,
+) -> LmmResult: ...
+
+
+@overload
+def fit(
+    formula: str | Formula,
+    data: Any,
+    *,
+    force: bool = False,
+    limits: Limits | None = None,
+    family: str | Family,
+    link: str | None = None,
+    nagq: int | None = None,
+    trials: str | None = None,
+) -> GlmmResult: ...
+
 
 def fit(
     formula: str | Formula,
@@ -43,8 +86,12 @@ def fit(
     conditional: bool = True,
     vce: str = "model",
     drop_zero_weights: bool = False,
-) -> LmmResult:
-    """Fit a linear mixed model by REML (default, as lme4) or ML.
+    family: str | Family | None = None,
+    link: str | None = None,
+    nagq: int | None = None,
+    trials: str | None = None,
+) -> LmmResult | GlmmResult:
+    """Fit a linear mixed model by REML (default, as lme4) or ML, or a GLMM with ``family=``.
 
     Parameters
     ----------
@@ -94,15 +141,63 @@ def fit(
         Drop the rows whose precision weight is zero (they carry no information) instead of
         refusing them; the count is said in the notes.
 
+    family : {"binomial", "poisson"} or Family, optional
+        Fit a generalized linear mixed model (lme4's ``glmer``) by Laplace or adaptive
+        quadrature. Also implied by a Stata formula starting with ``melogit``, ``meprobit``,
+        ``mecloglog`` or ``mepoisson``. The response is 0/1, ``cbind(successes, failures)``, the
+        successes (or a proportion) with ``trials``, or a count; ``offset(log(exposure))`` in the
+        formula (Stata: ``exposure(var)``, ``offset(var)``). The linear model's options
+        (``reml``, ``residuals``, weights, ``vce``) do not apply.
+    link : {"logit", "probit", "cloglog", "log"}, optional
+        Default logit (binomial), log (Poisson).
+    nagq : int, optional
+        Adaptive Gauss-Hermite points for one scalar random effect or nested random intercepts;
+        default 1 (Laplace), or the formula's ``intpoints(#)`` (Stata's commands: 7).
+    trials : str, optional
+        The column of binomial trials.
+
     Returns
     -------
-    LmmResult
+    LmmResult, or GlmmResult for a GLMM
 
     Raises
     ------
     FormulaError, DataError, NestingError
         With a message naming the column or term and what to do.
     """
+    first = formula.split(None, 1)[:1] if isinstance(formula, str) else []
+    glmm = family is not None or (bool(first) and first[0].lower() in _GLMM_COMMANDS)
+    if glmm or link is not None or nagq is not None or trials is not None:
+        if not glmm:
+            raise TypeError("link=, nagq= and trials= need family= ('binomial' or 'poisson')")
+        lmm_only = {
+            "reml": reml is not None,
+            "residuals": residuals is not None,
+            "weights": weights is not None or weight_type is not None,
+            "pwscale": pwscale != "none",
+            "conditional": conditional is not True,
+            "vce": vce != "model",
+            "drop_zero_weights": bool(drop_zero_weights),
+        }
+        given = [name for name, on in lmm_only.items() if on]
+        if given:
+            raise TypeError(
+                f"{', '.join(given)} apply to linear mixed models; a GLMM (family=) is fitted by "
+                "maximum likelihood without them"
+            )
+        from tiers.api.glmm import fit_glmm
+
+        with single_thread_blas():
+            return fit_glmm(
+                formula,
+                data,
+                family=family,
+                link=link,
+                nagq=nagq,
+                trials=trials,
+                force=force,
+                limits=limits,
+            )
     start = time.perf_counter()
     formula = with_residuals(formula, residuals)
     if is_dask_frame(data):

@@ -182,8 +182,22 @@ def fit(
     dask: DaskOption = False,
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="fit a GLMM: binomial or poisson (or a melogit/mepoisson formula)"),
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="GLMM link: logit, probit, cloglog (binomial); log")
+    ] = None,
+    nagq: Annotated[
+        int | None, typer.Option(help="GLMM adaptive quadrature points (1: Laplace)")
+    ] = None,
+    trials: Annotated[str | None, typer.Option(help="GLMM: column of binomial trials")] = None,
+    exponentiate: Annotated[
+        bool, typer.Option("--or", "--irr", help="GLMM: odds ratios / incidence-rate ratios")
+    ] = False,
 ) -> None:
-    """Fit a linear mixed model and print its summary."""
+    """Fit a linear mixed model (or a GLMM with --family) and print its summary."""
     from tiers.api import fit as fit_model
     from tiers.formula.residuals import parse_residuals
     from tiers.inference.intervals import METHODS
@@ -226,6 +240,35 @@ def fit(
         return
     if not dask and (scheduler is not None or workers is not None):
         fail("--scheduler and --workers go with --dask")
+    from tiers.cli.glmm import fit_glmm_cli, is_glmm
+
+    if is_glmm(formula, family):
+        lmm_only = {"--table": table, "--plots": plots, "--residuals": residuals,
+                    "--weights": weights, "--weight-type": weight_type,
+                    "--vce": None if vce == "model" else vce, "--ml": ml or None,
+                    "--dask": dask or None}  # fmt: skip
+        given = [name for name, value in lmm_only.items() if value is not None]
+        if given:
+            fail(f"{', '.join(given)} are not available for GLMMs (--family); use --json")
+        try:
+            frame = read_frame(data, string_col)
+        except TiersError as exc:
+            fail(exc)
+        fit_glmm_cli(
+            formula,
+            frame,
+            family=family,
+            link=link,
+            nagq=nagq,
+            trials=trials,
+            style=style,
+            exponentiate=exponentiate,
+            ci=ci,
+            level=level,
+            json_path=json_path,
+            force=force,
+        )
+        return
     try:
         limits = _limits(max_params, max_seconds)
         structure = None if residuals is None else parse_residuals(residuals, stata=False)

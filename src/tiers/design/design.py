@@ -248,7 +248,7 @@ def linear_probability(y: np.ndarray, response: str) -> tuple[str, ...]:
     return (
         f"the response {response!r} takes only the values 0 and 1: a linear probability model is "
         "being fitted (fitted values can fall outside 0 to 1, and the residuals are not normal); "
-        "logistic mixed models (Stata's melogit, lme4's glmer) are planned in tiers",
+        "fit a logistic mixed model instead with family='binomial' (Stata's melogit, lme4's glmer)",
     )
 
 
@@ -271,6 +271,7 @@ def build_design(
     force: bool = False,
     limits: Limits | None = None,
     weights: WeightSpec | None = None,
+    glmm: bool = False,
 ) -> Design:
     """Parse, build the model frame and grouping structure, run the diagnostics, pick the engine.
 
@@ -287,6 +288,11 @@ def build_design(
     weights : WeightSpec, optional
         Weights given outside the formula (`tiers.fit`'s ``weights=``); not with weights written
         in the formula.
+    glmm : bool
+        The design of a generalized linear mixed model: one observation per group is allowed
+        (an observation-level random effect models overdispersion, as in lme4's ``glmer``), there
+        is no residual variance to fit exactly, and a 0/1 response is not a linear probability
+        model.
 
     Returns
     -------
@@ -308,10 +314,11 @@ def build_design(
     if not force:
         check_child_nesting(f, frame.data, factors)
     terms = build_terms(f, frame.data, factors)
-    _check_sizes(terms, frame.nobs)
+    if not glmm:
+        _check_sizes(terms, frame.nobs)
     check_resources(terms, frame.nobs, frame.X.shape[1], limits)
     check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
-    if frame.nobs <= EXACT_FIT_ROWS:
+    if frame.nobs <= EXACT_FIT_ROWS and not glmm:
         check_exact_fit(f.response, frame.y, frame.X, terms)
     warns = tuple(
         f"the slope of {name} in the term for {t.name} does not vary within any group: its "
@@ -323,7 +330,7 @@ def build_design(
     for gf in factors:
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
-    binary = linear_probability(frame.y, f.response)
+    binary = () if glmm else linear_probability(frame.y, f.response)
     rw = None
     if spec is not None:
         rw = resolve_weights(spec, data, frame, list(nesting.factors) if nesting else None)

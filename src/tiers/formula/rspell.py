@@ -38,11 +38,11 @@ R_ONLY: dict[str, str] = {
     "interaction": "write a:b for the interaction of two factors",
     "ns": "write cr(x, df=3) (a natural cubic regression spline) or bs(x, df=3)",
     "offset": (
-        "offsets are not supported yet (they come with generalized linear mixed models); in a "
-        "linear mixed model subtract the offset from the response instead: 'y - z ~ ...'"
+        "an offset belongs to a generalized linear mixed model: pass family='poisson' (or "
+        "'binomial'); in a linear mixed model subtract the offset from the response: 'y - z ~ ...'"
     ),
-    "cbind": "a two-column (binomial) response needs a logistic mixed model, which is planned; "
-    "tiers fits linear mixed models",
+    "cbind": "a two-column (binomial) response needs a logistic mixed model: pass "
+    "family='binomial' (CLI: --family binomial)",
     "scale.default": "write scale(x)",
 }
 

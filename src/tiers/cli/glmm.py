@@ -1,0 +1,57 @@
+"""`tiers fit --family ...`: a GLMM fitted, printed and written as JSON from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tiers.cli.common import fail, write_json
+from tiers.errors import TiersError
+
+#: Stata's GLMM commands: a formula starting with one is a GLMM without --family.
+COMMANDS = ("melogit", "meprobit", "mecloglog", "mepoisson")
+
+
+def is_glmm(formula: str, family: str | None) -> bool:
+    """Whether the command line asks for a GLMM."""
+    words = formula.split(None, 1)
+    return family is not None or bool(words and words[0].lower() in COMMANDS)
+
+
+def fit_glmm_cli(
+    formula: str,
+    frame: Any,
+    *,
+    family: str | None,
+    link: str | None,
+    nagq: int | None,
+    trials: str | None,
+    style: str,
+    exponentiate: bool,
+    ci: str | None,
+    level: float | None,
+    json_path: Path | None,
+    force: bool,
+) -> None:
+    """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``."""
+    from tiers.api.glmm import fit_glmm
+
+    if ci not in (None, "wald", "profile"):
+        fail(f"--ci for a GLMM must be wald or profile (bootstrap is not available); got {ci!r}")
+    try:
+        result = fit_glmm(
+            formula, frame, family=family, link=link, nagq=nagq, trials=trials, force=force
+        )
+        typer.echo(result.summary(style, exponentiate=exponentiate or None))  # type: ignore[arg-type]
+        doc = result.to_dict()
+        if ci is not None:
+            conf = result.confint(level if level is not None else 0.95, method=ci)  # type: ignore[arg-type]
+            typer.echo("")
+            typer.echo(conf.to_string())
+            doc["confint"] = {str(k): [float(v) for v in row] for k, row in conf.iterrows()}
+    except TiersError as exc:
+        fail(exc)
+    if json_path is not None:
+        write_json(doc, json_path)

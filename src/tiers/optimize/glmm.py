@@ -1,0 +1,145 @@
+"""Minimise a GLMM's Laplace / quadrature deviance over ``(theta, beta)`` jointly and certify it.
+
+As lme4's ``glmer`` second stage (``nAGQ > 0``), theta and beta are optimised together (beta is not
+profiled out: the GLMM has no closed form for it). The start is the GLM's beta (direct IRLS) and
+lme4's theta start. The objective has no analytic gradient; central differences feed L-BFGS-B and
+second differences of the values the Newton polish and certificate of `minimize_theta`. The same
+Hessian gives the covariance of beta (lme4's ``use.hessian = TRUE``): twice the inverse of the
+deviance's Hessian, restricted to beta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tiers.engine.glmm_gradient import has_gradient, laplace_gradient
+from tiers.engine.pirls import Glmm, PirlsError, glm_irls
+from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
+from tiers.optimize.minimize import FunGrad, OptSummary, minimize_theta
+
+FloatArray = NDArray[np.float64]
+
+#: Returned for a (theta, beta) where PIRLS fails (far from the optimum): large and finite, so the
+#: line search backs off instead of stopping.
+_FAILED = 1e300
+
+
+class GlmmObjective:
+    """The deviance of ``problem`` as a function of the stacked ``x = (theta, beta)``."""
+
+    def __init__(self, problem: Glmm, nagq: int, scale: FloatArray | None = None) -> None:
+        self.problem = problem
+        self.nagq = nagq
+        k = problem.n_theta
+        self.k = k
+        # x holds beta_j * scale_j: with the columns' SDs the optimizer's steps are on one scale
+        # (a predictor in metres next to a 0/1 dummy otherwise sends the first step far off)
+        self.scale = np.ones(problem.p) if scale is None else scale
+        sysm = problem.system
+        self.lower = np.concatenate([sysm.theta_lower, np.full(problem.p, -np.inf)])
+        self.upper = np.concatenate([sysm.theta_upper, np.full(problem.p, np.inf)])
+        self.failures = 0
+
+    def __call__(self, x: FloatArray) -> float:
+        """The deviance at ``x``; a large finite value where PIRLS fails."""
+        try:
+            value = self.problem.agq(x[: self.k], x[self.k :] / self.scale, self.nagq)
+        except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
+            self.failures += 1
+            return _FAILED
+        return value if np.isfinite(value) else _FAILED
+
+    @property
+    def has_gradient(self) -> bool:
+        """The analytic gradient applies (nested intercepts, canonical link, Laplace)."""
+        return self.nagq == 1 and has_gradient(self.problem)
+
+    def value_and_gradient(self, x: FloatArray) -> tuple[float, FloatArray]:
+        """The deviance and its analytic gradient in ``x`` (only where `has_gradient`)."""
+        scale = np.concatenate([np.ones(self.k), self.scale])
+        try:
+            m = self.problem.modes(x[: self.k], x[self.k :] / self.scale)
+            value = m.minus2loglik + float(m.u @ m.u) + m.logdet
+            grad = laplace_gradient(self.problem, m) / scale
+        except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
+            self.failures += 1
+            return _FAILED, np.zeros_like(x)
+        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            return _FAILED, np.zeros_like(x)
+        return value, grad
+
+
+def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
+    """lme4's theta start and the GLM's beta, and whether the GLM's IRLS converged."""
+    beta, _, ok = glm_irls(problem.y, problem.wt, problem.offset, problem.X, problem.family)
+    return np.concatenate([problem.system.theta_start, beta]), ok
+
+
+def optimize_glmm(
+    problem: Glmm, nagq: int, start: FloatArray | None = None
+) -> tuple[OptSummary, tuple[FloatArray, NDArray[np.bool_]] | None]:
+    """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
+
+    Parameters
+    ----------
+    problem : Glmm
+    nagq : int
+        Quadrature points (1: Laplace).
+    start : array, optional
+        ``(theta, beta)``; default `start_values`.
+
+    Returns
+    -------
+    OptSummary, and the Newton polish's last Hessian with its free mask (on ``(theta, beta)``,
+    None when the polish computed none) when it was taken within 1e-4 of the end point: the
+    covariance of the estimates can reuse it.
+    """
+    sd = problem.X.std(axis=0)
+    scale = np.where(sd > 0, sd, 1.0)
+    obj = GlmmObjective(problem, nagq, scale)
+    x0 = start_values(problem)[0] if start is None else np.asarray(start, dtype=np.float64)
+    k = problem.n_theta
+    to_x = np.concatenate([np.ones(k), scale])
+    last: list[tuple[FloatArray, NDArray[np.bool_], FloatArray]] = []
+
+    def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
+        if obj.has_gradient:
+            H = gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free)
+        else:
+            H = value_hessian(obj, x, free)
+        last[:] = [(x.copy(), free.copy(), H)]
+        return H
+
+    fun: FunGrad = (
+        obj.value_and_gradient if obj.has_gradient else fd_gradient(obj, obj.lower, obj.upper)
+    )
+    opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
+    reuse = None
+    if last and float(np.max(np.abs(last[0][0] - opt.theta))) <= 1e-4:
+        _, free, H = last[0]
+        d = to_x[free]
+        reuse = (H * np.outer(d, d), free)
+    out = replace(
+        opt,
+        theta0=opt.theta0 / to_x,
+        theta=opt.theta / to_x,
+        gradient=opt.gradient * to_x,
+    )
+    return out, reuse
+
+
+def deviance_hessian(
+    problem: Glmm, nagq: int, x: FloatArray
+) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """The deviance's Hessian over the free parameters at ``x`` and the free mask.
+
+    Parameters at their lower bound (an SD of zero) are held there.
+    """
+    obj = GlmmObjective(problem, nagq)
+    free = ~(np.isfinite(obj.lower) & (x <= obj.lower))
+    if obj.has_gradient:
+        return gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free), free
+    return value_hessian(obj, x, free), free
