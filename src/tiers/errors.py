@@ -82,3 +82,11 @@ class LinearProbabilityWarning(TiersWarning):
     Fitted values can fall outside [0, 1] and the residuals are not normal; logistic mixed models
     (Stata's ``melogit``, lme4's ``glmer``) are planned.
     """
+
+
+class InferenceError(TiersError, ValueError):
+    """An inference cannot be computed for this fit as asked.
+
+    For instance Kenward-Roger's method on a fit by ML (it is defined for REML), or on a design
+    whose linked random effects are too many for its dense matrices.
+    """
