@@ -90,8 +90,8 @@ def test_margins_refuse_bad_input() -> None:
         res.margins("Machine", ["D"])
     with pytest.raises(ValueError, match="predictive, dydx"):
         res.margins("Machine", kind="eyex")
-    with pytest.raises(ValueError, match="normal, satterthwaite"):
-        res.margins("Machine", ddf="kenward-roger")
+    with pytest.raises(ValueError, match="normal, satterthwaite, kenward-roger"):
+        res.margins("Machine", ddf="kr")
     hsb = _fit("hsb82", "mAch ~ meanses * cses + (cses | school)")
     with pytest.raises(ValueError, match="numeric: give the values"):
         hsb.margins("cses")

@@ -108,7 +108,6 @@ def test_equation_options_per_level() -> None:
 @pytest.mark.parametrize(
     ("formula", "named", "why"),
     [
-        ("mAch meanses || school: cses, dfmethod(kroger)", "dfmethod(kroger)", "not supported yet"),
         ("mAch meanses || school: cses, bogusoption(3)", "bogusoption(3)", "unknown option"),
         (
             "mAch meanses || school: cses, covarience(un)",

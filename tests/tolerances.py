@@ -53,3 +53,15 @@ GLMM_PARAM_ATOL = 2e-4
 #: parameter near zero (0.007 in crossed_slopes_poisson): they agree to 5e-4 there, 1e-5 elsewhere.
 #: (glmer's own vcov, from deriv12 on its warm-started devfun, is up to 0.5% off.)
 GLMM_SE_RTOL = 1e-3
+#: Kenward-Roger's adjusted SEs and df against pbkrtest: both are smooth functions of theta and
+#: sigma evaluated at lme4's optimum, which is ~1e-5 away from ours (observed: SE 4e-5, df 1.2e-5).
+KR_SE_RTOL = SE_RTOL
+KR_DF_RTOL = 1e-4
+#: KR's F statistics (scaled) are ratios of the same quantities (observed 1.5e-6).
+KR_F_RTOL = 1e-4
+#: The adjustment Phi_A - Phi is small next to Phi (it is a second-order term), so it is compared
+#: relative to its own largest entry, where theta's difference is amplified (observed 2e-5).
+KR_ADJUSTMENT_RTOL = 1e-3
+#: KR's df where they are known in closed form (balanced designs: the ANOVA df), and the blockwise
+#: Woodbury products against dense n x n algebra: the same numbers up to rounding.
+KR_EXACT_RTOL = 1e-8

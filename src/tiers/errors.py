@@ -86,3 +86,11 @@ class LinearProbabilityWarning(TiersWarning):
 
 class SeparationWarning(TiersWarning):
     """A predictor separates a binary outcome (its GLMM coefficient diverges)."""
+
+
+class InferenceError(TiersError, ValueError):
+    """An inference cannot be computed for this fit as asked.
+
+    For instance Kenward-Roger's method on a fit by ML (it is defined for REML), or on a design
+    whose linked random effects are too many for its dense matrices.
+    """

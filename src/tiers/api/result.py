@@ -21,13 +21,18 @@ from tiers.inference import margins as margins_frames
 from tiers.inference import r2 as rsquared
 from tiers.inference import satterthwaite as satt
 from tiers.inference import tidy as tidy_frames
+from tiers.inference.kenward_roger import KenwardRoger
 from tiers.inference.r2 import R2
-from tiers.options import check_level
+from tiers.options import check_level, check_option
 from tiers.report import json as report_json
 from tiers.report import text
 
 Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
+#: Reference distributions of the fixed effects' tests: normal (z, Stata's default), or t and F
+#: with Satterthwaite's (lmerTest's) or Kenward-Roger's (pbkrtest's) denominator df.
+Ddf = Literal["normal", "satterthwaite", "kenward-roger"]
+DDFS: tuple[str, ...] = ("normal", "satterthwaite", "kenward-roger")
 
 
 def _check_flag(value: object, name: str, *, optional: bool = False) -> None:
@@ -87,6 +92,48 @@ class LmmResult(DisplayedFit):
     def _satterthwaite(self) -> satt.Satterthwaite:
         with single_thread_blas():
             return satt.Satterthwaite.from_result(self)
+
+    @cached_property
+    def _kenward_roger(self) -> KenwardRoger:
+        return KenwardRoger.from_result(self)
+
+    def _ddf_tests(self, ddf: str) -> satt.DdfTests:
+        """The tests of ``ddf`` (not ``"normal"``), computed once per result."""
+        check_option(ddf, DDFS[1:], "ddf")
+        return self._kenward_roger if ddf == "kenward-roger" else self._satterthwaite
+
+    @property
+    def vcov_kr(self) -> pd.DataFrame:
+        """Kenward-Roger's adjusted covariance of the fixed effects (pbkrtest's ``vcovAdj``).
+
+        REML fits only (`tiers.errors.InferenceError` otherwise); see
+        `tiers.inference.kenward_roger`.
+        """
+        names = list(self.xnames)
+        return pd.DataFrame(self._kenward_roger.vcov_adj, index=names, columns=names)
+
+    def coef_table(self, level: float = 0.95, *, ddf: Ddf = "normal") -> pd.DataFrame:
+        """The fixed effects' estimates, SEs, tests and intervals.
+
+        Parameters
+        ----------
+        level : float
+            Of the intervals, in (0, 1).
+        ddf : {"normal", "satterthwaite", "kenward-roger"}
+            ``"normal"``: z tests and normal intervals, as Stata's ``mixed`` (columns estimate,
+            std_error, z, p_value, ci_lower, ci_upper). Otherwise t tests and t intervals with
+            Satterthwaite's df (lmerTest's) or Kenward-Roger's (pbkrtest's; with the adjusted SE;
+            REML fits only): columns estimate, std_error, df, t, p_value, ci_lower, ci_upper,
+            ``attrs["method"]`` the method.
+        """
+        check_level(level)
+        check_option(ddf, DDFS, "ddf")
+        if ddf == "normal":
+            return super().coef_table(level)
+        if ddf == "satterthwaite":
+            return self.satterthwaite(level)
+        weighted.check_likelihood_based(self, "Kenward-Roger's df")
+        return satt.coef_table(self, self._kenward_roger, level)
 
     def variance_shares(
         self,
@@ -229,21 +276,23 @@ class LmmResult(DisplayedFit):
         weighted.check_likelihood_based(self, "Satterthwaite's df")
         return satt.coef_table(self, self._satterthwaite, level)
 
-    def anova(self) -> pd.DataFrame:
+    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """F test of each term of the fixed part (all its columns zero).
 
-        With Satterthwaite's denominator df; by term: num_df, den_df, F, p_value. See
-        `tiers.inference.satterthwaite`.
+        With Satterthwaite's denominator df (``ddf="satterthwaite"``) or Kenward-Roger's scaled F
+        and df (``"kenward-roger"``, REML fits only); by term: num_df, den_df, F, p_value. See
+        `tiers.inference.satterthwaite` and `tiers.inference.kenward_roger`.
         """
-        weighted.check_likelihood_based(self, "anova's Satterthwaite F tests")
-        return satt.anova(self, self._satterthwaite)
+        weighted.check_likelihood_based(self, f"anova's {ddf} F tests")
+        return satt.anova(self, self._ddf_tests(ddf))
 
-    def ftest(self, L: Any) -> pd.Series:
-        """F test of ``L beta = 0`` with Satterthwaite's denominator df.
+    def ftest(self, L: Any, ddf: str = "satterthwaite") -> pd.Series:
+        """F test of ``L beta = 0`` with Satterthwaite's or Kenward-Roger's denominator df.
 
         ``L`` is a term name of the fixed part (its columns), a contrast vector or a matrix with one
-        row per contrast.
+        row per contrast. ``ddf`` as in `anova`.
         """
+        tests = self._ddf_tests(ddf)
         if isinstance(L, str):
             cols = satt.term_columns(self)
             if L not in cols:
@@ -253,9 +302,9 @@ class LmmResult(DisplayedFit):
             M[np.arange(len(idx)), idx] = 1.0
         else:
             M = _contrast_matrix(L, len(self.xnames))
-        weighted.check_likelihood_based(self, "Satterthwaite's F test")
-        F, ndf, ddf, p = self._satterthwaite.contest(M)
-        return pd.Series({"F": F, "num_df": ndf, "den_df": ddf, "p_value": p})
+        weighted.check_likelihood_based(self, f"the {ddf} F test")
+        F, ndf, den, p = tests.contest(M)
+        return pd.Series({"F": F, "num_df": ndf, "den_df": den, "p_value": p})
 
     def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects (BLUPs), lme4's ``ranef``.
@@ -442,11 +491,14 @@ class LmmResult(DisplayedFit):
 
         ``effects``: ``"fixed"`` (fixed effects), ``"ran_pars"`` (SDs and correlations, with
         observed-information SEs and Wald intervals), ``"ran_vals"`` (conditional modes and their
-        conditional SDs). ``ddf``: ``"normal"`` (z) or ``"satterthwaite"`` (t, lmerTest's df)
-        for the fixed effects. See `tiers.inference.tidy.tidy`.
+        conditional SDs). ``ddf``: ``"normal"`` (z), ``"satterthwaite"`` (t, lmerTest's df) or
+        ``"kenward-roger"`` (t, pbkrtest's df and adjusted SE) for the fixed effects. See
+        `tiers.inference.tidy.tidy`.
         """
         check_level(level)
-        tests = self.satterthwaite(level) if ddf == "satterthwaite" else None
+        tests = None
+        if ddf in DDFS[1:]:
+            tests = self.coef_table(level, ddf=ddf)  # type: ignore[arg-type]
         return tidy_frames.tidy(self, effects=effects, level=level, ddf=ddf, tests=tests)
 
     def glance(self) -> pd.DataFrame:
@@ -477,13 +529,14 @@ class LmmResult(DisplayedFit):
         Stata's ``margins`` (``at()``, ``dydx()``) and R's emmeans: predictions of the fixed
         part with ``term`` set to each value of ``at`` (a factor: each level), averaged over the
         rows used; or (``kind="dydx"``) the mean derivative in ``term`` (a factor: each level
-        against the first). Delta-method SEs from `vcov`; ``ddf`` ``"normal"`` (z) or
-        ``"satterthwaite"`` (t). See `tiers.inference.margins.margins`; plot with
-        ``tiers.marginsplot``.
+        against the first). Delta-method SEs from `vcov`; ``ddf`` ``"normal"`` (z),
+        ``"satterthwaite"`` (t) or ``"kenward-roger"`` (t, with `vcov_kr`). See
+        `tiers.inference.margins.margins`; plot with ``tiers.marginsplot``.
         """
         sat = self._satterthwaite if ddf == "satterthwaite" else None
+        kr = self._kenward_roger if ddf == "kenward-roger" else None
         return margins_frames.margins(
-            self, term, at, kind=kind, level=level, ddf=ddf, satterthwaite=sat
+            self, term, at, kind=kind, level=level, ddf=ddf, satterthwaite=sat, kenward_roger=kr
         )
 
     # ---------------------------------------------------------------------------- new fits --
@@ -495,7 +548,9 @@ class LmmResult(DisplayedFit):
 
     # ------------------------------------------------------------------------------ output --
 
-    def summary(self, style: Style = "stata", *, stddeviations: bool | None = None) -> str:
+    def summary(
+        self, style: Style = "stata", *, stddeviations: bool | None = None, ddf: Ddf | None = None
+    ) -> str:
         """The summary as text, in Stata's ``mixed`` layout or lme4's (lmerTest's) ``summary``.
 
         Parameters
@@ -512,12 +567,22 @@ class LmmResult(DisplayedFit):
             Stata's layout only: SDs and correlations (``sd()``, ``corr()``, as the old
             ``xtmixed``) rather than variances and covariances. Default: the formula's
             ``stddeviations`` option (Stata syntax), else False.
+        ddf : {"normal", "satterthwaite", "kenward-roger"}, optional
+            The fixed effects' tests, as in `coef_table` (Stata's ``dfmethod()``: with t tests
+            Stata's layout shows the df's range and a model F test instead of the Wald chi2).
+            Default: the formula's ``dfmethod()`` (Stata syntax), else ``"normal"`` in Stata's
+            layout and ``"satterthwaite"`` in lme4's (lmerTest's).
         """
         if style not in STYLES:
             raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
         _check_flag(stddeviations, "stddeviations", optional=True)
+        method = ddf if ddf is not None else self.formula.dfmethod
+        if method is None:
+            method = "satterthwaite" if style == "lme4" else "normal"
+        check_option(method, DDFS, "ddf")
         if style == "lme4":
-            tests = self._tests()  # where singular or refused, lme4's plain table
+            # where singular or refused, lme4's plain table
+            tests = None if method == "normal" else self._tests(ddf=method)
             v = self.vcov.to_numpy()
             se = np.sqrt(np.diag(v))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -539,15 +604,22 @@ class LmmResult(DisplayedFit):
             sdi, ci, rinf = self.variance_at(level)
         shares = self.variance_shares(level) if self._one_residual_variance else None
         sd = self.formula.stddeviations if stddeviations is None else bool(stddeviations)
+        table = self.coef_table(level, ddf=method)
+        ftest = None
+        slopes = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
+        if method != "normal" and slopes:
+            L = np.eye(len(self.xnames))[slopes]
+            ftest = self._ddf_tests(method).contest(L)
         return text.stata(
             self,
-            self.coef_table(level),
+            table,
             sdi,
             ci,
             shares,
             level=level,
             stddeviations=sd,
             residual=rinf,
+            ftest=ftest,
         )
 
     @property
@@ -561,17 +633,29 @@ class LmmResult(DisplayedFit):
         scaled = self.residuals().to_numpy() / self.sigma
         return np.quantile(scaled, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The results as one JSON-able document (docs/json.schema.json, docs/json.md)."""
-        shares = self.variance_shares() if self._one_residual_variance else None
-        return report_json.result_dict(self, self._tests(), shares, r2=self.r2())
+    def to_dict(self, *, kenward_roger: bool | None = None) -> dict[str, Any]:
+        """The results as one JSON-able document (docs/json.schema.json, docs/json.md).
 
-    def _tests(self, level: float = 0.95) -> pd.DataFrame | None:
-        """`satterthwaite`, or None where it is singular or refused (after a sandwich)."""
+        With ``kenward_roger`` (default: when the formula asks for ``dfmethod(kroger)``) the
+        document also holds Kenward-Roger's tests and adjusted covariance (``kenward_roger``).
+        """
+        _check_flag(kenward_roger, "kenward_roger", optional=True)
+        shares = self.variance_shares() if self._one_residual_variance else None
+        doc = report_json.result_dict(self, self._tests(), shares, r2=self.r2())
+        if kenward_roger is None:
+            kenward_roger = self.formula.dfmethod == "kenward-roger"
+        if kenward_roger:
+            doc["kenward_roger"] = report_json.kenward_roger_dict(
+                self.coef_table(ddf="kenward-roger"), self.anova("kenward-roger"), self.vcov_kr
+            )
+        return doc
+
+    def _tests(self, level: float = 0.95, ddf: str = "satterthwaite") -> pd.DataFrame | None:
+        """`coef_table` with ``ddf``'s t tests, or None where singular or refused (a sandwich)."""
         if self.robust is not None and self.robust.kind == "robust":
             return None
         try:  # Satterthwaite's df need a Hessian; where it is singular they are null
-            return self.satterthwaite(level)
+            return self.coef_table(level, ddf=ddf)  # type: ignore[arg-type]
         except (np.linalg.LinAlgError, FloatingPointError):
             return None
 

@@ -18,7 +18,7 @@ from tiers.design.diagnostics import Limits
 from tiers.design.summary import SummaryFrame
 from tiers.engine.contract import Engine
 from tiers.engine.registry import build_engine
-from tiers.errors import FormulaError
+from tiers.errors import FormulaError, InferenceError
 from tiers.fitting import assemble as _assemble
 from tiers.fitting import fit_design, resolve_reml
 from tiers.formula.parse import parse
@@ -164,6 +164,8 @@ def fit(
     ------
     FormulaError, DataError, NestingError
         With a message naming the column or term and what to do.
+    InferenceError
+        A Stata formula with ``dfmethod(kroger)`` and ``reml=False``.
     """
     first = formula.split(None, 1)[:1] if isinstance(formula, str) else []
     glmm = family is not None or (bool(first) and first[0].lower() in _GLMM_COMMANDS)
@@ -215,6 +217,11 @@ def fit(
         data, spec = drop_zero(data, spec, drop_zero_weights)
         vce_spec = vce_option(vce)
         design = build_design(formula, data, force=force, limits=limits, weights=spec)
+        if design.formula.dfmethod == "kenward-roger" and reml is False:
+            raise InferenceError(
+                "the formula asks for dfmethod(kroger), which needs REML: fit with reml=True "
+                "(or drop the option)"
+            )
         if vce_spec is not None and design.formula.vce is not None:
             raise ValueError("vce is given twice, in the formula and as vce=; give it once")
         out = fit_design(design, reml=reml, start=start, result_type=LmmResult, vce=vce_spec)

@@ -31,6 +31,9 @@ from tiers.cli.common import (
 from tiers.cli.dask_options import DaskOption, SchedulerOption, WorkersOption
 from tiers.errors import TiersError
 
+if TYPE_CHECKING:
+    from tiers.api.result import Ddf
+
 #: ``--table`` formats and the `tiers.report.table.Table` method that renders each.
 TABLE_FORMATS = {"tex": "to_latex", "md": "to_markdown", "html": "to_html"}
 
@@ -73,6 +76,14 @@ def _root(
     tidy_warnings()
 
 
+#: ``--ddf`` values and the `tiers.LmmResult.coef_table` ``ddf`` each one asks for.
+_DDF: dict[str, Ddf] = {
+    "normal": "normal",
+    "satterthwaite": "satterthwaite",
+    "kr": "kenward-roger",
+}
+
+
 @app.command()
 def fit(
     formula: FormulaArg,
@@ -95,6 +106,16 @@ def fit(
         ),
     ] = None,
     level: LevelOption = None,
+    ddf: Annotated[
+        str | None,
+        typer.Option(
+            "--ddf",
+            metavar="normal|satterthwaite|kr",
+            help="the fixed effects' tests in the summary and --ci: normal (z), or t tests with "
+            "Satterthwaite's or Kenward-Roger's df (kr: REML only). Default: the formula's "
+            "dfmethod(), else normal in Stata's layout and satterthwaite in lme4's and --ci",
+        ),
+    ] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="replicates of --ci bootstrap")] = 1000,
     seed: Annotated[int | None, typer.Option(help="random seed of --ci bootstrap")] = None,
     progress: Annotated[
@@ -208,6 +229,9 @@ def fit(
         fail(f"--table must be one of {', '.join(TABLE_FORMATS)}; got {table!r}")
     if ci is not None and ci not in METHODS:
         fail(f"--ci must be one of {', '.join(METHODS)}; got {ci!r}")
+    ddf_method = _DDF.get(ddf) if ddf is not None else None
+    if ddf is not None and ddf_method is None:
+        fail(f"--ddf must be one of {', '.join(_DDF)}; got {ddf!r}")
     if level is not None:
         confidence_level(level)  # refuse a bad --level before fitting
     _check_seed(seed)
@@ -304,9 +328,13 @@ def fit(
         typer.echo(getattr(make_table(result), TABLE_FORMATS[table])(), nl=False)
         show_warnings(caught)  # the table has no warnings section: every one, on stderr
     else:
-        typer.echo(result.summary(style))  # type: ignore[arg-type]
+        try:
+            typer.echo(result.summary(style, ddf=ddf_method))  # type: ignore[arg-type]
+        except TiersError as exc:
+            fail(exc)
         show_warnings(caught, result.warnings)  # those in the summary are not repeated
-    doc = result.to_dict() if json_path is not None else {}
+    kr = None if ddf_method is None else ddf_method == "kenward-roger"
+    doc = result.to_dict(kenward_roger=kr) if json_path is not None else {}
     if ci is not None:
         from tiers.inference.bootstrap import BootstrapInterrupted
         from tiers.report.json import confint_dict
@@ -315,7 +343,8 @@ def fit(
         conf = confidence_level(level, result.formula.level)
         try:
             intervals = result.confint(ci, conf, n_boot=n_boot, seed=seed, progress=progress)
-            tests = result._tests(conf)
+            tests_ddf = ddf_method or result.formula.dfmethod or "satterthwaite"
+            tests = None if tests_ddf == "normal" else result._tests(conf, tests_ddf)
         except (TiersError, ValueError) as exc:
             fail(exc)
         except BootstrapInterrupted as exc:

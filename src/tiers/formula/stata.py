@@ -19,6 +19,7 @@ from tiers.formula.stata_options import (
     classify,
     confidence,
     covariance,
+    df_method,
     read_options,
 )
 from tiers.formula.stata_weights import split_weight, vce, weighting
@@ -153,6 +154,14 @@ def parse_stata(text: str) -> Formula:
             residuals = parse_residuals(resid_opt.value or "")
         except FormulaError as exc:
             raise caret(text, resid_opt.pos, str(exc)) from None
+    df_opt = model.get("dfmethod")
+    dfmethod = None
+    if df_opt is not None:
+        dfmethod = df_method(df_opt, text)
+        if dfmethod == "kenward-roger" and reml is False:
+            raise caret(
+                text, df_opt.pos, f"{df_opt.written} needs REML estimation (as in Stata): drop mle"
+            )
     return Formula(
         text,
         response,
@@ -165,6 +174,7 @@ def parse_stata(text: str) -> Formula:
         residuals=residuals,
         weights=weighting(obs_weight, level_weights, model.get("pwscale"), text),
         vce=vce(model.get("vce"), text),
+        dfmethod=dfmethod,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from tiers.errors import FormulaError
 from tiers.formula._text import caret
-from tiers.formula.types import Covariance
+from tiers.formula.types import Covariance, DfMethod
 
 Place = Literal["fixed", "level", "last"]
 
@@ -64,10 +64,10 @@ GLOBAL = (
     Spec("residuals", 3, True),
     Spec("vce", 3, True),
     Spec("pwscale", 7, True),
+    Spec("dfmethod", 3, True),
 )
 #: Options of ``mixed`` that tiers does not implement yet, refused by name.
 UNSUPPORTED = (
-    Spec("dfmethod", 3, True),
     Spec("dftable", 5, True),
     Spec("collinear", 3),
     Spec("noretable", 5),
@@ -110,7 +110,7 @@ SUPPORTED = (
     "unstructured), noconstant, pweight(varname); options of the model (after the comma of the "
     "last level): reml, mle, variance, stddeviations, level(#), residuals(ar 1, t(time) | "
     "exchangeable | independent, by(stratum) | unstructured, t(time)), "
-    "vce(oim|robust|cluster clustvar), pwscale(size|effective|gk)"
+    "vce(oim|robust|cluster clustvar), pwscale(size|effective|gk), dfmethod(kroger|satterthwaite)"
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -258,3 +258,29 @@ def confidence(opt: Option, whole: str) -> float:
             f"level() takes a confidence level in percent between 10 and 99.99, got {opt.value!r}",
         )
     return value / 100.0
+
+
+#: ``dfmethod()``'s methods tiers implements, with Stata's minimal abbreviations.
+DFMETHODS: tuple[tuple[str, int, DfMethod], ...] = (
+    ("kroger", 2, "kenward-roger"),
+    ("satterthwaite", 3, "satterthwaite"),
+)
+
+
+def df_method(opt: Option, whole: str) -> DfMethod:
+    """The method named in ``dfmethod(...)``: ``kroger`` or ``satterthwaite``."""
+    value = (opt.value or "").lower().strip()
+    for name, minimal, method in DFMETHODS:
+        if len(value) >= minimal and name.startswith(value):
+            return method
+    known = ("residual", "repeated", "anova", "satterthwaite generalized")
+    why = (
+        f"{opt.written} is not supported by tiers"
+        if any(k.startswith(value) for k in known) and value
+        else f"unknown dfmethod {opt.value!r}"
+    )
+    raise caret(
+        whole,
+        opt.pos,
+        f"{why}; valid: dfmethod(kroger) (Kenward-Roger) and dfmethod(satterthwaite)",
+    )

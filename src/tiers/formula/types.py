@@ -18,6 +18,8 @@ from tiers.formula.weighting import VceSpec, WeightSpec
 
 Syntax = Literal["lme4", "stata"]
 Covariance = Literal["unstructured", "independent", "exchangeable", "identity"]
+#: Denominator-df methods of the fixed effects' t and F tests (Stata's ``dfmethod()``).
+DfMethod = Literal["satterthwaite", "kenward-roger"]
 COVARIANCES: tuple[str, ...] = ("unstructured", "independent", "exchangeable", "identity")
 
 
@@ -76,6 +78,9 @@ class Formula:
     residuals : ResidualStructure or None
         The residuals' structure within the innermost group (Stata's ``residuals()``, or
         ``tiers.fit(residuals=)``); None for independent residuals of one variance.
+    dfmethod : {"satterthwaite", "kenward-roger"} or None
+        Stata's ``dfmethod(satterthwaite)`` / ``dfmethod(kroger)``: the summary's fixed effects
+        get t tests with these denominator df; None: normal (z) tests, Stata's default.
     notes : tuple of str
         How the text was read where it differs from what was written (R spellings: ``I(x^2)``
         read as ``I(x**2)``, ``factor(x)`` as ``C(x)``); shown with the fit's notes.
@@ -100,6 +105,7 @@ class Formula:
     residuals: ResidualStructure | None = None
     weights: WeightSpec | None = None
     vce: VceSpec | None = None
+    dfmethod: DfMethod | None = None
 
     @property
     def response_column(self) -> str | None:

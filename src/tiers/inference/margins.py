@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 
 from tiers._lazy import stats
+from tiers.inference.kenward_roger import KenwardRoger
 from tiers.inference.predict import fixed_matrix
-from tiers.inference.satterthwaite import Satterthwaite
+from tiers.inference.satterthwaite import DdfTests, Satterthwaite
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
 
 Kind = Literal["predictive", "dydx"]
 KINDS: tuple[str, ...] = ("predictive", "dydx")
-DDFS: tuple[str, ...] = ("normal", "satterthwaite")
+DDFS: tuple[str, ...] = ("normal", "satterthwaite", "kenward-roger")
 #: Relative step of the central difference for a numeric variable's marginal effect.
 STEP = 1e-5
 
@@ -168,6 +169,7 @@ def margins(
     level: float = 0.95,
     ddf: str = "normal",
     satterthwaite: Satterthwaite | None = None,
+    kenward_roger: KenwardRoger | None = None,
 ) -> pd.DataFrame:
     """Predictive margins or average marginal effects of one variable of the fixed part.
 
@@ -185,10 +187,12 @@ def margins(
         Predictive margins (Stata's ``margins``) or average marginal effects (``dydx``).
     level : float
         Of the intervals.
-    ddf : {"normal", "satterthwaite"}
-        Normal (z) tests, or t with Satterthwaite's df, which need ``satterthwaite``.
-    satterthwaite : Satterthwaite, optional
-        The fit's derivatives (`tiers.LmmResult` keeps them).
+    ddf : {"normal", "satterthwaite", "kenward-roger"}
+        Normal (z) tests, or t with Satterthwaite's df, or with Kenward-Roger's df and adjusted
+        SE (REML fits; pbkrtest's, as emmeans' default for lmer fits).
+    satterthwaite, kenward_roger : optional
+        The fit's derivatives or KR matrices (`tiers.LmmResult` keeps them); computed when not
+        given.
 
     Returns
     -------
@@ -210,16 +214,19 @@ def margins(
         raise ValueError(f"term must be the name of a variable; got {term!r}")
     values = _check_term(res, term)
     points = _check_at(values, at, term)
+    tests: DdfTests | None = None
     if ddf == "satterthwaite":
-        satterthwaite = satterthwaite or Satterthwaite.from_result(res)
+        tests = satterthwaite or Satterthwaite.from_result(res)
+    elif ddf == "kenward-roger":
+        tests = kenward_roger or KenwardRoger.from_result(res)
     beta = np.asarray(res.beta)
     V = res.vcov.to_numpy()
     rows = []
     for label, g in _contrasts(res, term, values, points, kind):
         est = float(g @ beta)
         se = float(np.sqrt(max(g @ V @ g, 0.0)))
-        if satterthwaite is not None and ddf == "satterthwaite":
-            _, _, df, stat, p = satterthwaite.contest1d(g)
+        if tests is not None:
+            _, se, df, stat, p = tests.contest1d(g)
             q = float(stats.t.ppf(0.5 + level / 2.0, df))
         else:
             df, stat = np.inf, est / se if se > 0 else np.nan

@@ -17,7 +17,8 @@ and ``t = L'beta / sqrt(var)`` is referred to t(df). For a matrix ``L`` of q row
 
 Derivatives: ``H`` and ``dV/dtheta`` by central differences with Richardson extrapolation over
 four halvings of a step of 10% of each coordinate (1e-4 at zero), as numDeriv does for lmerTest;
-``dV/dsigma = 2 V / sigma`` exactly. Kenward-Roger is not implemented.
+``dV/dsigma = 2 V / sigma`` exactly. Kenward-Roger's method is in `tiers.inference.kenward_roger`;
+`coef_table` and `anova` take either (`DdfTests`).
 
 `anova` tests each term of the fixed part (all of its columns jointly equal to zero, as coded):
 lmerTest's type III test for terms not contained in an interaction, and for all terms when the
@@ -27,6 +28,7 @@ factors are coded with sum-to-zero contrasts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -42,9 +44,25 @@ FloatArray = NDArray[np.float64]
 EIG_TOL = 1e-8
 
 
+class DdfTests(Protocol):
+    """t and F tests of the fixed effects with a denominator-df method (its ``method`` name)."""
+
+    method: ClassVar[str]
+
+    def contest1d(self, L: FloatArray) -> tuple[float, float, float, float, float]:
+        """Estimate, SE, df, t and two-sided p of ``L'beta``."""
+        ...
+
+    def contest(self, L: FloatArray) -> tuple[float, int, float, float]:
+        """F, numerator df, denominator df and p of ``L beta = 0``."""
+        ...
+
+
 @dataclass(frozen=True)
 class Satterthwaite:
     """What the tests need: beta, its covariance, dV/dvarpar and the covariance of varpar."""
+
+    method: ClassVar[str] = "Satterthwaite"
 
     beta: FloatArray
     vcov: FloatArray
@@ -130,8 +148,11 @@ class Satterthwaite:
         return F, q, ddf, float(stats.f.sf(F, q, ddf))
 
 
-def coef_table(res: FitResult, s: Satterthwaite, level: float = 0.95) -> pd.DataFrame:
-    """Estimate, SE, Satterthwaite df, t, p and the t interval of each fixed effect."""
+def coef_table(res: FitResult, s: DdfTests, level: float = 0.95) -> pd.DataFrame:
+    """Estimate, SE, df, t, p and the t interval of each fixed effect (``attrs["method"]``).
+
+    The SE is the method's (Kenward-Roger's is adjusted).
+    """
     rows = []
     for j, name in enumerate(res.xnames):
         L = np.zeros(len(res.xnames))
@@ -150,7 +171,9 @@ def coef_table(res: FitResult, s: Satterthwaite, level: float = 0.95) -> pd.Data
                 "ci_upper": est + q * se,
             }
         )
-    return pd.DataFrame(rows).set_index("name").rename_axis(None)
+    out = pd.DataFrame(rows).set_index("name").rename_axis(None)
+    out.attrs["method"] = s.method
+    return out
 
 
 def term_columns(res: FitResult) -> dict[str, list[int]]:
@@ -173,8 +196,8 @@ def term_columns(res: FitResult) -> dict[str, list[int]]:
     return out
 
 
-def anova(res: FitResult, s: Satterthwaite) -> pd.DataFrame:
-    """F test of each fixed term (all its columns zero) with Satterthwaite's denominator df."""
+def anova(res: FitResult, s: DdfTests) -> pd.DataFrame:
+    """F test of each fixed term (all its columns zero) with the method's denominator df."""
     rows = []
     p = len(res.xnames)
     for term, idx in term_columns(res).items():
@@ -183,5 +206,5 @@ def anova(res: FitResult, s: Satterthwaite) -> pd.DataFrame:
         F, ndf, ddf, pv = s.contest(L)
         rows.append({"term": term, "num_df": ndf, "den_df": ddf, "F": F, "p_value": pv})
     out = pd.DataFrame(rows, columns=["term", "num_df", "den_df", "F", "p_value"])
-    out.attrs["method"] = "Satterthwaite"
+    out.attrs["method"] = s.method
     return out.set_index("term")

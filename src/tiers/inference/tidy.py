@@ -24,7 +24,7 @@ from tiers.results.result import FitResult
 from tiers.variance.information import CorrInference, SdInference, variance_inference
 
 DfMethod = Literal["normal", "satterthwaite"]
-DF_METHODS: tuple[str, ...] = ("normal", "satterthwaite")
+DF_METHODS: tuple[str, ...] = ("normal", "satterthwaite", "kenward-roger")
 Effect = Literal["fixed", "ran_pars", "ran_vals"]
 EFFECTS: tuple[str, ...] = ("fixed", "ran_pars", "ran_vals")
 COLUMNS = (
@@ -54,9 +54,9 @@ def variance_at_level(res: FitResult, level: float) -> tuple[SdInference, CorrIn
 def _fixed_rows(
     res: FitResult, level: float, ddf: str, tests: pd.DataFrame | None
 ) -> list[dict[str, Any]]:
-    if ddf == "satterthwaite":
+    if ddf != "normal":
         if tests is None:
-            raise ValueError("ddf='satterthwaite' needs the Satterthwaite table (tests)")
+            raise ValueError(f"ddf={ddf!r} needs its coefficient table (tests)")
         return [
             {
                 "effect": "fixed",
@@ -155,11 +155,12 @@ def tidy(
         as Stata's); the conditional modes with their conditional SDs (then a ``level`` column).
     level : float
         Of the intervals.
-    ddf : {"normal", "satterthwaite"}
+    ddf : {"normal", "satterthwaite", "kenward-roger"}
         The fixed effects' reference distribution: normal (Stata's z; ``df`` infinite) or t with
-        Satterthwaite's df (lmerTest's), which needs ``tests``.
+        Satterthwaite's df (lmerTest's) or Kenward-Roger's (pbkrtest's, with its adjusted SE),
+        which need ``tests``.
     tests : DataFrame, optional
-        `tiers.LmmResult.satterthwaite` at ``level`` (for ``ddf="satterthwaite"``).
+        ``tiers.LmmResult.coef_table(level, ddf=ddf)`` (for t tests).
 
     Returns
     -------

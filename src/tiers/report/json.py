@@ -239,3 +239,39 @@ def confint_dict(ci: Any, tests: Any = None) -> dict[str, Any]:
         if key in a:
             out[key] = a[key]
     return out
+
+
+def kenward_roger_dict(
+    table: pd.DataFrame, anova: pd.DataFrame, vcov_adj: pd.DataFrame
+) -> dict[str, Any]:
+    """Kenward-Roger's inference as the document's ``kenward_roger`` entry.
+
+    ``table``, ``anova`` and ``vcov_adj`` are ``LmmResult.coef_table(ddf="kenward-roger")``,
+    ``anova(ddf="kenward-roger")`` and ``vcov_kr``.
+    """
+    return {
+        "method": "Kenward-Roger",
+        "fixed_effects": [
+            {
+                "name": str(name),
+                "std_error": _num(r.std_error),
+                "df": _num(r.df),
+                "t": _num(r.t),
+                "p_value": _num(r.p_value),
+                "ci_lower": _num(r.ci_lower),
+                "ci_upper": _num(r.ci_upper),
+            }
+            for name, r in table.iterrows()
+        ],
+        "anova": [
+            {
+                "term": str(term),
+                "num_df": int(r.num_df),
+                "den_df": _num(r.den_df),
+                "F": _num(r.F),
+                "p_value": _num(r.p_value),
+            }
+            for term, r in anova.iterrows()
+        ],
+        "vcov_adjusted": [[_num(v) for v in row] for row in vcov_adj.to_numpy()],
+    }

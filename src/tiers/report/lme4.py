@@ -51,14 +51,17 @@ COR_MAX = 12
 SIGNIF_LEGEND = "Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1"
 
 
-def _title(res: FitResult, lmertest: bool) -> list[str]:
-    """lme4's ``.prt.methTit``: one line, or wrapped at 80 columns as R wraps it."""
+def _title(res: FitResult, lmertest: str | None) -> list[str]:
+    """lme4's ``.prt.methTit``: one line, or wrapped at 80 columns as R wraps it.
+
+    ``lmertest``: the df method of lmerTest's t tests (``Satterthwaite``, ``Kenward-Roger``).
+    """
     mtit = "Linear mixed model fit by " + ("REML" if res.reml else "maximum likelihood ")
     if res.engine == "pseudo":  # not lme4's: it has no sampling weights
         mtit = "Linear mixed model fit by pseudo-maximum likelihood (sampling weights)"
     cls = "lmerMod"
     if lmertest:
-        mtit, cls = f"{mtit}. t-tests use Satterthwaite's method", "lmerModLmerTest"
+        mtit, cls = f"{mtit}. t-tests use {lmertest}'s method", "lmerModLmerTest"
     if len(mtit) + 5 + len(cls) <= WIDTH:
         return [f"{mtit} ['{cls}']"]
     lines = textwrap.wrap(mtit, WIDTH - 3, subsequent_indent="  ", break_on_hyphens=False)
@@ -272,14 +275,17 @@ def lme4(
     table : DataFrame
         `FitResult.coef_table` (estimates, standard errors, t values).
     tests : DataFrame or None
-        `tiers.api.LmmResult.satterthwaite` (df, t, p-values); None gives plain lme4's table.
+        ``tiers.api.LmmResult.coef_table(ddf=...)`` (df, t, p-values, the method's SE;
+        ``attrs["method"]`` the df method: Satterthwaite's or Kenward-Roger's); None gives plain
+        lme4's table.
     corr : array (p, p)
         The correlation matrix of the fixed effects.
     resid_quantiles : five floats
         Min, first quartile, median, third quartile and max of the scaled residuals
         (residuals / sigma).
     """
-    out = _title(res, tests is not None) + _formula(res) + [""]
+    method = None if tests is None else str(tests.attrs.get("method", "Satterthwaite"))
+    out = _title(res, method) + _formula(res) + [""]
     out += _criterion(res) + [""]
     out += _residuals(resid_quantiles) + [""]
     out += _random_effects(res)
@@ -294,6 +300,7 @@ def lme4(
     }
     if tests is not None:
         columns |= {
+            "Std. Error": tests["std_error"].tolist(),
             "df": tests["df"].tolist(),
             "t value": tests["t"].tolist(),
             "Pr(>|t|)": tests["p_value"].tolist(),

@@ -36,6 +36,8 @@ RULE = "-" * WIDTH
 FE_RULE = "-" * 13 + "+" + "-" * 64
 RE_RULE = "-" * 29 + "+" + "-" * 48
 SEP_ROW = " " * 13 + "|"
+#: A model F test: F, numerator df, denominator df, p.
+FTest = tuple[float, int, float, float]
 
 _KIND = {
     "unstructured": "Unstructured",
@@ -70,8 +72,15 @@ def estimator_line(res: FitResult) -> str:
     return "ML, as asked: tiers' default for both syntaxes is REML (Stata's mixed: ML)"
 
 
-def header(res: FitResult, level: float) -> list[str]:
-    """Title, number of observations and groups, Wald test and log likelihood."""
+def header(
+    res: FitResult, level: float, tests: pd.DataFrame | None = None, ftest: FTest | None = None
+) -> list[str]:
+    """Title, number of observations and groups, Wald test and log likelihood.
+
+    With ``tests`` (a coefficient table with a ``df`` column, Stata's ``dfmethod()``), the df
+    method and the df's min, average and max; with ``ftest`` (F, numerator df, denominator df,
+    p) Stata's model F test replaces the Wald chi2.
+    """
     method = "REML" if res.reml else "ML"
     out = [f"Mixed-effects {method} regression".ljust(48) + f"Number of obs     = {res.nobs:>10,}"]
     if len(res.levels) == 1:
@@ -99,15 +108,29 @@ def header(res: FitResult, level: float) -> list[str]:
                 f"{lv.mean_obs:>11,.1f}{lv.max_obs:>11,}"
             )
         out.append("-" * 61)
+    if tests is not None:
+        method = str(tests.attrs.get("method", ""))
+        dfs = tests["df"].to_numpy()
+        out += [
+            f"DF method: {method}".ljust(48) + f"{'DF:':<14}min = {_f(float(dfs.min()), 10, 2)}",
+            " " * 62 + f"avg = {_f(float(dfs.mean()), 10, 2)}",
+            " " * 62 + f"max = {_f(float(dfs.max()), 10, 2)}",
+        ]
     ll_name = "Log restricted-likelihood" if res.reml else "Log likelihood"
     if res.engine == "pseudo":
         ll_name = "Log pseudolikelihood"
+    ll = f"{ll_name} = {stata_g(res.loglik, 10)}".ljust(48)
+    if ftest is not None:
+        F, ndf, ddf, pf = ftest
+        out += ["", " " * 48 + f"{f'F({ndf}, {ddf:.2f})':<18}= {_f(F, 10, 2)}"]
+        out += [ll + f"{'Prob > F':<18}= {_f(pf, 10, 4)}", estimator_line(res)]
+        return out
     wald = res.wald
     chi2, df, p = wald if wald is not None else (math.nan, 0, math.nan)
     out += [
         "",
         " " * 48 + f"{f'Wald chi2({df})':<18}= {_f(chi2, 10, 2)}",
-        f"{ll_name} = {stata_g(res.loglik, 10)}".ljust(48) + f"{'Prob > chi2':<18}= {_f(p, 10, 4)}",
+        ll + f"{'Prob > chi2':<18}= {_f(p, 10, 4)}",
         estimator_line(res),
     ]
     if res.robust is not None:
@@ -153,13 +176,17 @@ def _numbers(est: float, se: float, z: float, p: float, lo: float, hi: float) ->
 
 
 def coef_table(res: FitResult, table: pd.DataFrame, level: float) -> list[str]:
-    """Stata's coefficient table: factor levels under their header, separators as Stata."""
+    """Stata's coefficient table: factor levels under their header, separators as Stata.
+
+    z tests, or t tests where ``table`` has a ``t`` column (Stata's ``dfmethod()``).
+    """
     yname = stata_abbrev(res.formula.response, 12)
+    stat = "t" if "t" in table.columns else "z"
     out = [RULE]
     if res.robust is not None:  # Stata's label above the SE column
         out.append(f"{'':>12} |{'Robust' if res.robust.kind == 'robust' else 'CR2':>20}")
     out += [
-        f"{yname:>12} |      Coef.   Std. Err.      z    P>|z|"
+        f"{yname:>12} |      Coef.   Std. Err.      {stat}    P>|{stat}|"
         + f"[{_pct(level)}% Conf. Interval]".rjust(25),
         FE_RULE,
     ]
@@ -187,7 +214,7 @@ def coef_table(res: FitResult, table: pd.DataFrame, level: float) -> list[str]:
             out += _label_lines(first.term, header_row=True)
         for sn, i in rows:
             r = table.iloc[i]
-            nums = _numbers(r.estimate, r.std_error, r.z, r.p_value, r.ci_lower, r.ci_upper)
+            nums = _numbers(r.estimate, r.std_error, r[stat], r.p_value, r.ci_lower, r.ci_upper)
             if factor:
                 out.append(f"{stata_label(str(sn.level), 11):>11}  |" + nums)
             else:
@@ -355,6 +382,7 @@ def stata(
     level: float = 0.95,
     stddeviations: bool = False,
     residual: ResidualInference | None = None,
+    ftest: FTest | None = None,
 ) -> str:
     """The Stata ``mixed`` layout of a fit.
 
@@ -362,7 +390,8 @@ def stata(
     ----------
     res : FitResult
     table : DataFrame
-        `FitResult.coef_table` at ``level``.
+        `FitResult.coef_table` at ``level``: z tests, or t tests with a ``df`` column
+        (``attrs["method"]`` names the df method).
     sdi, ci : SdInference, CorrInference
         The variance parameters with intervals at ``level`` (`tiers.variance.information`).
     shares : DataFrame, optional
@@ -373,8 +402,11 @@ def stata(
         SDs and correlations (``sd()``, ``corr()``) instead of variances and covariances.
     residual : ResidualInference, optional
         The residual structure's parameters (`tiers.variance.residual`).
+    ftest : (F, num_df, den_df, p), optional
+        With t tests, the F test that all coefficients but the intercept are zero.
     """
-    out = header(res, level) + [""]
+    tests = table if "df" in table.columns else None
+    out = header(res, level, tests, ftest) + [""]
     out += coef_table(res, table, level) + [""]
     out += re_table(res, sdi, ci, level, stddeviations=stddeviations, residual=residual)
     if res.robust is None:  # Stata omits the LR test with robust standard errors

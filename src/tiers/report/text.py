@@ -35,11 +35,20 @@ _METHOD_TITLE = {
 }
 
 
+#: What the df and P>|t| columns of `confint_table` are, by df method.
+_TESTS_NOTE = {
+    "": "df, P>|t|: t tests with Satterthwaite's degrees of freedom (lmerTest's method)",
+    "Satterthwaite": "df, P>|t|: t tests with Satterthwaite's degrees of freedom (lmerTest's method)",
+    "Kenward-Roger": "df, P>|t|: t tests with Kenward-Roger's degrees of freedom and adjusted SEs "
+    "(pbkrtest's method)",
+}
+
+
 def confint_table(ci: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
     """Intervals from `FitResult.confint`.
 
-    With ``tests`` (`FitResult.satterthwaite`), the fixed effects' Satterthwaite df and p-values
-    next to them.
+    With ``tests`` (``LmmResult.coef_table(ddf=...)``), the fixed effects' df and p-values next
+    to them (Satterthwaite's or Kenward-Roger's, ``tests.attrs["method"]``).
     """
     a = ci.attrs
     title = (
@@ -57,7 +66,7 @@ def confint_table(ci: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
     out = [title, RULE] + _table([row[:keep] for row in rows], ["l"] + ["r"] * (keep - 1))
     out.append(RULE)
     if tests is not None:
-        out.append("df, P>|t|: t tests with Satterthwaite's degrees of freedom (lmerTest's method)")
+        out.append(_TESTS_NOTE.get(tests.attrs.get("method", "Satterthwaite"), _TESTS_NOTE[""]))
     out += [f"Note: {n}" for n in a.get("notes", [])]
     return "\n".join(out)
 
