@@ -6,6 +6,7 @@ writing part of the file); kills and Ctrl-C by signals to a subprocess. Designs 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -389,6 +390,33 @@ def test_ctrl_c_in_tiers_fit_ci_bootstrap_exits_at_once_saying_what_finished(tmp
     assert proc.returncode == 130
     assert "of 200,000 bootstrap replicates finished" in err and "no intervals" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_ctrl_c_as_the_workers_start_leaves_no_worker_and_no_traceback(tmp_path, delay):
+    """Ctrl-C while the pool is starting: no worker outlives the command, nothing at exit."""
+    data = tmp_path / "d.csv"
+    simulate(tiny().with_units("a", 12), 1).to_csv(data, index=False)
+    cmd = [sys.executable, "-m", "tiers.cli", "fit", "y ~ x + (1 | a) + (1 | a:b)", str(data),
+           "--ci", "bootstrap", "--n-boot", "200000", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _children(proc.pid):
+            time.sleep(0.002)
+        assert _children(proc.pid), "the bootstrap never started"
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):  # no process of the command's group is left
+            os.killpg(proc.pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "Bad file descriptor" not in err
 
 
 # ---------------------------------------------------------- item 16: files and arguments --

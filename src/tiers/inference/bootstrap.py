@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -315,24 +316,74 @@ def _pool(
         # Python >= 3.12 warns on fork when BLAS threads exist; the workers only run
         # single-threaded numpy code after the fork, which is safe
         warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
+        others = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
         ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(job,))
         try:
-            futures = [ex.submit(_run, batch) for batch in batches]
+            # Ctrl-C is held while the pool starts: raised inside the executor's start-up it
+            # left a forked worker unregistered, blocked forever on the task queue's lock
+            with _HeldInterrupt():
+                futures = [ex.submit(_run, batch) for batch in batches]
             for fut in as_completed(futures):
                 idx, out = fut.result()
                 for i, r in zip(idx, out, strict=True):
                     results[i] = r
                 bar.advance(len(idx))
         except BaseException:
-            # not shutdown(wait=True): that would wait for every queued batch (minutes)
-            procs = list((getattr(ex, "_processes", None) or {}).values())
-            ex.shutdown(wait=False, cancel_futures=True)
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.join(timeout=5)
+            _stop(ex, others)
             raise
         ex.shutdown(wait=True)
+
+
+def _stop(ex: ProcessPoolExecutor, others: set[int]) -> None:
+    """Drop the queued batches and end the workers now (Ctrl-C or an error).
+
+    Not ``shutdown(wait=True)``: that would wait for every queued batch (minutes). Every child
+    process started with the pool (not the ``others`` alive before it) is terminated, not only
+    those the executor lists: a worker killed while holding the
+    task queue's lock would leave a sibling blocked on it forever. The executor's manager thread
+    is then let finish, so that nothing of the pool is left for the interpreter's exit (where
+    Python 3.11 can write to its closed wake-up pipe: ``OSError: Bad file descriptor``).
+    """
+    procs = {p.pid: p for p in (getattr(ex, "_processes", None) or {}).values()}
+    manager = getattr(ex, "_executor_manager_thread", None)
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in multiprocessing.active_children():
+        if p.pid not in others:
+            procs.setdefault(p.pid, p)
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    if manager is not None:
+        manager.join(timeout=5)
+
+
+class _HeldInterrupt:
+    """Defer Ctrl-C to the end of a block (main thread only; elsewhere Python ignores signals).
+
+    Masking the signal would not do: the BLAS threads started before it would still take it
+    for the process. The handler is inherited by workers forked meanwhile until `_init`.
+    """
+
+    def __init__(self) -> None:
+        self.caught = False
+        self.previous: Any = None
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.caught = True
+
+    def __enter__(self) -> _HeldInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.caught:
+            raise KeyboardInterrupt
 
 
 def _collect(
