@@ -6,22 +6,19 @@ The numbers are `tiers.results.result.FitResult`'s; the methods here delegate to
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
-from tiers._threads import single_thread_blas
-from tiers.api.display import DisplayedFit
+from tiers.api.aliases import StatsmodelsNames
+from tiers.api.tested import DDFS, Ddf
 from tiers.fitting import refit
 from tiers.inference import bootstrap as boot
 from tiers.inference import intervals, predict, weighted
 from tiers.inference import margins as margins_frames
 from tiers.inference import r2 as rsquared
-from tiers.inference import satterthwaite as satt
 from tiers.inference import tidy as tidy_frames
-from tiers.inference.kenward_roger import KenwardRoger
 from tiers.inference.r2 import R2
 from tiers.options import check_level, check_option
 from tiers.report import json as report_json
@@ -29,10 +26,6 @@ from tiers.report import text
 
 Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
-#: Reference distributions of the fixed effects' tests: normal (z, Stata's default), or t and F
-#: with Satterthwaite's (lmerTest's) or Kenward-Roger's (pbkrtest's) denominator df.
-Ddf = Literal["normal", "satterthwaite", "kenward-roger"]
-DDFS: tuple[str, ...] = ("normal", "satterthwaite", "kenward-roger")
 
 
 def _check_flag(value: object, name: str, *, optional: bool = False) -> None:
@@ -58,82 +51,13 @@ def _check_run(*, seed: object, workers: object, progress: object) -> None:
         )
 
 
-def _contrast_matrix(L: Any, p: int) -> np.ndarray:
-    """``L`` as a finite (rows, p) matrix with no all-zero row, or a ValueError saying why."""
-    try:
-        M = np.atleast_2d(np.asarray(L, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"L must be a term name, a vector of {p} numbers or a matrix with {p} columns; got "
-            f"{L!r:.60}"
-        ) from None
-    if M.ndim != 2 or M.shape[1] != p:
-        raise ValueError(f"L must have {p} columns (one per fixed effect); got shape {M.shape}")
-    if not np.all(np.isfinite(M)):
-        raise ValueError("L has non-finite entries (NaN or infinite)")
-    zero = np.flatnonzero(~M.any(axis=1))
-    if zero.size:
-        raise ValueError(
-            f"row {int(zero[0])} of L is all zero: it tests nothing; drop it or give the "
-            "contrast's coefficients"
-        )
-    return M
-
-
-class LmmResult(DisplayedFit):
+class LmmResult(StatsmodelsNames):
     """A fitted linear mixed model (see `tiers.results.result.FitResult` for its numbers).
 
     ``levels`` are the grouping factors (outermost first when nested); ``terms`` the random-effects
     terms in theta order; ``theta`` lme4's relative covariance factor parameters (for random
     intercepts ``theta_k = sd_k / sigma``).
     """
-
-    @cached_property
-    def _satterthwaite(self) -> satt.Satterthwaite:
-        with single_thread_blas():
-            return satt.Satterthwaite.from_result(self)
-
-    @cached_property
-    def _kenward_roger(self) -> KenwardRoger:
-        return KenwardRoger.from_result(self)
-
-    def _ddf_tests(self, ddf: str) -> satt.DdfTests:
-        """The tests of ``ddf`` (not ``"normal"``), computed once per result."""
-        check_option(ddf, DDFS[1:], "ddf")
-        return self._kenward_roger if ddf == "kenward-roger" else self._satterthwaite
-
-    @property
-    def vcov_kr(self) -> pd.DataFrame:
-        """Kenward-Roger's adjusted covariance of the fixed effects (pbkrtest's ``vcovAdj``).
-
-        REML fits only (`tiers.errors.InferenceError` otherwise); see
-        `tiers.inference.kenward_roger`.
-        """
-        names = list(self.xnames)
-        return pd.DataFrame(self._kenward_roger.vcov_adj, index=names, columns=names)
-
-    def coef_table(self, level: float = 0.95, *, ddf: Ddf = "normal") -> pd.DataFrame:
-        """The fixed effects' estimates, SEs, tests and intervals.
-
-        Parameters
-        ----------
-        level : float
-            Of the intervals, in (0, 1).
-        ddf : {"normal", "satterthwaite", "kenward-roger"}
-            ``"normal"``: z tests and normal intervals, as Stata's ``mixed`` (columns estimate,
-            std_error, z, p_value, ci_lower, ci_upper). Otherwise t tests and t intervals with
-            Satterthwaite's df (lmerTest's) or Kenward-Roger's (pbkrtest's; with the adjusted SE;
-            REML fits only): columns estimate, std_error, df, t, p_value, ci_lower, ci_upper,
-            ``attrs["method"]`` the method.
-        """
-        check_level(level)
-        check_option(ddf, DDFS, "ddf")
-        if ddf == "normal":
-            return super().coef_table(level)
-        if ddf == "satterthwaite":
-            return self.satterthwaite(level)
-        weighted.check_likelihood_based(self, "Kenward-Roger's df")
-        return satt.coef_table(self, self._kenward_roger, level)
 
     def variance_shares(
         self,
@@ -264,48 +188,6 @@ class LmmResult(DisplayedFit):
 
         return residual_intervals(self, method, level)
 
-    def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
-        """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
-
-        Columns: estimate, std_error, df, t, p_value, ci_lower, ci_upper. After ``vce="cr2"``
-        the CR2 standard errors with their Satterthwaite df (Pustejovsky and Tipton 2018).
-        """
-        check_level(level)
-        if self.robust is not None and self.robust.kind == "cr2":
-            return weighted.cr2_table(self, level)
-        weighted.check_likelihood_based(self, "Satterthwaite's df")
-        return satt.coef_table(self, self._satterthwaite, level)
-
-    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
-        """F test of each term of the fixed part (all its columns zero).
-
-        With Satterthwaite's denominator df (``ddf="satterthwaite"``) or Kenward-Roger's scaled F
-        and df (``"kenward-roger"``, REML fits only); by term: num_df, den_df, F, p_value. See
-        `tiers.inference.satterthwaite` and `tiers.inference.kenward_roger`.
-        """
-        weighted.check_likelihood_based(self, f"anova's {ddf} F tests")
-        return satt.anova(self, self._ddf_tests(ddf))
-
-    def ftest(self, L: Any, ddf: str = "satterthwaite") -> pd.Series:
-        """F test of ``L beta = 0`` with Satterthwaite's or Kenward-Roger's denominator df.
-
-        ``L`` is a term name of the fixed part (its columns), a contrast vector or a matrix with one
-        row per contrast. ``ddf`` as in `anova`.
-        """
-        tests = self._ddf_tests(ddf)
-        if isinstance(L, str):
-            cols = satt.term_columns(self)
-            if L not in cols:
-                raise ValueError(f"term must be one of {', '.join(cols)}; got {L!r}")
-            idx = cols[L]
-            M = np.zeros((len(idx), len(self.xnames)))
-            M[np.arange(len(idx)), idx] = 1.0
-        else:
-            M = _contrast_matrix(L, len(self.xnames))
-        weighted.check_likelihood_based(self, f"the {ddf} F test")
-        F, ndf, den, p = tests.contest(M)
-        return pd.Series({"F": F, "num_df": ndf, "den_df": den, "p_value": p})
-
     def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects (BLUPs), lme4's ``ranef``.
 
@@ -392,93 +274,6 @@ class LmmResult(DisplayedFit):
         Sorted by mode (a caterpillar plot's data): ``level, mode, lower, upper``.
         """
         return predict.caterpillar(self, group, term, level)
-
-    # ------------------------------------------------- statsmodels' names (aliases, for porting) --
-
-    @property
-    def params(self) -> pd.Series:
-        """Alias of `fixef` (statsmodels' name): the fixed-effects estimates.
-
-        statsmodels' ``MixedLMResults.params`` also holds the variance parameters; here they are in
-        `varcorr` and `theta`.
-        """
-        return self.fixef
-
-    @property
-    def bse(self) -> pd.Series:
-        """Alias of `std_errors` (statsmodels' name): standard errors of the fixed effects."""
-        return self.std_errors
-
-    @property
-    def tvalues(self) -> pd.Series:
-        """Alias of ``coef_table()["z"]`` (statsmodels' name): estimate / standard error."""
-        return self.coef_table()["z"].rename("z")
-
-    @property
-    def pvalues(self) -> pd.Series:
-        """Alias of ``coef_table()["p_value"]`` (statsmodels' name): two-sided normal p-values.
-
-        Normal (z) p-values, as Stata's ``mixed`` and statsmodels' MixedLM give them; t tests with
-        Satterthwaite's degrees of freedom (lmerTest's) are in `satterthwaite`.
-        """
-        return self.coef_table()["p_value"].rename("p_value")
-
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Alias of the normal intervals of `coef_table` (statsmodels' name and shape).
-
-        Columns ``0`` (lower) and ``1`` (upper), one row per fixed effect, at level ``1 - alpha``.
-        Intervals for the variance parameters, and profile or bootstrap ones, are in `confint`.
-        """
-        if not (isinstance(alpha, float | int) and 0.0 < float(alpha) < 1.0):
-            raise ValueError(f"alpha must be strictly between 0 and 1 (e.g. 0.05); got {alpha!r}")
-        table = self.coef_table(level=1.0 - float(alpha))
-        return pd.DataFrame({0: table["ci_lower"], 1: table["ci_upper"]})
-
-    @property
-    def llf(self) -> float:
-        """Alias of `loglik` (statsmodels' name); for REML fits the restricted log-likelihood."""
-        return self.loglik
-
-    @property
-    def fittedvalues(self) -> pd.Series:
-        """Alias of `fitted()` (statsmodels' name): X beta + Z b, by the input's row labels."""
-        return self.fitted()
-
-    @property
-    def resid(self) -> pd.Series:
-        """Alias of `residuals()` (statsmodels' name): response minus fitted values."""
-        return self.residuals()
-
-    def cov_params(self) -> pd.DataFrame:
-        """Alias of `vcov` (statsmodels' name): the covariance matrix of the fixed effects.
-
-        statsmodels' MixedLM also includes the variance parameters; their standard errors are in
-        `sd_inference` and `corr_inference`.
-        """
-        return self.vcov
-
-    @property
-    def random_effects(self) -> dict[Any, pd.Series]:
-        """Alias of ``ranef(cond_var=False)`` in statsmodels' shape: group label -> Series.
-
-        Each Series holds one group's conditional modes, indexed by effect name (lme4's names:
-        ``(Intercept)``, ``cses``; statsmodels calls the intercept ``Group``). The keys are the
-        level labels as `ranef` writes them (text, ``"1224"``, where statsmodels keeps the data's
-        values). statsmodels has one grouping factor; with several (nested or crossed) the keys are
-        ``(factor, label)`` tuples, e.g. ``("school", "1224")``. `ranef` gives the same numbers as
-        one DataFrame per factor.
-        """
-        frames = self.ranef(cond_var=False)
-        several = len(frames) > 1
-        out: dict[Any, pd.Series] = {}
-        for factor, df in frames.items():
-            values = df.to_numpy()
-            effects = df.columns
-            for label, row in zip(df.index, values, strict=True):
-                out[(factor, label) if several else label] = pd.Series(
-                    row, index=effects, name=label
-                )
-        return out
 
     def tidy(
         self,
