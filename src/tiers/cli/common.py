@@ -156,3 +156,9 @@ LevelOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def check_seed(seed: int | None) -> None:
+    """Refuse (exit 2) a negative ``--seed``, naming the option."""
+    if seed is not None and seed < 0:
+        fail(f"--seed must be an integer >= 0, got {seed}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +10,8 @@ import typer
 
 from tiers.cli import predict, study
 from tiers.cli import report as report_cli
+from tiers.cli import simulate as simulate_cli
+from tiers.cli import xtreg as xtreg_cli
 from tiers.cli.common import (
     DataArg,
     ForceOption,
@@ -19,6 +20,7 @@ from tiers.cli.common import (
     MlOption,
     StringColOption,
     check_output,
+    check_seed,
     confidence_level,
     deferred_warnings,
     fail,
@@ -234,7 +236,7 @@ def fit(
         fail(f"--ddf must be one of {', '.join(_DDF)}; got {ddf!r}")
     if level is not None:
         confidence_level(level)  # refuse a bad --level before fitting
-    _check_seed(seed)
+    check_seed(seed)
     check_output(json_path, "--json")
     check_output(plots, "--plots", folder=True)
     if plots is not None:
@@ -426,187 +428,6 @@ def lrtest(
 
 
 @app.command()
-def xtreg(
-    depvar: Annotated[str, typer.Argument(metavar="DEPVAR", help="the dependent variable")],
-    args: Annotated[
-        list[str],
-        typer.Argument(metavar="INDEPVARS", help="regressors, then the data file (last)"),
-    ],
-    id: Annotated[
-        str, typer.Option("--id", metavar="COLUMN", help="the panel id column (Stata's xtset)")
-    ],
-    fe: Annotated[
-        bool, typer.Option("--fe", help="fixed effects (within)", show_default=False)
-    ] = False,
-    re: Annotated[
-        bool, typer.Option("--re", help="random effects (GLS, Swamy-Arora)", show_default=False)
-    ] = False,
-    vce: Annotated[
-        str, typer.Option(metavar="conventional|cluster", help="standard errors: cluster by id")
-    ] = "conventional",
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="also write the results as JSON")
-    ] = None,
-    string_col: StringColOption = None,
-    dask: DaskOption = False,
-    scheduler: SchedulerOption = None,
-    workers: WorkersOption = None,
-) -> None:
-    """Panel regression as Stata's xtreg: --fe, --re, or both (then with the Hausman test)."""
-    from tiers.panel.estimators import fixed_effects, random_effects
-    from tiers.panel.hausman import hausman
-
-    if len(args) < 2:
-        fail("give at least one regressor and the data file: tiers xtreg y x data.csv --id g --fe")
-    if not (fe or re):
-        fail("choose --fe, --re, or both")
-    if vce not in ("conventional", "cluster"):
-        fail(f"--vce must be conventional or cluster, got {vce!r}")
-    regressors, data = args[:-1], Path(args[-1])
-    check_output(json_path, "--json")
-    doc: dict = {}
-    if not dask and (scheduler is not None or workers is not None):
-        fail("--scheduler and --workers go with --dask")
-    try:
-        results: dict[str, Any] = {}
-        if dask:
-            results = _xtreg_dask(
-                depvar, regressors, data, id, fe, re, vce, string_col, scheduler, workers
-            )
-        else:
-            frame = read_frame(data, string_col)
-            if fe:
-                results["fe"] = fixed_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
-            if re:
-                results["re"] = random_effects(frame, depvar, regressors, id, vce=vce)  # type: ignore[arg-type]
-        for name, res in results.items():
-            typer.echo(res.summary())
-            typer.echo("")
-            doc[name] = res.to_dict()
-        if fe and re:
-            test = hausman(results["fe"], results["re"])
-            typer.echo(test.summary())
-            doc["hausman"] = test.to_dict()
-    except TiersError as exc:
-        fail(exc)
-    if json_path is not None:
-        write_json(doc, json_path)
-
-
-def _xtreg_dask(
-    depvar: str,
-    regressors: list[str],
-    data: Path,
-    id: str,
-    fe: bool,
-    re: bool,
-    vce: str,
-    string_col: list[str] | None,
-    scheduler: str | None,
-    workers: int | None,
-) -> dict[str, Any]:
-    """``xtreg --dask``: the estimators from per-group sums on a cluster (closed afterwards)."""
-    from tiers.api.reading import read_data
-    from tiers.scale import panel
-    from tiers.scale.cluster import dask_client
-
-    ddf = read_data(str(data), lazy=True, string_columns=string_col)
-    out: dict[str, Any] = {}
-    with dask_client(scheduler, workers=workers):
-        if fe:
-            out["fe"] = panel.fixed_effects(ddf, depvar, regressors, id, vce=vce)
-        if re:
-            out["re"] = panel.random_effects(ddf, depvar, regressors, id, vce=vce)
-    return out
-
-
-@app.command()
-def simulate(
-    output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
-    preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
-    design: Annotated[
-        Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
-    ] = None,
-    districts: Annotated[int | None, typer.Option(help="top-level units (seed preset)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    restart_ids: Annotated[
-        bool,
-        typer.Option("--restart-ids", help="ids restart within each parent", show_default=False),
-    ] = False,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            metavar="parquet|csv",
-            help="write a partitioned dataset: -o is a folder, filled chunk by chunk in bounded "
-            "memory (one random stream per top-level unit, so any size is reproducible)",
-        ),
-    ] = None,
-    rows_per_file: Annotated[
-        int, typer.Option("--rows-per-file", help="with --format: about this many rows a file")
-    ] = 1_000_000,
-) -> None:
-    """Simulate a nested design and write it to a file (or, with --format, a folder of files)."""
-    from tiers.cli.study import read_design
-    from tiers.data.io import write_data
-    from tiers.simulation.data import simulate as run_simulation
-    from tiers.simulation.presets import PRESETS
-
-    _check_seed(seed)
-    if fmt is None:
-        check_output(output, "-o/--output")
-    try:
-        if design is not None:
-            spec = read_design(design)
-            if districts is not None:
-                spec = spec.with_units(spec.levels[0].name, districts)
-        else:
-            if preset not in PRESETS:
-                raise TiersError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-            spec = PRESETS[preset](**({} if districts is None else {"districts": districts}))
-        start = time.perf_counter()
-        if fmt is not None:
-            _simulate_partitioned(spec, output, seed, fmt, rows_per_file, restart_ids, start)
-            return
-        frame = run_simulation(spec, seed, restart_ids=restart_ids)
-        write_data(frame, output)
-    except TiersError as exc:
-        fail(exc)
-    typer.echo(
-        f"wrote {len(frame):,} rows x {frame.shape[1]} columns to {output} "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
-
-
-def _simulate_partitioned(
-    spec: Any,
-    folder: Path,
-    seed: int | None,
-    fmt: str,
-    rows_per_file: int,
-    restart_ids: bool,
-    start: float,
-) -> None:
-    """``simulate --format``: a folder of part files, written chunk by chunk."""
-    from tiers.simulation.partitioned import FORMATS, write_partitioned
-
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    files = write_partitioned(
-        spec,
-        folder,
-        seed,
-        fmt=fmt,
-        rows_per_file=rows_per_file,
-        restart_ids=restart_ids,
-    )
-    typer.echo(
-        f"wrote {spec.nrows:,} rows in {len(files):,} {fmt} files to {folder}/ "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
-
-
-@app.command()
 def explore(
     districts: Annotated[int, typer.Option(help="districts in the simulated seed design")] = 50,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
@@ -652,12 +473,9 @@ def _limits(max_params: int | None, max_seconds: float | None) -> Any:
     )
 
 
-def _check_seed(seed: int | None) -> None:
-    if seed is not None and seed < 0:
-        fail(f"--seed must be an integer >= 0, got {seed}")
-
-
 predict.register(app)
+xtreg_cli.register(app)
+simulate_cli.register(app)
 study.register(app)
 report_cli.register(app)
 
