@@ -105,3 +105,22 @@ def test_exponentiate_refusals(fits) -> None:
         tiers.table(probit, exponentiate=True)
     t = tiers.table(fits[0], lmm, ddf="satterthwaite")  # the LMM gets its df, the GLMM says z
     assert any("a GLMM's tests are Wald z" in n for n in t.notes)
+
+
+def test_cli_fit_table_for_a_glmm(fits) -> None:
+    from typer.testing import CliRunner
+
+    from tests.test_glmm_cli import CBPP
+    from tiers.cli.main import app
+
+    formula = "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)"
+    res = CliRunner().invoke(app, ["fit", formula, CBPP, "--family", "binomial", "--table", "md"])
+    assert res.exit_code == 0, res.output
+    assert res.output == tiers.table(fits[0]).to_markdown()
+    # Stata's command with `or`: the table shows odds ratios, as its summary does
+    stata = "melogit incidence i.period || herd:, binomial(size) or laplace"
+    res = CliRunner().invoke(app, ["fit", stata, CBPP, "--table", "html"])
+    assert res.exit_code == 0, res.output
+    check_html(res.output, fragment=True)
+    assert "odds ratios (exponentiated)" in res.output
+    assert f"{math.exp(LME4['beta'][1]):.3f}" in res.output
