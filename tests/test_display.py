@@ -1,5 +1,6 @@
 """Notebook display: HTML tables, Markdown and LaTeX of fits, LR tests, studies and plans; one-line
-reprs; and a notebook executed by a Jupyter kernel (nbclient), its outputs checked."""
+reprs; and a notebook executed by a Jupyter kernel (nbclient) and exported to HTML (nbconvert),
+both checked."""
 
 from __future__ import annotations
 
@@ -127,3 +128,17 @@ def test_a_notebook_runs_and_shows_html_tables_and_figures(tmp_path):
     assert any("image/png" in o.get("data", {}) for o in fig), fig
     plan = nb.cells[2].outputs[0].data
     assert check_html(plan["text/html"], fragment=True).tags["table"] == 2  # SEs, power
+    # the page nbconvert makes of the executed notebook (what a reader of an exported report sees)
+    nbconvert = pytest.importorskip("nbconvert", reason="nbconvert is a dev dependency")
+    exporter = nbconvert.HTMLExporter()
+    html, _ = exporter.from_notebook_node(nb)
+    # nbconvert's own template loads require.js and MathJax from a CDN; everything else on the page
+    # (tiers' tables and figure) must be inline, which check_html enforces
+    for url in (exporter.require_js_url, exporter.mathjax_url):
+        html, n = re.subn(rf'<script src="{re.escape(url)}">\s*</script>', "", html)
+        assert n == 1, url
+    doc = check_html(html)
+    assert doc.tags["table"] == 4 + 2  # the fit's four tables and the plan's two
+    assert "Variance shares and intraclass correlations" in doc.text
+    assert "Fixed effects" in doc.text and "Subject" in doc.text
+    assert len(doc.images) == 1  # the caterpillar plot, an inline PNG (checked by check_html)

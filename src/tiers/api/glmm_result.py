@@ -12,6 +12,8 @@ from tiers.design.design import Design
 from tiers.engine.glm_family import Family
 from tiers.engine.pirls import Glmm
 from tiers.errors import DataError
+from tiers.inference.r2 import R2
+from tiers.inference.r2_glmm import glmm_r2
 from tiers.report import glmm as report
 from tiers.results.glmm import GlmmFit
 
@@ -327,6 +329,16 @@ class GlmmResult:
         )
         return pd.DataFrame(rows)
 
+    def r2(self) -> R2:
+        """Marginal and conditional R-squared on the link scale (Nakagawa et al. 2017).
+
+        The residual variance is the distribution's on the link scale: pi^2/3 (logit), 1
+        (probit), pi^2/6 (cloglog), ``ln(1 + 1/lambda)`` (Poisson, ``lambda`` from the null
+        model, which is refitted); see `tiers.inference.r2_glmm`. The numbers of R's
+        ``performance::r2_nakagawa``.
+        """
+        return glmm_r2(self.fit, self.design, self.problem)
+
     # -- rendering -------------------------------------------------------------------------
     def summary(self, style: Style = "stata", *, exponentiate: bool | None = None) -> str:
         """The fit as Stata's ``melogit``/``mepoisson`` (default) or lme4's ``glmer`` prints it."""
@@ -338,8 +350,10 @@ class GlmmResult:
         raise DataError(f"style must be 'stata' or 'lme4'; got {style!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fit as one JSON-able document (family, link, nAGQ, deviance and the tables)."""
-        return report.glmm_dict(self.fit, self.coef_table(exponentiate=False), self.varcorr())
+        """The fit as one JSON-able document (family, link, nAGQ, deviance, the tables, R2)."""
+        out = report.glmm_dict(self.fit, self.coef_table(exponentiate=False), self.varcorr())
+        out["r2"] = self.r2().to_dict()
+        return out
 
     def __str__(self) -> str:
         return self.summary()

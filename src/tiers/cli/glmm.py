@@ -34,8 +34,13 @@ def fit_glmm_cli(
     level: float | None,
     json_path: Path | None,
     force: bool,
+    table: str | None = None,
 ) -> None:
-    """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``."""
+    """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``.
+
+    ``table``: the `tiers.report.table.Table` method (``to_latex``, ...) that prints the fit as a
+    publication table instead of the summary (``--or`` exponentiates its coefficients).
+    """
     from tiers.api.glmm import fit_glmm
 
     if ci not in (None, "wald", "profile"):
@@ -44,7 +49,13 @@ def fit_glmm_cli(
         result = fit_glmm(
             formula, frame, family=family, link=link, nagq=nagq, trials=trials, force=force
         )
-        typer.echo(result.summary(style, exponentiate=exponentiate or None))  # type: ignore[arg-type]
+        if table is not None:
+            from tiers.report.table import table as make_table
+
+            expo = exponentiate or result.fit.exponentiate
+            typer.echo(getattr(make_table(result, exponentiate=expo), table)(), nl=False)
+        else:
+            typer.echo(result.summary(style, exponentiate=exponentiate or None))  # type: ignore[arg-type]
         doc = result.to_dict()
         if ci is not None:
             conf = result.confint(level if level is not None else 0.95, method=ci)  # type: ignore[arg-type]

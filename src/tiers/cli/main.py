@@ -269,7 +269,7 @@ def fit(
     from tiers.cli.glmm import fit_glmm_cli, is_glmm
 
     if is_glmm(formula, family):
-        lmm_only = {"--table": table, "--plots": plots, "--residuals": residuals,
+        lmm_only = {"--plots": plots, "--residuals": residuals,
                     "--weights": weights, "--weight-type": weight_type,
                     "--vce": None if vce == "model" else vce, "--ml": ml or None,
                     "--dask": dask or None}  # fmt: skip
@@ -293,6 +293,7 @@ def fit(
             level=level,
             json_path=json_path,
             force=force,
+            table=TABLE_FORMATS[table] if table is not None else None,
         )
         return
     try:

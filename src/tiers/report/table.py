@@ -9,7 +9,7 @@ DataFrame) are in `tiers.report.table_render`; they format, they do not compute.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from tiers.inference.tidy import DF_METHODS, tidy
 from tiers.options import check_level, check_option
 from tiers.panel.estimators import PanelResult
 from tiers.report import table_render
+from tiers.report.table_glmm import glmm_column, glmm_method, is_glmm
 from tiers.report.table_panel import method, panel_column, signature
 from tiers.results.result import FitResult
 
@@ -156,14 +157,18 @@ def _column(
     return cells, notes
 
 
-def _data_notes(models: tuple[FitResult | PanelResult, ...], names: list[str]) -> list[str]:
+def _nobs(m: Any) -> int:
+    return int(m.fit.nobs if is_glmm(m) else m.nobs)
+
+
+def _data_notes(models: tuple[Any, ...], names: list[str]) -> list[str]:
     """Notes on models fitted to different rows or on likelihoods that do not compare."""
     notes = []
     sigs = [signature(m) for m in models]
-    known = all(s is not None for s in sigs)  # panel results keep no signature: N only
-    samples = {(m.nobs, s if known else None) for m, s in zip(models, sigs, strict=True)}
+    known = all(s is not None for s in sigs)  # panel results and GLMMs keep none: N only
+    samples = {(_nobs(m), s if known else None) for m, s in zip(models, sigs, strict=True)}
     if len(samples) > 1:
-        sizes = ", ".join(f"{n} N = {m.nobs:,}" for n, m in zip(names, models, strict=True))
+        sizes = ", ".join(f"{n} N = {_nobs(m):,}" for n, m in zip(names, models, strict=True))
         notes.append(
             f"The models were fitted to different data ({sizes}): their estimates come from "
             "different samples and their log-likelihoods, AIC and BIC do not compare"
@@ -176,21 +181,22 @@ def _data_notes(models: tuple[FitResult | PanelResult, ...], names: list[str]) -
 
 
 def table(
-    *models: FitResult | PanelResult,
+    *models: Any,
     names: list[str] | None = None,
     statistic: str = "std_error",
     stars: bool = False,
     level: float = 0.95,
     ddf: str = "normal",
     digits: int = 3,
+    exponentiate: bool = False,
 ) -> Table:
     """Several fits side by side, as modelsummary and esttab lay them out.
 
     Parameters
     ----------
-    *models : FitResult or PanelResult
-        Fits (`tiers.fit`, and `tiers.panel` estimators, as esttab puts ``xtreg`` next to
-        ``mixed``); models fitted to different data are shown with a note, as esttab does.
+    *models : FitResult, GlmmResult or PanelResult
+        Fits (`tiers.fit`, linear or GLMM, and `tiers.panel` estimators, as esttab puts ``xtreg``
+        next to ``mixed``); models fitted to different data are shown with a note, as esttab does.
     names : list of str, optional
         Column headings (default ``(1)``, ``(2)``, ...).
     statistic : {"std_error", "conf_int"}
@@ -204,6 +210,9 @@ def table(
         df (lmerTest's).
     digits : int
         Decimals of the estimates (log-likelihood, AIC and BIC get one).
+    exponentiate : bool
+        GLMMs' coefficients as odds ratios (logit) or rate ratios (log), with delta-method SEs
+        (Stata's ``eform``); default the link scale. Needs a GLMM among the models.
 
     Returns
     -------
@@ -218,11 +227,18 @@ def table(
     if not models:
         raise ComparisonError("table needs at least one fitted model")
     for i, m in enumerate(models):
-        if not isinstance(m, FitResult | PanelResult):
+        if not isinstance(m, FitResult | PanelResult) and not is_glmm(m):
             raise ComparisonError(
                 f"table takes fits of tiers.fit or tiers.panel; argument {i + 1} is a "
                 f"{type(m).__name__}"
             )
+    if not isinstance(exponentiate, bool):
+        raise TypeError(f"exponentiate must be True or False; got {exponentiate!r}")
+    if exponentiate and not any(is_glmm(m) for m in models):
+        raise ComparisonError(
+            "exponentiate=True shows GLMMs' odds or rate ratios; none of the models is a GLMM "
+            "(fit one with tiers.fit(..., family=...)), or leave exponentiate out"
+        )
     check_option(statistic, STATISTICS, "statistic")
     check_option(ddf, DF_METHODS, "ddf")
     check_level(level)
@@ -235,7 +251,14 @@ def table(
         raise ComparisonError(f"give {len(models)} distinct names, one per model; got {heads}")
     columns, notes = [], []
     for head, m in zip(heads, models, strict=True):
-        if isinstance(m, PanelResult):
+        if is_glmm(m):
+            cells, own = glmm_column(
+                m, statistic=statistic, stars=stars, level=level, exponentiate=exponentiate,
+                digits=digits, fmt=_fmt, marks=_marks,
+            )  # fmt: skip
+            if ddf != "normal":
+                own.append("a GLMM's tests are Wald z (no Satterthwaite df)")
+        elif isinstance(m, PanelResult):
             cells, own = panel_column(
                 m, statistic=statistic, stars=stars, level=level, digits=digits, fmt=_fmt,
                 marks=_marks, residual=RESIDUAL,
@@ -264,15 +287,15 @@ def table(
         if statistic == "std_error"
         else f"{level:.0%} confidence intervals in brackets"
     )
-    mixed = any(isinstance(m, FitResult) for m in models)
+    mixed = any(isinstance(m, FitResult) or is_glmm(m) for m in models)
     df_words = "normal (z)" if ddf == "normal" else "t with Satterthwaite's df"
     head_notes = [f"{what}; mixed models' fixed-effect tests {df_words}" if mixed else what]
     if stars:
         head_notes.append("* p < 0.05, ** p < 0.01, *** p < 0.001")
-    methods = sorted({method(m) for m in models})
+    methods = sorted({glmm_method(m.fit) if is_glmm(m) else method(m) for m in models})
     r2_words = ["R2 marginal and conditional of Nakagawa & Schielzeth"] if mixed else []
     r2_words += ["R2 within, between and overall as Stata's xtreg"] * (
-        not all(isinstance(m, FitResult) for m in models)
+        any(isinstance(m, PanelResult) for m in models)
     )
     head_notes.append(
         f"Estimated by {' and '.join(methods)}; variance components as SDs and correlations; "
