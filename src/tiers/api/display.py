@@ -73,7 +73,11 @@ class DisplayedFit(FitResult):
 
     def _display_parts(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         sdi = self.sd_inference
-        shares = variance_shares(self, sdi.level) if self.intercepts_only else None
+        shares = (
+            variance_shares(self, sdi.level)
+            if self.intercepts_only and self.one_residual_variance
+            else None
+        )
         return self.coef_table(sdi.level), shares
 
     def _display_tables(self) -> list[Table]:

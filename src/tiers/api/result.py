@@ -420,8 +420,7 @@ class LmmResult(StatsmodelsNames):
     @property
     def _one_residual_variance(self) -> bool:
         """Variance shares apply: intercepts only, and one residual variance (no SD by stratum)."""
-        lay = self.design.residuals
-        return self.intercepts_only and (lay is None or not lay.params.ratio_labels)
+        return self.intercepts_only and self.one_residual_variance
 
     def _residual_quartiles(self) -> list[float]:
         """Min, quartiles and max of the scaled residuals (lme4's summary)."""
@@ -436,7 +435,8 @@ class LmmResult(StatsmodelsNames):
         """
         _check_flag(kenward_roger, "kenward_roger", optional=True)
         shares = self.variance_shares() if self._one_residual_variance else None
-        doc = report_json.result_dict(self, self._tests(), shares, r2=self.r2())
+        r2 = self.r2() if self.one_residual_variance else None  # one per stratum otherwise
+        doc = report_json.result_dict(self, self._tests(), shares, r2=r2)
         if kenward_roger is None:
             kenward_roger = self.formula.dfmethod == "kenward-roger"
         if kenward_roger:

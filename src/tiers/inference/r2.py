@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tiers.design.terms import split_theta
+from tiers.errors import InferenceError
 from tiers.results.result import FitResult
 
 
@@ -71,8 +72,18 @@ def random_variance(res: FitResult) -> float:
     return total
 
 
+def _one_variance(res: FitResult, what: str) -> None:
+    if not res.one_residual_variance:
+        raise InferenceError(
+            f"{what} is not defined for this model: its residual variance differs by stratum "
+            f"({res.design.residuals.spec.describe()}), so the unexplained variance has one "  # type: ignore[union-attr]
+            "decomposition per stratum; fit without by() for a single one"
+        )
+
+
 def r2(res: FitResult) -> R2:
     """Marginal and conditional R-squared of a fit (``performance::r2_nakagawa``)."""
+    _one_variance(res, "R-squared")
     fitted_fixed = np.asarray(res.X) @ np.asarray(res.beta)
     var_fixed = float(np.var(fitted_fixed, ddof=1)) if fitted_fixed.size > 1 else 0.0
     var_random = random_variance(res)

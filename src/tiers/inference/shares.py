@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtri
 
+from tiers.errors import InferenceError
 from tiers.options import check_level
 from tiers.results.result import FitResult
 
@@ -38,6 +39,15 @@ def _logit_interval(
     return float(expit(centre - half)), float(expit(centre + half))
 
 
+def _one_variance(res: FitResult, what: str) -> None:
+    if not res.one_residual_variance:
+        raise InferenceError(
+            f"{what} is not defined for this model: its residual variance differs by stratum "
+            f"({res.design.residuals.spec.describe()}), so the unexplained variance has one "  # type: ignore[union-attr]
+            "decomposition per stratum; fit without by() for a single one"
+        )
+
+
 def variance_shares(res: FitResult, level: float = 0.95) -> pd.DataFrame:
     """One row per level (outermost first) and one for the residual.
 
@@ -46,6 +56,7 @@ def variance_shares(res: FitResult, level: float = 0.95) -> pd.DataFrame:
     crossed factors the ICC of a factor is the correlation of two observations that share only its
     level: its share.
     """
+    _one_variance(res, "a variance share or ICC")
     check_level(level)
     if not res.intercepts_only:
         raise ValueError(

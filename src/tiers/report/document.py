@@ -66,7 +66,9 @@ def gather(res: FitResult, *, level: float = 0.95, plots: bool = True) -> FitRep
     except (np.linalg.LinAlgError, FloatingPointError) as exc:
         tests = None
         notes.append(f"no Satterthwaite df: {exc}")
-    share_table = variance_shares(res, level) if res.intercepts_only else None
+    share_table = (
+        variance_shares(res, level) if res.intercepts_only and res.one_residual_variance else None
+    )
     figures: list[tuple[str, Any]] = []
     if plots:
         from tiers.report.plots.write import available, figure_of

@@ -21,7 +21,7 @@ def _num(x: float) -> float | None:
 
 
 def result_dict(
-    res: FitResult, tests: pd.DataFrame | None, shares: pd.DataFrame | None, *, r2: R2
+    res: FitResult, tests: pd.DataFrame | None, shares: pd.DataFrame | None, *, r2: R2 | None
 ) -> dict[str, Any]:
     """Every number of the summary, as plain Python values.
 
@@ -152,7 +152,11 @@ def result_dict(
             for row in shares.itertuples()
         ]
     )
-    out["r2"] = {"marginal": _num(r2.marginal), "conditional": _num(r2.conditional)}
+    out["r2"] = (
+        {"marginal": None, "conditional": None}
+        if r2 is None
+        else {"marginal": _num(r2.marginal), "conditional": _num(r2.conditional)}
+    )
     if res.robust is not None:
         rob = res.robust
         out["vce"] = {

@@ -137,16 +137,19 @@ def _column(
         else:
             label = f"Cor ({effects.replace('.', ', ', 1)} | {r.group})"
         cells[("variance", label)] = (_fmt(r.estimate, digits), "")
-    if res.intercepts_only:
+    if not res.one_residual_variance:
+        notes.append("no ICC or R2 where the residual variance differs by stratum")
+    elif res.intercepts_only:
         shares = variance_shares(res, level)
         for s in shares.itertuples():
             if np.isfinite(s.icc):
                 cells[("icc", f"ICC ({s.level})")] = (_fmt(s.icc, digits), "")
     else:
         notes.append("no ICC with random slopes: the share of a level depends on the covariates")
-    rsq = r2(res)
-    cells[("r2", "R2 marginal")] = (_fmt(rsq.marginal, digits), "")
-    cells[("r2", "R2 conditional")] = (_fmt(rsq.conditional, digits), "")
+    if res.one_residual_variance:
+        rsq = r2(res)
+        cells[("r2", "R2 marginal")] = (_fmt(rsq.marginal, digits), "")
+        cells[("r2", "R2 conditional")] = (_fmt(rsq.conditional, digits), "")
     cells[("fit", "N")] = (f"{res.nobs:,}", "")
     for name, n in res.ngroups.items():
         cells[("fit", f"Groups ({name})")] = (f"{n:,}", "")

@@ -285,6 +285,16 @@ class FitResult:
         return all(t.znames == ("(Intercept)",) for t in self.terms)
 
     @property
+    def one_residual_variance(self) -> bool:
+        """Every row has the same residual variance: no SD by stratum (``by()``, nlme's varIdent).
+
+        Variance shares, ICCs and R-squared need it: with a variance per stratum there is one
+        decomposition per stratum, not one for the model.
+        """
+        lay = self.design.residuals
+        return lay is None or not lay.params.ratio_labels
+
+    @property
     def ngroups(self) -> dict[str, int]:
         """Number of groups per grouping factor."""
         return {lv.name: lv.ngroups for lv in self.levels}

@@ -50,6 +50,12 @@ def available(res: FitResult) -> tuple[list[str], list[str]]:
             "no variance-shares figure: with random slopes the variance at a level depends on the "
             "covariates, so it has no single share"
         )
+    if "shares" in kinds and not res.one_residual_variance:
+        kinds.remove("shares")
+        notes.append(
+            "no variance-shares figure: the residual variance differs by stratum, so there is "
+            "one decomposition per stratum"
+        )
     return kinds, notes
 
 
