@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,15 +319,19 @@ def _pool(
         others = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
         ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(job,))
         try:
-            # Ctrl-C is held while the pool starts: raised inside the executor's start-up it
-            # left a forked worker unregistered, blocked forever on the task queue's lock
-            with _HeldInterrupt():
-                futures = [ex.submit(_run, batch) for batch in batches]
-            for fut in as_completed(futures):
-                idx, out = fut.result()
-                for i, r in zip(idx, out, strict=True):
-                    results[i] = r
-                bar.advance(len(idx))
+            # Ctrl-C is held for the pool's whole life and acted on between waits: raised
+            # inside the executor's start-up it left a forked worker unregistered (blocked
+            # forever on the task queue's lock), and inside a wait it left futures' locks held
+            # (the executor's thread then hung the interpreter's exit)
+            with _HeldInterrupt() as held:
+                pending = {ex.submit(_run, batch) for batch in batches}
+                while pending and not held.caught:
+                    done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        idx, out = fut.result()
+                        for i, r in zip(idx, out, strict=True):
+                            results[i] = r
+                        bar.advance(len(idx))
         except BaseException:
             _stop(ex, others)
             raise
@@ -362,6 +366,8 @@ def _stop(ex: ProcessPoolExecutor, others: set[int]) -> None:
 
 class _HeldInterrupt:
     """Defer Ctrl-C to the end of a block (main thread only; elsewhere Python ignores signals).
+
+    The block polls ``caught`` to stop early; the interrupt is raised when it exits.
 
     Masking the signal would not do: the BLAS threads started before it would still take it
     for the process. The handler is inherited by workers forked meanwhile until `_init`.
