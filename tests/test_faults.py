@@ -427,6 +427,29 @@ def test_ctrl_c_as_the_workers_start_leaves_no_worker_and_no_traceback(tmp_path,
     assert "Traceback" not in err and "Bad file descriptor" not in err
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_ctrl_c_as_a_study_starts_its_workers_prints_no_worker_traceback(tmp_path, delay):
+    """Spawned workers start with Ctrl-C blocked: none dies mid-import with a traceback."""
+    cmd = [sys.executable, "-m", "tiers.cli", "study", "--out", str(tmp_path / "s"),
+           "--sizes", "2,3", "--replicates", "400", "--workers", "2", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _children(proc.pid):
+            time.sleep(0.002)
+        assert _children(proc.pid), "the study never started its workers"
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "finished replicates are kept" in err
+
+
 # ---------------------------------------------------------- item 16: files and arguments --
 
 

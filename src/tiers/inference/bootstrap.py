@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers._signals import HeldInterrupt
 from tiers._threads import single_thread_blas
 from tiers.design.design import Design
 from tiers.fitting import fit_design
@@ -323,7 +323,7 @@ def _pool(
             # inside the executor's start-up it left a forked worker unregistered (blocked
             # forever on the task queue's lock), and inside a wait it left futures' locks held
             # (the executor's thread then hung the interpreter's exit)
-            with _HeldInterrupt() as held:
+            with HeldInterrupt() as held:
                 pending = {ex.submit(_run, batch) for batch in batches}
                 while pending and not held.caught:
                     done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -362,34 +362,6 @@ def _stop(ex: ProcessPoolExecutor, others: set[int]) -> None:
             p.kill()
     if manager is not None:
         manager.join(timeout=5)
-
-
-class _HeldInterrupt:
-    """Defer Ctrl-C to the end of a block (main thread only; elsewhere Python ignores signals).
-
-    The block polls ``caught`` to stop early; the interrupt is raised when it exits.
-
-    Masking the signal would not do: the BLAS threads started before it would still take it
-    for the process. The handler is inherited by workers forked meanwhile until `_init`.
-    """
-
-    def __init__(self) -> None:
-        self.caught = False
-        self.previous: Any = None
-
-    def _hold(self, signum: int, frame: Any) -> None:
-        self.caught = True
-
-    def __enter__(self) -> _HeldInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._hold)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        if self.caught:
-            raise KeyboardInterrupt
 
 
 def _collect(

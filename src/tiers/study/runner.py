@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from tiers._output import atomic_path
+from tiers._signals import HeldInterrupt, blocked_sigint, ignore_sigint
 from tiers.errors import DesignError, OutputError, StudyError
 from tiers.inference.progress import ProgressBar
 from tiers.simulation.data import NestedDesign
@@ -366,23 +367,20 @@ def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch:
         # spawn, not fork: the parent may hold threads (the progress bar, BLAS) and fork copies
         # their locks; spawned workers start clean and behave the same on every platform.
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=ignore_sigint)
+        # Ctrl-C: recorded and acted on between waits, and kept out of the spawned workers
+        # until they ignore it (`tiers._signals`); the running batches finish and are stored
         try:
-            pending = {pool.submit(_run_batch, t): (len(t[4]), t[2]) for t in tasks}
-            while pending:
-                for fut in wait(pending, return_when=FIRST_COMPLETED)[0]:
-                    finish(fut.result(), *pending.pop(fut))
+            with HeldInterrupt() as held:
+                with blocked_sigint():
+                    pending = {pool.submit(_run_batch, t): (len(t[4]), t[2]) for t in tasks}
+                while pending and not held.caught:
+                    done = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)[0]
+                    for fut in done:
+                        finish(fut.result(), *pending.pop(fut))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return rows
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; the parent alone handles it (dropping the queued
-    # batches), so the workers are not torn down mid-batch with a traceback each.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _sorted(table: pd.DataFrame, order: list[str], truth: Mapping[str, float]) -> pd.DataFrame:
