@@ -385,3 +385,21 @@ def test_residual_structure_through_every_entry_point(tmp_path: Path) -> None:
     assert "kenward_roger" in doc
     mm = res.margins("wave", at=[1, 5], ddf="kenward-roger")
     assert np.isfinite(mm["df"]).all()
+
+
+@pytest.mark.parametrize("case", ["ar1_varident", "unstructured", "ar1_slopes"])
+def test_sparse_large_block_path_equals_stacked_dense(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiers.inference import kr_parts as parts_module
+    from tiers.inference.kr_rside import residual_parts
+
+    res = _small_fit(case)
+    args = (list(res.design.terms), np.asarray(res.X), np.asarray(res.theta), res.sigma)
+    dense = residual_parts(*args, res.design.residuals)
+    monkeypatch.setattr(parts_module, "SMALL_BLOCK", 0)  # every block by the sparse path
+    sparse = residual_parts(*args, res.design.residuals)
+    for a, b in ((dense.P, sparse.P), (dense.Q, sparse.Q), (dense.R, sparse.R)):
+        if a is not None:
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12 * np.abs(a).max())
+    np.testing.assert_allclose(sparse.T, dense.T, rtol=1e-9)

@@ -383,6 +383,7 @@ class _Large:
     A: sp.csr_matrix
     L: sp.csr_matrix
     lu: Any
+    _inverse: FloatArray | None = None
 
     @classmethod
     def build(cls, st: _Stacker, b: int, ZtZ: sp.csr_matrix, Lp: sp.csr_matrix) -> _Large:
@@ -398,6 +399,12 @@ class _Large:
         """``K^-1 V``."""
         return np.asarray(self.lu.solve(np.ascontiguousarray(V)))
 
+    def inverse(self) -> FloatArray:
+        """``K^-1`` (dense), formed once."""
+        if self._inverse is None:
+            self._inverse = self.solve(np.eye(self.idx.size))
+        return self._inverse
+
     def accumulate(
         self,
         acc: _Accumulator,
@@ -406,7 +413,7 @@ class _Large:
         Dp: list[sp.csr_matrix],
     ) -> None:
         s, a = self.idx.size, int(self.idx[0])
-        Kinv = self.solve(np.eye(s))
+        Kinv = self.inverse()
         AL = sp.csr_matrix(self.A @ self.L)
         Ht = np.asarray(AL @ Kinv)  # A Lambda K^-1 = H'
         M1 = self.A.toarray() - np.asarray(AL @ Ht.T).T  # Z'W0 Z

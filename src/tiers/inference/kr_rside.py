@@ -41,6 +41,7 @@ CSH, ARH, TOEPH: variances and correlations), which have no linear parametrisati
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,7 +50,14 @@ from numpy.typing import NDArray
 from tiers.design.residual_params import ResidualParams
 from tiers.design.residuals import ResidualLayout, SizeClass
 from tiers.design.terms import TermSpec
-from tiers.inference.kr_parts import Algebra, KRParts, _Large, build_algebra, linear_parts
+from tiers.inference.kr_parts import (
+    Algebra,
+    KRParts,
+    _Large,
+    _Small,
+    build_algebra,
+    linear_parts,
+)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -169,20 +177,21 @@ def _sparse(layout: ResidualLayout, mats: list[FloatArray], n: int) -> sp.csr_ma
     )
 
 
-def _dense_blocks(alg: Algebra, M: sp.spmatrix, *, permuted: bool = False) -> list[FloatArray]:
+def _blocks_of(alg: Algebra, M: sp.spmatrix, *, permuted: bool = False) -> list[Any]:
     """The diagonal blocks of ``M`` (random effects x random effects), per `Algebra` block.
 
+    Dense stacks (nb, s, s) for stacked small blocks, sparse (s, s) for a large one (`_Large`).
     ``permuted``: ``M`` is already in block order.
     """
     st = alg.st
     Mp = sp.coo_matrix(M) if permuted else st.permute(M)
     Mc = sp.csr_matrix(Mp) if any(isinstance(b, _Large) for b in alg.blocks) else None
-    out = []
+    out: list[Any] = []
     for blk in alg.blocks:
         if isinstance(blk, _Large):
             assert Mc is not None
             a, s = int(blk.idx[0]), blk.idx.size
-            out.append(Mc[a : a + s][:, a : a + s].toarray()[None])
+            out.append(sp.csr_matrix(Mc[a : a + s][:, a : a + s]))
         else:
             out.append(st.stack(Mp, blk.blocks, blk.idx.shape[1]))
     return out
@@ -236,8 +245,9 @@ def residual_parts(
         for r in range(e):
             Q[r, e + a] = (C1.T @ (alg.Dp[r] @ Ca)) / s2**3
             Q[e + a, r] = Q[r, e + a].T
-    T[e:, e:] = _trace_residual(layout, alg, G, n) / s2**2
-    T[:e, e:] = _trace_mixed(layout, alg, G, n) / s2**2
+    kinv = [_kinv(blk) for blk in alg.blocks]
+    T[e:, e:] = _trace_residual(layout, alg, G, n, kinv) / s2**2
+    T[:e, e:] = _trace_mixed(layout, alg, G, n, kinv) / s2**2
     T[e:, :e] = T[:e, e:].T
     R = None
     if not is_linear(params):
@@ -251,7 +261,7 @@ def residual_parts(
 
 
 def _trace_residual(
-    layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int
+    layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int, kinv: list[FloatArray]
 ) -> FloatArray:
     """``tr(W0 G_a W0 G_b)`` for the residual parameters (units of sigma)."""
     m = G[0].shape[0]
@@ -261,44 +271,64 @@ def _trace_residual(
         out += np.einsum("p,apij,bpij->ab", count, g, g)
     U = sp.csr_matrix(alg.Z @ alg.Lam)
     GU = [_sparse(layout, [gc[a] for gc in G], n) @ U for a in range(m)]
-    S = [_dense_blocks(alg, U.T @ gu) for gu in GU]  # U'G_a U
-    BB = {(a, b): _dense_blocks(alg, GU[a].T @ GU[b]) for a in range(m) for b in range(a, m)}
+    S = [_blocks_of(alg, U.T @ gu) for gu in GU]  # U'G_a U
+    BB = {(a, b): _blocks_of(alg, GU[a].T @ GU[b]) for a in range(m) for b in range(a, m)}
     for i, blk in enumerate(alg.blocks):
-        Kinv = _kinv(blk)
-        KS = [Kinv @ S[a][i] for a in range(m)]
+        Kinv = kinv[i]
+        large = isinstance(blk, _Large)
+        # K^-1 S_a: sparse S_a on the right costs nnz * s, not s^3
+        KS = [(S[a][i].T @ Kinv.T).T if large else Kinv @ S[a][i] for a in range(m)]
         for a in range(m):
             for b in range(a, m):
                 # tr(K^-1 U'G_a G_b U), U'G_b G_a U being its transpose
-                val = -2.0 * float(np.einsum("bij,bji->", Kinv, BB[a, b][i]))
-                val += float(np.einsum("bij,bji->", KS[a], KS[b]))
+                B = BB[a, b][i]
+                if large:
+                    Bc = sp.coo_matrix(B)
+                    val = -2.0 * float(Kinv[Bc.col, Bc.row] @ Bc.data)
+                    val += float(np.sum(KS[a] * KS[b].T))
+                else:
+                    val = -2.0 * float(np.einsum("bij,bji->", Kinv, B))
+                    val += float(np.einsum("bij,bji->", KS[a], KS[b]))
                 out[a, b] += val
                 if b != a:
                     out[b, a] += val
     return out
 
 
-def _trace_mixed(layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int) -> FloatArray:
+def _trace_mixed(
+    layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int, kinv: list[FloatArray]
+) -> FloatArray:
     """``tr(W0 G_r W0 G_a)`` for random-effects ``r`` and residual ``a`` (units of sigma)."""
     m = G[0].shape[0]
     e = len(alg.Dp)
     out = np.zeros((e, m))
     Z = sp.csr_matrix(alg.Z)
-    N = [_dense_blocks(alg, Z.T @ (_sparse(layout, [gc[a] for gc in G], n) @ Z)) for a in range(m)]
-    D = [_dense_blocks(alg, Dr, permuted=True) for Dr in alg.Dp]
-    ZtZ = _dense_blocks(alg, Z.T @ Z)
-    Lam = _dense_blocks(alg, alg.Lam)
+    N = [_blocks_of(alg, Z.T @ (_sparse(layout, [gc[a] for gc in G], n) @ Z)) for a in range(m)]
+    D = [_blocks_of(alg, Dr, permuted=True) for Dr in alg.Dp]
     for i, blk in enumerate(alg.blocks):
-        Kinv = _kinv(blk)
-        L = Lam[i]
-        IH = np.eye(L.shape[-1]) - ZtZ[i] @ L @ Kinv @ np.swapaxes(L, -1, -2)
+        Kinv = kinv[i]
+        if isinstance(blk, _Small):
+            L = blk.L
+            IH = np.eye(L.shape[-1]) - blk.A @ L @ Kinv @ np.swapaxes(L, -1, -2)
+            for a in range(m):
+                Mt = IH @ N[a][i] @ np.swapaxes(IH, -1, -2)
+                for r in range(e):
+                    out[r, a] += float(np.sum(D[r][i] * Mt))
+            continue
+        # one large block: I - H = I - (A Lambda K^-1) Lambda', by sparse-dense products, and
+        # tr(D_r (I - H) N_a (I - H)') on D_r's entries only: sum_ij D_ij F_j . IH_i, F = IH N_a
+        AL = sp.csr_matrix(blk.A @ blk.L)
+        IH = np.eye(Kinv.shape[0]) - (blk.L @ np.asarray(AL @ Kinv).T).T
         for a in range(m):
-            Mt = IH @ N[a][i] @ np.swapaxes(IH, -1, -2)
+            F = np.asarray((N[a][i].T @ IH.T).T)
             for r in range(e):
-                out[r, a] += float(np.sum(D[r][i] * Mt))
+                Dc = sp.coo_matrix(D[r][i])
+                out[r, a] += float(np.einsum("n,nk,nk->", Dc.data, F[Dc.col], IH[Dc.row]))
     return out
 
 
-def _kinv(blk: object) -> FloatArray:
+def _kinv(blk: _Small | _Large) -> FloatArray:
+    """``K^-1`` of a block: (nb, s, s) for stacked small blocks, (s, s) for a large one."""
     if isinstance(blk, _Large):
-        return blk.solve(np.eye(blk.idx.size))[None]
-    return np.asarray(blk.Kinv)  # type: ignore[attr-defined]
+        return blk.inverse()
+    return np.asarray(blk.Kinv)
