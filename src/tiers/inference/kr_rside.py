@@ -246,8 +246,9 @@ def residual_parts(
             Q[r, e + a] = (C1.T @ (alg.Dp[r] @ Ca)) / s2**3
             Q[e + a, r] = Q[r, e + a].T
     kinv = [_kinv(blk) for blk in alg.blocks]
-    T[e:, e:] = _trace_residual(layout, alg, G, n, kinv) / s2**2
-    T[:e, e:] = _trace_mixed(layout, alg, G, n, kinv) / s2**2
+    Gs = [_sparse(layout, [gc[a] for gc in G], n) for a in range(m)]
+    T[e:, e:] = _trace_residual(layout, alg, G, Gs, kinv) / s2**2
+    T[:e, e:] = _trace_mixed(alg, Gs, kinv) / s2**2
     T[e:, :e] = T[:e, e:].T
     R = None
     if not is_linear(params):
@@ -261,16 +262,24 @@ def residual_parts(
 
 
 def _trace_residual(
-    layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int, kinv: list[FloatArray]
+    layout: ResidualLayout,
+    alg: Algebra,
+    G: list[FloatArray],
+    Gs: list[sp.csr_matrix],
+    kinv: list[FloatArray],
 ) -> FloatArray:
-    """``tr(W0 G_a W0 G_b)`` for the residual parameters (units of sigma)."""
+    """``tr(W0 G_a W0 G_b)`` for the residual parameters (units of sigma).
+
+    ``G``: per size class the (m, P, T, T) pattern blocks of the ``G_a``; ``Gs``: each ``G_a``
+    as a sparse n x n matrix; ``kinv``: each block's ``K^-1``.
+    """
     m = G[0].shape[0]
     out = np.zeros((m, m))
     for c, g in zip(layout.classes, G, strict=True):
         count = np.bincount(c.pattern, minlength=g.shape[1]).astype(np.float64)
         out += np.einsum("p,apij,bpij->ab", count, g, g)
     U = sp.csr_matrix(alg.Z @ alg.Lam)
-    GU = [_sparse(layout, [gc[a] for gc in G], n) @ U for a in range(m)]
+    GU = [Ga @ U for Ga in Gs]
     S = [_blocks_of(alg, U.T @ gu) for gu in GU]  # U'G_a U
     BB = {(a, b): _blocks_of(alg, GU[a].T @ GU[b]) for a in range(m) for b in range(a, m)}
     for i, blk in enumerate(alg.blocks):
@@ -295,15 +304,13 @@ def _trace_residual(
     return out
 
 
-def _trace_mixed(
-    layout: ResidualLayout, alg: Algebra, G: list[FloatArray], n: int, kinv: list[FloatArray]
-) -> FloatArray:
+def _trace_mixed(alg: Algebra, Gs: list[sp.csr_matrix], kinv: list[FloatArray]) -> FloatArray:
     """``tr(W0 G_r W0 G_a)`` for random-effects ``r`` and residual ``a`` (units of sigma)."""
-    m = G[0].shape[0]
+    m = len(Gs)
     e = len(alg.Dp)
     out = np.zeros((e, m))
     Z = sp.csr_matrix(alg.Z)
-    N = [_blocks_of(alg, Z.T @ (_sparse(layout, [gc[a] for gc in G], n) @ Z)) for a in range(m)]
+    N = [_blocks_of(alg, Z.T @ (Ga @ Z)) for Ga in Gs]
     D = [_blocks_of(alg, Dr, permuted=True) for Dr in alg.Dp]
     for i, blk in enumerate(alg.blocks):
         Kinv = kinv[i]
