@@ -361,10 +361,16 @@ def test_frequency_weights_equal_the_expanded_data() -> None:
 def test_sampling_weights_and_sandwiches_are_refused_with_the_alternative() -> None:
     data = _sleep()
     pw = tiers.fit("Reaction ~ Days + (1 | Subject)", data, weights="w", weight_type="sampling")
-    with pytest.raises(InferenceError, match="pseudo-likelihood.*cr2"):
+    with pytest.raises(InferenceError, match="pseudo-likelihood.*ddf='normal'"):
         pw.coef_table(ddf="kenward-roger")
     with pytest.raises(InferenceError, match="pseudo-likelihood"):
         KenwardRoger.from_result(pw)
+    assert np.isfinite(pw.coef_table(ddf="normal")["p_value"]).all()  # what is supported
+    with pytest.raises(InferenceError, match=r"dfmethod\(kroger\).*pseudo-likelihood"):
+        tiers.fit("Reaction Days [pw=w] || Subject:, dfmethod(kroger)", data)
+    rob = tiers.fit("Reaction ~ Days + (1 | Subject)", data, vce="robust", reml=False)
+    with pytest.raises(InferenceError, match="sandwich.*vce='cr2'"):
+        rob.ftest("Days", ddf="kenward-roger")
     cr2 = tiers.fit("Reaction ~ Days + (1 | Subject)", data, vce="cr2")
     with pytest.raises(InferenceError, match="CR2.*satterthwaite"):
         cr2.anova(ddf="kenward-roger")

@@ -219,26 +219,31 @@ def _check_model_based(res: FitResult) -> None:
     rw = res.design.weights
     rob = res.robust
     if rw is not None and rw.sampling:
-        why = (
-            "a sampling-weighted fit maximises a pseudo-likelihood and its covariance is a "
-            "sandwich, for which Kenward-Roger's method (a correction of the model-based "
-            "covariance of a REML fit) is not defined"
-        )
-    elif rob is not None and rob.kind == "cr2":
+        raise InferenceError(sampling_refusal())
+    if rob is not None and rob.kind == "cr2":
         raise InferenceError(
             "this fit reports CR2 standard errors (vce='cr2'), not the model-based covariance "
             "that Kenward-Roger's method corrects; its small-sample t tests use CR2's own "
             "Satterthwaite df: coef_table(ddf='satterthwaite') (or result.satterthwaite())"
         )
-    elif rob is not None:
-        why = "this fit reports sandwich (vce robust) standard errors, not the model's"
-    else:
-        return
-    raise InferenceError(
-        f"Kenward-Roger's df are not available: {why}. For small-sample t tests with few "
-        "clusters fit with vce='cr2' (the bias-reduced CR2 covariance with Satterthwaite df, "
-        "Bell and McCaffrey 2002) and use coef_table(ddf='satterthwaite'), or use Wald z tests "
-        "(ddf='normal')"
+    if rob is not None:
+        raise InferenceError(
+            "Kenward-Roger's df are not available: this fit reports sandwich (vce robust) "
+            "standard errors, not the model's. For small-sample t tests with few clusters fit "
+            "with vce='cr2' (the bias-reduced CR2 covariance with Satterthwaite df, Bell and "
+            "McCaffrey 2002) and use coef_table(ddf='satterthwaite'), or use Wald z tests "
+            "(ddf='normal')"
+        )
+
+
+def sampling_refusal() -> str:
+    """Why KR is refused with sampling weights, and what is supported instead."""
+    return (
+        "Kenward-Roger's method corrects the model-based covariance of a REML fit; a "
+        "sampling-weighted fit maximises a pseudo-likelihood (by ML) and its covariance is a "
+        "sandwich, for which KR is not defined. Use Wald z tests with the sandwich SEs "
+        "(ddf='normal', as Stata's mixed with pweights); CR2 with Satterthwaite df (vce='cr2') "
+        "is available for fits without sampling weights"
     )
 
 
