@@ -168,7 +168,7 @@ def _dense_kr(
     Sigma = sum(g * Gr for g, Gr in zip(gamma, G, strict=True)) + Vf(eta0)
     h1, h2 = 1e-5, 1e-4
     d1 = list(G)
-    d2 = np.zeros((m, m, n, n))
+    d2: dict[tuple[int, int], np.ndarray] = {}  # the nonzero second derivatives only
     for a in range(psi0.size):
         up, dn = eta0.copy(), eta0.copy()
         up[a] += h1
@@ -183,7 +183,9 @@ def _dense_kr(
                 x[a] += sa * h2
                 x[b] += sb * h2
                 val += sa * sb * Vf(x)
-            d2[e + a, e + b] = d2[e + b, e + a] = val / (4 * h2 * h2)
+            val /= 4 * h2 * h2
+            if np.abs(val).max() > 1e-6 * np.abs(Sigma).max():  # else zero up to rounding
+                d2[e + a, e + b] = d2[e + b, e + a] = val
     Si = np.linalg.inv(Sigma)
     phi = np.linalg.inv(X.T @ Si @ X)
     SX = Si @ X
@@ -197,7 +199,7 @@ def _dense_kr(
     U = np.zeros_like(phi)
     for r in range(m):
         for s in range(m):
-            R = SX.T @ d2[r, s] @ SX
+            R = SX.T @ d2[r, s] @ SX if (r, s) in d2 else 0.0
             U += W[r, s] * (A[r] @ B[s] - P[r] @ phi @ P[s] - 0.25 * R)
     return phi, phi + 2 * phi @ U @ phi, P, W
 
