@@ -2,8 +2,9 @@
 
 One command::
 
-    .venv/bin/python benchmarks/bench_kr.py [--cases trial,trial3,crossed,seed] [--rows 800000]
-                                            [--districts 5] [--no-r] [--json PATH]
+    .venv/bin/python benchmarks/bench_kr.py [--cases trial,trial3,crossed,seed,rside]
+                                            [--rows 800000] [--districts 5]
+                                            [--rside-districts 10] [--no-r] [--json PATH]
 
 Cases (simulated with a fixed seed; the fit is timed apart from KR):
 
@@ -14,7 +15,10 @@ Cases (simulated with a fixed seed; the fit is timed apart from KR):
 * ``crossed``: 300 raters crossed with 40 items, every rater on every item (12,000 rows),
   ``y ~ x + (1 | rater) + (1 | item)``: one block of 340 random effects;
 * ``seed``: the four-level seed design at ``--districts`` (1,600 rows each; a district is one
-  block of 846 random effects, the costly case).
+  block of 846 random effects, the costly case);
+* ``rside``: the seed design followed over ten semesters with AR(1) residuals within each
+  student (`benchmarks/rside.py`'s simulation), ``--rside-districts`` districts of 8,000 rows
+  (default 10: 80,000 rows); KR's residual parameters (variance, phi) with their ``R_ij``.
 
 With R and pbkrtest present (and no ``--no-r``), ``pbkrtest::vcovAdj`` is timed against tiers on
 the first 60 raters of the ``crossed`` case (2,400 rows): pbkrtest forms dense n x n matrices
@@ -77,9 +81,11 @@ def _crossed(rng: np.random.Generator) -> tuple[str, pd.DataFrame]:
     )
 
 
-def _time_case(name: str, formula: str, data: pd.DataFrame, figures: dict) -> None:
+def _time_case(
+    name: str, formula: str, data: pd.DataFrame, figures: dict, residuals: object = None
+) -> None:
     start = time.perf_counter()
-    res = tiers.fit(formula, data)
+    res = tiers.fit(formula, data, residuals=residuals)  # type: ignore[arg-type]
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     kr = KenwardRoger.from_result(res)
@@ -105,9 +111,10 @@ def _time_case(name: str, formula: str, data: pd.DataFrame, figures: dict) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", default="trial,trial3,crossed,seed")
+    ap.add_argument("--cases", default="trial,trial3,crossed,seed,rside")
     ap.add_argument("--rows", type=int, default=800_000)
     ap.add_argument("--districts", type=int, default=5)
+    ap.add_argument("--rside-districts", type=int, default=10)
     ap.add_argument("--no-r", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -116,6 +123,12 @@ def main() -> None:
     figures: dict[str, dict] = {}
     cases = args.cases.split(",")
     for name in cases:
+        if name == "rside":
+            from rside import FORMULA, simulate
+
+            data = simulate(args.rside_districts)
+            _time_case(name, FORMULA, data, figures, tiers.AR1("semester"))
+            continue
         if name in ("trial", "trial3"):
             formula, data = _trial(args.rows, rng, classes=name == "trial3")
         elif name == "crossed":
@@ -124,7 +137,7 @@ def main() -> None:
             data = tiers.simulate(tiers.seed_design(districts=args.districts), seed=1)
             formula = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
         else:
-            raise SystemExit(f"unknown case {name!r}; valid: trial, trial3, crossed, seed")
+            raise SystemExit(f"unknown case {name!r}; valid: trial, trial3, crossed, seed, rside")
         _time_case(name, formula, data, figures)
         if name == "crossed" and not args.no_r and shutil.which("Rscript"):
             data = data[data["rater"] < 60]

@@ -399,13 +399,26 @@ def test_tidy_and_margins_take_kenward_roger() -> None:
     assert np.all(kr["std_error"] > plain["std_error"])  # unbalanced: a real adjustment
 
 
-def test_weights_and_residual_structures_are_refused() -> None:
+def test_cli_ddf_with_residual_structure_and_weights(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tiers.cli.main import app
+
     data = pd.read_csv(REFERENCE / "sleepstudy.csv")
-    ar1 = tiers.fit("Reaction Days || Subject:, residuals(ar 1, t(Days))", data)
-    with pytest.raises(InferenceError, match="residual structure"):
-        ar1.coef_table(ddf="kenward-roger")
     data["w"] = 1.0 + (data["Days"] % 3)
-    weighted = tiers.fit("Reaction ~ Days + (1 | Subject)", data, weights="w")
-    with pytest.raises(InferenceError, match="weights"):
-        weighted.anova(ddf="kenward-roger")
-    assert weighted.anova(ddf="satterthwaite")["den_df"].notna().all()
+    csv = tmp_path / "sleep.csv"
+    data.to_csv(csv, index=False)
+    runner = CliRunner()
+    formula = "Reaction ~ Days + (1 | Subject)"
+    for extra, python in (
+        (["--residuals", "ar 1, t(Days)"], {"residuals": tiers.AR1("Days")}),
+        (["--weights", "w"], {"weights": "w"}),
+    ):
+        doc_path = tmp_path / "fit.json"
+        args = ["fit", formula, str(csv), "--ddf", "kr", *extra, "--json", str(doc_path)]
+        out = runner.invoke(app, args)
+        assert out.exit_code == 0, out.output
+        assert "DF method: Kenward-Roger" in out.output
+        want = tiers.fit(formula, data, **python).coef_table(ddf="kenward-roger")
+        got = json.loads(doc_path.read_text())["kenward_roger"]["fixed_effects"][1]
+        assert got["df"] == pytest.approx(want.loc["Days", "df"], rel=1e-6)

@@ -404,7 +404,7 @@ class LmmResult(StatsmodelsNames):
         slopes = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
         if method != "normal" and slopes:
             L = np.eye(len(self.xnames))[slopes]
-            ftest = self._ddf_tests(method).contest(L)
+            ftest = self._ddf_tests(method, "the model F test").contest(L)
         return text.stata(
             self,
             table,

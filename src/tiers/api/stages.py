@@ -24,6 +24,7 @@ from tiers.fitting import fit_design, resolve_reml
 from tiers.formula.parse import parse
 from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
+from tiers.inference.kenward_roger import sampling_refusal
 from tiers.optimize.minimize import OptSummary, certify
 from tiers.scale.fit import is_dask_frame
 from tiers.variance.vce import check_vce
@@ -217,6 +218,9 @@ def fit(
         data, spec = drop_zero(data, spec, drop_zero_weights)
         vce_spec = vce_option(vce)
         design = build_design(formula, data, force=force, limits=limits, weights=spec)
+        rw = design.weights
+        if design.formula.dfmethod == "kenward-roger" and rw is not None and rw.sampling:
+            raise InferenceError(f"the formula asks for dfmethod(kroger): {sampling_refusal()}")
         if design.formula.dfmethod == "kenward-roger" and reml is False:
             raise InferenceError(
                 "the formula asks for dfmethod(kroger), which needs REML: fit with reml=True "

@@ -59,10 +59,17 @@ class TestedFit(DisplayedFit):
     def _kenward_roger(self) -> KenwardRoger:
         return KenwardRoger.from_result(self)
 
-    def _ddf_tests(self, ddf: str) -> satt.DdfTests:
-        """The tests of ``ddf`` (not ``"normal"``), computed once per result."""
+    def _ddf_tests(self, ddf: str, what: str) -> satt.DdfTests:
+        """The tests of ``ddf`` (not ``"normal"``), computed once per result.
+
+        Refused after a sandwich covariance: Satterthwaite's as all likelihood-based inference
+        (``what``), Kenward-Roger's by `KenwardRoger.from_result`, which names CR2's df instead.
+        """
         check_option(ddf, DDFS[1:], "ddf")
-        return self._kenward_roger if ddf == "kenward-roger" else self._satterthwaite
+        if ddf == "kenward-roger":
+            return self._kenward_roger
+        weighted.check_likelihood_based(self, what)
+        return self._satterthwaite
 
     @property
     def vcov_kr(self) -> pd.DataFrame:
@@ -94,8 +101,7 @@ class TestedFit(DisplayedFit):
             return super().coef_table(level)
         if ddf == "satterthwaite":
             return self.satterthwaite(level)
-        weighted.check_likelihood_based(self, "Kenward-Roger's df")
-        return satt.coef_table(self, self._kenward_roger, level)
+        return satt.coef_table(self, self._ddf_tests(ddf, "Kenward-Roger's df"), level)
 
     def satterthwaite(self, level: float = 0.95) -> pd.DataFrame:
         """T tests of the fixed effects with Satterthwaite's degrees of freedom (lmerTest's method).
@@ -116,8 +122,7 @@ class TestedFit(DisplayedFit):
         and df (``"kenward-roger"``, REML fits only); by term: num_df, den_df, F, p_value. See
         `tiers.inference.satterthwaite` and `tiers.inference.kenward_roger`.
         """
-        weighted.check_likelihood_based(self, f"anova's {ddf} F tests")
-        return satt.anova(self, self._ddf_tests(ddf))
+        return satt.anova(self, self._ddf_tests(ddf, f"anova's {ddf} F tests"))
 
     def ftest(self, L: Any, ddf: str = "satterthwaite") -> pd.Series:
         """F test of ``L beta = 0`` with Satterthwaite's or Kenward-Roger's denominator df.
@@ -125,7 +130,7 @@ class TestedFit(DisplayedFit):
         ``L`` is a term name of the fixed part (its columns), a contrast vector or a matrix with one
         row per contrast. ``ddf`` as in `anova`.
         """
-        tests = self._ddf_tests(ddf)
+        check_option(ddf, DDFS[1:], "ddf")
         if isinstance(L, str):
             cols = satt.term_columns(self)
             if L not in cols:
@@ -135,6 +140,5 @@ class TestedFit(DisplayedFit):
             M[np.arange(len(idx)), idx] = 1.0
         else:
             M = _contrast_matrix(L, len(self.xnames))
-        weighted.check_likelihood_based(self, f"the {ddf} F test")
-        F, ndf, den, p = tests.contest(M)
+        F, ndf, den, p = self._ddf_tests(ddf, f"the {ddf} F test").contest(M)
         return pd.Series({"F": F, "num_df": ndf, "den_df": den, "p_value": p})

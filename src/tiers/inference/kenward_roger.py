@@ -2,14 +2,17 @@
 
 Kenward and Roger (1997), "Small sample inference for fixed effects from restricted maximum
 likelihood", Biometrics 53(3), 983-997, with pbkrtest (Halekoh and Hojsgaard 2014, JSS 59(9)) as
-the reference implementation. The matrices ``Phi``, ``P_r``, ``Q_rs`` and ``T_rs`` come from
-`tiers.inference.kr_parts` (linear parametrisation, so the paper's ``R_ij`` are zero). Then
+the reference implementation. The matrices ``Phi``, ``P_r``, ``Q_rs``, ``T_rs`` and ``R_rs``
+come from `tiers.inference.kr_parts` (``Sigma = sigma^2 (Z Lambda Lambda' Z' + I)``, linear in
+its covariances, so the paper's ``R_ij`` are zero; precision weights make it ``... + W^-1``, still
+linear, and frequency weights are the expanded data) or `tiers.inference.kr_rside` (a residual
+structure, with ``R_ij`` where it is not linear: see there for the parametrisation). Then
 
 * ``W = I_E^-1``, the REML expected information being ``I_E[r, s] = (T_rs - 2 tr(Phi Q_rs) +
   tr(Phi P_r Phi P_s)) / 2`` (a pseudo-inverse when its smallest |eigenvalue| is below 1e-10,
   as pbkrtest);
-* the adjusted covariance (their eq. 2 with ``R_ij = 0``)
-  ``Phi_A = Phi + 2 Phi [sum_rs W_rs (Q_rs - P_r Phi P_s)] Phi``;
+* the adjusted covariance (their eq. 2)
+  ``Phi_A = Phi + 2 Phi [sum_rs W_rs (Q_rs - P_r Phi P_s - R_rs / 4)] Phi``;
 * for ``H0: L beta = 0`` with ``L`` of rank ``l``: ``Theta = L'(L Phi L')^-1 L``,
   ``A1 = sum_rs W_rs tr(Theta Phi P_r Phi) tr(Theta Phi P_s Phi)``,
   ``A2 = sum_rs W_rs tr(Theta Phi P_r Phi Theta Phi P_s Phi)``, and from them (their section 4)
@@ -22,11 +25,14 @@ information), so t tests use the adjusted SE and ``m``, as lmerTest's ``ddf = "K
 
 KR is defined for REML. Like lmerTest (and Stata's ``dfmethod(kroger)``, which requires
 ``reml``), a fit by ML is refused; pbkrtest instead refits silently by REML, which changes the
-estimates being tested: ``result.refit(reml=True)`` does that explicitly.
+estimates being tested: ``result.refit(reml=True)`` does that explicitly. KR corrects the
+model-based covariance of a likelihood fit: sampling weights (a pseudo-likelihood) and sandwich
+covariances (``vce``) are refused, naming CR2's Satterthwaite df as the small-sample alternative.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,6 +42,7 @@ from numpy.typing import NDArray
 from tiers._lazy import stats
 from tiers.errors import InferenceError
 from tiers.inference.kr_parts import KRParts, kr_parts
+from tiers.inference.kr_rside import residual_parts
 from tiers.results.result import FitResult
 
 FloatArray = NDArray[np.float64]
@@ -87,23 +94,30 @@ class KenwardRoger:
         Raises
         ------
         InferenceError
-            The fit is by ML, has weights or a residual structure (not implemented), or the
-            design links too many random effects (`tiers.inference.kr_parts.MAX_BLOCK`).
+            The fit is by ML, by pseudo-likelihood (sampling weights) or reports a sandwich
+            covariance (``vce``), or the design links too many random effects
+            (`tiers.inference.kr_parts.MAX_BLOCK`).
         """
+        _check_model_based(res)
         if not res.reml:
             raise InferenceError(
                 "Kenward-Roger's method is defined for REML fits and this model was fitted by "
                 "ML: refit it by REML (result.refit(reml=True), or fit without --ml), or use "
                 "ddf='satterthwaite'"
             )
-        design = res.design
-        if design.weights is not None or design.residuals is not None:
-            what = "weights" if design.residuals is None else "a residual structure"
-            raise InferenceError(
-                f"Kenward-Roger's method is implemented for Sigma = sigma^2 (Z Lambda Lambda' Z' + "
-                f"I); this fit has {what}: use ddf='satterthwaite'"
-            )
-        parts = kr_parts(list(design.terms), np.asarray(res.X), np.asarray(res.theta), res.sigma)
+        design, rw = res.design, res.design.weights
+        X, theta = np.asarray(res.X), np.asarray(res.theta)
+        if design.residuals is not None:
+            parts = residual_parts(list(design.terms), X, theta, res.sigma, design.residuals)
+        elif rw is not None:
+            # Sigma = sigma^2 (Z Lambda Lambda' Z' + W^-1): rows scaled by sqrt(w) give the
+            # unweighted algebra (KR's parts are invariant to that congruence)
+            sw = np.sqrt(np.asarray(rw.rows))
+            terms = [dataclasses.replace(t, Z=t.Z * sw[:, None]) for t in design.terms]
+            extra = float(np.sum(rw.rows)) - sw.size if rw.frequency else 0.0
+            parts = kr_parts(terms, X * sw[:, None], theta, res.sigma, replicates=extra)
+        else:
+            parts = kr_parts(list(design.terms), X, theta, res.sigma)
         return cls.from_parts(np.asarray(res.beta), parts, tuple(res.xnames))
 
     @classmethod
@@ -127,6 +141,8 @@ class KenwardRoger:
         for r in range(m):
             for s in range(m):
                 U += W[r, s] * (Q[r, s] - P[r] @ phi @ P[s])
+                if parts.R is not None:
+                    U -= 0.25 * W[r, s] * parts.R[r, s]
         adj = phi + 2.0 * phi @ U @ phi
         adj = 0.5 * (adj + adj.T)
         return cls(beta, phi, adj, P, W, xnames, parts.names, pseudo, parts.largest_block)
@@ -196,6 +212,39 @@ class KenwardRoger:
         wald = float(Lb @ np.linalg.solve(L @ self.vcov_adj @ L.T, Lb))
         F = scale * wald / q
         return F, q, m, float(stats.f.sf(F, q, m))
+
+
+def _check_model_based(res: FitResult) -> None:
+    """Refuse KR where the covariance of beta is not the model's (sampling weights, ``vce``)."""
+    rw = res.design.weights
+    rob = res.robust
+    if rw is not None and rw.sampling:
+        raise InferenceError(sampling_refusal())
+    if rob is not None and rob.kind == "cr2":
+        raise InferenceError(
+            "this fit reports CR2 standard errors (vce='cr2'), not the model-based covariance "
+            "that Kenward-Roger's method corrects; its small-sample t tests use CR2's own "
+            "Satterthwaite df: coef_table(ddf='satterthwaite') (or result.satterthwaite())"
+        )
+    if rob is not None:
+        raise InferenceError(
+            "Kenward-Roger's df are not available: this fit reports sandwich (vce robust) "
+            "standard errors, not the model's. For small-sample t tests with few clusters fit "
+            "with vce='cr2' (the bias-reduced CR2 covariance with Satterthwaite df, Bell and "
+            "McCaffrey 2002) and use coef_table(ddf='satterthwaite'), or use Wald z tests "
+            "(ddf='normal')"
+        )
+
+
+def sampling_refusal() -> str:
+    """Why KR is refused with sampling weights, and what is supported instead."""
+    return (
+        "Kenward-Roger's method corrects the model-based covariance of a REML fit; a "
+        "sampling-weighted fit maximises a pseudo-likelihood (by ML) and its covariance is a "
+        "sandwich, for which KR is not defined. Use Wald z tests with the sandwich SEs "
+        "(ddf='normal', as Stata's mixed with pweights); CR2 with Satterthwaite df (vce='cr2') "
+        "is available for fits without sampling weights"
+    )
 
 
 def _row_basis(L: FloatArray) -> FloatArray:

@@ -23,7 +23,8 @@ would cancel badly when the groups are large (``X'W0^3 X`` loses ~``(n_g theta^2
 precision). Small blocks of equal size are stacked and done together with dense batched algebra;
 larger ones (`SMALL_BLOCK`) one at a time with a sparse LU factor of ``K`` in minimum-degree
 order (a nested tree's leaves first: no fill), so that, but for ``K^-1`` itself, their products
-cost ``nnz * s`` rather than ``s^3``.
+cost ``nnz * s`` rather than ``s^3``. `Algebra` (the blocks and ``W0``) is shared with
+`tiers.inference.kr_rside`, which adds a residual structure's parameters on whitened data.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class KRParts:
         Each variance parameter (``var(group.effect)``, ``cov(group.a,b)``, ``var(Residual)``).
     largest_block : int
         Random effects in the largest block.
+    R : array (m, m, p, p) or None
+        ``R_rs = X' Sigma^-1 (d2 Sigma / d gamma_r d gamma_s) Sigma^-1 X``; None where ``Sigma``
+        is linear in the parameters (zero).
     """
 
     phi: FloatArray
@@ -80,6 +84,7 @@ class KRParts:
     T: FloatArray
     names: tuple[str, ...]
     largest_block: int
+    R: FloatArray | None = None
 
 
 def covariance_basis(cov: CovStructure) -> list[FloatArray]:
@@ -186,15 +191,60 @@ def _cross(a: FloatArray, b: FloatArray) -> FloatArray:
     return np.asarray(out.reshape(-1, *out.shape[-2:]).sum(axis=0))
 
 
-def kr_parts(terms: list[TermSpec], X: FloatArray, theta: FloatArray, sigma: float) -> KRParts:
-    """``Phi``, ``P``, ``Q`` and ``T`` of a linear mixed model at ``(theta, sigma)``.
+@dataclass
+class Algebra:
+    """The random effects' blockwise algebra at ``theta``: ``W0 = I - U K^-1 U'`` by blocks.
+
+    Attributes
+    ----------
+    Z : sparse (n, Q)
+    Lam : sparse (Q, Q)
+        ``Lambda``.
+    st : _Stacker
+        The blocks of random effects that share observations.
+    blocks : list
+        `_Small` stacks and `_Large` blocks, holding ``K^-1`` or its factor.
+    Dp : list of sparse
+        Each random-effects variance parameter's ``D_r`` (``G_r = Z D_r Z'``), in block order.
+    csr : list of sparse
+        CSR copies of ``Z'Z``, ``Lambda`` and the ``D_r`` in block order (large blocks only).
+    names : list of str
+        The random effects' variance parameters.
+    largest : int
+    """
+
+    Z: sp.csc_matrix
+    Lam: sp.csr_matrix
+    st: _Stacker
+    blocks: list[_Small | _Large]
+    Dp: list[sp.coo_matrix]
+    csr: list[sp.csr_matrix]
+    names: list[str]
+    largest: int
+
+    def w0(self, Y: FloatArray) -> FloatArray:
+        """``W0 Y = Y - U K^-1 U'Y``, by rows: no cancellation of ``X'X`` against its correction."""
+        st = self.st
+        V = np.asarray(self.Lam.T @ (self.Z.T @ Y))[st.order]
+        for blk in self.blocks:
+            V[blk.idx] = blk.solve(V[blk.idx])
+        back = np.empty_like(V)
+        back[st.order] = V
+        return np.asarray(Y - self.Z @ (self.Lam @ back))
+
+    def zt(self, Y: FloatArray) -> FloatArray:
+        """``Z'Y`` in block order."""
+        return np.asarray(self.Z.T @ Y)[self.st.order]
+
+
+def build_algebra(terms: list[TermSpec], n: int, theta: FloatArray) -> Algebra:
+    """The blocks, ``K^-1`` and the ``D_r`` of the random effects ``terms`` on ``n`` rows.
 
     Raises
     ------
     InferenceError
         More than `MAX_BLOCK` random effects linked through shared observations.
     """
-    n, p = X.shape
     Z, pattern = _sparse_z(terms, n)
     thetas = split_theta(terms, np.asarray(theta, dtype=np.float64))
     Lam = _block_diag(terms, [t.cov.factor(th) for t, th in zip(terms, thetas, strict=True)])
@@ -206,7 +256,6 @@ def kr_parts(terms: list[TermSpec], X: FloatArray, theta: FloatArray, sigma: flo
             mats: list[FloatArray | None] = [None] * len(terms)
             mats[k] = E
             basis.append(_block_diag(terms, mats))
-    names.append("var(Residual)")
     _, labels = connected_components(sp.csr_matrix(pattern.T @ pattern), directed=False)
     st = _Stacker(np.asarray(labels, dtype=np.int64))
     largest = int(st.sizes.max())
@@ -232,28 +281,49 @@ def kr_parts(terms: list[TermSpec], X: FloatArray, theta: FloatArray, sigma: flo
         blocks += [
             _Small.build(st, of_size[c : c + step], ZtZ, Lp) for c in range(0, of_size.size, step)
         ]
+    return Algebra(Z, Lam, st, blocks, Dp, csr[2:], names, largest)
 
-    def w0(Y: FloatArray) -> FloatArray:
-        """``W0 Y = Y - U K^-1 U'Y``, by rows: no cancellation of ``X'X`` against its correction."""
-        V = np.asarray(Lam.T @ (Z.T @ Y))[st.order]
-        for blk in blocks:
-            V[blk.idx] = blk.solve(V[blk.idx])
-        back = np.empty_like(V)
-        back[st.order] = V
-        return np.asarray(Y - Z @ (Lam @ back))
 
-    WX = w0(X)
-    W2X = w0(WX)
-    C1 = np.asarray(Z.T @ WX)[st.order]  # Z'W0 X
-    C2 = np.asarray(Z.T @ W2X)[st.order]  # Z'W0^2 X
-    acc = _Accumulator(len(basis) + 1, p)
-    for blk in blocks:
+def kr_parts(
+    terms: list[TermSpec],
+    X: FloatArray,
+    theta: FloatArray,
+    sigma: float,
+    *,
+    replicates: float = 0.0,
+) -> KRParts:
+    """``Phi``, ``P``, ``Q`` and ``T`` of a linear mixed model at ``(theta, sigma)``.
+
+    ``terms`` and ``X`` are those of ``Sigma = sigma^2 (Z Lambda Lambda' Z' + I)``: with precision
+    weights, rows already scaled by ``sqrt(w)`` (the parts are invariant to that congruence).
+    ``replicates`` is ``sum(w) - n`` for frequency weights: the expanded data's within-replicate
+    contrasts carry only the residual variance, adding ``replicates / sigma^4`` to its ``T``.
+
+    Raises
+    ------
+    InferenceError
+        More than `MAX_BLOCK` random effects linked through shared observations.
+    """
+    alg = build_algebra(terms, X.shape[0], theta)
+    return linear_parts(alg, X, sigma, replicates=replicates)
+
+
+def linear_parts(alg: Algebra, X: FloatArray, sigma: float, *, replicates: float = 0.0) -> KRParts:
+    """`kr_parts` from the algebra of the random effects (see there)."""
+    n, p = X.shape
+    WX = alg.w0(X)
+    W2X = alg.w0(WX)
+    C1 = alg.zt(WX)  # Z'W0 X
+    C2 = alg.zt(W2X)  # Z'W0^2 X
+    acc = _Accumulator(len(alg.Dp) + 1, p)
+    for blk in alg.blocks:
         if isinstance(blk, _Large):
-            blk.accumulate(acc, C1[blk.idx], C2[blk.idx], csr[2:])
+            blk.accumulate(acc, C1[blk.idx], C2[blk.idx], alg.csr)
         else:
-            blk.accumulate(acc, C1[blk.idx], C2[blk.idx], Dp, st)
+            blk.accumulate(acc, C1[blk.idx], C2[blk.idx], alg.Dp, alg.st)
+    acc.tr_s -= replicates
     XWX = (X.T @ WX, WX.T @ WX, WX.T @ W2X)
-    return acc.finish(XWX, n, sigma, tuple(names), largest)
+    return acc.finish(XWX, n, sigma, (*alg.names, "var(Residual)"), alg.largest)
 
 
 @dataclass
@@ -313,6 +383,7 @@ class _Large:
     A: sp.csr_matrix
     L: sp.csr_matrix
     lu: Any
+    _inverse: FloatArray | None = None
 
     @classmethod
     def build(cls, st: _Stacker, b: int, ZtZ: sp.csr_matrix, Lp: sp.csr_matrix) -> _Large:
@@ -328,6 +399,12 @@ class _Large:
         """``K^-1 V``."""
         return np.asarray(self.lu.solve(np.ascontiguousarray(V)))
 
+    def inverse(self) -> FloatArray:
+        """``K^-1`` (dense), formed once."""
+        if self._inverse is None:
+            self._inverse = self.solve(np.eye(self.idx.size))
+        return self._inverse
+
     def accumulate(
         self,
         acc: _Accumulator,
@@ -336,7 +413,7 @@ class _Large:
         Dp: list[sp.csr_matrix],
     ) -> None:
         s, a = self.idx.size, int(self.idx[0])
-        Kinv = self.solve(np.eye(s))
+        Kinv = self.inverse()
         AL = sp.csr_matrix(self.A @ self.L)
         Ht = np.asarray(AL @ Kinv)  # A Lambda K^-1 = H'
         M1 = self.A.toarray() - np.asarray(AL @ Ht.T).T  # Z'W0 Z
