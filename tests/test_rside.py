@@ -424,12 +424,9 @@ def test_residuals_argument_is_checked() -> None:
         )
 
 
-def test_simulation_based_intervals_are_refused() -> None:
+def test_wald_intervals_at_another_level() -> None:
     data, _ = _ovary()
     res = tiers.fit("follicles ~ sin2pi + (1 | Mare)", data, residuals=tiers.AR1("obs"))
-    for method in ("profile", "bootstrap"):
-        with pytest.raises(TiersError, match="not available yet.*AR\\(1\\)"):
-            res.confint(method)
     wald = res.confint("wald", 0.9).set_index("name")
     rinf = res.variance_at(0.9)[2]
     assert rinf is not None

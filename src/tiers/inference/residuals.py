@@ -1,7 +1,6 @@
-"""Inference with a residual structure: LR-test nesting, and what is refused.
+"""Inference with a residual structure: which structures nest, for LR tests.
 
-What a larger model's structure adds to a smaller one's (for LR tests), and the methods that still
-assume independent residuals (refused by name).
+What a larger model's structure adds to a smaller one's (for LR tests).
 
 Residual structures nest as special cases (each pair tested on the same residual groups):
 
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tiers.errors import ComparisonError, TiersError
+from tiers.errors import ComparisonError
 from tiers.formula.residuals import ResidualStructure
 from tiers.inference.vctest import VarianceDifference
 from tiers.results.result import FitResult
@@ -92,19 +91,4 @@ def with_residual_difference(
         n_boundary=var.n_boundary + boundary,
         unknown=unknown,
         added=(*var.added, words),
-    )
-
-
-def require_independent_residuals(res: FitResult, what: str) -> None:
-    """Refuse ``what`` on a fit with a residual structure, saying what is available instead.
-
-    ``what`` is a method that simulates or profiles independent residuals.
-    """
-    lay = res.design.residuals
-    if lay is None:
-        return
-    raise TiersError(
-        f"{what} is not available yet for a model with {lay.spec.describe()} residuals (it "
-        "simulates or profiles independent residuals); use Wald intervals (confint('wald')), "
-        "residual_intervals('profile') for the residual parameters, and lrtest between fits"
     )
