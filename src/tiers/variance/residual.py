@@ -7,6 +7,12 @@ differences of the criterion (beta profiled out, sigma free), as in nlme's ``apV
 parameters' Wald intervals are formed on the unconstrained scale and mapped back (nlme's
 ``intervals``); the correlations of unstructured residuals, which depend on several ``rho``, get
 delta-method SEs and Fisher-z intervals (Stata's); so do Toeplitz lag correlations.
+
+Where the likelihood is nearly flat in one direction (an SD near zero tied to phi), nlme's
+``apVar`` (``fdHess`` with relStep ``eps^(1/3)``, about 6e-6) is dominated by rounding and its
+intervals differ from these (AR(1) with gaps: phi 0.339-0.725 against 0.394-0.694); nlme's own
+function differentiated accurately (Richardson extrapolation) gives tiers' intervals
+(``tests/data/rside/make_rside_hessian.R``).
 """
 
 from __future__ import annotations
