@@ -2,7 +2,7 @@
 
 References: ``../shared/reference/rside/ovary_ar1.json`` (nlme ``lme`` with ``corAR1``),
 ``tests/data/rside/rside_sim.json`` (made by ``tests/data/rside/make_rside.R``: AR(1) and CAR(1)
-with gaps, Toeplitz of order 2 (nlme's corARMA(q = 2)), varIdent, AR(1) + varIdent, exchangeable
+with gaps, MA(2) (nlme's corARMA(q = 2)), varIdent, AR(1) + varIdent, exchangeable
 (with a random intercept above, or a random slope on the same groups) and unstructured residuals,
 each by REML and ML, with nlme's ``intervals()``) and ``tests/data/rside/rside_hessian.json``
 (made by ``make_rside_hessian.R``: nlme's intervals from its default and from an accurate
@@ -54,7 +54,7 @@ DENSE_RTOL = 1e-9
 SIM_MODELS: dict[str, tuple[str, tiers.ResidualStructure]] = {
     "ar1_gaps": ("y ~ x + wave + (1 | school/student)", tiers.AR1("wave")),
     "car1_gaps": ("y ~ x + wave + (1 | school/student)", tiers.CAR1("months")),
-    "toeplitz2": ("y ~ x + wave + (1 | school/student)", tiers.Toeplitz("wave", 2)),
+    "toeplitz2": ("y ~ x + wave + (1 | school/student)", tiers.MA("wave", 2)),
     "varident": ("y ~ x + wave + (1 | school/student)", tiers.Independent(by="mode")),
     "ar1_varident": ("y ~ x + wave + (1 | school/student)", tiers.AR1("wave", by="mode")),
     "exchangeable": ("y ~ x + wave + (1 | school)", tiers.Exchangeable(group="student")),
@@ -92,7 +92,7 @@ def _nlme_natural(ref: dict[str, Any], params: Any) -> np.ndarray:
     """nlme's residual parameters in tiers' order: correlations, then SD ratios by label."""
     corr = ref["correlation_parameters"]
     values = list(corr.values()) if isinstance(corr, dict) else list(corr or [])
-    if params.spec.kind == "toeplitz":  # nlme reports the MA coefficients
+    if params.spec.kind == "ma":  # nlme reports the MA coefficients
         values = list(ma_correlations(np.array(values)))
     ratios = ref["variance_function_parameters"] or {}
     values += [ratios[label] for label in params.ratio_labels]
@@ -317,6 +317,7 @@ SMALL = {
     "unstructured": ("y ~ x + (1 | school)", tiers.Unstructured("wave", group="student")),
     "ar1-slopes": ("y ~ x + wave + (1 + x | school)", tiers.AR1("wave", group="student")),
     "toeplitz-nested": ("y ~ x + wave + (1 | school/student)", tiers.Toeplitz("wave", 2)),
+    "ma-nested": ("y ~ x + wave + (1 | school/student)", tiers.MA("wave", 2)),
 }
 
 
@@ -392,6 +393,7 @@ def test_stata_syntax_fits_the_python_structure() -> None:
         ("ind, by(mode)", tiers.Independent(by="mode")),
         ("un, t(wave)", tiers.Unstructured("wave")),
         ("toeplitz 2, t(wave)", tiers.Toeplitz("wave", 2)),
+        ("ma 2, t(wave)", tiers.MA("wave", 2)),
     ],
 )
 def test_stata_residuals_option(text: str, expected: tiers.ResidualStructure) -> None:

@@ -37,6 +37,7 @@ from tiers.formula.parse import parse
 from tiers.formula.residuals import (
     AR1,
     CAR1,
+    MA,
     Exchangeable,
     Independent,
     ResidualStructure,
@@ -125,6 +126,7 @@ __all__ = [
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
+    "MA",
     "marginsplot",
     "MomentsResult",
     "NestedDesign",

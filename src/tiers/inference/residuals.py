@@ -8,9 +8,10 @@ Residual structures nest as special cases (each pair tested on the same residual
   exchangeable with r = 0, unstructured with equal SDs and zero correlations, and any structure
   with its SD ratios at 1;
 * a structure without ``by`` is the same structure with its SD ratios at 1;
-* AR(1), Toeplitz and exchangeable residuals over the occasions of ``time`` are unstructured
-  ones, and a Toeplitz structure of a lower order is one of a higher order (the moving-average
-  coefficients beyond its order at 0, inside their range).
+* AR(1), Toeplitz, MA and exchangeable residuals over the occasions of ``time`` are unstructured
+  ones; a Toeplitz (or MA) structure of a lower order is one of a higher order (the lag
+  correlations, or the moving-average coefficients, beyond its order at 0, inside their range);
+  an MA is a Toeplitz of the same or a higher order (the same lags, its correlations a subset).
 
 Only CAR(1)'s phi = 0 lies on the boundary of its range (0 < phi < 1): AR(1)'s phi = 0, an
 exchangeable r = 0 (its range is -1/(m-1) < r < 1) and SD ratios of 1 are inside theirs, so the
@@ -40,11 +41,11 @@ def _nested(s0: ResidualStructure | None, s1: ResidualStructure) -> bool:
         return False
     if s0.kind == "independent":
         return s1.by == s0.by or s1.kind == "unstructured" and s0.by == s1.time
-    if s0.kind == s1.kind:
+    if s0.kind == s1.kind or (s0.kind, s1.kind) == ("ma", "toeplitz"):
         return s0.time == s1.time and s0.order <= s1.order
     return (
         s1.kind == "unstructured"
-        and s0.kind in ("ar1", "exchangeable", "toeplitz")
+        and s0.kind in ("ar1", "exchangeable", "toeplitz", "ma")
         and s0.by is None
         and (s0.time in (None, s1.time))
     )
