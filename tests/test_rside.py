@@ -318,6 +318,7 @@ SMALL = {
     "ar1-slopes": ("y ~ x + wave + (1 + x | school)", tiers.AR1("wave", group="student")),
     "toeplitz-nested": ("y ~ x + wave + (1 | school/student)", tiers.Toeplitz("wave", 2)),
     "ma-nested": ("y ~ x + wave + (1 | school/student)", tiers.MA("wave", 2)),
+    "banded": ("y ~ x + (1 | school)", tiers.Banded("wave", 2, group="student")),
 }
 
 
@@ -394,6 +395,7 @@ def test_stata_syntax_fits_the_python_structure() -> None:
         ("un, t(wave)", tiers.Unstructured("wave")),
         ("toeplitz 2, t(wave)", tiers.Toeplitz("wave", 2)),
         ("ma 2, t(wave)", tiers.MA("wave", 2)),
+        ("ba 2, t(wave)", tiers.Banded("wave", 2)),
     ],
 )
 def test_stata_residuals_option(text: str, expected: tiers.ResidualStructure) -> None:
@@ -405,7 +407,9 @@ def test_stata_residuals_option(text: str, expected: tiers.ResidualStructure) ->
     ("text", "words"),
     [
         ("ar 2, t(wave)", "only AR(1)"),
-        ("banded 2, t(wave)", "not supported yet"),
+        ("arma 1, t(wave)", "not supported yet"),
+        ("banded 0, t(wave)", "banded #"),
+        ("banded 2, t(wave) by(mode)", "separate"),
         ("toeplitz, t(wave)", "toeplitz #"),
         ("ar 1, t(wave) by(mode)", "separate"),
         ("independent", "by()"),

@@ -1,4 +1,4 @@
-"""Stata's Toeplitz residuals (a free correlation per lag) against nlme's moving average (MA).
+"""Stata's Toeplitz (a free correlation per lag) and banded residuals; nlme's moving average (MA).
 
 nlme has no direct Toeplitz (its ``corARMA(q = k)`` is `tiers.MA`, tested in ``test_rside.py``),
 so the reference is the dense multivariate-normal likelihood maximised by scipy over the natural
@@ -130,3 +130,46 @@ def test_order_beyond_the_longest_lag_is_refused() -> None:
         tiers.fit(
             "y ~ x + (1 | school)", _data(), residuals=tiers.Toeplitz("t", 3, group="student")
         )
+
+
+def test_banded_of_full_order_is_nlmes_unstructured() -> None:
+    """Banded over every pair of the five waves is unstructured: nlme's corSymm + varIdent fit."""
+    from .test_rside import _sim
+
+    data, ref = _sim()
+    fit = ref["fits"]["unstructured_REML"]
+    res = tiers.fit(
+        "y ~ x + (1 | school)", data, residuals=tiers.Banded("wave", 4, group="student")
+    )
+    assert res.converged
+    assert res.loglik == pytest.approx(fit["logLik"], rel=1e-8)
+    assert res.n_params == fit["df"]
+
+
+def test_banded_orders_nest() -> None:
+    """Banded(1) in Banded(2) in unstructured: log-likelihoods increase, LR tests with the df
+    of the added correlations; pairs more than the order apart are uncorrelated."""
+    from .test_rside import _sim
+
+    data, _ = _sim()
+    fits = [
+        tiers.fit("y ~ x + (1 | school)", data, residuals=s)
+        for s in (
+            tiers.Banded("wave", 1, group="student"),
+            tiers.Banded("wave", 2, group="student"),
+            tiers.Unstructured("wave", group="student"),
+        )
+    ]
+    assert [f.design.residuals.params.n_corr for f in fits] == [4, 7, 10]
+    assert fits[0].loglik < fits[1].loglik < fits[2].loglik
+    t = tiers.inference.lrtest.lrtest(fits[0], fits[1])
+    assert (t.df, t.test) == (3, "chi2(3)")
+    params = fits[0].design.residuals.params
+    R = params.blocks(
+        np.asarray(fits[0].theta)[1:],
+        np.arange(1.0, 6.0)[None],
+        np.zeros((1, 5), int),
+        np.arange(5)[None],
+    )[0]
+    assert np.all(R[np.abs(np.subtract.outer(range(5), range(5))) > 1] == 0.0)
+    assert np.linalg.eigvalsh(R)[0] > 0

@@ -38,6 +38,7 @@ from tiers.formula.residuals import (
     AR1,
     CAR1,
     MA,
+    Banded,
     Exchangeable,
     Independent,
     ResidualStructure,
@@ -112,6 +113,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AR1",
     "CAR1",
+    "Banded",
     "ComparisonError",
     "ConvergenceWarning",
     "DataError",

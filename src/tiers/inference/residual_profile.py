@@ -33,7 +33,7 @@ FloatArray = NDArray[np.float64]
 #: Doublings of the step before an end is declared out of reach (the end of the range).
 MAX_STEPS = 12
 #: Structures whose correlations each depend on several unconstrained parameters.
-SEVERAL = ("unstructured", "toeplitz", "ma")
+SEVERAL = ("unstructured", "banded", "toeplitz", "ma")
 #: Beyond this unconstrained value a correlation is 1 - 1e-15: the end of its range.
 FAR = 35.0
 

@@ -40,12 +40,12 @@ def _nested(s0: ResidualStructure | None, s1: ResidualStructure) -> bool:
     if s0.group != s1.group:
         return False
     if s0.kind == "independent":
-        return s1.by == s0.by or s1.kind == "unstructured" and s0.by == s1.time
+        return s1.by == s0.by or s1.kind in ("unstructured", "banded") and s0.by == s1.time
     if s0.kind == s1.kind or (s0.kind, s1.kind) == ("ma", "toeplitz"):
         return s0.time == s1.time and s0.order <= s1.order
     return (
         s1.kind == "unstructured"
-        and s0.kind in ("ar1", "exchangeable", "toeplitz", "ma")
+        and s0.kind in ("ar1", "exchangeable", "toeplitz", "ma", "banded")
         and s0.by is None
         and (s0.time in (None, s1.time))
     )

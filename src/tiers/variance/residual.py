@@ -177,7 +177,7 @@ def _residual_rows(
         var_nat = np.einsum("ij,jk,ik->i", J, cov_rho, J)
         se = np.where(var_nat >= 0, np.sqrt(np.abs(var_nat)), np.nan)
         se_rho = np.sqrt(np.where(np.diag(cov_rho) >= 0, np.diag(cov_rho), np.nan))
-        if params.spec.kind in ("unstructured", "toeplitz", "ma"):
+        if params.spec.kind in ("unstructured", "banded", "toeplitz", "ma"):
             # each correlation depends on several rho: Fisher's z with the delta-method SE
             k = params.n_corr
             r = est[:k]
