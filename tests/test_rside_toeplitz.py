@@ -173,3 +173,24 @@ def test_banded_orders_nest() -> None:
     )[0]
     assert np.all(R[np.abs(np.subtract.outer(range(5), range(5))) > 1] == 0.0)
     assert np.linalg.eigvalsh(R)[0] > 0
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_toeplitz_inside_the_moving_average_range_is_nlmes_corarma(order: int) -> None:
+    """Where the MA's optimum is inside its range, the two are one model: the same optimum and,
+    as delta-method SEs on the natural scale do not depend on the parametrisation, the same
+    SEs (to the Hessians' finite-difference error). Order 2 against nlme's corARMA(q = 2) fit."""
+    from .test_rside import NLME_PARAM_RTOL, _sim
+
+    data, ref = _sim()
+    f = "y ~ x + wave + (1 | school/student)"
+    toep = tiers.fit(f, data, residuals=tiers.Toeplitz("wave", order))
+    ma = tiers.fit(f, data, residuals=tiers.MA("wave", order))
+    assert toep.loglik == pytest.approx(ma.loglik, rel=1e-10)
+    a, b = toep.residual_inference, ma.residual_inference
+    np.testing.assert_allclose(a.estimate, b.estimate, rtol=1e-5)
+    np.testing.assert_allclose(a.se, b.se, rtol=1e-4)
+    np.testing.assert_allclose(toep.sd_inference.se, ma.sd_inference.se, rtol=1e-4)
+    if order == 2:
+        nlme = ref["fits"]["toeplitz2_REML"]
+        assert toep.loglik == pytest.approx(nlme["logLik"], rel=NLME_PARAM_RTOL)
