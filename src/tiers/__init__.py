@@ -37,6 +37,8 @@ from tiers.formula.parse import parse
 from tiers.formula.residuals import (
     AR1,
     CAR1,
+    MA,
+    Banded,
     Exchangeable,
     Independent,
     ResidualStructure,
@@ -111,6 +113,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AR1",
     "CAR1",
+    "Banded",
     "ComparisonError",
     "ConvergenceWarning",
     "DataError",
@@ -125,6 +128,7 @@ __all__ = [
     "LinearProbabilityWarning",
     "Limits",
     "LmmResult",
+    "MA",
     "marginsplot",
     "MomentsResult",
     "NestedDesign",

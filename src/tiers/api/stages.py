@@ -115,7 +115,8 @@ def fit(
         time); default `tiers.design.diagnostics.LIMITS`. Raise them to fit larger models.
     residuals : ResidualStructure, optional
         The residuals' structure within the innermost group: ``tiers.AR1("wave")``,
-        ``tiers.CAR1("months")``, ``tiers.Toeplitz("wave", 2)``, ``tiers.Exchangeable()``,
+        ``tiers.CAR1("months")``, ``tiers.Toeplitz("wave", 2)``, ``tiers.MA("wave", 2)``, ``tiers.Banded("wave", 1)``,
+        ``tiers.Exchangeable()``,
         ``tiers.Unstructured("wave")``,
         ``tiers.Independent(by="stratum")`` (see `tiers.formula.residuals`); Stata's
         ``residuals()`` option says the same in the formula. Default: independent residuals.
@@ -239,7 +240,7 @@ def with_residuals(formula: str | Formula, residuals: ResidualStructure | None) 
     if not isinstance(residuals, ResidualStructure):
         raise FormulaError(
             "residuals= takes a residual structure: tiers.AR1('time'), tiers.CAR1('time'), "
-            "tiers.Toeplitz('time', order), "
+            "tiers.Toeplitz('time', order), tiers.MA('time', order), tiers.Banded('time', order), "
             "tiers.Exchangeable(), tiers.Unstructured('time') or tiers.Independent(by='stratum'); "
             f"got {residuals!r}"
         )

@@ -171,7 +171,9 @@ def fit(
             "--residuals",
             metavar="STRUCTURE",
             help="residual structure within the innermost group, as Stata's residuals(): "
-            "'ar 1, t(wave)', 'toeplitz 2, t(wave)', 'exchangeable', 'independent, by(stratum)', "
+            "'ar 1, t(wave)', 'toeplitz 2, t(wave)', 'ma 2, t(wave)', 'banded 1, t(wave)', "
+            "'exchangeable', "
+            "'independent, by(stratum)', "
             "'unstructured, t(wave)'; "
             "also 'car 1, t(months)', group(column) for residual groups inside the innermost "
             "level, and by() with a correlation (one correlation, an SD per stratum)",

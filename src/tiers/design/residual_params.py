@@ -7,7 +7,17 @@ puts the Wald intervals on a scale where they respect the bounds):
 
 * AR(1): ``phi = tanh(rho)`` (Fisher's z; nlme's ``log((1 + phi) / (1 - phi))`` is ``2 rho``);
 * CAR(1): ``phi = 1 / (1 + exp(-rho))`` (nlme's logit);
-* Toeplitz of order k: partial autocorrelations ``tanh(rho)`` give, by the Durbin-Levinson
+* Toeplitz of order k (Stata's ``toeplitz #``): lag correlations ``r = x / (1 + mu(x))`` with
+  ``mu(x) = max(0, -lambda_min(T(x)))``, ``T(x)`` the m x m banded Toeplitz matrix with zero
+  diagonal and ``x_h`` on lag h (m the occasions from a group's earliest to its latest time). As
+  ``mu`` is positively homogeneous, along each ray ``x = s d`` this maps ``s`` in [0, inf)
+  one-to-one onto [0, 1 / mu(d)) of the ray ``r = s' d``, whose end is where ``I + T(r)``
+  stops being positive definite: a one-to-one map of R^k onto the Toeplitz correlations whose
+  m x m matrix is positive definite (a convex set around 0), with Jacobian I at 0;
+* banded of order k (Stata's ``banded #``): the correlations of occasion pairs at most k apart,
+  by the same map with ``T(x)`` the occasions' matrix holding ``x`` on those pairs; SD ratios per
+  occasion as unstructured;
+* MA of order k: partial autocorrelations ``tanh(rho)`` give, by the Durbin-Levinson
   recursion, the coefficients of an invertible moving average of order k (Jones 1980, as nlme's
   ``corARMA``), whose lag correlations ``r_h = sum_j psi_j psi_(j+h) / sum_j psi_j^2``
   (``psi = (1, theta_1..theta_k)``) are the structure's, 0 beyond lag k;
@@ -56,6 +66,9 @@ class ResidualParams:
         The largest residual group (exchangeable's bound).
     occasions : array or None
         Unstructured: the time values, in order.
+    span : int
+        Toeplitz: the occasions from a group's earliest to its latest time (the largest lag + 1),
+        the size of the matrix that must stay positive definite.
     """
 
     spec: ResidualStructure
@@ -64,6 +77,7 @@ class ResidualParams:
     ratio_reference: str | None
     max_size: int
     occasions: FloatArray | None = None
+    span: int = 0
 
     @property
     def n_rho(self) -> int:
@@ -76,21 +90,38 @@ class ResidualParams:
         kind = self.spec.kind
         if kind in ("ar1", "car1"):
             return ("phi",)
-        if kind == "toeplitz":
+        if kind in ("toeplitz", "ma"):
             return tuple(f"corr lag {h}" for h in range(1, self.n_corr + 1))
         if kind == "exchangeable":
             return ("rho",)
-        if kind == "unstructured" and self.occasions is not None:
+        if kind in ("unstructured", "banded") and self.occasions is not None:
             t = [_label(v) for v in self.occasions]
-            return tuple(
-                f"corr({t[i]},{t[j]})" for i, j in zip(*np.triu_indices(len(t), 1), strict=True)
-            )
+            return tuple(f"corr({t[i]},{t[j]})" for i, j in self.pairs())
         return ()
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Unstructured and banded: the occasion pairs with a correlation (upper triangle, by row)."""
+        T = 0 if self.occasions is None else self.occasions.size
+        band = T if self.spec.kind == "unstructured" else self.spec.order
+        return [
+            (int(i), int(j)) for i, j in zip(*np.triu_indices(T, 1), strict=True) if j - i <= band
+        ]
+
+    def _pattern(self) -> IntArray:
+        """Toeplitz and banded: the correlation at each entry over the occasions (-1: none)."""
+        if self.spec.kind == "toeplitz":
+            lag = np.abs(np.subtract.outer(np.arange(self.span), np.arange(self.span)))
+            return np.where((lag >= 1) & (lag <= self.n_corr), lag - 1, -1).astype(np.int64)
+        T = 0 if self.occasions is None else self.occasions.size
+        where = np.full((T, T), -1, dtype=np.int64)
+        for k, (i, j) in enumerate(self.pairs()):
+            where[i, j] = where[j, i] = k
+        return where
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every residual parameter's name on the natural scale, in ``rho`` order."""
-        what = self.spec.time if self.spec.kind == "unstructured" else self.spec.by
+        what = self.spec.time if self.spec.kind in ("unstructured", "banded") else self.spec.by
         ratios = tuple(f"sd ratio {what}={lab}" for lab in self.ratio_labels)
         return self.corr_names + ratios
 
@@ -101,7 +132,9 @@ class ResidualParams:
             "ar1": ("atanh(phi)",),
             "car1": ("logit(phi)",),
             "exchangeable": ("log((1+(m-1)rho)/(1-rho))",),
-            "toeplitz": tuple(f"atanh(pacf {h})" for h in range(1, self.n_corr + 1)),
+            "ma": tuple(f"atanh(pacf {h})" for h in range(1, self.n_corr + 1)),
+            "toeplitz": tuple(f"lag {h} (radial)" for h in range(1, self.n_corr + 1)),
+            "banded": tuple(f"{n} (radial)" for n in self.corr_names),
         }.get(self.spec.kind, tuple(f"cpc {n}" for n in self.corr_names))
         ratios = tuple(f"log({n})" for n in self.names[self.n_corr :])
         return corr[: self.n_corr] + ratios
@@ -141,8 +174,10 @@ class ResidualParams:
             x = np.log(corr / (1.0 - corr))
         elif kind == "exchangeable":
             x = np.log((1.0 + (self.max_size - 1.0) * corr) / (1.0 - corr))
-        elif kind == "toeplitz":
-            x = _toeplitz_rho(corr, self)
+        elif kind == "ma":
+            x = _ma_rho(corr, self)
+        elif kind in ("toeplitz", "banded"):
+            x = corr / (1.0 - _gauge(corr, self._pattern()))
         elif kind == "unstructured":
             T = 0 if self.occasions is None else self.occasions.size
             C = np.eye(T)
@@ -170,8 +205,10 @@ class ResidualParams:
         if kind == "exchangeable":
             e = np.exp(x)
             return (e - 1.0) / (e + self.max_size - 1.0)
-        if kind == "toeplitz":
+        if kind == "ma":
             return ma_correlations(ma_coefficients(np.tanh(x)))
+        if kind in ("toeplitz", "banded"):
+            return x / (1.0 + _gauge(x, self._pattern()))
         if kind == "unstructured":
             C = _cpc(x, 0 if self.occasions is None else self.occasions.size)
             return C[np.triu_indices(C.shape[0], 1)]
@@ -194,7 +231,7 @@ class ResidualParams:
             phi = float(self.correlations(x)[0])
             lag = np.abs(times[:, :, None] - times[:, None, :])
             C = np.power(phi, lag) if phi != 0.0 else (lag == 0).astype(np.float64)
-        elif kind == "toeplitz":
+        elif kind in ("toeplitz", "ma"):
             lags = np.concatenate(([1.0], self.correlations(x), [0.0]))
             lag = np.abs(times[:, :, None] - times[:, None, :]).astype(np.int64)
             C = lags[np.minimum(lag, lags.size - 1)]
@@ -204,12 +241,17 @@ class ResidualParams:
         elif kind == "unstructured":
             full = _cpc(x, 0 if self.occasions is None else self.occasions.size)
             C = full[occasion[:, :, None], occasion[:, None, :]]
+        elif kind == "banded":
+            where = self._pattern()
+            full = np.concatenate([self.correlations(x), [0.0]])[where]
+            np.fill_diagonal(full, 1.0)
+            C = full[occasion[:, :, None], occasion[:, None, :]]
         else:
             C = np.broadcast_to(np.eye(T), (P, T, T))
         if not logr.size:
             return np.array(C)
         ratio = np.exp(np.concatenate(([0.0], logr)))
-        d = ratio[occasion] if kind == "unstructured" else ratio[strata]
+        d = ratio[occasion] if kind in ("unstructured", "banded") else ratio[strata]
         return C * d[:, :, None] * d[:, None, :]
 
 
@@ -233,7 +275,18 @@ def ma_correlations(theta: FloatArray) -> FloatArray:
     return gamma[1:] / gamma[0]
 
 
-def _toeplitz_rho(corr: FloatArray, params: ResidualParams) -> FloatArray:
+def _gauge(x: FloatArray, where: IntArray) -> float:
+    """``max(0, -lambda_min(T(x)))``, ``T(x)`` holding ``x[where]`` (0 where ``where`` is -1).
+
+    ``I + T(r)`` is positive definite exactly when ``_gauge(r) < 1``.
+    """
+    if where.size == 0 or not np.any(where >= 0):
+        return 0.0
+    T = np.concatenate([np.asarray(x, dtype=np.float64), [0.0]])[where]
+    return max(0.0, -float(np.linalg.eigvalsh(T)[0]))
+
+
+def _ma_rho(corr: FloatArray, params: ResidualParams) -> FloatArray:
     """Unconstrained values whose lag correlations are ``corr`` (least squares from 0)."""
     from scipy.optimize import least_squares
 

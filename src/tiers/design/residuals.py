@@ -24,7 +24,7 @@ from tiers.design.grouping import GroupingFactor
 from tiers.design.residual_params import ResidualParams
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError
-from tiers.formula.residuals import MAX_OCCASIONS, ResidualStructure
+from tiers.formula.residuals import BY_OCCASION, LAGGED, MAX_OCCASIONS, ResidualStructure
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -84,7 +84,7 @@ def _numeric_time(data: pd.DataFrame, spec: ResidualStructure) -> FloatArray:
             f"(got {series.dtype}); convert it to numbers (waves 1, 2, 3, ... or dates in days)"
         )
     t = series.to_numpy(dtype=np.float64)
-    if spec.kind in ("ar1", "toeplitz", "unstructured") and not np.all(t == np.round(t)):
+    if spec.kind in ("ar1", "toeplitz", "ma", "unstructured") and not np.all(t == np.round(t)):
         bad = t[t != np.round(t)][0]
         fix = "use CAR1 for a continuous time" if spec.kind == "ar1" else "code the times 1, 2, ..."
         raise DataError(
@@ -160,20 +160,34 @@ def build_residual_layout(
         reference, labels = names[0], tuple(names[1:])
     occasion = np.zeros(n, dtype=np.int64)
     occasions = None
-    if spec.kind == "unstructured":
+    if spec.kind in BY_OCCASION:
         occasions = np.unique(times)
         if occasions.size > MAX_OCCASIONS:
             raise DataError(
-                f"unstructured residuals over {spec.time!r} would have {occasions.size} occasions "
-                f"({occasions.size * (occasions.size + 1) // 2} parameters); at most "
-                f"{MAX_OCCASIONS} are fitted: use AR1 or Exchangeable, or fewer occasions"
+                f"{spec.kind} residuals over {spec.time!r} would have {occasions.size} occasions "
+                f"(an SD each); at most {MAX_OCCASIONS} are fitted: use AR1, Toeplitz or "
+                "Exchangeable, or fewer occasions"
+            )
+        if spec.kind == "banded" and spec.order > occasions.size - 1:
+            raise DataError(
+                f"banded residuals of order {spec.order} over {spec.time!r}: there are "
+                f"{occasions.size} occasions, so at most {occasions.size - 1} apart; use an order "
+                f"of at most {occasions.size - 1} (that order is unstructured)"
             )
         occasion = np.searchsorted(occasions, times).astype(np.int64)
         reference = _occasion_label(occasions[0])
         labels = tuple(_occasion_label(v) for v in occasions[1:])
     counts = np.bincount(block, minlength=nblocks)
     max_size = int(counts.max()) if n else 0
-    _check_identified(spec, leaf, leaf_terms, nblocks, times, block)
+    max_lag = _longest_lag(times, block, nblocks) if spec.kind in LAGGED else 0
+    if spec.kind in LAGGED and spec.order > max_lag:
+        raise DataError(
+            f"{spec.describe()} residuals over {spec.time!r} need lags up to {spec.order}, but "
+            f"the longest lag within a group of {group_name} is {max_lag:g}: the correlations "
+            f"beyond it are not estimable; use an order of at most {max_lag:g}"
+        )
+    n_occasions = 0 if occasions is None else occasions.size
+    _check_identified(spec, leaf, leaf_terms, nblocks, max_lag, n_occasions)
     if spec.kind == "exchangeable" and max_size < 2:
         raise DataError(
             f"exchangeable residuals need groups of {group_name} with two or more rows; every "
@@ -202,10 +216,15 @@ def build_residual_layout(
                 occasion=uniq[:, 2 * T :].astype(np.int64),
             )
         )
-    n_corr = {"ar1": 1, "car1": 1, "toeplitz": spec.order, "exchangeable": 1, "independent": 0}.get(
-        spec.kind, 0 if occasions is None else occasions.size * (occasions.size - 1) // 2
-    )
-    params = ResidualParams(spec, n_corr, labels, reference, max_size, occasions)
+    n_corr = {"ar1": 1, "car1": 1, "exchangeable": 1, "independent": 0}.get(spec.kind, 0)
+    if spec.kind in LAGGED:
+        n_corr = spec.order
+    if occasions is not None:
+        T = occasions.size
+        band = T if spec.kind == "unstructured" else spec.order
+        n_corr = sum(T - h for h in range(1, min(band, T - 1) + 1))
+    span = int(max_lag) + 1 if spec.kind in LAGGED else 0
+    params = ResidualParams(spec, n_corr, labels, reference, max_size, occasions, span)
     return ResidualLayout(params, tuple(classes), nblocks, group_name)
 
 
@@ -213,26 +232,34 @@ def _occasion_label(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
+def _longest_lag(times: FloatArray, block: IntArray, nblocks: int) -> float:
+    """The largest ``t_max - t_min`` within a residual group (0 without rows)."""
+    if not times.size:
+        return 0.0
+    spread = np.full(nblocks, -np.inf)
+    np.maximum.at(spread, block, times)
+    low = np.full(nblocks, np.inf)
+    np.minimum.at(low, block, times)
+    return float(np.max(spread - low))
+
+
 def _check_identified(
     spec: ResidualStructure,
     leaf: GroupingFactor,
     leaf_terms: list[TermSpec],
     nblocks: int,
-    times: FloatArray,
-    block: IntArray,
+    max_lag: float,
+    n_occasions: int,
 ) -> None:
     """Refuse residuals that a random intercept on the same groups makes unidentifiable.
 
-    Exchangeable, unstructured, or Toeplitz over every lag of a group. A random intercept on the residual groups adds the same constant to every covariance within a
-    group; these blocks already have a free common covariance, so the two cannot be told apart.
+    Exchangeable, unstructured, or Toeplitz (or MA, or banded) over every lag of a group. A random intercept
+    on the residual groups adds the same constant to every covariance within a group; these
+    blocks already have a free common covariance, so the two cannot be told apart.
     """
-    full_toeplitz = False
-    if spec.kind == "toeplitz" and times.size:
-        spread = np.full(nblocks, -np.inf)
-        np.maximum.at(spread, block, times)
-        low = np.full(nblocks, np.inf)
-        np.minimum.at(low, block, times)
-        full_toeplitz = spec.order >= float((spread - low).max())
+    full_toeplitz = spec.kind in LAGGED and spec.order >= max_lag
+    if spec.kind == "banded":
+        full_toeplitz = spec.order >= n_occasions - 1  # every pair: unstructured
     if spec.kind not in ("exchangeable", "unstructured") and not full_toeplitz:
         return
     intercept = any("(Intercept)" in t.znames for t in leaf_terms)

@@ -8,8 +8,13 @@ ratios. The structures are those of Stata's ``mixed, residuals()`` and nlme's ``
 * `AR1`: ``corr = phi^|t_i - t_j|`` on an integer time (Stata ``ar 1, t(time)``; nlme ``corAR1``,
   which nlme fits as ``corARMA(p = 1)`` on the time values when there are gaps);
 * `CAR1`: the same on a continuous time, ``0 < phi < 1`` (nlme ``corCAR1``);
-* `Toeplitz`: a correlation per lag up to ``order``, none beyond (Stata ``toeplitz #, t(time)``),
-  fitted as the correlations of a moving average of that order (nlme ``corARMA(q = order)``);
+* `Toeplitz`: a free correlation per lag up to ``order``, none beyond (Stata ``toeplitz #,
+  t(time)``): any values that keep the correlation matrix over the occasions positive definite;
+* `MA`: the same lags as the correlations of a moving average of that order (Stata ``ma #,
+  t(time)``; nlme ``corARMA(q = order)``), a smaller set of values (lag 1 within +-0.5 for an
+  MA(1), where a Toeplitz(1) over three occasions reaches +-0.71);
+* `Banded`: unstructured within a band: an SD per occasion and a correlation per pair of
+  occasions at most ``order`` occasions apart, none beyond (Stata ``banded #, t(time)``);
 * `Exchangeable`: one correlation between any two residuals of a group (Stata ``exchangeable``,
   nlme ``corCompSymm``);
 * `Unstructured`: an SD per occasion and a correlation per pair of occasions (Stata
@@ -31,8 +36,25 @@ from typing import Literal
 
 from tiers.errors import FormulaError
 
-Kind = Literal["ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent"]
-KINDS: tuple[str, ...] = ("ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent")
+Kind = Literal[
+    "ar1", "car1", "toeplitz", "ma", "banded", "exchangeable", "unstructured", "independent"
+]
+KINDS: tuple[str, ...] = (
+    "ar1",
+    "car1",
+    "toeplitz",
+    "ma",
+    "banded",
+    "exchangeable",
+    "unstructured",
+    "independent",
+)
+#: The structures of lag correlations on the time's values, with an order (the largest lag).
+LAGGED: tuple[str, ...] = ("toeplitz", "ma")
+#: The structures with an order: lags on the time, or occasions apart (banded).
+ORDERED: tuple[str, ...] = (*LAGGED, "banded")
+#: The structures with an SD per occasion of the time.
+BY_OCCASION: tuple[str, ...] = ("unstructured", "banded")
 #: Unstructured residuals have T (T + 1) / 2 parameters; more occasions than this are refused.
 MAX_OCCASIONS = 12
 
@@ -43,15 +65,17 @@ class ResidualStructure:
 
     Attributes
     ----------
-    kind : {"ar1", "car1", "toeplitz", "exchangeable", "unstructured", "independent"}
+    kind : {"ar1", "car1", "toeplitz", "ma", "banded", "exchangeable", "unstructured", \
+"independent"}
     time : str or None
-        The time column (AR(1), CAR(1), Toeplitz, unstructured).
+        The time column (AR(1), CAR(1), Toeplitz, MA, banded, unstructured).
     by : str or None
         A column whose strata get their own residual SD.
     group : str or None
         A column splitting the innermost random-effects group into residual groups.
     order : int
-        Toeplitz: the largest lag with a correlation (0 for the other structures).
+        Toeplitz and MA: the largest lag with a correlation; banded: the most occasions apart
+        with one (0 for the other structures).
     """
 
     kind: Kind
@@ -75,30 +99,29 @@ class ResidualStructure:
         for name, value in (("time", time), ("by", by), ("group", group)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise FormulaError(f"{name}= takes a column name, got {value!r}")
-        if kind == "toeplitz" and (
-            isinstance(order, bool) or not isinstance(order, int) or order < 1
-        ):
-            raise FormulaError(f"a Toeplitz structure needs an order of 1 or more, got {order!r}")
-        if kind in ("ar1", "car1", "toeplitz", "unstructured") and time is None:
+        if kind in ORDERED and (isinstance(order, bool) or not isinstance(order, int) or order < 1):
+            what = {"toeplitz": "a Toeplitz", "ma": "an MA", "banded": "a banded"}[kind]
+            raise FormulaError(f"{what} structure needs an order of 1 or more, got {order!r}")
+        if kind in ("ar1", "car1", *BY_OCCASION, *LAGGED) and time is None:
             raise FormulaError(f"the {kind} residual structure needs a time column (time=)")
         if kind == "independent" and by is None:
             raise FormulaError(
                 "independent residuals with one variance are the default; give by= a column for "
                 "a residual SD per stratum"
             )
-        if kind == "unstructured" and by is not None:
+        if kind in BY_OCCASION and by is not None:
             raise FormulaError(
-                "unstructured residuals already have an SD per occasion; by= is not allowed"
+                f"{kind} residuals already have an SD per occasion; by= is not allowed"
             )
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "time", time)
         object.__setattr__(self, "by", by)
         object.__setattr__(self, "group", group)
-        object.__setattr__(self, "order", order if kind == "toeplitz" else 0)
+        object.__setattr__(self, "order", order if kind in ORDERED else 0)
 
     def __repr__(self) -> str:
         args = [repr(self.time)] if self.time is not None else []
-        args += [repr(self.order)] if self.kind == "toeplitz" else []
+        args += [repr(self.order)] if self.kind in ORDERED else []
         args += [f"{k}={v!r}" for k, v in (("by", self.by), ("group", self.group)) if v]
         return f"{type(self).__name__}({', '.join(args)})"
 
@@ -113,6 +136,8 @@ class ResidualStructure:
             "ar1": "AR(1)",
             "car1": "CAR(1)",
             "toeplitz": f"Toeplitz({self.order})",
+            "ma": f"MA({self.order})",
+            "banded": f"Banded({self.order})",
             "exchangeable": "Exchangeable",
             "unstructured": "Unstructured",
             "independent": "Independent",
@@ -135,16 +160,32 @@ class CAR1(ResidualStructure):
 
 
 class Toeplitz(ResidualStructure):
-    """A correlation per lag ``1..order`` of the integer time, none beyond (banded Toeplitz).
+    """A free correlation per lag ``1..order`` of the integer time, none beyond (Stata's toeplitz).
 
-    Fitted through the coefficients of a moving average of that order (nlme's ``corARMA(q =
-    order)``), which keeps every group's correlation matrix positive definite.
+    Any lag correlations for which the banded Toeplitz matrix over the occasions (every time from
+    the earliest to the latest of a group) is positive definite: Stata's ``toeplitz #``. `MA` is
+    the moving-average version (nlme's ``corARMA(q = order)``).
     """
 
     def __init__(
         self, time: str, order: int, *, by: str | None = None, group: str | None = None
     ) -> None:
         super().__init__("toeplitz", time, by, group, order)
+
+
+class MA(ResidualStructure):
+    """The lag correlations of a moving average of ``order`` on the integer time (MA(q)).
+
+    ``e_t = a_t + theta_1 a_(t-1) + ... + theta_q a_(t-q)``, fitted through an invertible
+    ``theta`` (Stata's ``ma #``, nlme's ``corARMA(q = order)``). Its lag correlations are those
+    of a `Toeplitz` of the same order restricted to what a moving average can produce (for all
+    lengths of series): an MA(1)'s lag-1 correlation lies within +-0.5.
+    """
+
+    def __init__(
+        self, time: str, order: int, *, by: str | None = None, group: str | None = None
+    ) -> None:
+        super().__init__("ma", time, by, group, order)
 
 
 class Exchangeable(ResidualStructure):
@@ -161,6 +202,18 @@ class Unstructured(ResidualStructure):
         super().__init__("unstructured", time, None, group)
 
 
+class Banded(ResidualStructure):
+    """Unstructured within a band (Stata's ``banded #``).
+
+    An SD per occasion (value of ``time``) and a correlation per pair of occasions at most
+    ``order`` occasions apart in the sorted occasions, 0 beyond; ``order`` of the number of
+    occasions - 1 is `Unstructured`.
+    """
+
+    def __init__(self, time: str, order: int, *, group: str | None = None) -> None:
+        super().__init__("banded", time, None, group, order)
+
+
 class Independent(ResidualStructure):
     """Independent residuals with an SD per stratum of ``by`` (nlme's ``varIdent``)."""
 
@@ -171,8 +224,9 @@ class Independent(ResidualStructure):
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _SUB = re.compile(rf"\b(t|ti|tim|time|by|group)\s*\(\s*({_NAME})\s*\)", re.IGNORECASE)
 SUPPORTED = (
-    "ar 1, t(time); toeplitz #, t(time); exchangeable; independent, by(stratum); "
-    "unstructured, t(time) (abbreviated as Stata allows: ar, toe, exc, ind, un)"
+    "ar 1, t(time); toeplitz #, t(time); ma #, t(time); banded #, t(time); exchangeable; "
+    "independent, by(stratum); unstructured, t(time) (abbreviated as Stata allows: ar, toe, ba, "
+    "exc, ind, un)"
 )
 
 
@@ -237,6 +291,24 @@ def parse_residuals(text: str, *, stata: bool = True) -> ResidualStructure:
         if time is None:
             raise FormulaError("residuals(toeplitz #) needs the time variable: 't(time)'")
         return Toeplitz(time, int(order), by=by, group=group)
+    if rtype == "ma":
+        order = words[1] if len(words) > 1 else ""
+        if not order.isdigit() or int(order) < 1:
+            raise FormulaError("write the moving average as 'ma #, t(time)' with # >= 1")
+        if by is not None and stata:
+            raise _by_with_correlation("ma")
+        if time is None:
+            raise FormulaError("residuals(ma #) needs the time variable: 't(time)'")
+        return MA(time, int(order), by=by, group=group)
+    if len(rtype) >= 2 and "banded".startswith(rtype):
+        order = words[1] if len(words) > 1 else ""
+        if not order.isdigit() or int(order) < 1:
+            raise FormulaError("write the banded structure as 'banded #, t(time)' with # >= 1")
+        if by is not None:
+            raise _by_with_correlation("banded")
+        if time is None:
+            raise FormulaError("residuals(banded #) needs the time variable: 't(time)'")
+        return Banded(time, int(order), group=group)
     if len(rtype) >= 3 and "exchangeable".startswith(rtype):
         if by is not None and stata:
             raise _by_with_correlation("exchangeable")
@@ -256,7 +328,7 @@ def parse_residuals(text: str, *, stata: bool = True) -> ResidualStructure:
                 "'independent, by(stratum)' for an SD per stratum"
             )
         return Independent(by=by, group=group)
-    known = ("ma", "arma", "banded", "exponential", "ba", "exp")
+    known = ("arma", "exponential", "exp")
     why = "is not supported yet by tiers" if rtype in known else "is not a residual structure"
     raise FormulaError(f"residuals({words[0]}) {why}; supported: {SUPPORTED}")
 

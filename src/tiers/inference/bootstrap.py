@@ -2,7 +2,9 @@
 
 A replicate draws ``y* = X beta_hat + sum_t Z_t b_t* + sigma_hat e`` with ``b_t* ~ N(0, sigma_hat^2
 T_t T_t')`` independently per group of each term (``T_t`` the term's relative factor at
-``theta_hat``) and ``e ~ N(0, I)``, then refits with `tiers.fitting.fit_design` on the same
+``theta_hat``) and ``e ~ N(0, I)``, or with a residual structure ``e_g = L_g z_g`` per residual
+group, ``L_g`` the Cholesky factor of its block ``R_g`` at ``rho_hat`` (AR(1), exchangeable, ...;
+`tiers.design.residual_params`) and ``z_g ~ N(0, I)``, then refits with `tiers.fitting.fit_design` on the same
 `Design` (only the response changes, so grouping and diagnostics are not redone) and
 the same criterion (REML or ML) as the original fit.
 
@@ -41,7 +43,6 @@ from tiers._threads import single_thread_blas
 from tiers.design.design import Design
 from tiers.fitting import fit_design
 from tiers.inference.progress import ProgressBar
-from tiers.inference.residuals import require_independent_residuals
 from tiers.optimize.minimize import optimize_theta
 from tiers.results.result import FitResult
 
@@ -56,12 +57,27 @@ class Simulator:
     mean: FloatArray
     theta: FloatArray
     sigma: float
+    #: Per residual size class, the Cholesky factors of its patterns' blocks (P, T, T); empty
+    #: without a residual structure.
+    factors: tuple[FloatArray, ...] = ()
 
     @classmethod
     def from_result(cls, res: FitResult) -> Simulator:
         """The simulator of a fitted model."""
         mean = res.X @ np.asarray(res.beta)
-        return cls(res.design, mean, np.asarray(res.theta), float(res.sigma))
+        theta = np.asarray(res.theta, dtype=np.float64)
+        lay = res.design.residuals
+        factors: tuple[FloatArray, ...] = ()
+        if lay is not None:
+            rho = theta[theta.size - lay.params.n_rho :]
+            factors = tuple(
+                np.asarray(
+                    np.linalg.cholesky(lay.params.blocks(rho, c.times, c.strata, c.occasion)),
+                    dtype=np.float64,
+                )
+                for c in lay.classes
+            )
+        return cls(res.design, mean, theta, float(res.sigma), factors)
 
     def draw(self, rng: np.random.Generator) -> FloatArray:
         """One simulated response vector."""
@@ -79,6 +95,13 @@ class Simulator:
             else:
                 y += np.einsum("ij,ij->i", t.Z, b[t.codes])
         e = self.sigma * rng.standard_normal(y.size)
+        lay = self.prep.residuals
+        if lay is not None:
+            for c, L in zip(lay.classes, self.factors, strict=True):
+                if L.shape[0] == 1:  # one pattern (a balanced panel): one matrix product
+                    e[c.rows] = e[c.rows] @ L[0].T
+                else:
+                    e[c.rows] = np.einsum("gab,gb->ga", L[c.pattern], e[c.rows], optimize=True)
         rw = self.prep.weights
         if rw is not None and rw.spec.kind == "precision":
             e /= np.sqrt(rw.rows)  # residual variance sigma^2 / w
@@ -412,7 +435,6 @@ def bootstrap(
     progress: bool | None = None,
 ) -> BootstrapResult:
     """Parametric bootstrap of a fitted model (reproducible from ``seed``)."""
-    require_independent_residuals(res, "the parametric bootstrap")
     return run(
         Simulator.from_result(res),
         (res.design,),

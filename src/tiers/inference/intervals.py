@@ -20,7 +20,6 @@ import pandas as pd
 from tiers._lazy import stats
 from tiers._threads import single_thread_blas
 from tiers.fitting import refit
-from tiers.inference.residuals import require_independent_residuals
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
 from tiers.variance.scale import SdCor
@@ -54,8 +53,6 @@ def confint(
     """Intervals for the variance parameters and the fixed effects (see `FitResult.confint`)."""
     check_method(method)
     check_level(level)
-    if method != "wald":
-        require_independent_residuals(res, f"confint(method={method!r})")
     sc = SdCor.from_terms(res.terms)
     if method == "bootstrap":
         check_n_boot(n_boot)
@@ -169,6 +166,15 @@ def _profile(res: FitResult, sc: SdCor, level: float, *, ml: bool) -> pd.DataFra
         lo, hi = pr.varpar_interval(i, z, se[i])
         rows.append({"name": name, "estimate": pr.p_hat[i], "lower": lo.value, "upper": hi.value})
         notes += _bound_notes(name, lo, hi, pr.p_hat[i], sc.kinds[i])
+    if target.design.residuals is not None:
+        from tiers.inference.residual_profile import profile_residual
+
+        rp = profile_residual(target, level)
+        rows += [
+            {"name": f"{n}|residual", "estimate": e, "lower": a, "upper": b}
+            for n, e, a, b in zip(rp.names, rp.estimate, rp.lower, rp.upper, strict=True)
+        ]
+        notes += list(rp.notes)
     for j, name in enumerate(target.xnames):
         lo, hi = pr.fixed_interval(j, z)
         rows.append({"name": name, "estimate": pr.beta[j], "lower": lo.value, "upper": hi.value})
@@ -237,6 +243,18 @@ def _bootstrap(
     for k, name in enumerate(sc.names):
         lo, hi = percentile(P[:, k], ok, level)
         rows.append({"name": name, "estimate": est[k], "lower": lo, "upper": hi})
+    lay = res.design.residuals
+    if lay is not None:  # the residual structure's parameters on their natural scale
+        params = lay.params
+        nat = np.full((boot.n_boot, params.n_rho), np.nan)
+        for i in np.flatnonzero(ok):
+            nat[i] = params.natural(reps.theta[i, sc.n_theta :])
+        est_r = params.natural(np.asarray(res.theta)[sc.n_theta :])
+        for k, name in enumerate(params.names):
+            lo, hi = percentile(nat[:, k], ok, level)
+            rows.append(
+                {"name": f"{name}|residual", "estimate": est_r[k], "lower": lo, "upper": hi}
+            )
     for j, name in enumerate(res.xnames):
         lo, hi = percentile(reps.beta[:, j], ok, level)
         rows.append({"name": name, "estimate": float(res.beta[j]), "lower": lo, "upper": hi})
@@ -265,7 +283,7 @@ def share_groups(res: FitResult) -> tuple[list[tuple[int, ...]], list[tuple[int,
 
     In the order of the rows of `tiers.inference.shares.variance_shares`.
     """
-    K = len(res.theta)
+    K = len(res.terms)  # intercepts only: one SD per level (res.theta may end with rho)
     shares: list[tuple[int, ...]] = [(k,) for k in range(K + 1)]
     iccs = [tuple(range(k + 1)) for k in range(K)]
     return shares, iccs
@@ -303,7 +321,8 @@ def variance_shares(
         check_n_boot(n_boot)
         boot = bootstrap(res, n_boot=n_boot, seed=seed, workers=workers, progress=progress)
         reps = boot.models[0]
-        var = np.column_stack([(reps.theta * reps.sigma[:, None]) ** 2, reps.sigma**2])
+        n_re = len(res.terms)  # intercepts only: one theta per level, then any residual rho
+        var = np.column_stack([(reps.theta[:, :n_re] * reps.sigma[:, None]) ** 2, reps.sigma**2])
         frac = var / var.sum(axis=1, keepdims=True)
         for k, g in enumerate(shares):
             table.loc[k, cols[:2]] = percentile(frac[:, list(g)].sum(axis=1), boot.ok, level)
@@ -320,7 +339,7 @@ def variance_shares(
 def _share_profiles(res, table, level, shares, iccs) -> pd.DataFrame:
     from tiers.inference.profile import Profiler
 
-    K = len(res.theta)
+    K = len(res.terms)
     cols = ("share_lower", "share_upper", "icc_lower", "icc_upper")
     sc = SdCor.from_terms(res.terms)
     z = float(stats.norm.ppf(0.5 + level / 2.0))

@@ -124,6 +124,10 @@ class Profiler:
     sdcor : SdCor
         The variance parameters' names and map.
     theta, sigma : the estimates under ``problem``'s criterion.
+        With a residual structure ``theta`` ends with its unconstrained parameters ``rho``
+        (`tiers.design.residual_params`): they follow the SDs, correlations and sigma in the
+        profile's vector ``p`` and are optimised with the others whenever one is held (nlme's
+        parameters of ``corStruct`` and ``varFunc`` re-estimated along the profile).
     xnames : names of the fixed effects.
     """
 
@@ -140,18 +144,25 @@ class Profiler:
         self.theta = np.asarray(theta, dtype=np.float64)
         self.sigma = float(sigma)
         self.xnames = xnames
-        self.p_hat = sdcor.from_theta(self.theta, self.sigma)
+        self.m = sdcor.size  # the SDs, correlations and sigma; then rho
+        n_rho = self.theta.size - sdcor.n_theta
+        rho = self.theta[sdcor.n_theta :]
+        self.p_hat = np.concatenate([sdcor.from_theta(self.theta, self.sigma), rho])
         self.dev_min = problem.criterion(self.theta, self.sigma)
         sol = problem.solve(self.theta)
         self.beta = sol.beta
         self.vcov = self.sigma**2 * sol.unscaled_vcov
-        self.theta_lo, self.theta_hi = sdcor.theta_bounds()
-        # scale of each variance parameter in the optimiser's coordinates
-        kinds = np.array(sdcor.kinds)
-        self.scale = np.where(kinds == "cor", 1.0, np.where(self.p_hat > 0, self.p_hat, self.sigma))
-        self.p_lo = np.where(kinds == "cor", -1.0, 0.0)
-        self.p_lo[-1] = 1e-6
-        self.p_hi = np.where(kinds == "cor", 1.0, np.inf)
+        lo, hi = sdcor.theta_bounds()
+        self.theta_lo = np.concatenate([lo, np.full(n_rho, -np.inf)])
+        self.theta_hi = np.concatenate([hi, np.full(n_rho, np.inf)])
+        # scale of each variance parameter in the optimiser's coordinates (rho: unconstrained)
+        kinds = np.array(sdcor.kinds + ("rho",) * n_rho)
+        unit = (kinds == "cor") | (kinds == "rho")
+        self.scale = np.where(unit, 1.0, np.where(self.p_hat > 0, self.p_hat, self.sigma))
+        self.p_lo = np.where(kinds == "cor", -1.0, np.where(kinds == "rho", -np.inf, 0.0))
+        self.p_lo[self.m - 1] = 1e-6
+        self.p_hi = np.where(kinds == "sd", np.inf, 1.0)
+        self.p_hi[self.m - 1 :] = np.inf
         for b in sdcor.blocks:  # an exchangeable correlation is bounded below by -1/(q-1)
             if b.cov.kind == "exchangeable" and b.cor_at:
                 self.p_lo[list(b.cor_at)] = -1.0 / (b.cov.q - 1)
@@ -165,10 +176,12 @@ class Profiler:
         self.n_evaluations += 1
         # correlations outside the valid set are projected by to_theta; the penalty keeps the
         # optimiser from resting there (the projected matrix has other correlations than p)
-        bad = max(0.0, -self.sdcor.min_eigenvalue(p)) if self.has_cor else 0.0
-        theta, sigma = self.sdcor.to_theta(p)
+        bad = max(0.0, -self.sdcor.min_eigenvalue(p[: self.m])) if self.has_cor else 0.0
+        theta, sigma = self.sdcor.to_theta(p[: self.m])
         try:
-            return self.problem.criterion(theta, sigma) + PENALTY * bad
+            return self.problem.criterion(np.concatenate([theta, p[self.m :]]), sigma) + (
+                PENALTY * bad
+            )
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
             # far out in a profile (an SD 1e6 times its estimate) the fixed-effects system can
             # lose definiteness in floating point: that point is far outside any interval
@@ -182,11 +195,12 @@ class Profiler:
         positive definite): the verification of a crossing, whose better optimum the path then
         follows.
         """
-        free = np.arange(self.sdcor.size) != i
+        free = np.arange(self.p_hat.size) != i
         path = self.paths.setdefault(i, _Path(float(self.p_hat[i])))
         p = self.p_hat.copy()
         p[i] = v
-        start = self.sdcor.feasible(p, i)[free] / self.scale[free]
+        p[: self.m] = self.sdcor.feasible(p[: self.m], i)
+        start = p[free] / self.scale[free]
         x0 = start if fresh else path.nearest(v, start)
 
         def fun(x: FloatArray) -> float:
@@ -345,9 +359,11 @@ class Profiler:
         """``min f`` with the share of the components ``group`` in the total variance held at ``c``.
 
         ``group`` holds indices into the SDs, the residual last. For random-intercept models.
+        A residual structure's ``rho`` is optimised with the total and the relative sizes.
         """
-        m = self.sdcor.size
-        var_hat = self.p_hat**2
+        m = self.m
+        var_hat = self.p_hat[:m] ** 2
+        rho_hat = self.p_hat[m:]
         total_hat = float(var_hat.sum())
         inside = np.zeros(m, dtype=bool)
         inside[list(group)] = True
@@ -364,20 +380,21 @@ class Profiler:
         for side, anchor in zip((inside, ~inside), anchors, strict=True):
             if var_hat[anchor] > 0:
                 w0[side] = var_hat[side] / var_hat[anchor]
-        x0 = path.nearest(c, np.r_[0.0, w0[free_w]])
+        nw = int(free_w.sum())
+        x0 = path.nearest(c, np.r_[0.0, w0[free_w], rho_hat])
 
         def fun(x: FloatArray) -> float:
             w = np.ones(m)
-            w[free_w] = x[1:]
+            w[free_w] = x[1 : 1 + nw]
             shares = np.empty(m)
             for side, part in ((inside, c), (~inside, 1.0 - c)):
                 shares[side] = part * w[side] / w[side].sum()
             p = np.sqrt(shares * total_hat * np.exp(x[0]))
             if p[-1] <= 0.0:
                 return np.inf
-            return self._f(p) - self.dev_min
+            return self._f(np.concatenate([p, x[1 + nw :]])) - self.dev_min
 
-        lo = np.r_[-np.inf, np.zeros(int(free_w.sum()))]
+        lo = np.r_[-np.inf, np.zeros(nw), np.full(rho_hat.size, -np.inf)]
         hi = np.full(lo.size, np.inf)
         x, f = _minimize(fun, x0, lo, hi)
         path.points[c] = x
@@ -387,11 +404,11 @@ class Profiler:
         self, group: tuple[int, ...], z: float, se: float | None = None
     ) -> tuple[Bound, Bound]:
         """Interval of the share of the components ``group`` in the total variance."""
-        var_hat = self.p_hat**2
+        var_hat = self.p_hat[: self.m] ** 2
         est = float(var_hat[list(group)].sum() / var_hat.sum())
         step = se if se is not None and np.isfinite(se) and se > 0 else 0.3 * min(est, 1 - est)
         step = min(max(step, 1e-3), 0.25)
-        residual_in = (self.sdcor.size - 1) in group
+        residual_in = (self.m - 1) in group
         # sigma = 0 is outside the model: a share that would need it stops just short
         lo = 1e-9 if residual_in else 0.0
         hi = 1.0 if residual_in else 1.0 - 1e-9

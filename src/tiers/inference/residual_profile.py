@@ -8,8 +8,8 @@ parameters. The interval is where ``profile(v) - min`` stays below ``chi2_1(leve
 until the profile passes the critical value, then brentq on the bracket, warm-started along the
 path. The ends map back to the natural scale by the monotone maps of the structure (tanh, the
 logistic, exp); a profile that stays below the critical value to the end of the range gives that
-end (phi = 1, an SD ratio of infinity). Correlations of unstructured and Toeplitz residuals are functions of
-several parameters and are not profiled (their rows are NaN, with a note).
+end (phi = 1, an SD ratio of infinity). Correlations of unstructured, Toeplitz and MA residuals are
+functions of several parameters and are not profiled (their rows are NaN, with a note).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ FloatArray = NDArray[np.float64]
 
 #: Doublings of the step before an end is declared out of reach (the end of the range).
 MAX_STEPS = 12
+#: Structures whose correlations each depend on several unconstrained parameters.
+SEVERAL = ("unstructured", "banded", "toeplitz", "ma")
 #: Beyond this unconstrained value a correlation is 1 - 1e-15: the end of its range.
 FAR = 35.0
 
@@ -80,7 +82,7 @@ def profile_residual(res: FitResult, level: float = 0.95) -> ResidualProfile:
     upper = np.full(params.n_rho, np.nan)
     notes: list[str] = []
     for j in range(params.n_rho):
-        if params.spec.kind in ("unstructured", "toeplitz") and j < params.n_corr:
+        if params.spec.kind in SEVERAL and j < params.n_corr:
             continue
         at = n_re + j
         others = np.array([i for i in range(full.size) if i != at])
@@ -138,7 +140,7 @@ def profile_residual(res: FitResult, level: float = 0.95) -> ResidualProfile:
         lo_x, hi_x = bounds
         lower[j] = _natural(params, full[n_re:], j, lo_x)
         upper[j] = _natural(params, full[n_re:], j, hi_x)
-    if params.spec.kind in ("unstructured", "toeplitz"):
+    if params.spec.kind in SEVERAL:
         notes.append(
             f"the correlations of {params.spec.kind} residuals depend on several parameters and "
             "are not profiled; see the Wald intervals"

@@ -1,7 +1,6 @@
-"""Inference with a residual structure: LR-test nesting, and what is refused.
+"""Inference with a residual structure: which structures nest, for LR tests.
 
-What a larger model's structure adds to a smaller one's (for LR tests), and the methods that still
-assume independent residuals (refused by name).
+What a larger model's structure adds to a smaller one's (for LR tests).
 
 Residual structures nest as special cases (each pair tested on the same residual groups):
 
@@ -9,9 +8,10 @@ Residual structures nest as special cases (each pair tested on the same residual
   exchangeable with r = 0, unstructured with equal SDs and zero correlations, and any structure
   with its SD ratios at 1;
 * a structure without ``by`` is the same structure with its SD ratios at 1;
-* AR(1), Toeplitz and exchangeable residuals over the occasions of ``time`` are unstructured
-  ones, and a Toeplitz structure of a lower order is one of a higher order (the moving-average
-  coefficients beyond its order at 0, inside their range).
+* AR(1), Toeplitz, MA and exchangeable residuals over the occasions of ``time`` are unstructured
+  ones; a Toeplitz (or MA) structure of a lower order is one of a higher order (the lag
+  correlations, or the moving-average coefficients, beyond its order at 0, inside their range);
+  an MA is a Toeplitz of the same or a higher order (the same lags, its correlations a subset).
 
 Only CAR(1)'s phi = 0 lies on the boundary of its range (0 < phi < 1): AR(1)'s phi = 0, an
 exchangeable r = 0 (its range is -1/(m-1) < r < 1) and SD ratios of 1 are inside theirs, so the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tiers.errors import ComparisonError, TiersError
+from tiers.errors import ComparisonError
 from tiers.formula.residuals import ResidualStructure
 from tiers.inference.vctest import VarianceDifference
 from tiers.results.result import FitResult
@@ -40,12 +40,12 @@ def _nested(s0: ResidualStructure | None, s1: ResidualStructure) -> bool:
     if s0.group != s1.group:
         return False
     if s0.kind == "independent":
-        return s1.by == s0.by or s1.kind == "unstructured" and s0.by == s1.time
-    if s0.kind == s1.kind:
+        return s1.by == s0.by or s1.kind in ("unstructured", "banded") and s0.by == s1.time
+    if s0.kind == s1.kind or (s0.kind, s1.kind) == ("ma", "toeplitz"):
         return s0.time == s1.time and s0.order <= s1.order
     return (
         s1.kind == "unstructured"
-        and s0.kind in ("ar1", "exchangeable", "toeplitz")
+        and s0.kind in ("ar1", "exchangeable", "toeplitz", "ma", "banded")
         and s0.by is None
         and (s0.time in (None, s1.time))
     )
@@ -92,19 +92,4 @@ def with_residual_difference(
         n_boundary=var.n_boundary + boundary,
         unknown=unknown,
         added=(*var.added, words),
-    )
-
-
-def require_independent_residuals(res: FitResult, what: str) -> None:
-    """Refuse ``what`` on a fit with a residual structure, saying what is available instead.
-
-    ``what`` is a method that simulates or profiles independent residuals.
-    """
-    lay = res.design.residuals
-    if lay is None:
-        return
-    raise TiersError(
-        f"{what} is not available yet for a model with {lay.spec.describe()} residuals (it "
-        "simulates or profiles independent residuals); use Wald intervals (confint('wald')), "
-        "residual_intervals('profile') for the residual parameters, and lrtest between fits"
     )

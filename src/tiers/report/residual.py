@@ -47,6 +47,8 @@ def nlme_lines(rinf: ResidualInference, group: str, time: str | None, by: str | 
     ratio = [i for i, n in enumerate(rinf.names) if n.startswith("sd ratio")]
     if corr:
         title = {"CAR(1)": "Continuous AR(1)", "Exchangeable": "Compound symmetry"}
+        if kind.startswith("MA("):  # nlme's corARMA(q = k); tiers prints its lag correlations
+            title[kind] = f"ARMA(0,{kind[3:-1]})"
         form = f"~{time} | {group}" if time else f"~1 | {group}"
         names = [{"phi": "Phi", "rho": "Rho"}.get(rinf.names[i], rinf.names[i]) for i in corr]
         out += [

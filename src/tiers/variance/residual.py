@@ -6,7 +6,13 @@ the random effects, then ``log sigma``) with the residual structure's unconstrai
 differences of the criterion (beta profiled out, sigma free), as in nlme's ``apVar``. The residual
 parameters' Wald intervals are formed on the unconstrained scale and mapped back (nlme's
 ``intervals``); the correlations of unstructured residuals, which depend on several ``rho``, get
-delta-method SEs and Fisher-z intervals (Stata's); so do Toeplitz lag correlations.
+delta-method SEs and Fisher-z intervals (Stata's); so do Toeplitz and MA lag correlations.
+
+Where the likelihood is nearly flat in one direction (an SD near zero tied to phi), nlme's
+``apVar`` (``fdHess`` with relStep ``eps^(1/3)``, about 6e-6) is dominated by rounding and its
+intervals differ from these (AR(1) with gaps: phi 0.339-0.725 against 0.394-0.694); nlme's own
+function differentiated accurately (Richardson extrapolation) gives tiers' intervals
+(``tests/data/rside/make_rside_hessian.R``).
 """
 
 from __future__ import annotations
@@ -171,7 +177,7 @@ def _residual_rows(
         var_nat = np.einsum("ij,jk,ik->i", J, cov_rho, J)
         se = np.where(var_nat >= 0, np.sqrt(np.abs(var_nat)), np.nan)
         se_rho = np.sqrt(np.where(np.diag(cov_rho) >= 0, np.diag(cov_rho), np.nan))
-        if params.spec.kind in ("unstructured", "toeplitz"):
+        if params.spec.kind in ("unstructured", "banded", "toeplitz", "ma"):
             # each correlation depends on several rho: Fisher's z with the delta-method SE
             k = params.n_corr
             r = est[:k]
