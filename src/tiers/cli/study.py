@@ -40,6 +40,44 @@ def _design(preset: str, design: Path | None, districts: int | None) -> Any:
     return PRESETS[preset](**({} if districts is None else {"districts": districts}))
 
 
+def glmm_design(
+    preset: str,
+    design: Path | None,
+    districts: int | None,
+    family: str | None,
+    link: str | None,
+    exposure: str | None = None,
+) -> Any:
+    """`_design` with ``--family``, ``--link`` (and ``--exposure``) applied.
+
+    The seed-binary preset takes its link itself (its SDs are rescaled to the link's latent
+    scale); any other design keeps its SDs and coefficients, read on the new link scale, and a
+    design with a residual SD is refused (`NestedDesign.with_family`).
+    """
+    from dataclasses import replace
+
+    if exposure is not None and (family or "") != "poisson":
+        raise DesignError("--exposure goes with --family poisson (counts per unit of exposure)")
+    if (
+        preset == "seed-binary"
+        and design is None
+        and link is not None
+        and family in (None, "binomial")
+    ):
+        from tiers.simulation.presets import seed_binary_design
+
+        return seed_binary_design(
+            **({} if districts is None else {"districts": districts}), link=link
+        )
+    spec = _design(preset, design, districts)
+    if family is None and link is None:
+        return spec
+    if family is None and not spec.is_glmm:
+        raise DesignError(f"--link {link} needs --family binomial or poisson (a GLMM outcome)")
+    spec = spec.with_family(family or spec.family, link)
+    return spec if exposure is None else replace(spec, exposure=exposure)
+
+
 def _table(df: Any, title: str, digits: int = 4) -> Any:
     import pandas as pd
     from rich.table import Table
