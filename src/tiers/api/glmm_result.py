@@ -19,6 +19,7 @@ from tiers.results.glmm import GlmmFit
 
 Scale = Literal["link", "response"]
 Style = Literal["stata", "lme4"]
+Residual = Literal["deviance", "pearson", "response"]
 
 
 def _level(level: float) -> float:
@@ -288,6 +289,25 @@ class GlmmResult:
                 Z, _ = model_matrix(expr, data, what=f"random-effects term for {spec.name}")
             total += np.einsum("ni,ij,nj->n", Z, t.covariance, Z)
         return total
+
+    def residuals(self, type: Residual = "deviance") -> np.ndarray:  # noqa: A002 (lme4's name)
+        """Residuals at the conditional modes, as lme4's ``residuals(glmer_fit, type)``.
+
+        ``deviance``: ``sign(y - mu) sqrt(d_i)``, ``d_i`` the row's contribution to the deviance;
+        ``pearson``: ``(y - mu) sqrt(w) / sqrt(V(mu))``; ``response``: ``y - mu``. A binomial
+        response is the proportion of successes, ``w`` its trials (McCullagh & Nelder 1989,
+        sec. 2.4). Their sum of squares is (deviance) or estimates (Pearson) the conditional
+        deviance; they are not normal for a 0/1 outcome, so no QQ reference applies.
+        """
+        if type not in ("deviance", "pearson", "response"):
+            raise DataError(f"type must be 'deviance', 'pearson' or 'response'; got {type!r}")
+        y, wt, mu = self.problem.y, self.problem.wt, self.fit.mu
+        if type == "response":
+            return y - mu
+        if type == "pearson":
+            return (y - mu) * np.sqrt(wt / self.family.variance(mu))
+        d = np.maximum(self.family.dev_resid(y, mu, wt), 0.0)
+        return np.sign(y - mu) * np.sqrt(d)
 
     def shares(self) -> pd.DataFrame:
         """Variance shares and ICCs on the latent scale (random intercepts).

@@ -35,8 +35,10 @@ def fit_glmm_cli(
     json_path: Path | None,
     force: bool,
     table: str | None = None,
-) -> None:
+) -> Any:
     """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``.
+
+    Returns the `tiers.api.glmm_result.GlmmResult` (for ``--plots``).
 
     ``table``: the `tiers.report.table.Table` method (``to_latex``, ...) that prints the fit as a
     publication table instead of the summary (``--or`` exponentiates its coefficients).
@@ -66,3 +68,4 @@ def fit_glmm_cli(
         fail(exc)
     if json_path is not None:
         write_json(doc, json_path)
+    return result
