@@ -16,6 +16,7 @@ from tiers.inference.r2 import R2
 from tiers.inference.r2_glmm import glmm_r2
 from tiers.report import glmm as report
 from tiers.results.glmm import GlmmFit
+from tiers.results.lrtest import LRTest
 
 Scale = Literal["link", "response"]
 Style = Literal["stata", "lme4"]
@@ -369,11 +370,41 @@ class GlmmResult:
             return report.stata_summary(self.fit, self.coef_table(exponentiate=expo), expo)
         raise DataError(f"style must be 'stata' or 'lme4'; got {style!r}")
 
+    def lr_glm(self) -> LRTest:
+        """Likelihood-ratio test against the GLM without random effects (theta = 0).
+
+        chibar2(01) for one variance parameter (Self & Liang 1987), else a conservative
+        chi2(k), as for a linear fit's test against the linear model.
+        """
+        from scipy.special import chdtrc
+
+        from tiers.engine.pirls import glm_irls
+
+        p, fam = self.problem, self.family
+        beta, _, _ = glm_irls(p.y, p.wt, p.offset, p.X, fam)
+        dev0 = float(np.sum(fam.minus2loglik(p.y, fam.linkinv(p.offset + p.X @ beta), p.wt)))
+        k, chi2 = self.fit.theta.size, max(dev0 - self.fit.deviance, 0.0)
+        if k == 1:
+            why = "one variance component on the boundary: a 50:50 mixture of chi2(0) and chi2(1)"
+            return LRTest(chi2, 1, float(0.5 * chdtrc(1, chi2)), "chibar2(01)", why, "ML",
+                          -0.5 * dev0, self.fit.loglik)  # fmt: skip
+        why = f"{k} covariance parameters, some on the boundary: the chi2({k}) p-value is conservative"
+        return LRTest(chi2, k, float(chdtrc(k, chi2)), f"chi2({k})", why, "ML", -0.5 * dev0,
+                      self.fit.loglik, conservative=True)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        """The fit as one JSON-able document (family, link, nAGQ, deviance, the tables, R2)."""
-        out = report.glmm_dict(self.fit, self.coef_table(exponentiate=False), self.varcorr())
-        out["r2"] = self.r2().to_dict()
-        return out
+        """The fit as one JSON-able document: a linear fit's fields and the GLMM's own.
+
+        ``family``, ``link``, ``nAGQ``, ``approximation``, ``deviance`` and the latent-scale
+        shares; see docs/json.md.
+        """
+        from tiers.report.glmm_json import glmm_dict
+
+        slopes = any(t.znames != ("(Intercept)",) for t in self.fit.terms)
+        latent = self.family.latent_variance
+        shares = None if latent is None or slopes else self.shares()
+        table = self.coef_table(exponentiate=False)
+        return glmm_dict(self.fit, table, self.design, self.lr_glm(), shares, self.r2(), latent)
 
     def __str__(self) -> str:
         return self.summary()

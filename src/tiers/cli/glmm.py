@@ -63,7 +63,10 @@ def fit_glmm_cli(
             conf = result.confint(level if level is not None else 0.95, method=ci)  # type: ignore[arg-type]
             typer.echo("")
             typer.echo(conf.to_string())
-            doc["confint"] = {str(k): [float(v) for v in row] for k, row in conf.iterrows()}
+            from tiers.report.glmm_json import glmm_confint_dict
+
+            lv = level if level is not None else 0.95
+            doc["confint"] = glmm_confint_dict(conf, result.fit, ci, lv)
     except TiersError as exc:
         fail(exc)
     if json_path is not None:
