@@ -14,6 +14,12 @@ Estimators
 effects estimators of the response on every covariate, with the innermost level as the panel id
 (``fe:teach_id`` names another). Anything else is a mixed-model formula (lme4 or Stata syntax),
 fitted with ``force=True`` so a wrongly nested model is fitted, counted and its warnings kept.
+For a GLMM design (family binomial or poisson) a formula is a GLMM of the design's family and link
+fitted by the Laplace approximation, unless its options say otherwise (``FORMULA; nagq=7``,
+``; link=probit``, ``; family=gaussian`` for a linear probability model; see
+`tiers.study.replicate.glmm_options`); its SDs are reported with Wald intervals (the SD plus or
+minus 1.96 SEs, cut at 0), its fixed effects with Wald z intervals, and there is no
+``sd_residual``.
 
 Parameter names are those of :meth:`NestedDesign.true_parameters`: a mixed model's level SD is
 ``sd_<last grouping column of the level>``, its residual SD ``sd_residual``, its coefficients
