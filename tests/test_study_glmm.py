@@ -166,3 +166,17 @@ def test_cli_simulate_study_and_plan_with_a_glmm(tmp_path) -> None:
                             "--no-progress", "--report", str(tmp_path / "r.html")])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "GLMM binomial/logit, Laplace approximation" in (tmp_path / "r.html").read_text()
+
+
+def test_plan_notes_a_clear_bias_and_names_the_remedy() -> None:
+    import pandas as pd
+
+    from tiers.study.plan_sim import _bias_notes
+
+    # seed-binary at 5 districts, 100 Laplace fits (a measured study): the student SD 1.053 for 1.5
+    table = pd.DataFrame({"size": [5, 5], "parameter": ["sd_student_id", "beta_tutoring"],
+                          "truth": [1.5, 0.6], "bias": [-0.447, -0.056], "sd": [0.064, 0.081],
+                          "n_ok": [100, 100]})  # fmt: skip
+    (note,) = _bias_notes(table, 1)
+    assert note.startswith("size 5: sd_student_id is biased by -30%") and "nagq > 1" in note
+    assert "nagq" not in _bias_notes(table, 7)[0]

@@ -406,6 +406,8 @@ def _plan_glmm(
             else f"{name}: {what} not reached at the sizes simulated "
             f"({', '.join(str(s) for s in sorted(set(result.table['size'])))})"
         )
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     if json_path is not None:
         write_json(result.to_dict(), json_path)
 
