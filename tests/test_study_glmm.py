@@ -180,3 +180,16 @@ def test_plan_notes_a_clear_bias_and_names_the_remedy() -> None:
     (note,) = _bias_notes(table, 1)
     assert note.startswith("size 5: sd_student_id is biased by -30%") and "nagq > 1" in note
     assert "nagq" not in _bias_notes(table, 7)[0]
+
+
+def test_plan_doubles_the_units_until_the_power_target_is_met() -> None:
+    import dataclasses
+
+    weak = dataclasses.replace(_small(), covariates=(Covariate("tut", "bernoulli", 0.3, p=0.5),))
+    plan = plan_by_simulation(weak, replicates=8, workers=1, power_target=0.7, seed=3)
+    sizes = sorted(set(plan.table["size"]))
+    assert sizes[:2] == [6, 12] and all(b == 2 * a for a, b in zip(sizes, sizes[1:], strict=False))
+    power = [plan.at(s).loc["beta_tut", "power"] for s in sizes]
+    units = plan.targets["beta_tut"]["units"]
+    assert all(p < 0.7 for p in power[:-1])  # the search stops at the first size that meets it
+    assert (units == sizes[-1] and power[-1] >= 0.7) or (units is None and len(sizes) == 6)
