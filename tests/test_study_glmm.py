@@ -177,9 +177,11 @@ def test_plan_notes_a_clear_bias_and_names_the_remedy() -> None:
     table = pd.DataFrame({"size": [5, 5], "parameter": ["sd_student_id", "beta_tutoring"],
                           "truth": [1.5, 0.6], "bias": [-0.447, -0.056], "sd": [0.064, 0.081],
                           "n_ok": [100, 100]})  # fmt: skip
-    (note,) = _bias_notes(table, 1)
-    assert note.startswith("size 5: sd_student_id is biased by -30%") and "nagq > 1" in note
-    assert "nagq" not in _bias_notes(table, 7)[0]
+    note, why = _bias_notes(table, 1)
+    assert note == "size 5: sd_student_id is biased by -30% of its true value 1.5 over 100 fits"
+    assert "Laplace approximation" in why and "nagq > 1" in why
+    assert "nagq" not in _bias_notes(table, 7)[1]
+    assert _bias_notes(table.iloc[1:], 1) == ()
 
 
 def test_plan_doubles_the_units_until_the_power_target_is_met() -> None:

@@ -226,24 +226,28 @@ def plan_by_simulation(
 
 
 def _bias_notes(table: pd.DataFrame, nagq: int) -> tuple[str, ...]:
-    """A note per parameter whose bias is clear (over 3 Monte Carlo SEs) and over 10% of the truth.
+    """A note per parameter whose bias is clear (over 3 Monte Carlo SEs and 10% of the truth).
 
-    With the Laplace approximation and a binary outcome with few rows per group, the SDs are
-    biased towards zero (Breslow & Lin 1995; Joe 2008): said in words, with the remedy.
+    Then, if an SD is among them, why SDs are shrunk and what reduces it: ML shrinks the SD of a
+    level with few groups towards zero, and the Laplace approximation shrinks SDs further for a
+    binary outcome with few rows per group (Breslow & Lin 1995).
     """
-    notes = []
+    notes, sds = [], False
     for r in table.itertuples():
         n, truth = int(r.n_ok), float(r.truth)
         if n < 2 or not math.isfinite(r.sd) or truth == 0 or not math.isfinite(r.bias):
             continue
         if abs(r.bias) > 3.0 * r.sd / math.sqrt(n) and abs(r.bias) > 0.1 * abs(truth):
-            hint = (
-                "; the Laplace approximation is known to shrink SDs with a binary outcome and few "
-                "rows per group (Breslow & Lin 1995): nagq > 1 (adaptive quadrature) is more "
-                "accurate and slower"
-                if nagq == 1
-                else ""
-            )
+            sds = sds or str(r.parameter).startswith("sd_")
             notes.append(f"size {int(r.size)}: {r.parameter} is biased by {r.bias / truth:+.0%} "
-                         f"of its true value {truth:g} over {n} fits{hint}")  # fmt: skip
+                         f"of its true value {truth:g} over {n} fits")  # fmt: skip
+    if sds:
+        laplace = (
+            ", and the Laplace approximation shrinks them further for a binary outcome with few "
+            "rows per group (Breslow & Lin 1995): more groups, or nagq > 1 (adaptive quadrature, "
+            "slower), reduce it"
+            if nagq == 1
+            else ": more groups reduce it"
+        )
+        notes.append(f"ML shrinks the SD of a level with few groups towards zero{laplace}")
     return tuple(notes)
