@@ -92,6 +92,11 @@ def test_study_of_a_glmm_with_spawned_workers(tmp_path) -> None:
     assert list(s.loc["laplace"].index) == ["sd_school", "sd_class", "beta_intercept", "beta_tut"]
     assert (s["n_ok"] == 4).all() and (s["n_failed"] == 0).all()
     assert s.loc[("laplace", "beta_tut"), "truth"] == 0.8
+    rows = res.replicates[(res.replicates["estimator"] == "laplace")
+                          & (res.replicates["parameter"] == "beta_tut")]  # fmt: skip
+    rejected = (rows["lower"] > 0) | (rows["upper"] < 0)
+    assert s.loc[("laplace", "beta_tut"), "power"] == pytest.approx(rejected.mean())
+    assert np.isnan(s.loc[("laplace", "sd_class"), "power"])
     # the same numbers with one worker, in the parent, and after reloading the folder
     one = run_study(d, ests, [6], replicates=4, seed=2, workers=1)
     cols = ["estimate", "se", "lower", "upper"]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["study_tables", "write_study_report"]
 
 _SUMMARY = ("size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
-            "coverage", "n_ok", "n_failed", "n_singular")  # fmt: skip
+            "coverage", "power", "n_ok", "n_failed", "n_singular")  # fmt: skip
 
 
 def _cell(v: object) -> str:

@@ -52,7 +52,9 @@ a second run off the folder while one is running (:mod:`tiers.study.store`). ``o
 is rewritten at the end: the columns of `SUMMARY_COLUMNS`, that is size, estimator, parameter, truth, mean, bias,
 sd (empirical, over replicates), rmse, mean_se (mean reported SE), coverage, n_ok, n_failed,
 n_singular, median_seconds (of one fit), then n_interval and n_unconverged (fits whose optimum
-was not certified, e.g. every fit of a non-identified model).
+was not certified, e.g. every fit of a non-identified model), and power: for a coefficient, the
+share of the fits with an interval whose 95% interval excludes zero (the Wald test at 5%; with a
+true coefficient of zero, the false-positive rate), NaN for an SD.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ __all__ = ["Estimator", "StudyError", "StudyResult", "default_estimators", "draw
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
     "coverage", "n_ok", "n_failed", "n_singular", "median_seconds", "n_interval", "n_unconverged",
+    "power",
 )  # fmt: skip
 DEFAULT_MAX_ROWS = 20_000_000
 
@@ -417,6 +420,7 @@ def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
         lo, hi = ok["lower"].to_numpy(float), ok["upper"].to_numpy(float)
         # Replicates whose estimator reported an interval; none can cover an unknown truth.
         has = ~np.isnan(lo) & ~np.isnan(hi) & np.isfinite(t)
+        rejects = ((lo > 0) | (hi < 0))[has] if str(param).startswith("beta_") else []
         mean = float(e.mean()) if e.size else math.nan
         out.append({
             "size": int(size), "estimator": est, "parameter": param, "truth": t, "mean": mean,
@@ -427,6 +431,7 @@ def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
             "n_ok": len(ok), "n_failed": int((g["status"] == "failed").sum()),
             "n_singular": int(ok["singular"].sum()), "median_seconds": float(g["seconds"].median()),
             "n_interval": int(has.sum()), "n_unconverged": int((~ok["converged"]).sum()),
+            "power": float(np.mean(rejects)) if len(rejects) else math.nan,
         })  # fmt: skip
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
 
