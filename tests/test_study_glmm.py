@@ -200,3 +200,12 @@ def test_plan_doubles_the_units_until_the_power_target_is_met() -> None:
     units = plan.targets["beta_tut"]["units"]
     assert all(p < 0.7 for p in power[:-1])  # the search stops at the first size that meets it
     assert (units == sizes[-1] and power[-1] >= 0.7) or (units is None and len(sizes) == 6)
+
+
+def test_plan_target_se_and_bad_targets() -> None:
+    plan = plan_by_simulation(_small(), replicates=3, workers=1, target_se={"beta_tut": 10.0})
+    assert plan.targets["beta_tut"] == {"target_se": 10.0, "units": 6, "level": "school"}
+    with pytest.raises(DesignError, match="unknown parameter 'sd_residual'"):
+        plan_by_simulation(_small(), target_se={"sd_residual": 0.1})
+    with pytest.raises(DesignError, match="nagq must be"):
+        plan_by_simulation(_small(), nagq=0)
