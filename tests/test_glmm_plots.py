@@ -79,6 +79,11 @@ def test_figures_a_glmm_has_and_why_not_the_others(fits: dict, tmp_path: Path) -
         figure_of(fits["count"], "shares")
     with pytest.raises(ValueError, match="confint\\(method='profile'\\)"):
         figure_of(fits["count"], "zeta")
+    assert [p.name for p in fits["count"].write_plots(tmp_path / "c")] == [
+        "caterpillar.png", "qq_ranef.png", "residuals_fitted.png",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="per-group OLS"):
+        fits["count"].plot("shrinkage")
 
 
 def test_figures_read_the_right_numbers(fits: dict) -> None:

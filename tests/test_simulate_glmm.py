@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import expit
+from scipy.special import expit, ndtr
 
 import tiers
 from tiers.errors import DesignError
@@ -72,13 +72,21 @@ def test_documented_draw_order_binary_and_poisson() -> None:
     assert list(df.columns) == ["a", "b", "obs", "tut", "enrolled", "absences"]
 
 
-def test_components_give_the_conditional_mean() -> None:
-    full = simulate(_binary("probit"), 2, components=True)
+@pytest.mark.parametrize(
+    ("link", "inverse"),
+    [("probit", ndtr), ("cloglog", lambda e: 1.0 - np.exp(-np.exp(e))), ("logit", expit)],
+)
+def test_components_give_the_conditional_mean(link: str, inverse) -> None:
+    full = simulate(_binary(link), 2, components=True)
     assert list(full.columns[-3:]) == ["school_effect", "student_effect", "mu"]
-    from scipy.special import ndtr
-
     eta = -0.5 + 0.6 * full["tut"] + full["school_effect"] + full["student_effect"]
-    np.testing.assert_allclose(full["mu"], ndtr(eta), rtol=1e-13)
+    np.testing.assert_allclose(full["mu"], inverse(eta), rtol=1e-12)
+    # the outcome is 1 with probability mu: its mean within deciles of mu is mu's (binomial SE)
+    deciles = pd.qcut(full["mu"], 10, labels=False)
+    got = full.groupby(deciles)["y"].mean()
+    want = full.groupby(deciles)["mu"].mean()
+    se = np.sqrt(want * (1 - want) / full.groupby(deciles).size())
+    assert np.all(np.abs(got - want) < 4.5 * se)
 
 
 def test_seed_binary_preset() -> None:

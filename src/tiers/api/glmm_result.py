@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -359,6 +360,26 @@ class GlmmResult:
         ``performance::r2_nakagawa``.
         """
         return glmm_r2(self.fit, self.design, self.problem)
+
+    # -- figures ---------------------------------------------------------------------------
+    def plot(self, kind: str = "caterpillar") -> Any:
+        """One figure of the fit, a `matplotlib.figure.Figure` (needs the ``plot`` extra).
+
+        ``kind``: ``caterpillar`` (modes with conditional SDs), ``qq_ranef``,
+        ``residuals_fitted`` (deviance residuals against the linear predictor) or ``shares``
+        (latent scale, binomial); the others of a linear fit are refused with the reason
+        (`tiers.report.plots.glmm`).
+        """
+        from tiers.report.plots import figure_of
+
+        return figure_of(self, kind)
+
+    def write_plots(self, folder: str | Path, *, fmt: str = "png") -> list[Path]:
+        """Write every figure the model has into ``folder`` as ``<kind>.png`` (or ``.svg``)."""
+        from tiers.report.plots import write_plots
+
+        paths, _ = write_plots(self, folder, fmt=cast(Any, fmt), option="folder")
+        return paths
 
     # -- rendering -------------------------------------------------------------------------
     def summary(self, style: Style = "stata", *, exponentiate: bool | None = None) -> str:
