@@ -50,7 +50,7 @@ def test_cli_fit_family_link_json(tmp_path: Path) -> None:
     # the keys every linear fit's document has (tests/test_cli.py), plus the GLMM's own
     lmm_keys = {"formula", "method", "nobs", "ngroups", "fixed_effects", "random_effects",
                 "residual_sd", "theta", "loglik", "converged", "singular", "fit_seconds"}  # fmt: skip
-    assert lmm_keys | {"family", "link", "nAGQ", "deviance", "AIC"} <= set(doc)
+    assert lmm_keys | {"family", "link", "nAGQ", "deviance", "aic"} <= set(doc)
 
 
 def test_cli_stata_command_with_quadrature_and_odds_ratios() -> None:

@@ -305,3 +305,98 @@ def test_doc_and_schema_agree_on_a_field(name: str) -> None:
         assert "null" in types, f"{name}: json.md says it may be null, the schema does not"
     elif first != "float":  # json.md: a float may be null where the text says so
         assert "null" not in types, f"{name}: the schema allows null, json.md does not say so"
+
+
+# ----------------------------------------------------------------------------- GLMMs --
+
+GLMM_DATA = REPO / "tests" / "data" / "glmm" / "glmm_structures.csv"
+
+#: GLMM fits whose ``to_dict()`` is validated: formula, data, options, what each one covers.
+GLMM_FITS = {
+    "cbpp-logit": ("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "cbpp", {}),
+    "cbpp-probit-agq": (
+        "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+        "cbpp",
+        {"link": "probit", "nagq": 5},
+    ),  # quadrature, latent variance 1
+    "stata-melogit": ("melogit incidence i.period || herd:, binomial(size)", "cbpp", {}),
+    "poisson-crossed": ("count ~ x + (1 | subj) + (1 | item)", "structures", {"family": "poisson"}),
+    "binary-slope": ("y ~ x + (x | subj)", "structures", {}),  # a correlation, no shares
+}
+
+
+@cache
+def _glmm_dict(run: str) -> dict[str, Any]:
+    """``to_dict()`` of one GLMM of `GLMM_FITS`."""
+    import pandas as pd
+
+    formula, case, opts = GLMM_FITS[run]
+    if case == "cbpp":
+        data = pd.read_csv(REFERENCE / "glmm" / "cbpp.csv", dtype={"herd": str, "period": str})
+    else:
+        data = pd.read_csv(GLMM_DATA, dtype={"subj": str, "item": str})
+    family = opts.get("family", None if formula.startswith("me") else "binomial")
+    kw = {k: v for k, v in opts.items() if k != "family"}
+    return tiers.fit(formula, data, family=family, **kw).to_dict()
+
+
+@pytest.mark.parametrize("run", list(GLMM_FITS))
+def test_glmm_to_dict_matches_schema(run: str) -> None:
+    doc = _glmm_dict(run)
+    _assert_valid(doc)
+    assert doc["method"] == "ML" and doc["residual_sd"] is None
+    assert all(r["df"] is None and r["p_value"] is None for r in doc["fixed_effects"])
+
+
+def test_glmm_documents_say_what_they_are() -> None:
+    probit = _glmm_dict("cbpp-probit-agq")
+    assert (probit["link"], probit["nAGQ"], probit["approximation"]) == (
+        "probit", 5, "adaptive Gauss-Hermite quadrature",
+    )  # fmt: skip
+    assert probit["latent_residual_variance"] == 1.0
+    shares = probit["variance_shares"]
+    assert shares[-1]["level"] == "latent residual (probit)" and shares[-1]["variance"] == 1.0
+    assert sum(r["share"] for r in shares) == pytest.approx(1.0, rel=1e-12)
+    poisson = _glmm_dict("poisson-crossed")
+    assert poisson["latent_residual_variance"] is None and poisson["variance_shares"] == []
+    assert poisson["lr_test_vs_linear"]["kind"] == "chi2(2)"
+    slope = _glmm_dict("binary-slope")
+    assert [c["term1"] for c in slope["correlations"]] == ["(Intercept)"]
+    assert slope["variance_shares"] == [] and _glmm_dict("stata-melogit")["syntax"] == "stata"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda d: d.pop("nAGQ"),
+        lambda d: d.update(method="REML"),
+        lambda d: d.update(link="identity"),
+        lambda d: d["fixed_effects"][0].update(z_value=1.0),
+    ],
+)
+def test_schema_rejects_a_spoiled_glmm_document(spoil: Any) -> None:
+    doc = copy.deepcopy(_glmm_dict("cbpp-logit"))
+    spoil(doc)
+    assert _errors(doc)
+
+
+def test_a_linear_document_may_not_carry_glmm_fields() -> None:
+    doc = copy.deepcopy(_to_dict("pastes", "nested_REML"))
+    doc["nAGQ"] = 1
+    assert _errors(doc)
+
+
+@pytest.mark.parametrize("ci", [None, "wald", "profile"])
+def test_cli_glmm_json_matches_schema(ci: str | None, tmp_path: Path) -> None:
+    out = tmp_path / "fit.json"
+    args = ["fit", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+            str(REFERENCE / "glmm" / "cbpp.csv"), "--family", "binomial", "--json", str(out),
+            *(["--ci", ci] if ci else [])]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "tiers.cli", *args], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    _assert_valid(doc)
+    if ci:
+        names = [p["name"] for p in doc["confint"]["parameters"]]
+        assert names[0] == "sd_(Intercept)|herd" and doc["confint"]["method"] == ci

@@ -50,7 +50,7 @@ from tiers.inference import lrtest as _lrtest  # noqa: F401
 from tiers.moments import MomentsResult, fit_moments
 from tiers.report import comparison as comparison
 from tiers.simulation.data import NestedDesign, simulate
-from tiers.simulation.presets import seed_design
+from tiers.simulation.presets import seed_binary_design, seed_design
 
 
 def vctest(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.inference.vctest
@@ -91,6 +91,13 @@ def run_study(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, s
 def plan_design(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see tiers.study.plan
     """Expected standard errors of a balanced nested design; see `tiers.study.plan.plan_design`."""
     from tiers.study.plan import plan_design as _plan
+
+    return _plan(*args, **kwargs)
+
+
+def plan_by_simulation(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export
+    """Plan a GLMM design by simulation; see `tiers.study.plan_sim.plan_by_simulation`."""
+    from tiers.study.plan_sim import plan_by_simulation as _plan
 
     return _plan(*args, **kwargs)
 
@@ -146,11 +153,13 @@ __all__ = [
     "fit_moments",
     "parse",
     "optimize_theta",
+    "plan_by_simulation",
     "plan_design",
     "pool",
     "prepare",
     "read_data",
     "run_study",
+    "seed_binary_design",
     "seed_design",
     "simulate",
     "table",

@@ -17,7 +17,7 @@ from tiers.data.glm_response import glm_response
 from tiers.design.design import Design, build_design
 from tiers.design.diagnostics import Limits
 from tiers.engine.agq_nested import MAX_CELLS, check_size
-from tiers.engine.glm_family import LINKS, Family, check_response
+from tiers.engine.glm_family import Family, check_response
 from tiers.engine.glm_family import family as make_family
 from tiers.engine.glmm_sparse import RandomSystem, SparseSystem
 from tiers.engine.glmm_tree import TreeSystem
@@ -30,7 +30,7 @@ from tiers.errors import (
     TiersError,
     TiersWarning,
 )
-from tiers.formula.glm import GlmFormula, read_glm
+from tiers.formula.glm import LINKS, GlmFormula, read_glm
 from tiers.formula.types import Formula
 from tiers.optimize.glmm import GlmmObjective, deviance_hessian, optimize_glmm, start_values
 from tiers.results.glmm import GlmmFit, GlmmTerm

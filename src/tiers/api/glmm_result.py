@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -16,9 +17,11 @@ from tiers.inference.r2 import R2
 from tiers.inference.r2_glmm import glmm_r2
 from tiers.report import glmm as report
 from tiers.results.glmm import GlmmFit
+from tiers.results.lrtest import LRTest
 
 Scale = Literal["link", "response"]
 Style = Literal["stata", "lme4"]
+Residual = Literal["deviance", "pearson", "response"]
 
 
 def _level(level: float) -> float:
@@ -289,6 +292,25 @@ class GlmmResult:
             total += np.einsum("ni,ij,nj->n", Z, t.covariance, Z)
         return total
 
+    def residuals(self, type: Residual = "deviance") -> np.ndarray:  # noqa: A002 (lme4's name)
+        """Residuals at the conditional modes, as lme4's ``residuals(glmer_fit, type)``.
+
+        ``deviance``: ``sign(y - mu) sqrt(d_i)``, ``d_i`` the row's contribution to the deviance;
+        ``pearson``: ``(y - mu) sqrt(w) / sqrt(V(mu))``; ``response``: ``y - mu``. A binomial
+        response is the proportion of successes, ``w`` its trials (McCullagh & Nelder 1989,
+        sec. 2.4). Their sum of squares is (deviance) or estimates (Pearson) the conditional
+        deviance; they are not normal for a 0/1 outcome, so no QQ reference applies.
+        """
+        if type not in ("deviance", "pearson", "response"):
+            raise DataError(f"type must be 'deviance', 'pearson' or 'response'; got {type!r}")
+        y, wt, mu = self.problem.y, self.problem.wt, self.fit.mu
+        if type == "response":
+            return y - mu
+        if type == "pearson":
+            return (y - mu) * np.sqrt(wt / self.family.variance(mu))
+        d = np.maximum(self.family.dev_resid(y, mu, wt), 0.0)
+        return np.sign(y - mu) * np.sqrt(d)
+
     def shares(self) -> pd.DataFrame:
         """Variance shares and ICCs on the latent scale (random intercepts).
 
@@ -339,6 +361,26 @@ class GlmmResult:
         """
         return glmm_r2(self.fit, self.design, self.problem)
 
+    # -- figures ---------------------------------------------------------------------------
+    def plot(self, kind: str = "caterpillar") -> Any:
+        """One figure of the fit, a `matplotlib.figure.Figure` (needs the ``plot`` extra).
+
+        ``kind``: ``caterpillar`` (modes with conditional SDs), ``qq_ranef``,
+        ``residuals_fitted`` (deviance residuals against the linear predictor) or ``shares``
+        (latent scale, binomial); the others of a linear fit are refused with the reason
+        (`tiers.report.plots.glmm`).
+        """
+        from tiers.report.plots import figure_of
+
+        return figure_of(self, kind)
+
+    def write_plots(self, folder: str | Path, *, fmt: str = "png") -> list[Path]:
+        """Write every figure the model has into ``folder`` as ``<kind>.png`` (or ``.svg``)."""
+        from tiers.report.plots import write_plots
+
+        paths, _ = write_plots(self, folder, fmt=cast(Any, fmt), option="folder")
+        return paths
+
     # -- rendering -------------------------------------------------------------------------
     def summary(self, style: Style = "stata", *, exponentiate: bool | None = None) -> str:
         """The fit as Stata's ``melogit``/``mepoisson`` (default) or lme4's ``glmer`` prints it."""
@@ -349,11 +391,41 @@ class GlmmResult:
             return report.stata_summary(self.fit, self.coef_table(exponentiate=expo), expo)
         raise DataError(f"style must be 'stata' or 'lme4'; got {style!r}")
 
+    def lr_glm(self) -> LRTest:
+        """Likelihood-ratio test against the GLM without random effects (theta = 0).
+
+        chibar2(01) for one variance parameter (Self & Liang 1987), else a conservative
+        chi2(k), as for a linear fit's test against the linear model.
+        """
+        from scipy.special import chdtrc
+
+        from tiers.engine.pirls import glm_irls
+
+        p, fam = self.problem, self.family
+        beta, _, _ = glm_irls(p.y, p.wt, p.offset, p.X, fam)
+        dev0 = float(np.sum(fam.minus2loglik(p.y, fam.linkinv(p.offset + p.X @ beta), p.wt)))
+        k, chi2 = self.fit.theta.size, max(dev0 - self.fit.deviance, 0.0)
+        if k == 1:
+            why = "one variance component on the boundary: a 50:50 mixture of chi2(0) and chi2(1)"
+            return LRTest(chi2, 1, float(0.5 * chdtrc(1, chi2)), "chibar2(01)", why, "ML",
+                          -0.5 * dev0, self.fit.loglik)  # fmt: skip
+        why = f"{k} covariance parameters, some on the boundary: the chi2({k}) p-value is conservative"
+        return LRTest(chi2, k, float(chdtrc(k, chi2)), f"chi2({k})", why, "ML", -0.5 * dev0,
+                      self.fit.loglik, conservative=True)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        """The fit as one JSON-able document (family, link, nAGQ, deviance, the tables, R2)."""
-        out = report.glmm_dict(self.fit, self.coef_table(exponentiate=False), self.varcorr())
-        out["r2"] = self.r2().to_dict()
-        return out
+        """The fit as one JSON-able document: a linear fit's fields and the GLMM's own.
+
+        ``family``, ``link``, ``nAGQ``, ``approximation``, ``deviance`` and the latent-scale
+        shares; see docs/json.md.
+        """
+        from tiers.report.glmm_json import glmm_dict
+
+        slopes = any(t.znames != ("(Intercept)",) for t in self.fit.terms)
+        latent = self.family.latent_variance
+        shares = None if latent is None or slopes else self.shares()
+        table = self.coef_table(exponentiate=False)
+        return glmm_dict(self.fit, table, self.design, self.lr_glm(), shares, self.r2(), latent)
 
     def __str__(self) -> str:
         return self.summary()

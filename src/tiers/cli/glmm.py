@@ -35,8 +35,10 @@ def fit_glmm_cli(
     json_path: Path | None,
     force: bool,
     table: str | None = None,
-) -> None:
+) -> Any:
     """Fit, print the summary (and intervals with ``--ci wald|profile``), write ``--json``.
+
+    Returns the `tiers.api.glmm_result.GlmmResult` (for ``--plots``).
 
     ``table``: the `tiers.report.table.Table` method (``to_latex``, ...) that prints the fit as a
     publication table instead of the summary (``--or`` exponentiates its coefficients).
@@ -61,8 +63,12 @@ def fit_glmm_cli(
             conf = result.confint(level if level is not None else 0.95, method=ci)  # type: ignore[arg-type]
             typer.echo("")
             typer.echo(conf.to_string())
-            doc["confint"] = {str(k): [float(v) for v in row] for k, row in conf.iterrows()}
+            from tiers.report.glmm_json import glmm_confint_dict
+
+            lv = level if level is not None else 0.95
+            doc["confint"] = glmm_confint_dict(conf, result.fit, ci, lv)
     except TiersError as exc:
         fail(exc)
     if json_path is not None:
         write_json(doc, json_path)
+    return result

@@ -271,7 +271,7 @@ def fit(
     from tiers.cli.glmm import fit_glmm_cli, is_glmm
 
     if is_glmm(formula, family):
-        lmm_only = {"--plots": plots, "--residuals": residuals,
+        lmm_only = {"--residuals": residuals,
                     "--weights": weights, "--weight-type": weight_type,
                     "--vce": None if vce == "model" else vce, "--ml": ml or None,
                     "--dask": dask or None}  # fmt: skip
@@ -282,7 +282,7 @@ def fit(
             frame = read_frame(data, string_col)
         except TiersError as exc:
             fail(exc)
-        fit_glmm_cli(
+        glmm_result = fit_glmm_cli(
             formula,
             frame,
             family=family,
@@ -297,6 +297,8 @@ def fit(
             force=force,
             table=TABLE_FORMATS[table] if table is not None else None,
         )
+        if plots is not None:
+            _write_plots(glmm_result, plots)
         return
     try:
         limits = _limits(max_params, max_seconds)

@@ -14,7 +14,9 @@ from tiers.errors import TiersError
 
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
-    preset: Annotated[str, typer.Option(help="a built-in design")] = "seed",
+    preset: Annotated[
+        str, typer.Option(help="a built-in design: seed, or seed-binary (pass/fail, logit scale)")
+    ] = "seed",
     design: Annotated[
         Path | None, typer.Option(help="a TOML/JSON design file instead of a preset")
     ] = None,
@@ -36,25 +38,35 @@ def simulate(
     rows_per_file: Annotated[
         int, typer.Option("--rows-per-file", help="with --format: about this many rows a file")
     ] = 1_000_000,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            metavar="binomial|poisson",
+            help="a GLMM outcome (0/1 or counts) with the design's SDs on the link scale",
+        ),
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="logit, probit or cloglog (binomial); log (poisson)")
+    ] = None,
+    exposure: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="poisson: an exposure column, uniform on [0.5, 2]; counts have mean "
+            "exposure * exp(eta) (fit with offset(log(COLUMN)))",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a nested design and write it to a file (or, with --format, a folder of files)."""
-    from tiers.cli.study import read_design
+    from tiers.cli.study import glmm_design
     from tiers.data.io import write_data
     from tiers.simulation.data import simulate as run_simulation
-    from tiers.simulation.presets import PRESETS
 
     check_seed(seed)
     if fmt is None:
         check_output(output, "-o/--output")
     try:
-        if design is not None:
-            spec = read_design(design)
-            if districts is not None:
-                spec = spec.with_units(spec.levels[0].name, districts)
-        else:
-            if preset not in PRESETS:
-                raise TiersError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-            spec = PRESETS[preset](**({} if districts is None else {"districts": districts}))
+        spec = glmm_design(preset, design, districts, family, link, exposure)
         start = time.perf_counter()
         if fmt is not None:
             _simulate_partitioned(spec, output, seed, fmt, rows_per_file, restart_ids, start)

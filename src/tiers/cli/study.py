@@ -40,6 +40,44 @@ def _design(preset: str, design: Path | None, districts: int | None) -> Any:
     return PRESETS[preset](**({} if districts is None else {"districts": districts}))
 
 
+def glmm_design(
+    preset: str,
+    design: Path | None,
+    districts: int | None,
+    family: str | None,
+    link: str | None,
+    exposure: str | None = None,
+) -> Any:
+    """`_design` with ``--family``, ``--link`` (and ``--exposure``) applied.
+
+    The seed-binary preset takes its link itself (its SDs are rescaled to the link's latent
+    scale); any other design keeps its SDs and coefficients, read on the new link scale, and a
+    design with a residual SD is refused (`NestedDesign.with_family`).
+    """
+    from dataclasses import replace
+
+    if exposure is not None and (family or "") != "poisson":
+        raise DesignError("--exposure goes with --family poisson (counts per unit of exposure)")
+    if (
+        preset == "seed-binary"
+        and design is None
+        and link is not None
+        and family in (None, "binomial")
+    ):
+        from tiers.simulation.presets import seed_binary_design
+
+        return seed_binary_design(
+            **({} if districts is None else {"districts": districts}), link=link
+        )
+    spec = _design(preset, design, districts)
+    if family is None and link is None:
+        return spec
+    if family is None and not spec.is_glmm:
+        raise DesignError(f"--link {link} needs --family binomial or poisson (a GLMM outcome)")
+    spec = spec.with_family(family or spec.family, link)
+    return spec if exposure is None else replace(spec, exposure=exposure)
+
+
 def _table(df: Any, title: str, digits: int = 4) -> Any:
     import pandas as pd
     from rich.table import Table
@@ -108,8 +146,22 @@ def study(
         typer.Option(
             metavar="NAME=SPEC",
             help="NAME=SPEC, repeatable; SPEC is ols, fe, re (fe:ID for another panel id) or a "
-            "mixed-model formula. Default: fe, re, the one-level and the nested model",
+            "mixed-model formula, optionally followed by '; nagq=7', '; family=binomial', "
+            "'; link=probit' (a GLMM; a GLMM design's formulas are GLMMs of its family unless "
+            "'; family=gaussian'). Default: fe, re, the one-level and the nested model (a GLMM "
+            "design: the two mixed models, Laplace)",
         ),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            metavar="binomial|poisson",
+            help="simulate a GLMM outcome (SDs on the link "
+            "scale; a design with a residual SD is refused)",
+        ),
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="GLMM link (logit, probit, cloglog; log)")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
     max_rows: Annotated[int, typer.Option(help="refuse larger replicates")] = 20_000_000,
@@ -160,7 +212,7 @@ def study(
             fail(f"{opt} needs matplotlib, which is not installed (pip install matplotlib); "
                  f"run without {opt}, or install it first")  # fmt: skip
     try:
-        spec = _design(preset, design, None)
+        spec = glmm_design(preset, design, None, family, link)
         result = run_study(
             spec, estimator or None, size_list, replicates, seed, level=unit_level, workers=workers,
             out=out, max_rows=max_rows, progress=progress,
@@ -221,8 +273,29 @@ def plan(
         bool, typer.Option("--ml", help="ML information instead of REML", show_default=False)
     ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(metavar="binomial|poisson", help="a GLMM outcome: planned by simulation"),
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option(help="GLMM link (logit, probit, cloglog; log)")
+    ] = None,
+    nagq: Annotated[
+        int | None,
+        typer.Option(help="GLMM: adaptive quadrature points per level for the fits (1: Laplace)"),
+    ] = None,
+    replicates: Annotated[
+        int | None, typer.Option(help="GLMM: simulated data sets per size (default 100)")
+    ] = None,
+    sizes: Annotated[
+        str | None, typer.Option(help="GLMM: units of --unit-level to simulate, comma-separated")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="GLMM: random seed (default 1)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="GLMM: processes (default: all cores)")
+    ] = None,
 ) -> None:
-    """Expected standard errors of a balanced nested design, without simulating."""
+    """Expected SEs and power of a balanced nested design (a GLMM outcome: by simulation)."""
     from rich.console import Console
 
     from tiers.study.plan import plan_design
@@ -239,7 +312,22 @@ def plan(
         if not sep:
             fail(f"--target-se must be PARAM=VALUE (e.g. sd_dist_id=0.2), not {item!r}")
     try:
-        spec = _design(preset, design, districts)
+        spec = glmm_design(preset, design, districts, family, link)
+    except TiersError as exc:
+        fail(exc)
+    simulation = {"--nagq": nagq, "--replicates": replicates, "--sizes": sizes, "--seed": seed,
+                  "--workers": workers}  # fmt: skip
+    if spec.is_glmm:
+        if ml:
+            fail("--ml: a GLMM is always fitted by maximum likelihood; drop --ml")
+        opts = {k: v for k, v in simulation.items() if k != "--sizes"}
+        _plan_glmm(spec, unit_level, targets, power, alpha, json_path, sizes, opts)
+        return
+    given = [k for k, v in simulation.items() if v is not None]
+    if given:
+        fail(f"{', '.join(given)} go with a GLMM design (planned by simulation); this design's "
+             "outcome is normal and is planned in closed form")  # fmt: skip
+    try:
         result = plan_design(
             spec, reml=not ml, level=unit_level, target_se=targets, power_target=power, alpha=alpha
         )
@@ -268,6 +356,58 @@ def plan(
                 else f"; power {p['target_power']:g} is not reached"
             )
         typer.echo(line)
+    if json_path is not None:
+        write_json(result.to_dict(), json_path)
+
+
+def _plan_glmm(
+    spec: Any,
+    level: str | None,
+    targets: dict[str, float],
+    power: float | None,
+    alpha: float,
+    json_path: Path | None,
+    sizes: str | None,
+    opts: dict[str, Any],
+) -> None:
+    """``tiers plan`` for a GLMM design: by simulation, saying which approximation fits it."""
+    from tiers.study.plan_sim import plan_by_simulation
+
+    size_list = None
+    if sizes is not None:
+        try:
+            size_list = [int(s) for s in sizes.split(",") if s.strip()]
+        except ValueError:
+            fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    try:
+        result = plan_by_simulation(
+            spec, nagq=opts["--nagq"] or 1, replicates=opts["--replicates"] or 100,
+            seed=1 if opts["--seed"] is None else opts["--seed"], level=level, sizes=size_list,
+            power_target=power, target_se=targets, alpha=alpha, workers=opts["--workers"],
+            progress=True,
+        )  # fmt: skip
+    except TiersError as exc:
+        fail(exc)
+    typer.echo(
+        f"GLMM ({spec.family}, {spec.link} link): no closed-form expected information, so "
+        f"planned by simulation: {result.replicates} data sets per size, each fitted by "
+        f"the {result.approximation.split(', ', 1)[1]}; power is the share of Wald z tests rejecting "
+        f"at alpha {alpha:g} (Monte Carlo SE in power_mcse)"
+    )
+    shown = result.table.drop(columns=["n_failed"])
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for name, t in result.targets.items():
+        what = (f"power {t['target_power']:g}" if "target_power" in t
+                else f"SE <= {t['target_se']:g}")  # fmt: skip
+        u = t["units"]
+        typer.echo(
+            f"{name}: {what} first reached at {_units(u, t['level'], spec)} of those simulated"
+            if u is not None
+            else f"{name}: {what} not reached at the sizes simulated "
+            f"({', '.join(str(s) for s in sorted(set(result.table['size'])))})"
+        )
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     if json_path is not None:
         write_json(result.to_dict(), json_path)
 

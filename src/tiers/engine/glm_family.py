@@ -18,16 +18,12 @@ from numpy.typing import NDArray
 from scipy.special import expit, gammaln, ndtr, xlogy
 
 from tiers.errors import DataError
+from tiers.formula.glm import LINKS
 
 FloatArray = NDArray[np.float64]
 FamilyName = Literal["binomial", "poisson"]
 LinkName = Literal["logit", "probit", "cloglog", "log"]
 
-#: The links each family accepts; the first is the default (canonical or customary).
-LINKS: dict[str, tuple[str, ...]] = {
-    "binomial": ("logit", "probit", "cloglog"),
-    "poisson": ("log",),
-}
 
 #: Residual variance of the latent scale the link implies (logistic pi^2/3, standard normal 1,
 #: Gumbel pi^2/6); Nakagawa & Schielzeth (2010), Snijders & Bosker (2012) sec. 17.3.

@@ -15,6 +15,12 @@ from dataclasses import dataclass
 from tiers.errors import FormulaError
 from tiers.formula._text import caret, split_top
 
+#: The links each GLM family accepts; the first is the default (canonical or customary).
+LINKS: dict[str, tuple[str, ...]] = {
+    "binomial": ("logit", "probit", "cloglog"),
+    "poisson": ("log",),
+}
+
 #: Stata's GLMM commands: family and link.
 COMMANDS: dict[str, tuple[str, str]] = {
     "melogit": ("binomial", "logit"),

@@ -1,13 +1,12 @@
-"""A fitted GLMM as text (lme4's ``glmer`` summary, Stata's ``melogit``/``mepoisson``) and JSON.
+"""A fitted GLMM as text (lme4's ``glmer`` summary, Stata's ``melogit``/``mepoisson``).
+
+The JSON document is `tiers.report.glmm_json`.
 
 Renderers of numbers the fit holds; they compute nothing beyond formatting.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import pandas as pd
 
 from tiers.report.numfmt import stata_abbrev, stata_g
@@ -126,49 +125,3 @@ def stata_summary(fit: GlmmFit, table: pd.DataFrame, exponentiate: bool) -> str:
             + ("pi^2/3" if fit.link == "logit" else "1" if fit.link == "probit" else "pi^2/6")
         )
     return "\n".join(lines + _tail(fit))
-
-
-def _num(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def glmm_dict(fit: GlmmFit, table: pd.DataFrame, varcorr: pd.DataFrame) -> dict[str, Any]:
-    """The fit as one JSON-able document."""
-    return {
-        "model": "glmm",
-        "formula": fit.formula,
-        "family": fit.family,
-        "link": fit.link,
-        "nAGQ": fit.nagq,
-        "method": _method(fit),
-        "nobs": fit.nobs,
-        "ngroups": dict(fit.ngroups),
-        "deviance": fit.deviance,
-        "residual_sd": None,  # no residual variance in a GLMM (the same keys as a linear fit)
-        "loglik": fit.loglik,
-        "AIC": fit.aic,
-        "BIC": fit.bic,
-        "df": fit.df,
-        "converged": fit.opt.converged,
-        "singular": fit.is_singular,
-        "theta": {n: float(v) for n, v in zip(fit.theta_names, fit.theta, strict=True)},
-        "fixed_effects": [
-            {
-                "name": str(name),
-                "estimate": _num(row["estimate"]),
-                "std_error": _num(row["std_error"]),
-                "z_value": _num(row["z"]),
-                "p_value": _num(row["p_value"]),
-                "lower": _num(row["lower"]),
-                "upper": _num(row["upper"]),
-            }
-            for name, row in table.iterrows()
-        ],
-        "random_effects": [
-            {"group": r["group"], "term": r["term"], "variance": r["variance"], "sd": r["sd"]}
-            for _, r in varcorr.iterrows()
-        ],
-        "warnings": list(fit.warnings),
-        "notes": list(fit.notes),
-        "fit_seconds": fit.seconds,
-    }

@@ -8,6 +8,11 @@ whose response is
 
     y = intercept + sum(coef * covariate) + sum(level effects) + residual.
 
+With ``family = "binomial"`` or ``"poisson"`` the same sum without the residual is the linear
+predictor ``eta`` of a GLMM, and the response is a 0/1 outcome or a count drawn given it
+(`tiers.simulation.outcome`): the level SDs and coefficients are then on the link scale (for a
+binary outcome, the latent scale whose residual is logistic for the logit link).
+
 Row layout
 ----------
 Rows are sorted by the ids, outermost first, then by the observation index, so each unit of every
@@ -22,11 +27,14 @@ Fixed, so a seed always gives the same frame on the same numpy build:
    one draw per unit in id order;
 2. for each covariate in declared order, one draw per row: ``random(nrows) < p`` for a Bernoulli
    covariate, ``mean + sd * standard_normal(nrows)`` for a normal one;
-3. the residuals: ``residual_sd * standard_normal(nrows)``.
+3. the residuals: ``residual_sd * standard_normal(nrows)``; for a binomial design instead one
+   uniform per row, ``y = random(nrows) < g^-1(eta)``; for a Poisson design the exposure, if any,
+   ``low + (high - low) * random(nrows)``, then ``poisson(exposure * exp(eta))``.
 
 The number of draws depends only on the unit counts and the covariate kinds, never on the SDs,
 ``p`` or the coefficients, so two designs that differ only in those share their random numbers
-(common random numbers for comparing designs).
+(common random numbers for comparing designs); Poisson counts are the exception, numpy's Poisson
+sampler taking a number of draws that depends on the means.
 
 Design files
 ------------
@@ -50,17 +58,21 @@ writes it. The seed design in TOML::
 be left out (defaults: none, 0.0, ``"y"``, ``"obs"``); so may a covariate's ``p`` (0.5), ``mean``
 (0.0) and ``sd`` (1.0). The JSON layout is the same object, ``levels`` and ``covariates`` being
 arrays of objects. Unknown keys are refused, so a misspelt key cannot be silently ignored.
+
+A GLMM design adds ``family = "binomial"`` (``link`` logit, probit or cloglog) or
+``family = "poisson"`` (``link = "log"``, an optional ``exposure = "enrolled"`` column drawn
+uniform on ``exposure_range = [low, high]``, default [0.5, 2.0]) and leaves out ``residual_sd``
+(a GLMM has none; 0 is accepted). See ``seed_binary_design`` in `tiers.simulation.presets`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from itertools import accumulate
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,100 +80,20 @@ from numpy.typing import NDArray
 
 from tiers.errors import DesignError
 from tiers.simulation.memory import check_memory
+from tiers.simulation.outcome import check_exposure, check_family, draw_outcome
+from tiers.simulation.parts import (
+    Covariate,
+    Level,
+    _as_tuple,
+    _check_count,
+    _check_name,
+    _check_real,
+    _checked_keys,
+)
+
+__all__ = ["Covariate", "Level", "NestedDesign", "draw_response", "simulate"]
 
 FloatArray = NDArray[np.float64]
-
-_KINDS: tuple[str, ...] = ("bernoulli", "normal")
-
-
-def _check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise DesignError(f"{what}: name must be a non-empty string, got {value!r}")
-    return value
-
-
-def _check_real(value: object, what: str, *, nonneg: bool = False) -> float:
-    # bool is an Integral; True as an SD is far more likely a mistake than a 1.
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or (nonneg and value < 0)
-    ):
-        need = "a finite number >= 0" if nonneg else "a finite number"
-        raise DesignError(f"{what} must be {need}, got {value!r}")
-    return float(value)
-
-
-def _check_count(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise DesignError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One level of a nested design.
-
-    Parameters
-    ----------
-    name : str
-        Name of the level's id column, e.g. ``"school_id"``.
-    units : int
-        Number of units of this level within each unit of the enclosing level (for the outermost
-        level: the total number of units).
-    sd : float
-        Standard deviation of the level's normal random intercept; 0 switches the level off while
-        keeping its ids.
-    """
-
-    name: str
-    units: int
-    sd: float
-
-    def __post_init__(self) -> None:
-        _check_name(self.name, "level")
-        what = f"level {self.name!r}"
-        # Coerce numpy scalars and TOML ints to plain Python types so designs compare and serialise
-        # the same however they were built.
-        object.__setattr__(self, "units", _check_count(self.units, f"{what}: units"))
-        object.__setattr__(self, "sd", _check_real(self.sd, f"{what}: sd", nonneg=True))
-
-
-@dataclass(frozen=True, slots=True)
-class Covariate:
-    """A covariate drawn independently for every observation, with its true coefficient.
-
-    Parameters
-    ----------
-    name : str
-        Column name.
-    kind : {"bernoulli", "normal"}
-        ``"bernoulli"``: 0/1 integers, 1 with probability `p` (in [0, 1]); ``"normal"``: floats
-        with mean `mean` and standard deviation `sd`.
-    coef : float
-        True coefficient of the covariate in the response.
-    """
-
-    name: str
-    kind: Literal["bernoulli", "normal"]
-    coef: float
-    p: float = 0.5
-    mean: float = 0.0
-    sd: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_name(self.name, "covariate")
-        what = f"covariate {self.name!r}"
-        if self.kind not in _KINDS:
-            raise DesignError(f"{what}: kind must be one of {list(_KINDS)}, got {self.kind!r}")
-        object.__setattr__(self, "coef", _check_real(self.coef, f"{what}: coef"))
-        p = _check_real(self.p, f"{what}: p")
-        if not 0.0 <= p <= 1.0:
-            raise DesignError(f"{what}: p must lie in [0, 1], got {p!r}")
-        object.__setattr__(self, "p", p)
-        object.__setattr__(self, "mean", _check_real(self.mean, f"{what}: mean"))
-        object.__setattr__(self, "sd", _check_real(self.sd, f"{what}: sd", nonneg=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +116,15 @@ class NestedDesign:
         Name of the response column.
     obs_name : str, default "obs"
         Name of the observation-index column (1..`obs_per_unit` within each innermost unit).
+    family : {"gaussian", "binomial", "poisson"}, default "gaussian"
+        The outcome: normal with `residual_sd`, or a GLMM's 0/1 outcome or count given the linear
+        predictor (`tiers.simulation.outcome`); a GLMM design's `residual_sd` must be 0.
+    link : str, optional
+        The GLMM's link (default: logit for binomial, log for Poisson; identity for gaussian).
+    exposure : str, optional
+        Poisson only: name of an exposure column, drawn uniform on `exposure_range`; the counts'
+        mean is ``exposure * exp(eta)`` (fit with ``offset(log(exposure))``).
+    exposure_range : tuple of float, default (0.5, 2.0)
 
     Raises
     ------
@@ -199,6 +140,10 @@ class NestedDesign:
     intercept: float = 0.0
     response: str = "y"
     obs_name: str = "obs"
+    family: str = "gaussian"
+    link: str | None = None
+    exposure: str | None = None
+    exposure_range: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience but stored as tuples so the design stays hashable.
@@ -213,6 +158,23 @@ class NestedDesign:
         object.__setattr__(self, "intercept", _check_real(self.intercept, "intercept"))
         _check_name(self.response, "response")
         _check_name(self.obs_name, "obs_name")
+        family, link = check_family(self.family, self.link)
+        object.__setattr__(self, "family", family)
+        object.__setattr__(self, "link", link)
+        if family != "gaussian" and self.residual_sd != 0.0:
+            raise DesignError(
+                f"a {family} design has no residual SD (the latent residual of a binary outcome is "
+                f"fixed by the link, a count's variance by its mean): leave residual_sd out or set "
+                f"it to 0, not {self.residual_sd:g}"
+            )
+        rng = self.exposure_range
+        if not isinstance(rng, list | tuple) or len(rng) != 2:
+            raise DesignError(f"exposure_range must be [low, high]; got {rng!r}")
+        lo, hi = (_check_real(v, "exposure_range") for v in rng)
+        object.__setattr__(self, "exposure_range", (lo, hi))
+        if self.exposure is not None:
+            _check_name(self.exposure, "exposure")
+        check_exposure(family, self.exposure, lo, hi)
         owners: dict[str, str] = {}
         for name, role in self._column_roles():
             if name in owners:
@@ -230,6 +192,8 @@ class NestedDesign:
         roles = [(lv.name, f"level {lv.name!r}") for lv in self.levels]
         roles.append((self.obs_name, "observation index (obs_name)"))
         roles += [(cv.name, f"covariate {cv.name!r}") for cv in self.covariates]
+        if self.exposure is not None:
+            roles.append((self.exposure, "exposure column"))
         roles.append((self.response, "response"))
         return roles
 
@@ -260,17 +224,56 @@ class NestedDesign:
     def true_parameters(self) -> dict[str, float]:
         """The true parameters, by name.
 
-        ``sd_<level>`` (outermost first), ``sd_residual``, ``beta_intercept`` and
-        ``beta_<covariate>``.
+        ``sd_<level>`` (outermost first), ``sd_residual`` (gaussian designs only),
+        ``beta_intercept`` and ``beta_<covariate>``; a GLMM's on the link scale.
         """
         out = {f"sd_{lv.name}": lv.sd for lv in self.levels}
-        out["sd_residual"] = self.residual_sd
+        if self.family == "gaussian":
+            out["sd_residual"] = self.residual_sd
         out["beta_intercept"] = self.intercept
         out.update({f"beta_{cv.name}": cv.coef for cv in self.covariates})
         return out
 
+    @property
+    def is_glmm(self) -> bool:
+        """A binary or count outcome (family binomial or poisson)."""
+        return self.family != "gaussian"
+
+    def with_family(self, family: str, link: str | None = None) -> NestedDesign:
+        """The same design with another family and link; SDs and coefficients are kept as given.
+
+        Raises :class:`DesignError` for a gaussian design with a residual SD (on which scale would
+        its SDs be?) or an invalid family/link.
+        """
+        if family != "gaussian" and self.residual_sd != 0.0:
+            raise DesignError(
+                f"this design has a residual SD of {self.residual_sd:g}, so its SDs are on the "
+                f"scale of a normal outcome, not on a {family} link scale: use a design written "
+                "for the GLMM (family and residual_sd = 0 in the file, or --preset seed-binary)"
+            )
+        if family == "gaussian":
+            raise DesignError(
+                "a normal outcome needs its residual SD: write family = 'gaussian' and residual_sd "
+                "in a design file, or use the seed preset"
+            )
+        keep = self.exposure if family == "poisson" else None
+        return replace(self, family=family, link=link, exposure=keep)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict in the design-file layout (see the module docstring)."""
+        """A JSON-able dict in the design-file layout (see the module docstring).
+
+        A gaussian design writes no GLMM keys, a GLMM design no ``residual_sd``.
+        """
+        out = self._base_dict()
+        if self.is_glmm:
+            del out["residual_sd"]
+            out["family"], out["link"] = self.family, self.link
+            if self.exposure is not None:
+                out["exposure"] = self.exposure
+                out["exposure_range"] = list(self.exposure_range)
+        return out
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "levels": [{"name": lv.name, "units": lv.units, "sd": lv.sd} for lv in self.levels],
             "obs_per_unit": self.obs_per_unit,
@@ -290,7 +293,11 @@ class NestedDesign:
         Raises :class:`DesignError` on unknown or missing keys (a misspelt key must not be silently
         ignored) or invalid values.
         """
+        if isinstance(data, Mapping) and data.get("family", "gaussian") != "gaussian":
+            data = {"residual_sd": 0.0, **data}
         top = _checked_keys(data, cls, "design")
+        if isinstance(top.get("exposure_range"), list):
+            top["exposure_range"] = tuple(top["exposure_range"])
         levels = top.pop("levels")
         covariates = top.pop("covariates", [])
         for key, value in (("levels", levels), ("covariates", covariates)):
@@ -308,47 +315,25 @@ class NestedDesign:
         )
 
 
-def _as_tuple(value: object, kind: type, what: str) -> tuple[Any, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, kind) for v in value):
-        raise DesignError(f"{what} must be a tuple of {kind.__name__} objects, got {value!r}")
-    return tuple(value)
-
-
-def _checked_keys(data: object, cls: type, what: str) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise DesignError(f"{what} must be a table/object, got {data!r}")
-    allowed = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise DesignError(f"{what}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
-    # A field without a default is required; dataclasses mark that with the MISSING sentinel.
-    missing = [
-        n
-        for n, f in allowed.items()
-        if n not in data and f.default is MISSING and f.default_factory is MISSING
-    ]
-    if missing:
-        raise DesignError(f"{what}: missing required key(s) {missing}")
-    return dict(data)
-
-
 def draw_response(
     design: NestedDesign, rng: np.random.Generator, *, components: bool = False
-) -> tuple[FloatArray, dict[str, np.ndarray], list[FloatArray], FloatArray | None]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[FloatArray], FloatArray | None]:
     """The one response simulator of a nested design.
 
-    Level effects outermost first, then the covariates, then the residuals, drawn from ``rng`` in
-    that order.
+    Level effects outermost first, then the covariates, then the residuals (a GLMM design: the
+    exposure, if any, and the outcome given the linear predictor), drawn from ``rng`` in that order.
 
     Returns
     -------
     y : array (nrows,)
+        Float64 for a gaussian design, int64 (0/1 or counts) for a GLMM design.
     covariates : dict
-        Per covariate its values (Bernoulli as int64, normal as float64).
+        Per covariate its values (Bernoulli as int64, normal as float64), and the exposure column
+        (float64) of a Poisson design with one.
     effects : list of arrays
         Each level's effects, one per unit.
     residual : array or None
-        The residuals, with ``components``.
+        With ``components``: the residuals, or a GLMM design's conditional means (``mu``).
     """
     nrows = design.nrows
     counts = list(design.ngroups.values())
@@ -363,9 +348,13 @@ def draw_response(
             x *= cv.sd
             x += cv.mean
             covs[cv.name] = x
-    y = rng.standard_normal(nrows)
-    y *= design.residual_sd
-    residual = y.copy() if components else None
+    if design.is_glmm:
+        y = np.zeros(nrows)
+        residual = None
+    else:
+        y = rng.standard_normal(nrows)
+        y *= design.residual_sd
+        residual = y.copy() if components else None
     y += design.intercept
     for cv in design.covariates:
         y += cv.coef * covs[cv.name]
@@ -374,6 +363,15 @@ def draw_response(
         # broadcasting, without an nrows-long temporary per level.
         blocks = y.reshape(n, nrows // n)
         blocks += eff[:, None]
+    if design.is_glmm:
+        exposure = None
+        if design.exposure is not None:
+            lo, hi = design.exposure_range
+            exposure = lo + (hi - lo) * rng.random(nrows)
+            covs[design.exposure] = exposure
+        assert design.link is not None  # set by NestedDesign.__post_init__
+        outcome, mu = draw_outcome(design.family, design.link, y, exposure, rng)
+        return outcome, covs, effects, (mu if components else None)
     return y, covs, effects, residual
 
 
@@ -402,13 +400,15 @@ def simulate(
         Refuse designs with more rows than this, before drawing anything.
     components : bool, default False
         Also return the true effect of each level per row (``<level>_effect``) and the residual
-        (``residual``), for checking estimates against the truth.
+        (``residual``; a GLMM design: the conditional mean ``mu``), for checking estimates against
+        the truth.
 
     Returns
     -------
     pandas.DataFrame
         Id columns (int64, outermost first), the observation index (int64), the covariates
-        (Bernoulli as int64, normal as float64), the response (float64), then any components.
+        (Bernoulli as int64, normal as float64), a Poisson design's exposure (float64), the
+        response (float64; int64 0/1 or counts for a GLMM design), then any components.
 
     Raises
     ------
@@ -425,10 +425,11 @@ def simulate(
             f"pass simulate(..., max_rows={nrows}) or larger to generate it anyway"
         )
     # the columns and the response's temporaries, 8 bytes a cell: refused here, not by MemoryError
-    ncols = len(design.levels) + 2 + len(design.covariates) + 2 * len(design.levels) * components
+    ncols = len(design.levels) + 3 + len(design.covariates) + 2 * len(design.levels) * components
     check_memory(nrows * 8 * (ncols + 3), f"the design's {nrows:,} rows")
     taken = {name for name, _ in design._column_roles()}
-    extra = [f"{lv.name}_effect" for lv in design.levels] + ["residual"] if components else []
+    last = "mu" if design.is_glmm else "residual"
+    extra = [f"{lv.name}_effect" for lv in design.levels] + [last] if components else []
     clash = sorted(taken.intersection(extra))
     if clash:
         raise DesignError(f"components=True would add column(s) {clash} already in the design")
@@ -447,10 +448,12 @@ def simulate(
     )
     for cv in design.covariates:
         cols[cv.name] = covs[cv.name]
+    if design.exposure is not None:
+        cols[design.exposure] = covs[design.exposure]
     cols[design.response] = y
     if components:
         for lv, eff, n in zip(design.levels, effects, counts, strict=True):
             cols[f"{lv.name}_effect"] = np.repeat(eff, nrows // n)
-        cols["residual"] = residual  # type: ignore[assignment]
+        cols[last] = residual  # type: ignore[assignment]
     # copy=False: the arrays are ours alone, and copying 8M-row columns would double peak memory.
     return pd.DataFrame(cols, copy=False)

@@ -348,10 +348,17 @@ def plan_design(
     Raises
     ------
     DesignError
-        Unknown level or parameter, a target SE that is not positive, power or alpha outside (0, 1).
+        Unknown level or parameter, a target SE that is not positive, power or alpha outside (0, 1),
+        a GLMM design (planned by simulation instead: `tiers.study.plan_sim`).
     """
     if not isinstance(design, NestedDesign):
         raise DesignError(f"plan_design needs a NestedDesign, got {type(design).__name__}")
+    if design.is_glmm:
+        raise DesignError(
+            f"a {design.family} design has no closed-form expected information (it depends on the "
+            "integral the fit approximates): plan it by simulation with "
+            "tiers.study.plan_sim.plan_by_simulation, as `tiers plan` does for a GLMM design"
+        )
     levels = [lv.name for lv in design.levels]
     level = levels[0] if level is None else level
     if level not in levels:

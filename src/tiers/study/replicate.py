@@ -31,31 +31,93 @@ PANEL_KINDS: tuple[str, ...] = ("ols", "fe", "re")
 NAN4 = (math.nan,) * 4
 
 
+#: The options a mixed-model estimator takes after its formula (``FORMULA; nagq=7``).
+MIXED_OPTIONS: tuple[str, ...] = ("family", "link", "nagq")
+
+
 @dataclass(frozen=True, slots=True)
 class Estimator:
     """One estimator of a study: a panel estimator or a mixed-model formula.
 
-    A panel estimator runs on ``id``, by default the innermost level.
+    A panel estimator runs on ``id``, by default the innermost level. A mixed model is a GLMM
+    when ``family`` is binomial or poisson, when its formula is a Stata ``melogit``/``mepoisson``
+    command, or when the design is a GLMM design and ``family`` is not ``gaussian`` (see
+    `glmm_options`); ``link`` and ``nagq`` (adaptive quadrature points, 1: Laplace) go with it.
     """
 
     name: str
     kind: Literal["ols", "fe", "re", "mixed"]
     formula: str | None = None
     id: str | None = None
+    family: str | None = None
+    link: str | None = None
+    nagq: int | None = None
 
     @property
     def spec(self) -> str:
-        """The text after ``NAME=`` that rebuilds it (``fe``, ``fe:teach_id`` or the formula)."""
+        """The text after ``NAME=`` that rebuilds it (``fe``, ``fe:teach_id``, the formula).
+
+        A mixed model's options follow its formula: ``FORMULA; family=binomial; nagq=7``.
+        """
         if self.kind == "mixed":
-            return str(self.formula)
+            opts = [
+                f"{k}={getattr(self, k)}" for k in MIXED_OPTIONS if getattr(self, k) is not None
+            ]
+            return "; ".join([str(self.formula), *opts])
         return self.kind if self.id is None else f"{self.kind}:{self.id}"
+
+
+def _mixed(name: str, text: str, whole: str) -> Estimator:
+    """A mixed-model spec: the formula, then ``; key=value`` options (`MIXED_OPTIONS`)."""
+    formula, *parts = (p.strip() for p in text.split(";"))
+    opts: dict[str, Any] = {}
+    for part in parts:
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or key not in MIXED_OPTIONS or not value or key in opts:
+            raise StudyError(
+                f"estimator {whole!r}: after the formula write '; key=value' options, each once, "
+                f"with key one of {', '.join(MIXED_OPTIONS)} (e.g. '; nagq=7'); got {part!r}"
+            )
+        if key == "nagq":
+            if not value.isdigit() or int(value) < 1:
+                raise StudyError(
+                    f"estimator {whole!r}: nagq must be a whole number >= 1 (1: Laplace); "
+                    f"got {value!r}"
+                )
+            opts[key] = int(value)
+        else:
+            opts[key] = value
+    if opts.get("family") == "gaussian" and ("link" in opts or "nagq" in opts):
+        raise StudyError(f"estimator {whole!r}: a gaussian (linear) mixed model takes no link "
+                         "or nagq")  # fmt: skip
+    return Estimator(name, "mixed", formula=formula, **opts)
+
+
+def glmm_options(e: Estimator, design: NestedDesign) -> dict[str, Any] | None:
+    """How a mixed-model estimator is fitted: None for a linear mixed model, else GLMM options.
+
+    The options are `tiers.fit`'s ``family``, ``link`` and ``nagq``, None where the formula's
+    Stata command or the defaults decide.
+    """
+    from tiers.formula.glm import COMMANDS
+
+    words = str(e.formula).split(None, 1)
+    stata = bool(words) and words[0].lower() in COMMANDS
+    if e.family == "gaussian" or (e.family is None and not stata and not design.is_glmm):
+        return None
+    family = e.family
+    link = e.link
+    if family is None and not stata:
+        family, link = design.family, link or design.link
+    return {"family": family, "link": link, "nagq": e.nagq}
 
 
 def parse_estimator(text: str) -> Estimator:
     """``NAME=SPEC`` (or a bare ``ols``/``fe``/``re``) -> Estimator.
 
-    SPEC is ``ols``, ``fe``, ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula.
-    StudyError otherwise.
+    SPEC is ``ols``, ``fe``, ``re``, ``KIND:ID`` (another panel id) or a mixed-model formula,
+    optionally followed by ``; family=binomial``, ``; link=probit``, ``; nagq=7`` (a GLMM; see
+    `glmm_options`). StudyError otherwise.
     """
     name, sep, spec = (part.strip() for part in text.partition("="))
     if not sep:
@@ -66,7 +128,7 @@ def parse_estimator(text: str) -> Estimator:
     if kind in PANEL_KINDS and not any(c in spec for c in "|~ "):
         return Estimator(name, kind, id=ident or None)  # type: ignore[arg-type]
     if "~" in spec or "||" in spec:
-        return Estimator(name, "mixed", formula=spec)
+        return _mixed(name, spec, text)
     raise StudyError(
         f"unknown estimator {spec!r} in {text!r}: use ols, fe or re (fe:ID for another panel id) "
         "or a mixed-model formula such as 'y ~ x + (1 | g)' or 'y x || g:'"
@@ -78,10 +140,21 @@ def default_estimators(design: NestedDesign) -> tuple[Estimator, ...]:
 
     For the seed: the founding session's ``xtreg fe``/``re`` on students,
     ``perform tutoring || student_id:`` and the four-level model. Panel estimators only if there is
-    a covariate.
+    a covariate. A GLMM design: the two mixed models as GLMMs of its family and link, by the
+    Laplace approximation (and ``offset(log(exposure))`` with an exposure column); no panel
+    estimators, which are linear.
     """
     rhs = " ".join([design.response, *(cv.name for cv in design.covariates)])
     levels = [lv.name for lv in design.levels]
+    if design.is_glmm:
+        fixed = " + ".join([*(cv.name for cv in design.covariates)] or ["1"])
+        if design.exposure is not None:
+            fixed += f" + offset(log({design.exposure}))"
+        lhs = f"{design.response} ~ {fixed}"
+        return (
+            Estimator("one_level", "mixed", formula=f"{lhs} + (1 | {levels[-1]})"),
+            Estimator("nested", "mixed", formula=f"{lhs} + (1 | {'/'.join(levels)})"),
+        )
     panel = [Estimator("fe", "fe"), Estimator("re", "re")] if design.covariates else []
     return (
         *panel,
@@ -104,17 +177,42 @@ def _as_estimators(spec: Any, design: NestedDesign) -> tuple[Estimator, ...]:
     return tuple(items)
 
 
+def describe(e: Estimator, design: NestedDesign) -> str:
+    """The estimator's kind in words, a GLMM's approximation included."""
+    from tiers.formula.glm import COMMANDS, read_glm
+
+    if e.kind != "mixed":
+        return e.kind
+    glmm = glmm_options(e, design)
+    if glmm is None:
+        return "linear mixed model"
+    spec = read_glm(str(e.formula))
+    family = glmm["family"] or spec.family
+    link = glmm["link"] or spec.link or ("logit" if family == "binomial" else "log")
+    nagq = glmm["nagq"] or spec.nagq
+    if nagq is None and str(e.formula).split(None, 1)[0].lower() in COMMANDS:
+        how = "Stata's default: adaptive quadrature, 7 points per level where tiers has it"
+    elif nagq is None or nagq == 1:
+        how = "Laplace approximation"
+    else:
+        how = f"adaptive Gauss-Hermite quadrature, {nagq} points"
+    return f"GLMM {family}/{link}, {how}"
+
+
 def _check_estimators(design: NestedDesign, ests: Sequence[Estimator]) -> None:
     """Refuse, before any work, estimators naming columns the design does not produce.
 
     Formulas are parsed, not fitted; the columns checked are the response, the fixed part's
     variables and the grouping columns.
     """
+    from tiers.formula.glm import read_glm
     from tiers.formula.parse import parse
 
     levels = [lv.name for lv in design.levels]
     covs = [cv.name for cv in design.covariates]
     columns = sorted({*levels, design.obs_name, *covs, design.response})
+    if design.exposure is not None:
+        columns = sorted([*columns, design.exposure])
     for e in ests:
         if e.kind != "mixed":
             if e.id is not None and e.id not in levels:
@@ -122,8 +220,14 @@ def _check_estimators(design: NestedDesign, ests: Sequence[Estimator]) -> None:
             if not covs:
                 raise StudyError(f"estimator {e.name!r}: {e.kind} needs a covariate; none given")
             continue
+        glmm = glmm_options(e, design)
+        if glmm is None and (e.link is not None or e.nagq is not None):
+            raise StudyError(
+                f"estimator {e.name!r}: link and nagq are for a GLMM; the design's outcome is "
+                "normal, so give family=binomial or family=poisson too"
+            )
         try:
-            f = parse(str(e.formula))
+            f = parse(read_glm(str(e.formula)).base if glmm is not None else str(e.formula))
         except FormulaError as exc:
             raise FormulaError(f"estimator {e.name!r}: {exc}") from None
         used = {f.response: "the response", **dict.fromkeys(f.group_columns, "a grouping factor")}
@@ -209,6 +313,10 @@ def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator
                 betas = [f"beta_{cv.name}" for cv in design.covariates] + ["beta_intercept"]
                 lay.params[e.name] = [*sds, "sd_residual", *betas]
                 continue
+            glmm = glmm_options(e, design)
+            if glmm is not None:
+                lay.prepared[e.name], lay.params[e.name] = _glmm_layout(e, glmm, data)
+                continue
             prep: Design | TiersError
             try:
                 prep = build_design(str(e.formula), data, force=True)
@@ -227,6 +335,59 @@ def _layout(design: NestedDesign, seed: int, size: int, ests: Sequence[Estimator
             lay.params[e.name] = _sd_names(groups) + [_beta(x) for x in xnames]
         _CACHE[key] = lay
     return _CACHE[key]
+
+
+def _glmm_layout(
+    e: Estimator, glmm: dict[str, Any], data: pd.DataFrame
+) -> tuple[dict[str, Any] | TiersError, list[str]]:
+    """A GLMM estimator's options and parameter names, from a fit to replicate 0's data.
+
+    The fit checks what only a fit can (the response for the family, the offset's columns, the
+    quadrature for this random part); its error, if any, is kept and fails every replicate.
+    """
+    from tiers.formula.glm import read_glm
+    from tiers.formula.parse import parse
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = _glmm_fit(e, glmm, data)
+        groups = [t.factor.columns[-1] for t in res.design.terms]
+        xnames = [*res.fit.xnames, *res.design.frame.omitted]
+        return glmm, _sd_names(groups)[:-1] + [_beta(x) for x in xnames]
+    except TiersError as exc:
+        f = parse(read_glm(str(e.formula)).base)
+        names = _sd_names([t.group[-1] for t in f.random])[:-1]
+        return exc, names + [_beta(x) for x in ["(Intercept)", *sorted(_fixed_variables(f.fixed))]]
+
+
+def _glmm_fit(e: Estimator, glmm: dict[str, Any], data: pd.DataFrame) -> Any:
+    from tiers.api.glmm import fit_glmm
+
+    return fit_glmm(str(e.formula), data, force=True, **glmm)
+
+
+def _glmm_values(res: Any) -> dict[str, tuple[float, ...]]:
+    """A GLMM's SDs with Wald intervals (theta +- z SE, cut at 0) and its fixed effects.
+
+    A scalar term's theta is its SD; an SD at zero has no SE and so no interval, as for a linear
+    mixed model. A term with random slopes reports its intercept's SD without an interval.
+    """
+    from scipy.stats import norm
+
+    f, z = res.fit, float(norm.ppf(0.975))
+    names = _sd_names([t.factor.columns[-1] for t in res.design.terms])[:-1]
+    vals: dict[str, tuple[float, ...]] = {}
+    for name, info, term in zip(names, res.design.term_infos, f.terms, strict=True):
+        if info.q == 1:
+            sd, se = float(f.theta[info.start]), float(f.theta_se[info.start])
+            ok = np.isfinite(se)
+            vals[name] = (sd, se, max(0.0, sd - z * se) if ok else math.nan, sd + z * se)
+        else:
+            vals[name] = (float(term.sd[0]), *NAN4[1:])
+    for x, r in res.coef_table(exponentiate=False).iterrows():
+        vals[_beta(str(x))] = (r["estimate"], r["std_error"], r["lower"], r["upper"])
+    return vals
 
 
 def _beta(xname: str) -> str:
@@ -287,7 +448,16 @@ def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndar
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if e.kind == "mixed":
+            if e.kind == "mixed" and isinstance(lay.prepared[e.name], dict):
+                res = _glmm_fit(
+                    e,
+                    lay.prepared[e.name],
+                    pd.DataFrame({**lay.ids, **covs, lay.design.response: y}),
+                )
+                vals = _glmm_values(res)
+                singular, converged, notes = res.is_singular, res.converged, list(res.fit.warnings)
+                ct = None
+            elif e.kind == "mixed":
                 res = _fit_mixed(lay, e, y, covs)
                 sdi = res.sd_inference
                 names = _sd_names([lv.columns[-1] for lv in res.levels])
@@ -311,7 +481,7 @@ def _fit_rows(lay: _Layout, e: Estimator, y: np.ndarray, covs: dict[str, np.ndar
                     vals["sd_residual"] = (float(res.sigma_e), *NAN4[1:])
                 ct = res.coef
                 singular, converged, notes = e.kind == "re" and res.sigma_u == 0.0, True, list(res.notes)  # fmt: skip
-            for name, r in ct.iterrows():
+            for name, r in ct.iterrows() if ct is not None else ():
                 vals[_beta(str(name))] = (
                     r["estimate"],
                     r["std_error"],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from tiers._output import check_output, write_text
 from tiers.report import page
 from tiers.results.display import Table
+from tiers.study.replicate import describe
 
 if TYPE_CHECKING:
     from tiers.study.runner import StudyResult
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["study_tables", "write_study_report"]
 
 _SUMMARY = ("size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
-            "coverage", "n_ok", "n_failed", "n_singular")  # fmt: skip
+            "coverage", "power", "n_ok", "n_failed", "n_singular")  # fmt: skip
 
 
 def _cell(v: object) -> str:
@@ -37,7 +38,16 @@ def study_tables(result: StudyResult) -> list[Table]:
     d = result.design
     truth = d.true_parameters()
     levels = [(lv.name, f"{lv.units:,}", f"{lv.sd:g}") for lv in d.levels]
-    levels.append(("residual", f"{d.obs_per_unit} obs per unit", f"{d.residual_sd:g}"))
+    if d.is_glmm:  # SDs on the link scale; the outcome has no residual SD
+        latent = {"logit": "logistic, pi^2/3", "probit": "normal, 1", "cloglog": "Gumbel, pi^2/6"}
+        outcome = f"{d.family} ({d.link} link), {d.obs_per_unit} obs per unit"
+        rest = f"latent residual: {latent[str(d.link)]}" if d.link in latent else "."
+        if d.exposure is not None:
+            lo, hi = d.exposure_range
+            rest = f"exposure {d.exposure} uniform on [{lo:g}, {hi:g}]"
+        levels.append(("outcome", outcome, rest))
+    else:
+        levels.append(("residual", f"{d.obs_per_unit} obs per unit", f"{d.residual_sd:g}"))
     tables = [
         Table.of("Design (true values)", ("Level", "Units per parent", "SD"), levels),
         Table.of(
@@ -55,7 +65,7 @@ def study_tables(result: StudyResult) -> list[Table]:
         Table.of(
             "Estimators",
             ("Name", "Kind", "Specification"),
-            [(e.name, e.kind, e.spec) for e in result.estimators],
+            [(e.name, describe(e, d), e.spec) for e in result.estimators],
             numeric_from=3,
         ),  # fmt: skip
     ]

@@ -14,6 +14,12 @@ Estimators
 effects estimators of the response on every covariate, with the innermost level as the panel id
 (``fe:teach_id`` names another). Anything else is a mixed-model formula (lme4 or Stata syntax),
 fitted with ``force=True`` so a wrongly nested model is fitted, counted and its warnings kept.
+For a GLMM design (family binomial or poisson) a formula is a GLMM of the design's family and link
+fitted by the Laplace approximation, unless its options say otherwise (``FORMULA; nagq=7``,
+``; link=probit``, ``; family=gaussian`` for a linear probability model; see
+`tiers.study.replicate.glmm_options`); its SDs are reported with Wald intervals (the SD plus or
+minus 1.96 SEs, cut at 0), its fixed effects with Wald z intervals, and there is no
+``sd_residual``.
 
 Parameter names are those of :meth:`NestedDesign.true_parameters`: a mixed model's level SD is
 ``sd_<last grouping column of the level>``, its residual SD ``sd_residual``, its coefficients
@@ -46,7 +52,9 @@ a second run off the folder while one is running (:mod:`tiers.study.store`). ``o
 is rewritten at the end: the columns of `SUMMARY_COLUMNS`, that is size, estimator, parameter, truth, mean, bias,
 sd (empirical, over replicates), rmse, mean_se (mean reported SE), coverage, n_ok, n_failed,
 n_singular, median_seconds (of one fit), then n_interval and n_unconverged (fits whose optimum
-was not certified, e.g. every fit of a non-identified model).
+was not certified, e.g. every fit of a non-identified model), and power: for a coefficient, the
+share of the fits with an interval whose 95% interval excludes zero (the Wald test at 5%; with a
+true coefficient of zero, the false-positive rate), NaN for an SD.
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ __all__ = ["Estimator", "StudyError", "StudyResult", "default_estimators", "draw
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "size", "estimator", "parameter", "truth", "mean", "bias", "sd", "rmse", "mean_se",
     "coverage", "n_ok", "n_failed", "n_singular", "median_seconds", "n_interval", "n_unconverged",
+    "power",
 )  # fmt: skip
 DEFAULT_MAX_ROWS = 20_000_000
 
@@ -411,6 +420,7 @@ def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
         lo, hi = ok["lower"].to_numpy(float), ok["upper"].to_numpy(float)
         # Replicates whose estimator reported an interval; none can cover an unknown truth.
         has = ~np.isnan(lo) & ~np.isnan(hi) & np.isfinite(t)
+        rejects = ((lo > 0) | (hi < 0))[has] if str(param).startswith("beta_") else []
         mean = float(e.mean()) if e.size else math.nan
         out.append({
             "size": int(size), "estimator": est, "parameter": param, "truth": t, "mean": mean,
@@ -421,6 +431,7 @@ def summarize(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
             "n_ok": len(ok), "n_failed": int((g["status"] == "failed").sum()),
             "n_singular": int(ok["singular"].sum()), "median_seconds": float(g["seconds"].median()),
             "n_interval": int(has.sum()), "n_unconverged": int((~ok["converged"]).sum()),
+            "power": float(np.mean(rejects)) if len(rejects) else math.nan,
         })  # fmt: skip
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
 

@@ -10,7 +10,7 @@ stays readable.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from tiers.inference.predict import ranef_frames
 from tiers.inference.shrinkage import group_ols
 from tiers.options import check_level
 from tiers.report.plots._canvas import figure, qq_panel, thin
+from tiers.report.plots.glmm import GlmmFitted, glmm_frames, is_glmm
 from tiers.results.result import FitResult
 
 if TYPE_CHECKING:
@@ -32,6 +33,13 @@ def _effects(df) -> list[str]:  # noqa: ANN001
     return [c for c in df.columns if not c.endswith("_sd")]
 
 
+def _frames(res: Any, cond_var: bool) -> dict:
+    """The modes by factor: a linear fit's (`ranef_frames`) or a GLMM's (`glmm_frames`)."""
+    if is_glmm(res):
+        return glmm_frames(res, cond_var=cond_var)
+    return ranef_frames(res, cond_var=cond_var)
+
+
 def _pick(frames: dict, group: str | None) -> dict:
     if group is None:
         return frames
@@ -41,13 +49,18 @@ def _pick(frames: dict, group: str | None) -> dict:
 
 
 def caterpillar(
-    res: FitResult, group: str | None = None, *, level: float = 0.95, max_groups: int = MAX_GROUPS
+    res: FitResult | GlmmFitted,
+    group: str | None = None,
+    *,
+    level: float = 0.95,
+    max_groups: int = MAX_GROUPS,
 ) -> Figure:
     """Conditional modes with intervals per grouping factor and effect, sorted.
 
     Parameters
     ----------
-    res : FitResult
+    res : FitResult or a fitted GLMM
+        A GLMM's modes are on the link scale, with lme4's conditional SDs.
     group : str, optional
         One grouping factor (default: every factor, one row of panels each).
     level : float
@@ -59,14 +72,14 @@ def caterpillar(
     if isinstance(max_groups, bool) or not isinstance(max_groups, int) or max_groups < 2:
         raise ValueError(f"max_groups must be an integer >= 2; got {max_groups!r}")
     try:
-        frames = _pick(ranef_frames(res, cond_var=True), group)
+        frames = _pick(_frames(res, True), group)
         without = ""
     except ValueError as exc:
         if "conditional variances" not in str(exc):
             raise
         # a large crossed design whose conditional variances need a dense inverse: the modes
         # alone, and the figure says why there are no intervals
-        frames = _pick(ranef_frames(res, cond_var=False), group)
+        frames = _pick(_frames(res, False), group)
         without = "no intervals: " + str(exc).split(";")[0]
     q = float(stats.norm.ppf(0.5 + level / 2.0))
     panels = sum(len(_effects(df)) for df in frames.values())
@@ -106,12 +119,15 @@ def caterpillar(
             ax.tick_params(axis="x", labelsize=7)
     if without:
         fig.suptitle(without, fontsize=8, color="0.35")
+    elif is_glmm(res):
+        link = res.fit.link  # type: ignore[union-attr]
+        fig.suptitle(f"Conditional modes on the {link} (link) scale", fontsize=9)
     return fig
 
 
-def qq_ranef(res: FitResult, group: str | None = None) -> Figure:
+def qq_ranef(res: FitResult | GlmmFitted, group: str | None = None) -> Figure:
     """Normal QQ plot of the conditional modes, per grouping factor and effect."""
-    frames = _pick(ranef_frames(res, cond_var=False), group)
+    frames = _pick(_frames(res, False), group)
     panels = [
         (name, eff, df[eff].to_numpy()) for name, df in frames.items() for eff in _effects(df)
     ]

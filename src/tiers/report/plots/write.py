@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tiers._output import atomic_path, check_output
 from tiers.options import check_option
-from tiers.report.plots import fit, ranef
+from tiers.report.plots import fit, glmm, ranef
 from tiers.results.result import FitResult
 
 if TYPE_CHECKING:
@@ -40,8 +40,22 @@ _DRAW: dict[str, Callable[[FitResult], Figure]] = {
 }
 
 
-def available(res: FitResult) -> tuple[list[str], list[str]]:
+#: A GLMM's figures where they are drawn differently (`tiers.report.plots.glmm`).
+_GLMM_DRAW: dict[str, Callable[[glmm.GlmmFitted], Figure]] = {
+    "caterpillar": ranef.caterpillar,
+    "qq_ranef": ranef.qq_ranef,
+    "residuals_fitted": glmm.residuals_eta,
+    "shares": glmm.latent_shares,
+}
+
+Fitted = FitResult | glmm.GlmmFitted
+
+
+def available(res: Fitted) -> tuple[list[str], list[str]]:
     """The figures this model has, and a note for each that it has not (and why)."""
+    if glmm.is_glmm(res):
+        return glmm.glmm_available(res)  # type: ignore[arg-type]
+    assert isinstance(res, FitResult)
     kinds = list(KINDS)
     notes = []
     if not res.intercepts_only:
@@ -59,14 +73,28 @@ def available(res: FitResult) -> tuple[list[str], list[str]]:
     return kinds, notes
 
 
-def figure_of(res: FitResult, kind: str) -> Figure:
-    """The figure ``kind`` (one of `KINDS`) of ``res`` with its default options."""
+def figure_of(res: Fitted, kind: str) -> Figure:
+    """The figure ``kind`` (one of `KINDS`) of ``res`` with its default options.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind, or one a GLMM has no version of (the reason in words).
+    """
     check_option(kind, KINDS, "kind")
+    if glmm.is_glmm(res):
+        if kind in glmm.GLMM_MISSING:
+            raise ValueError(glmm.GLMM_MISSING[kind])
+        have, notes = glmm.glmm_available(res)  # type: ignore[arg-type]
+        if kind not in have:
+            raise ValueError(notes[-1])
+        return _GLMM_DRAW[kind](res)  # type: ignore[arg-type]
+    assert isinstance(res, FitResult)
     return _DRAW[kind](res)
 
 
 def write_plots(
-    res: FitResult,
+    res: Fitted,
     folder: str | Path,
     *,
     fmt: Format = "png",
