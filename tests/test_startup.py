@@ -91,3 +91,16 @@ def test_p_values_from_scipy_special_equal_scipy_stats():
     np.testing.assert_array_equal(2.0 * ndtr(-z), 2.0 * stats.norm.sf(z))
     np.testing.assert_array_equal(ndtri(0.975), stats.norm.ppf(0.975))
     np.testing.assert_array_equal(chdtrc(3, 7.5), stats.chi2.sf(7.5, 3))
+
+
+def test_import_tiers_loads_the_fit_path_only():
+    """Panel estimators, the crossed engine, Dask support and the simulation load on first use."""
+    code = (
+        "import sys, tiers; print(sorted(m for m in sys.modules if m.startswith(("
+        "'tiers.panel', 'tiers.scale', 'tiers.engine.crossed', 'tiers.simulation', 'scipy.stats'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
