@@ -104,3 +104,19 @@ def test_import_tiers_loads_the_fit_path_only():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
+
+def test_children_start_with_one_blas_thread(monkeypatch):
+    """`single_thread_children`: a process started inside loads its BLAS with one thread; the
+    parent's environment is restored after."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code = (
+        "import threadpoolctl, numpy; "
+        "print([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'])"
+    )
+    with _threads.single_thread_children():
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ
