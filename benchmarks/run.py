@@ -265,22 +265,32 @@ def worker(districts: int, repeats: int, csv_path: str | None, result_path: str)
     res["rss_before_fit_mib"] = current_rss_mib()
     res["peak_rss_before_fit_mib"] = peak_rss_mib()
     times: list[float] = []
+    cpu: list[float] = []  # CPU seconds of each fit: less sensitive than wall time to the load
     fit_result: Any = None
+    res["loadavg"] = os.getloadavg()
     try:
         for i in range(repeats):
             fit_result = None  # do not keep the previous fit alive during the next one
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fit_result = tiers.fit(FORMULA, data)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             print(f"  tiers fit {i + 1}/{repeats}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
     except Exception:
         res["error"] = "fit: " + traceback.format_exc()
     res["peak_rss_mib"] = peak_rss_mib()
     res["rss_after_fit_mib"] = current_rss_mib()
     res["times_s"] = times
+    res["cpu_s"] = cpu
     if times:
         res["median_s"] = statistics.median(times)
         res["min_s"] = min(times)
+    if len(times) > 1:
+        # the first fit of a fresh process (imports done, data in memory) against the next ones
+        res["first_s"] = times[0]
+        res["warm_median_s"] = statistics.median(times[1:])
+        res["first_over_warm"] = times[0] / res["warm_median_s"]
+        res["first_over_warm_cpu"] = cpu[0] / statistics.median(cpu[1:])
     if fit_result is not None:
         res.update(_extract_fit(fit_result))
     fit_result = None
@@ -817,6 +827,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Sizes up to this many rows also time the whole command on their CSV.
+CLI_MAX_ROWS = 100_000
+
+
+def time_cli(csv_path: str, repeats: int) -> dict[str, Any]:
+    """Wall and CPU time of ``tiers fit FORMULA CSV`` in a fresh process, from start to exit."""
+    times, cpu = [], []
+    for _ in range(max(repeats, 1)):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "tiers", "fit", FORMULA, csv_path],
+            env=_worker_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        if done.returncode != 0:
+            return {"error": done.stderr[-2000:]}
+    return {
+        "times_s": times,
+        "cpu_s": cpu,
+        "median_s": statistics.median(times),
+        "cpu_median_s": statistics.median(cpu),
+    }
+
+
+def _fit_mib(t: dict[str, Any]) -> str:
+    peak, before = t.get("peak_rss_mib"), t.get("rss_before_fit_mib")
+    return "?" if peak is None or before is None else f"{peak - before:,.0f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark.
 
@@ -877,8 +922,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = districts * ROWS_PER_DISTRICT
             want_r = use_r and (args.r_max_rows is None or rows <= args.r_max_rows)
             print(f"size {districts} districts ({rows:,} rows): tiers ...", file=sys.stderr)
-            csv_path = os.path.join(workdir, f"seed-{districts}.csv") if want_r else None
+            want_cli = rows <= CLI_MAX_ROWS
+            csv_path = (
+                os.path.join(workdir, f"seed-{districts}.csv") if want_r or want_cli else None
+            )
             t_res = run_tiers_size(districts, args.repeats, csv_path, workdir, args.timeout)
+            if want_cli and csv_path and os.path.exists(csv_path):
+                print(f"size {districts}: tiers fit FORMULA CSV ...", file=sys.stderr)
+                t_res["cli"] = time_cli(csv_path, args.repeats)
             entry: dict[str, Any] = {
                 "districts": districts,
                 "rows": t_res.get("rows", rows),
@@ -890,6 +941,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry["lme4"] = None
             elif not want_r:
                 entry["lme4"] = {"skipped": f"rows {rows:,} > --r-max-rows {args.r_max_rows:,}"}
+                if csv_path and os.path.exists(csv_path):
+                    os.remove(csv_path)
             elif not (csv_path and os.path.exists(csv_path)):
                 entry["lme4"] = {"error": "no CSV (simulation failed)"}
             else:
@@ -903,6 +956,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(args.out, payload)
     print_table(payload["results"], title=f"tiers vs lme4: {FORMULA}")
+    for entry in payload["results"]:
+        t = entry["tiers"]
+        if "first_over_warm" in t:
+            print(
+                f"{entry['rows']:,} rows: first fit of the process {t['first_s']:.3f} s, later "
+                f"fits {t['warm_median_s']:.3f} s (x{t['first_over_warm']:.2f}; CPU "
+                f"x{t['first_over_warm_cpu']:.2f}); fit +{_fit_mib(t)} MiB over the data"
+            )
+        if t.get("cli"):
+            c = t["cli"]
+            print(
+                f"{entry['rows']:,} rows: 'tiers fit FORMULA CSV' {c['median_s']:.3f} s wall, "
+                f"{c['cpu_median_s']:.3f} s CPU (median of {len(c['times_s'])}, start to exit)"
+            )
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all_ok else 1
 

@@ -407,3 +407,16 @@ def test_a_fit_warning_is_printed_once_in_words(ci: list[str]) -> None:
     both = done.stdout + done.stderr
     assert both.count("boundary (singular) fit") == 1
     assert "SingularFitWarning" not in both and ".py:" not in both
+
+
+def test_plain_fit_runs_as_through_typer(seed_csv: Path) -> None:
+    """``tiers fit FORMULA DATA`` skips typer's parsing (`tiers.cli.main._plain_fit`): the same
+    output as with an option that makes typer parse (the fit's time aside)."""
+
+    def run(*extra: str) -> list[str]:
+        cmd = [sys.executable, "-m", "tiers", "fit", SEED_LME4, str(seed_csv), *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stdout.splitlines() if not line.startswith("Fit: ")]
+
+    assert run() == run("--style", "stata")

@@ -91,3 +91,32 @@ def test_p_values_from_scipy_special_equal_scipy_stats():
     np.testing.assert_array_equal(2.0 * ndtr(-z), 2.0 * stats.norm.sf(z))
     np.testing.assert_array_equal(ndtri(0.975), stats.norm.ppf(0.975))
     np.testing.assert_array_equal(chdtrc(3, 7.5), stats.chi2.sf(7.5, 3))
+
+
+def test_import_tiers_loads_the_fit_path_only():
+    """Panel estimators, the crossed engine, Dask support and the simulation load on first use."""
+    code = (
+        "import sys, tiers; print(sorted(m for m in sys.modules if m.startswith(("
+        "'tiers.panel', 'tiers.scale', 'tiers.engine.crossed', 'tiers.simulation', 'scipy.stats'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_children_start_with_one_blas_thread(monkeypatch):
+    """`single_thread_children`: a process started inside loads its BLAS with one thread; the
+    parent's environment is restored after."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code = (
+        "import threadpoolctl, numpy; "
+        "print([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'])"
+    )
+    with _threads.single_thread_children():
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1]"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ

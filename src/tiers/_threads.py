@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,3 +100,35 @@ def single_thread_blas() -> Iterator[None]:
     """Limit every loaded BLAS to one thread inside the block."""
     with limit_blas(1):
         yield
+
+
+#: What BLAS and OpenMP libraries read, once, when they are loaded.
+_THREAD_VARIABLES = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@contextmanager
+def single_thread_children() -> Iterator[None]:
+    """Processes started inside the block load their BLAS with one thread.
+
+    A spawned worker imports numpy, and with it a BLAS that starts a thread per core, before any
+    code of ours runs in it; the processes are the parallelism, so each worker's BLAS threads
+    would compete with the other workers for the same cores (on 2 cores, 2 workers were slower
+    than 1). The limit is in the environment the workers start with; this process, whose BLAS
+    is loaded already, is not affected, and its environment is restored on leaving.
+    """
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

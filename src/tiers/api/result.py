@@ -6,21 +6,33 @@ The numbers are `tiers.results.result.FitResult`'s; the methods here delegate to
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
+from tiers._lazy import LazyModule
 from tiers.api.aliases import StatsmodelsNames
 from tiers.api.tested import DDFS, Ddf
 from tiers.fitting import refit
-from tiers.inference import bootstrap as boot
-from tiers.inference import intervals, predict, weighted
-from tiers.inference import margins as margins_frames
-from tiers.inference import r2 as rsquared
-from tiers.inference import tidy as tidy_frames
-from tiers.inference.r2 import R2
+from tiers.inference import intervals, weighted
 from tiers.options import check_level, check_option
+
+# What a fit and its summary do not use is imported by the method that does (a fresh process
+# pays each module once, and a command that fits and prints pays none of these).
+if TYPE_CHECKING:
+    from tiers.inference import bootstrap as boot
+    from tiers.inference import margins as margins_frames
+    from tiers.inference import predict
+    from tiers.inference import r2 as rsquared
+    from tiers.inference import tidy as tidy_frames
+    from tiers.inference.r2 import R2
+else:
+    boot = LazyModule("tiers.inference.bootstrap")
+    margins_frames = LazyModule("tiers.inference.margins")
+    predict = LazyModule("tiers.inference.predict")
+    rsquared = LazyModule("tiers.inference.r2")
+    tidy_frames = LazyModule("tiers.inference.tidy")
 from tiers.report import json as report_json
 from tiers.report import text
 

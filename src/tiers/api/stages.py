@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast, overload
@@ -26,7 +27,6 @@ from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
 from tiers.inference.kenward_roger import sampling_refusal
 from tiers.optimize.minimize import OptSummary, certify
-from tiers.scale.fit import is_dask_frame
 from tiers.variance.vce import check_vce
 
 if TYPE_CHECKING:
@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 #: Stata's GLMM commands: a formula starting with one is fitted as a GLMM without ``family=``.
 _GLMM_COMMANDS = ("melogit", "meprobit", "mecloglog", "mepoisson")
+
+
+def _is_dask_frame(data: object) -> bool:
+    """`tiers.scale.fit.is_dask_frame`, importing tiers.scale only where Dask is loaded."""
+    if "dask" not in sys.modules:  # a Dask frame cannot exist without it
+        return False
+    from tiers.scale.fit import is_dask_frame
+
+    return is_dask_frame(data)
 
 
 @overload
@@ -204,7 +213,7 @@ def fit(
             )
     start = time.perf_counter()
     formula = with_residuals(formula, residuals)
-    if is_dask_frame(data):
+    if _is_dask_frame(data):
         from tiers.api.summarised import SummarisedResult
         from tiers.scale.fit import fit_dask
 
@@ -288,7 +297,7 @@ def prepare(
     See `tiers.design.design.build_design`; ``residuals`` and the weighting keywords are `fit`'s.
     A Dask DataFrame is reduced to its sufficient statistics (`tiers.scale.fit.prepare_dask`).
     """
-    if is_dask_frame(data):
+    if _is_dask_frame(data):
         from tiers.scale.fit import prepare_dask
 
         _dask_options(weights, "model", False)

@@ -7,7 +7,7 @@ statistics are `tiers.inference.satterthwaite`'s and `tiers.inference.kenward_ro
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,10 @@ from tiers._threads import single_thread_blas
 from tiers.api.display import DisplayedFit
 from tiers.inference import satterthwaite as satt
 from tiers.inference import weighted
-from tiers.inference.kenward_roger import KenwardRoger
 from tiers.options import check_level, check_option
+
+if TYPE_CHECKING:  # imported by the first Kenward-Roger test
+    from tiers.inference.kenward_roger import KenwardRoger
 
 #: Reference distributions of the fixed effects' tests: normal (z, Stata's default), or t and F
 #: with Satterthwaite's (lmerTest's) or Kenward-Roger's (pbkrtest's) denominator df.
@@ -57,6 +59,8 @@ class TestedFit(DisplayedFit):
 
     @cached_property
     def _kenward_roger(self) -> KenwardRoger:
+        from tiers.inference.kenward_roger import KenwardRoger
+
         return KenwardRoger.from_result(self)
 
     def _ddf_tests(self, ddf: str, what: str) -> satt.DdfTests:

@@ -81,16 +81,19 @@ def build_terms(
     out = []
     for term, gf in zip(formula.random, factors, strict=True):
         if term.is_intercept_only:
-            Z = np.ones((len(data), 1))
+            # a read-only view of one 1.0 for every row: an n-row column of ones per term was
+            # 64 MB at 8 million rows (and its first-touch page faults), never written to
+            Z = np.broadcast_to(np.ones((1, 1)), (len(data), 1))
             names = ["(Intercept)"]
         else:
             Z, names = model_matrix(
                 term.expr, data, what=f"random-effects term ({term.expr} | {term.name})"
             )
+            Z = np.ascontiguousarray(Z)
         if Z.shape[1] == 0:
             raise DataError(f"the random-effects term ({term.expr} | {term.name}) has no columns")
         cov = CovStructure(term.covariance, Z.shape[1])
-        out.append(TermSpec(term.name, gf, np.ascontiguousarray(Z), tuple(names), cov))
+        out.append(TermSpec(term.name, gf, Z, tuple(names), cov))
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,13 +17,15 @@ from tiers.design import diagnostics
 from tiers.design.design import Design
 from tiers.design.summary import SummaryFrame, rows_needed
 from tiers.engine.contract import Engine
-from tiers.engine.crossed import CrossedProblem
-from tiers.engine.gram_statistics import LeafGrams
-from tiers.engine.nested_block import TreeProblem
 from tiers.engine.nested_scalar import NestedProblem
-from tiers.engine.pseudo import PseudoTreeProblem
-from tiers.engine.rside import ResidualProblem
 from tiers.engine.statistics import NestedStatistics
+
+# The other engines are imported by their builders, when a design needs them: together with
+# their modules they cost a fresh process about 0.1 s, paid by a command that fits one nested
+# model (the crossed engine alone brings scipy.sparse's factorizations).
+
+if TYPE_CHECKING:
+    from tiers.engine.gram_statistics import LeafGrams
 
 FloatArray = NDArray[np.float64]
 Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
@@ -46,12 +49,16 @@ def _nested(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
 def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the tree engine needs nested grouping factors")
+    from tiers.engine.nested_block import TreeProblem
+
     w, freq = _row_weights(design)
     parents = list(design.nesting.tree.parents)
     return TreeProblem(y, X, design.levels, parents, reml=reml, weights=w, frequency=freq)
 
 
 def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+    from tiers.engine.crossed import CrossedProblem
+
     w, freq = _row_weights(design)
     limits = design.limits or diagnostics.LIMITS
     return CrossedProblem(
@@ -62,6 +69,8 @@ def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine
 def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     if design.nesting is None or design.residuals is None:  # pragma: no cover - design's choice
         raise ValueError("the rside engine needs nested grouping and a residual structure")
+    from tiers.engine.rside import ResidualProblem
+
     parents = list(design.nesting.tree.parents)
     return ResidualProblem(y, X, design.levels, parents, design.residuals, reml=reml)
 
@@ -72,6 +81,8 @@ def _pseudo(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
         raise ValueError("the pseudo-likelihood engine needs nested factors and sampling weights")
     if reml:
         raise ValueError("a pseudo-likelihood (sampling weights) is fitted by ML, not REML")
+    from tiers.engine.pseudo import PseudoTreeProblem
+
     parents = list(design.nesting.tree.parents)
     return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, list(rw.groups))
 
@@ -89,6 +100,8 @@ def _from_statistics(
     design: Design, y: FloatArray | None, X: FloatArray | None, reml: bool
 ) -> Engine:
     """The engine of a design known through its sufficient statistics (`tiers.scale`)."""
+    from tiers.engine.gram_statistics import LeafGrams
+
     frame = design.frame
     stats = frame.statistics if isinstance(frame, SummaryFrame) else None
     if y is not None or X is not None:
@@ -104,6 +117,8 @@ def _from_statistics(
 
 def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
     """The crossed engine from per-cell cross-products (a cell: one level of every factor)."""
+    from tiers.engine.crossed import CrossedProblem
+
     rows, cell = stats.rows()  # cells are the rows of frame.data (the distinct id tuples)
     terms, at = [], 0
     for t in design.terms:
@@ -122,6 +137,8 @@ def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
 
 def _tree_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
     """The block engine from per-leaf cross-products: rows that reproduce them, per leaf."""
+    from tiers.engine.nested_block import TreeProblem
+
     assert design.nesting is not None
     rows, leaf = stats.rows()
     tree = design.nesting.tree  # tree.leaf: the leaf of each id tuple (a row of frame.data)

@@ -109,7 +109,7 @@ class NestedStatistics:
         D[:, p] = y
         shift = np.zeros(p + 1)
         if icpt is not None and n:
-            shift = (np.ones(n) if w is None else w) @ D / wsum
+            shift = (D.sum(axis=0) if w is None else w @ D) / wsum  # no n-row ones
             shift[icpt] = 0.0
             D -= shift
         nleaf = tree.sizes[-1]

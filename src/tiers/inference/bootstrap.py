@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tiers._signals import HeldInterrupt
-from tiers._threads import single_thread_blas
+from tiers._threads import single_thread_blas, single_thread_children
 from tiers.design.design import Design
 from tiers.fitting import fit_design
 from tiers.inference.progress import ProgressBar
@@ -347,7 +347,10 @@ def _pool(
             # forever on the task queue's lock), and inside a wait it left futures' locks held
             # (the executor's thread then hung the interpreter's exit)
             with HeldInterrupt() as held:
-                pending = {ex.submit(_run, batch) for batch in batches}
+                # spawned workers (not Linux) start with one BLAS thread each; forked ones set it
+                # in `_run`
+                with single_thread_children():
+                    pending = {ex.submit(_run, batch) for batch in batches}
                 while pending and not held.caught:
                     done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                     for fut in done:

@@ -20,15 +20,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from tiers._lazy import stats
 from tiers.errors import DataError
 from tiers.panel.core import (
+    _INVARIANT_TOL,
     _check_args,
+    _cluster_sandwich,
     _cluster_vcov,
     _coef_table,
-    _corr,
     _corr2,
     _drop_pooled_collinear,
+    _flat,
     _num,
     _ols,
     _prepare,
@@ -267,6 +268,8 @@ def fixed_effects(
         Unknown or non-numeric columns, every id observed once (no within variation), no
         time-varying regressor, or no residual degrees of freedom.
     """
+    from scipy.special import fdtrc  # F's survival function, as scipy.stats.f.sf computes it
+
     _check_args(vce, level)
     p = _prepare(data, y, x, id)
     if p.n == p.N:
@@ -288,31 +291,60 @@ def fixed_effects(
     if df_e <= 0:
         raise DataError(f"fixed effects: no residual degrees of freedom (N - n - K = {df_e})")
     names = [p.names[j] for j in w.keep] + ["_cons"]
-    Xk = p.X[:, w.keep]
-    xbar, ybar = Xk.mean(axis=0), float(p.y.mean())
+    # Everything below works from the K x K cross-products of the within regression and the
+    # n group means: the rows are split into within and between parts, x_it b = xw_it b +
+    # xbar_i b, and sums over rows of products become xw'xw + sum_i T_i (between products).
+    Xbar = p.Xbar[:, w.keep]
+    xbar, ybar = p.Ti @ Xbar / N, float(p.Ti @ p.ybar) / N
     cons = ybar - float(xbar @ w.b)
-    Z = np.column_stack([w.Xw + xbar, np.ones(N)])
-    bread = np.linalg.inv(Z.T @ Z)
+    # Z = [Xw + xbar, 1]: Z'Z from Xw'Xw, as the demeaned columns sum to zero
+    ZZ = np.empty((K + 1, K + 1))
+    ZZ[:K, :K] = w.G + N * np.outer(xbar, xbar)
+    ZZ[:K, K] = ZZ[K, :K] = N * xbar
+    ZZ[K, K] = N
+    bread = np.linalg.inv(ZZ)
     s2 = w.rss / df_e
     if vce == "cluster":
-        V, df_t = _cluster_vcov(Z, w.e, p.g, n, bread), n - 1
+        se_g = np.bincount(p.g, w.e, minlength=n)
+        scores = np.empty((n, K + 1))
+        for i in range(K):
+            scores[:, i] = np.bincount(p.g, w.Xw[:, i] * w.e, minlength=n) + xbar[i] * se_g
+        scores[:, K] = se_g
+        V, df_t = _cluster_sandwich(scores, N, bread), n - 1
     else:
         V, df_t = s2 * bread, df_e
     beta = np.append(w.b, cons)
-    u = p.ybar - p.means(Xk) @ w.b - cons
-    xb = Xk @ w.b + cons
+    xbg = Xbar @ w.b + cons  # group means of x b
+    u = p.ybar - xbg
+    Ti = p.Ti
     sigma_u = float(np.std(u, ddof=1)) if n > 1 else math.nan
-    sigma_u_obs = float(np.std(u[p.g], ddof=1))
+    mu = float(Ti @ u) / N  # u over rows
+    sigma_u_obs = math.sqrt(float(Ti @ (u - mu) ** 2) / (N - 1)) if N > 1 else math.nan
     sigma_e = math.sqrt(s2)
+    # centred sums over rows: within part + between part
+    dy, dxb, du = p.ybar - ybar, xbg - cons - float(xbar @ w.b), u - mu
+    wxb = w.G @ w.b  # Xw'(Xw b)
+    s_yy = float(p.yw @ p.yw) + float(Ti @ dy**2)
+    s_xbxb = float(w.b @ wxb) + float(Ti @ dxb**2)
+    s_yxb = float(w.Xy @ w.b) + float(Ti @ (dy * dxb))
+    s_uxb = float(Ti @ (du * dxb))  # u is constant within groups
+    s_uu = float(Ti @ du**2)
     f_test = None
     if vce == "conventional" and n > 1:
-        _, e_p, _ = _ols(np.column_stack([Xk, np.ones(N)]), p.y)
-        F = ((float(e_p @ e_p) - w.rss) / (n - 1)) / s2
-        f_test = FTest(F=F, df1=n - 1, df2=df_e, p_value=float(stats.f.sf(F, n - 1, df_e)))
+        # pooled OLS of y on (Xk, 1) from the centred cross-products, within + between
+        dX = Xbar - xbar
+        Sxx = w.G + dX.T @ (dX * Ti[:, None])
+        Sxy = w.Xy + dX.T @ (Ti * dy)
+        rss_p = s_yy - float(Sxy @ np.linalg.solve(Sxx, Sxy))
+        F = ((rss_p - w.rss) / (n - 1)) / s2
+        f_test = FTest(F=F, df1=n - 1, df2=df_e, p_value=float(fdtrc(n - 1, df_e, F)))
     elif vce == "cluster":
         notes.append("F test that all u_i=0 not reported with vce='cluster' (as Stata)")
     tss_w = float(p.yw @ p.yw)
     r2_w = 1.0 - w.rss / tss_w if tss_w > 0 else None
+    # x b over rows is constant when its sum of squares is within rounding of its size
+    flat_xb = s_xbxb <= N * (_INVARIANT_TOL * float(np.abs(xbg).max())) ** 2
+    r_y_xb = _corr_sums(s_yxb, s_yy, s_xbxb, _flat(p.y) or N < 2, flat_xb)
     return PanelResult(
         estimator="fe",
         depvar=y,
@@ -331,11 +363,11 @@ def fixed_effects(
         sigma_e=sigma_e,
         rho=sigma_u**2 / (sigma_u**2 + s2) if n > 1 else None,
         r2_within=r2_w,
-        r2_between=_corr2(p.ybar, p.means(Xk) @ w.b),
-        r2_overall=_corr2(p.y, xb),
+        r2_between=_corr2(p.ybar, Xbar @ w.b),
+        r2_overall=None if r_y_xb is None else r_y_xb**2,
         r2_plm=r2_w,
         r2_plm_adj=None if r2_w is None else 1 - (1 - r2_w) * (N - 1) / df_e,
-        corr_u_xb=_corr(u[p.g], xb),
+        corr_u_xb=_corr_sums(s_uxb, s_uu, s_xbxb, _flat(u) or N < 2, flat_xb),
         f_test=f_test,
         omitted=tuple(p.names[j] for j in range(p.k) if j not in w.keep),
         notes=tuple(notes),
@@ -448,6 +480,13 @@ def random_effects(
         notes=tuple(notes),
         level=level,
     )
+
+
+def _corr_sums(s_ab: float, s_aa: float, s_bb: float, flat_a: bool, flat_b: bool) -> float | None:
+    """Pearson correlation from centred sums, None where either series is constant (`_corr`)."""
+    if flat_a or flat_b or s_aa <= 0 or s_bb <= 0:
+        return None
+    return s_ab / math.sqrt(s_aa * s_bb)
 
 
 # ---------------------------------------------------------------------------------------------

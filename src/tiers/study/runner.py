@@ -74,6 +74,7 @@ import pandas as pd
 
 from tiers._output import atomic_path
 from tiers._signals import HeldInterrupt, blocked_sigint, ignore_sigint
+from tiers._threads import single_thread_children
 from tiers.errors import DesignError, OutputError, StudyError
 from tiers.inference.progress import ProgressBar
 from tiers.simulation.data import NestedDesign
@@ -378,10 +379,11 @@ def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch:
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=ignore_sigint)
         # Ctrl-C: recorded and acted on between waits, and kept out of the spawned workers
-        # until they ignore it (`tiers._signals`); the running batches finish and are stored
+        # until they ignore it (`tiers._signals`); the running batches finish and are stored.
+        # The workers start (at the submits) with one BLAS thread each (`single_thread_children`).
         try:
             with HeldInterrupt() as held:
-                with blocked_sigint():
+                with blocked_sigint(), single_thread_children():
                     pending = {pool.submit(_run_batch, t): (len(t[4]), t[2]) for t in tasks}
                 while pending and not held.caught:
                     done = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)[0]
