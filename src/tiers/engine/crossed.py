@@ -125,10 +125,12 @@ class CrossedProblem(ProfiledProblem):
         self.theta_lower = np.concatenate([t.cov.lower() for t in terms])
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms])
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
+        moment_start = False
         if all(t.intercept_only for t in terms):
             start = moment_theta(y, X, [t.codes for t in terms])
             if start is not None:
                 self.theta_start = start
+                moment_start = True
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
         self.dtd = D.T @ D
@@ -157,6 +159,9 @@ class CrossedProblem(ProfiledProblem):
         if self.r:
             self._init_rest(rest, D, c1, Z1)
         self.has_gradient = self.intercepts and self.dense
+        # from the moment start, Newton steps (`tiers.optimize.newton`) need ~8 gradients where
+        # L-BFGS-B and the polish took ~20
+        self.newton_first = self.has_gradient and moment_start
 
     @classmethod
     def from_leaf_rows(
@@ -230,7 +235,10 @@ class CrossedProblem(ProfiledProblem):
                 fill.check_dense(self.r, self.max_bytes)
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
-            self.zrzr = zrzr.toarray(order="F")
+            # kept sparse with the direct coupling (diagonal for one rest term: 110 MB dense at
+            # 3,706 items), dense otherwise
+            direct = isinstance(self.coupling, DirectCoupling) and self.intercepts
+            self.zrzr = zrzr if direct else zrzr.toarray(order="F")
             self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)
         else:
             self.rest = cb.SparseRest(zrzr, self.coupling, self.blocks)
@@ -276,7 +284,7 @@ class CrossedProblem(ProfiledProblem):
         if self.rest is None:
             A, S_rD, V = S_DD, None, None
         else:
-            ld += self.rest.factor(self.coupling.npn(P), T[1:])
+            ld += self.rest.factor(P, T[1:])
             S_rD = cb.lam_t(T[1:], self.blocks, self.ZrD - self.N @ PZ1D.reshape(-1, self.p + 1))
             V = self.rest.solve(S_rD)
             A = S_DD - S_rD.T @ V
@@ -317,12 +325,9 @@ class CrossedProblem(ProfiledProblem):
         first = float(c @ dinv)
         if Vr is not None:
             assert isinstance(self.rest, cb.DenseRest)
-            Sinv = self.rest.invert().reshape(-1, order="F")
-            cp = self.coupling
-            X_at = Sinv[self.rest.target] * self.rest.scale_at(th[1:])
-            h = cp.npn((dinv * dinv)[:, None, None])
-            first -= float((np.where(cp.off, 2.0, 1.0) * X_at) @ h)
-            diag = Sinv[:: self.r + 1]
+            T = self._state[1]
+            diag = np.diagonal(self.rest.invert()).copy()
+            first -= self.rest.coupled_trace((dinv * dinv)[:, None, None], T[1:])
             for i, b in enumerate(self.blocks):
                 sl = slice(b.offset, b.stop)
                 half = Vr[sl].T @ ZtRr[sl]

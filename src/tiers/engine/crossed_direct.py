@@ -21,6 +21,8 @@ of the number of pairs. The entries are the whole lower triangle (column-major),
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -84,10 +86,33 @@ class DirectCoupling:
         self.Nh = np.asfortranarray(N[:, self.heavy_idx].toarray())
         self.Nl = sp.csr_matrix(N[:, self.light_idx])
         self.NlT = sp.csr_matrix(self.Nl.T)
-        self.rows, self.cols = lower_entries(r)
-        self.target = self.rows + self.cols * r
-        self.off = self.rows != self.cols
         self._recent: list[tuple[bytes, FloatArray]] = []
+
+    # the lower triangle's entries (the format of `crossed_blocks.Coupling`) are ~r^2 / 2 each
+    # (110 MB per array at r = 3,706): made when a caller reads entries, not by the dense path
+    @cached_property
+    def _entries(self) -> tuple[IntArray, IntArray]:
+        return lower_entries(self.r)
+
+    @property
+    def rows(self) -> IntArray:
+        """Rows of the lower triangle's entries, column-major."""
+        return self._entries[0]
+
+    @property
+    def cols(self) -> IntArray:
+        """Columns of the lower triangle's entries, column-major."""
+        return self._entries[1]
+
+    @cached_property
+    def target(self) -> IntArray:
+        """The entries' positions in a column-major ``r x r`` array."""
+        return self.rows + self.cols * self.r
+
+    @cached_property
+    def off(self) -> NDArray[np.bool_]:
+        """Entries off the diagonal."""
+        return self.rows != self.cols
 
     def dense(self, p: FloatArray) -> FloatArray:
         """``N diag(p) N'`` as a dense Fortran-ordered matrix (lower triangle valid), ``p >= 0``."""
@@ -103,21 +128,25 @@ class DirectCoupling:
             G = blas.dsyrk(1.0, W, beta=1.0, c=G, lower=1, overwrite_c=1)
         return G
 
-    def npn(self, P: FloatArray) -> FloatArray:
-        """``(N P N')`` at the lower triangle, for ``P`` (nlevels1, 1, 1), ``P >= 0``.
+    def dense_kept(self, P: FloatArray) -> FloatArray:
+        """`dense` of ``P`` (nlevels1, 1, 1), read-only; the last `_KEEP` results are kept.
 
-        The last two results are kept: ``P`` depends on the first term's theta only, which the
-        optimiser's final re-evaluation and the polish's steps along the other terms repeat.
+        ``P`` depends on the first term's theta only, which the optimiser's difference Hessian
+        (a step along another term) and the gradient's second product repeat.
         """
         p = np.asarray(P, dtype=np.float64).reshape(-1)
         key = p.tobytes()
-        for k, g in self._recent:
+        for k, G in self._recent:
             if k == key:
-                return g
-        g = self.dense(p).reshape(-1, order="F")[self.target]
-        g.flags.writeable = False  # shared by the callers that hit the cache
-        self._recent = [(key, g), *self._recent[: _KEEP - 1]]
-        return g
+                return G
+        G = self.dense(p)
+        G.flags.writeable = False  # shared by the callers that hit the cache
+        self._recent = [(key, G), *self._recent[: _KEEP - 1]]
+        return G
+
+    def npn(self, P: FloatArray) -> FloatArray:
+        """``(N P N')`` at the lower triangle, for ``P`` (nlevels1, 1, 1), ``P >= 0``."""
+        return self.dense_kept(P).reshape(-1, order="F")[self.target]
 
     def quadratic(self, X_at: FloatArray, nlevels: int) -> FloatArray:
         """``Q_j = N_j' X N_j`` (nlevels, 1, 1) for symmetric ``X`` read at the lower triangle."""
