@@ -29,13 +29,21 @@ from tiers.errors import DataError
 
 from .test_crossed import dense_reference, random_design
 
-#: Split points of the dense block: every level dense, none, and a mix.
-SPLITS = {"all_dense": 1e-15, "none_dense": 1.0, "mixed": 4e-10}
+#: Costs of a dense multiply-add and shares of popular columns: every block dense (one syrk),
+#: none, a mix (a popular block of 40% of the columns, some levels dense in the rest), and the
+#: cost model's own choice.
+SPLITS = {"all_dense": 1e-15, "none_dense": 1.0, "mixed": 4e-10, "model": cd._DENSE_S}
+POPULAR = {"all_dense": 1.0, "none_dense": 0.0, "mixed": 0.4, "model": None}
+
+
+def direct_split(monkeypatch, split: str) -> None:
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS[split])
+    monkeypatch.setattr(cd, "_POPULAR_FORCE", POPULAR[split])
 
 
 def direct_problem(monkeypatch, y, X, terms, *, reml: bool, split: str) -> CrossedProblem:
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS[split])
+    direct_split(monkeypatch, split)
     return CrossedProblem(y, X, terms, reml=reml)
 
 
@@ -101,8 +109,12 @@ def test_direct_equals_pair_list(monkeypatch, split, reml, formula):
     problem = direct_problem(monkeypatch, y, X, terms, reml=reml, split=split)
     assert isinstance(problem.coupling, DirectCoupling)
     assert isinstance(problem_list.coupling, cb.Coupling)
+    cp = problem.coupling
     if split == "mixed":
-        assert 0 < problem.coupling.heavy.sum() < problem.coupling.heavy.size
+        assert 0 < cp.popular < cp.r
+        assert 0 < cp.heavy.sum() < cp.heavy.size
+    elif split != "model":
+        assert cp.popular == (cp.r if split == "all_dense" else 0)
     rng = np.random.default_rng(1)
     for theta in (problem.theta_start, rng.uniform(0.1, 1.5, problem.n_theta)):
         f_list, g_list = problem_list.deviance_and_gradient(theta)
@@ -122,8 +134,7 @@ def test_direct_fit_matches_pair_list_fit(monkeypatch):
     data = ratings_like(11, n=600)
     formula = "y ~ x + (1 | u) + (1 | i)"
     ref = tiers.fit(formula, data)
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct_split(monkeypatch, "mixed")
     res = tiers.fit(formula, data)
     assert res.engine == "crossed"
     np.testing.assert_allclose(res.deviance, ref.deviance, rtol=1e-10)
@@ -199,8 +210,7 @@ def test_direct_with_precision_weights_equals_pair_list(monkeypatch):
     w = np.random.default_rng(0).uniform(0.5, 2.0, len(data))
     base, *_ = build("y ~ x + (1 | u) + (1 | i)", data, reml=True)
     listed = CrossedProblem(base.y, base.X, base.terms, weights=w)
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct_split(monkeypatch, "mixed")
     direct = CrossedProblem(base.y, base.X, base.terms, weights=w)
     assert isinstance(direct.coupling, DirectCoupling)
     theta = np.array([0.6, 0.9])

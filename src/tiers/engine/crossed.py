@@ -326,7 +326,7 @@ class CrossedProblem(ProfiledProblem):
         if Vr is not None:
             assert isinstance(self.rest, cb.DenseRest)
             T = self._state[1]
-            diag = np.diagonal(self.rest.invert()).copy()
+            diag = self.rest.inverse_diagonal()
             first -= self.rest.coupled_trace((dinv * dinv)[:, None, None], T[1:])
             for i, b in enumerate(self.blocks):
                 sl = slice(b.offset, b.stop)

@@ -127,9 +127,9 @@ class Coupling:
     ----------
     rows, cols : IntArray
         The entries: rest columns that share a level of the first term (column-major order).
-    K : csr_matrix (nentries, nlevels1 * q1 * q1)
+    K : csr or csc matrix (nentries, nlevels1 * q1 * q1)
         ``K[u, j q1^2 + s q1 + t] = N[a, j q1 + s] N[b, j q1 + t]``, so ``(N P N')_u = (K P)_u``.
-    KT : csr_matrix
+    KT : csr or csc matrix
         ``K'``, for sums over the entries per level.
     q1 : int
         Effects per level of the first term.
@@ -139,8 +139,8 @@ class Coupling:
 
     rows: IntArray
     cols: IntArray
-    K: sp.csr_matrix
-    KT: sp.csr_matrix
+    K: sp.csr_matrix | sp.csc_matrix
+    KT: sp.csr_matrix | sp.csc_matrix
     q1: int
     off: NDArray[np.bool_]
 
@@ -206,12 +206,18 @@ def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) 
     target = row[first] + row[second] * np.int64(r)
     uniq, entry = unique_inverse(target, r * r)
     K = (vals[first][:, :, None] * vals[second][:, None, :]).reshape(-1)
+    rows, cols = uniq % r, uniq // r
+    if q1 == 1:
+        # the pairs come level by level: K is already in compressed-column form (no sort)
+        indptr = np.zeros(n1 + 1, dtype=np.int64)
+        np.cumsum(np.bincount(level, weights=reps, minlength=n1).astype(np.int64), out=indptr[1:])
+        Kcsc = sp.csc_matrix((K, entry, indptr), shape=(uniq.size, n1))
+        return Coupling(rows, cols, Kcsc, Kcsc.T, q1, rows != cols)
     st = np.arange(q1 * q1)
     col = (level[first] * (q1 * q1))[:, None] + st[None, :]
     Kmat = sp.csr_matrix(
         (K, (np.repeat(entry, q1 * q1), col.reshape(-1))), shape=(uniq.size, n1 * q1 * q1)
     )
-    rows, cols = uniq % r, uniq // r
     return Coupling(rows, cols, Kmat, Kmat.T.tocsr(), q1, rows != cols)
 
 
@@ -264,6 +270,16 @@ class DenseRest:
             self._zrzr_dense: FloatArray | None = None
         else:
             self._zrzr_dense = np.asfortranarray(zrzr)
+        if self.direct:
+            # S is held in the coupling's order (popular columns first), its lower triangle
+            assert isinstance(coupling, DirectCoupling)
+            self.perm = coupling.perm
+            z = sp.coo_matrix(zrzr)
+            low = z.row >= z.col
+            self.zpos = coupling.permuted_lower(
+                z.row[low].astype(np.int64), z.col[low].astype(np.int64)
+            )
+            self.zval = z.data[low]
         self.work = np.empty((r, r), order="F")
         self.threads = BLAS_THREADS if r >= THREADED_FROM else 1
         self.state = "empty"
@@ -296,10 +312,9 @@ class DenseRest:
         flat = S.reshape(-1, order="F")
         if self.direct:
             assert isinstance(self.coupling, DirectCoupling)
-            theta = _scales(T, self.blocks)
+            theta = _scales(T, self.blocks)[self.perm]
             np.negative(self.coupling.dense_kept(P), out=S)
-            z = self.zrzr_coo
-            np.add.at(flat, z.row.astype(np.int64) + z.col.astype(np.int64) * self.r, z.data)
+            np.add.at(flat, self.zpos, self.zval)
             S *= theta[:, None]
             S *= theta[None, :]
         elif self.intercepts:
@@ -335,7 +350,7 @@ class DenseRest:
         theta = _scales(T, self.blocks)
         if self.direct:
             assert isinstance(self.coupling, DirectCoupling)
-            return lower_dot(self.work, self.coupling.dense_kept(P2), theta)
+            return lower_dot(self.work, self.coupling.dense_kept(P2), theta[self.perm])
         Sinv = self.work.reshape(-1, order="F")
         X_at = Sinv[self.target] * self.scale_at(np.array([Tk[0, 0] for Tk in T]))
         h = self.coupling.npn(P2)
@@ -344,9 +359,24 @@ class DenseRest:
     def solve(self, rhs: FloatArray) -> FloatArray:
         """``S^-1 rhs``."""
         assert self.state == "factor"
-        x, info = lapack.dpotrs(self.work, rhs, lower=1)
+        if not self.direct:
+            x, info = lapack.dpotrs(self.work, rhs, lower=1)
+            assert info == 0
+            return x
+        y, info = lapack.dpotrs(self.work, rhs[self.perm], lower=1)
         assert info == 0
+        x = np.empty_like(y)
+        x[self.perm] = y
         return x
+
+    def inverse_diagonal(self) -> FloatArray:
+        """The diagonal of ``S^-1`` (original order), by `invert`."""
+        d = np.diagonal(self.invert())
+        if not self.direct:
+            return d.copy()
+        out = np.empty(self.r)
+        out[self.perm] = d
+        return out
 
     def invert(self) -> FloatArray:
         """``S^-1`` in place (lower triangle valid); the factor is lost."""
@@ -362,7 +392,12 @@ class DenseRest:
         Si = self.invert()
         if self.intercepts:
             theta = _scales(T, self.blocks)
-            return Si.reshape(-1, order="F")[rows + cols * self.r] * theta[rows] * theta[cols]
+            if self.direct:
+                assert isinstance(self.coupling, DirectCoupling)
+                at = self.coupling.permuted_lower(rows, cols)
+            else:
+                at = rows + cols * self.r
+            return Si.reshape(-1, order="F")[at] * theta[rows] * theta[cols]
         low = np.tril(Si)
         full = low + low.T - np.diag(np.diagonal(Si))
         X = lam(T, self.blocks, np.ascontiguousarray(lam(T, self.blocks, full).T))
