@@ -162,8 +162,10 @@ class DirectCoupling:
         return self.rows != self.cols
 
     def permuted_lower(self, rows: IntArray, cols: IntArray) -> IntArray:
-        """Positions in a column-major ``r x r`` array in `perm` order of the entries ``(rows, cols)``
-        (original order), swapped into the lower triangle."""
+        """Where the entries ``(rows, cols)`` (original order) sit in the column-major ``S``.
+
+        ``S`` is in `perm` order; each entry is swapped into its lower triangle.
+        """
         a, b = self.iperm[rows], self.iperm[cols]
         return np.maximum(a, b) + np.minimum(a, b) * self.r
 
