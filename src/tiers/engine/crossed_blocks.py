@@ -166,8 +166,11 @@ def unique_inverse(keys: IntArray, bound: int) -> tuple[IntArray, IntArray]:
         return np.unique(keys, return_inverse=True)
     present = np.zeros(bound, dtype=bool)
     present[keys] = True
-    index = np.cumsum(present, dtype=np.int64) - 1
-    return np.flatnonzero(present), index[keys]
+    uniq = np.flatnonzero(present)
+    # only the present slots are read: no cumulative sum over the whole table (35 ms at 3.4 M)
+    index = np.empty(bound, dtype=np.int64)
+    index[uniq] = np.arange(uniq.size)
+    return uniq, index[keys]
 
 
 def level_pattern(
@@ -312,11 +315,17 @@ class DenseRest:
         flat = S.reshape(-1, order="F")
         if self.direct:
             assert isinstance(self.coupling, DirectCoupling)
-            theta = _scales(T, self.blocks)[self.perm]
-            np.negative(self.coupling.dense_kept(P), out=S)
-            np.add.at(flat, self.zpos, self.zval)
-            S *= theta[:, None]
-            S *= theta[None, :]
+            G = self.coupling.dense_kept(P)
+            if len(T) == 1:  # one pass over the r x r array: S = t^2 (Z_r'Z_r - G) + I
+                t2 = float(T[0][0, 0]) ** 2
+                np.multiply(G, -t2, out=S)
+                np.add.at(flat, self.zpos, t2 * self.zval)
+            else:
+                theta = _scales(T, self.blocks)[self.perm]
+                np.negative(G, out=S)
+                np.add.at(flat, self.zpos, self.zval)
+                S *= theta[:, None]
+                S *= theta[None, :]
         elif self.intercepts:
             g = self.coupling.npn(P)
             theta = _scales(T, self.blocks)
