@@ -87,7 +87,8 @@ class CrossedProblem(ProfiledProblem):
     -----
     An evaluation writes into a private workspace (the ``r x r`` factor), so one problem must not
     be evaluated from two threads at once; copies made by `with_reml` share the workspace and
-    are evaluated one at a time. Terms with one effect (``q = 1``, an intercept or a lone slope)
+    are evaluated one at a time (and share the memo of the last point, whose numbers do not depend
+    on the criterion). Terms with one effect (``q = 1``, an intercept or a lone slope)
     count as intercepts for the gradient.
     """
 
@@ -105,6 +106,8 @@ class CrossedProblem(ProfiledProblem):
         max_bytes: float | None = None,
     ) -> None:
         self.max_bytes = max_bytes
+        #: the last point's ``(theta bytes, A, ldL2)``, in a list the copies of `with_reml` share
+        self._last: list[tuple[bytes, FloatArray, float] | None] = [None]
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
@@ -275,6 +278,16 @@ class CrossedProblem(ProfiledProblem):
             Also return d deviance / d theta; needs ``has_gradient``.
         """
         theta = np.asarray(theta, dtype=np.float64)
+        key = theta.tobytes()
+        last = self._last[0]
+        if not gradient and last is not None and last[0] == key:
+            # the optimiser's last point again (the read-off's solve, the other criterion): the
+            # factor's numbers do not depend on the criterion
+            return self.finish(theta, last[1].copy(), last[2])
+        return self._eliminate(theta, gradient)
+
+    def _eliminate(self, theta: FloatArray, gradient: bool) -> Evaluation:
+        """`evaluate` without the memo; leaves ``S`` factored at ``theta`` unless ``gradient``."""
         T = self._factors(theta)
         ld, Binv, P = self._first_block(T[0])
         PZ1D = P * self.Z1D if self.q1 == 1 else P @ self.Z1D
@@ -288,7 +301,9 @@ class CrossedProblem(ProfiledProblem):
             S_rD = cb.lam_t(T[1:], self.blocks, self.ZrD - self.N @ PZ1D.reshape(-1, self.p + 1))
             V = self.rest.solve(S_rD)
             A = S_DD - S_rD.T @ V
-        ev = self.finish(theta, 0.5 * (A + A.T), ld)
+        A = 0.5 * (A + A.T)
+        self._last[0] = (theta.tobytes(), A, ld)
+        ev = self.finish(theta, A, ld)
         if not gradient:
             return ev
         if not self.has_gradient:
@@ -362,7 +377,7 @@ class CrossedProblem(ProfiledProblem):
             entries would cost more than `crossed_blocks.COND_VAR_MAX_FLOPS`, ``cond_sd`` is NaN.
         """
         theta = np.asarray(theta, dtype=np.float64)
-        ev = self.evaluate(theta)
+        ev = self._eliminate(theta, False)  # S factored at theta (the memo may not be)
         _, T, Binv = self._state
         T1 = T[0]
         w = np.append(-ev.beta, 1.0)
