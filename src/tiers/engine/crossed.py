@@ -44,7 +44,7 @@ from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
 from tiers.engine import crossed_fill as fill
 from tiers.engine.contract import Evaluation, TermModes
-from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
+from tiers.engine.crossed_direct import KEEP, PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.moment_start import moment_theta
 from tiers.engine.sparse_modes import sparse_modes
@@ -219,7 +219,7 @@ class CrossedProblem(ProfiledProblem):
         pairs = int((k * (k + 1) // 2).sum())
         self.coupling: cb.Coupling | DirectCoupling
         if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
-            fill.check_dense(self.r, self.max_bytes)
+            fill.check_dense(self.r, self.max_bytes, matrices=2 + KEEP)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
             self.dense = True
         else:

@@ -51,7 +51,7 @@ _POPULAR_FORCE: float | None = None
 #: Results of `DirectCoupling.dense_kept` kept: ``P`` and the gradient's ``D^-2`` at two values of the
 #: first theta (the start and the difference Hessian's step in it: a step in another theta reuses
 #: the start's), 110 MB each at r = 3,706.
-_KEEP = 4
+KEEP = 4
 
 
 def lower_entries(r: int) -> tuple[IntArray, IntArray]:
@@ -198,7 +198,7 @@ class DirectCoupling:
         return G
 
     def dense_kept(self, P: FloatArray) -> FloatArray:
-        """`dense` of ``P`` (nlevels1, 1, 1), read-only; the last `_KEEP` results are kept.
+        """`dense` of ``P`` (nlevels1, 1, 1), read-only; the last `KEEP` results are kept.
 
         ``P`` depends on the first term's theta only, which the optimiser's difference Hessian
         (a step along another term) and the gradient's second product repeat.
@@ -210,7 +210,7 @@ class DirectCoupling:
                 return G
         G = self.dense(p)
         G.flags.writeable = False  # shared by the callers that hit the cache
-        self._recent = [(key, G), *self._recent[: _KEEP - 1]]
+        self._recent = [(key, G), *self._recent[: KEEP - 1]]
         return G
 
     def npn(self, P: FloatArray) -> FloatArray:
