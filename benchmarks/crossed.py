@@ -115,7 +115,8 @@ def worker(case: str, result_path: str, csv_path: str | None) -> int:
         res["reml_criterion"] = float(fitted.deviance)
         res.update(bench_general.result_fields(fitted))
         res["peak_rss_mib"] = nested_bench.peak_rss_mib()
-        res.update(bench_general.time_evaluations(devfun, np.asarray(fitted.theta), repeats=3))
+        theta = np.asarray(fitted.theta)
+        res.update(bench_general.time_evaluations(devfun, theta, repeats=3, distinct=True))
     except tiers.TiersError as exc:
         res["refused_after_s"] = time.perf_counter() - t0
         res["refusal"] = str(exc)
@@ -163,6 +164,8 @@ RUN_FIELDS = (
     "seconds_per_evaluation",
     "peak_rss_mib",
     "reml_criterion",
+    "eval_ms",
+    "eval_grad_ms",
     "load_average_1min",
 )
 
@@ -223,8 +226,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{_f(run.get('prepare_s'), '.2f')} + setup {_f(run.get('setup_s'), '.2f')} + "
                 f"optimise {_f(run.get('optimize_s'), '.2f')} ({run.get('n_evaluations')} evaluations"
                 f" x {_f(run.get('seconds_per_evaluation'), '.3f')} s) + assemble "
-                f"{_f(run.get('assemble_s'), '.2f')}; peak {_f(run.get('peak_rss_mib'), ',.0f')} MiB;"
-                f" load {run.get('load_average_1min')}"
+                f"{_f(run.get('assemble_s'), '.2f')}; one evaluation "
+                f"{_f(run.get('eval_ms'), '.1f')} ms, with gradient "
+                f"{_f(run.get('eval_grad_ms'), '.1f')} ms; peak "
+                f"{_f(run.get('peak_rss_mib'), ',.0f')} MiB; load {run.get('load_average_1min')}"
             )
         if t.get("refusal"):
             print(f"  refused after {t['refused_after_s']:.1f} s: {t['refusal']}")
