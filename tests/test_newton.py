@@ -94,6 +94,11 @@ def test_newton_theta_on_a_quadratic_and_at_a_bound():
     assert res.ok and res.step < 1e-7
     np.testing.assert_allclose(res.theta, xstar, atol=1e-8)
     assert res.evaluations <= 6
+    # the start's Hessian from second differences of values: n (n + 1) / 2 = 3 values
+    by_values = newton_theta(fun, np.array([0.9, 1.0]), lower, upper, value=lambda x: fun(x)[0])
+    assert by_values.ok
+    np.testing.assert_allclose(by_values.theta, xstar, atol=1e-8)
+    assert by_values.evaluations <= 3 + 4
     # a start on the bound, or an optimum outside the box: not this method's regime
     assert not newton_theta(fun, np.array([0.0, 1.0]), lower, upper).ok
     assert not newton_theta(fun, np.array([0.9, 1.0]), np.array([0.8, 0.0]), upper).ok
