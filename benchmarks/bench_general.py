@@ -151,22 +151,37 @@ def staged_fit(formula: str, data: pd.DataFrame) -> Any:
     return tiers.assemble(design, opt, engine=devfun)
 
 
-def time_evaluations(problem: Any, theta: np.ndarray, repeats: int = 15) -> dict[str, float]:
-    """Median wall time of one evaluation (and one with the gradient) at ``theta``, in ms."""
+def time_evaluations(
+    problem: Any, theta: np.ndarray, repeats: int = 15, *, distinct: bool = False
+) -> dict[str, float]:
+    """Median wall time of one evaluation (and one with the gradient) at ``theta``, in ms.
+
+    With ``distinct`` each repeat is at its own point ``theta (1 + 1e-6 k)``, so an engine that
+    keeps its last point's results (or products that depend on part of theta) cannot serve it
+    from them, as it cannot the optimiser's new points.
+    """
     from tiers._threads import single_thread_blas
 
     out: dict[str, float] = {}
+    calls = 0
+
+    def point() -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        return theta * (1.0 + 1e-6 * calls) if distinct else theta
+
     with single_thread_blas():
         t0 = time.perf_counter()
-        problem.evaluate(theta)
+        problem.evaluate(point())
         reps = repeats if time.perf_counter() - t0 < 0.5 else 2
         for key, grad in (("eval_ms", False), ("eval_grad_ms", True)):
             if grad and not problem.has_gradient:
                 continue
             times = []
             for _ in range(reps):
+                x = point()
                 t0 = time.perf_counter()
-                problem.evaluate(theta, gradient=grad)
+                problem.evaluate(x, gradient=grad)
                 times.append(time.perf_counter() - t0)
             out[key] = 1e3 * statistics.median(times)
             out[key + "_min"] = 1e3 * min(times)

@@ -3,6 +3,7 @@
 One command::
 
     python benchmarks/crossed.py [--cases insteval,movielens,uniform] [--r-cases insteval] [--no-r]
+                                 [--repeats 3]
 
 Cases (`crossed_designs` holds the seeded generators):
 
@@ -14,10 +15,12 @@ Cases (`crossed_designs` holds the seeded generators):
   ``y ~ 1 + (1 | a) + (1 | b)`` (expected: refused, with the predicted size, within seconds; then
   fitted by `tiers.fit_moments`, timed, with its estimates against the simulated SDs 0.5 and 0.3).
 
-Each case runs in a fresh subprocess (its peak RSS is its own) through the staged API, so the
-set-up (``prepare`` + ``deviance_function``), the optimisation (evaluations and their count) and
-the read-off (``assemble``) are timed separately; single evaluations at the optimum are timed
-too. The BLAS libraries and their thread counts are recorded with every run. lme4 (through
+Each case runs ``--repeats`` times (default 3), each in a fresh subprocess (its peak RSS is its
+own), through the staged API, so the set-up (``prepare`` + ``deviance_function``), the
+optimisation (evaluations and their count) and the read-off (``assemble``) are timed separately;
+single evaluations at the optimum are timed too. The table shows medians over the runs (the
+ratio to lme4 uses the median total) and every run's figures with the 1-minute load average
+before and after it. The BLAS libraries and their thread counts are recorded with every run. lme4 (through
 ``benchmarks/lmer_general.R``) runs on the ``--r-cases`` when ``Rscript`` is on PATH. Results go
 to ``bench-out/crossed.json`` and a table is printed.
 """
@@ -106,13 +109,14 @@ def worker(case: str, result_path: str, csv_path: str | None) -> int:
         t3 = time.perf_counter()
         fitted = tiers.assemble(design, opt, engine=devfun)
         t4 = time.perf_counter()
-        res.update(optimize_s=t3 - t2, assemble_s=t4 - t3, total_s=t4 - t0, median_s=t4 - t0)
+        res.update(optimize_s=t3 - t2, assemble_s=t4 - t3, total_s=t4 - t0)
         res["n_evaluations"] = opt.n_evaluations
         res["seconds_per_evaluation"] = (t3 - t2) / max(opt.n_evaluations, 1)
         res["reml_criterion"] = float(fitted.deviance)
         res.update(bench_general.result_fields(fitted))
         res["peak_rss_mib"] = nested_bench.peak_rss_mib()
-        res.update(bench_general.time_evaluations(devfun, np.asarray(fitted.theta), repeats=3))
+        theta = np.asarray(fitted.theta)
+        res.update(bench_general.time_evaluations(devfun, theta, repeats=3, distinct=True))
     except tiers.TiersError as exc:
         res["refused_after_s"] = time.perf_counter() - t0
         res["refusal"] = str(exc)
@@ -135,26 +139,72 @@ def worker(case: str, result_path: str, csv_path: str | None) -> int:
     return 0
 
 
-def run_worker(case: str, workdir: str, csv_path: str | None) -> dict[str, Any]:
-    result_path = str(Path(workdir) / f"tiers-{case}.json")
+def run_worker(case: str, workdir: str, csv_path: str | None, run: int = 0) -> dict[str, Any]:
+    result_path = str(Path(workdir) / f"tiers-{case}-{run}.json")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, "--result", result_path]
     if csv_path:
         cmd += ["--csv", csv_path]
+    load = os.getloadavg()[0]
     rc, _, tail = nested_bench._run_streaming(cmd, "  ", None, env=nested_bench._worker_env())
     if Path(result_path).exists():
         out: dict[str, Any] = json.loads(Path(result_path).read_text())
+        out["load_average_1min"] = [load, os.getloadavg()[0]]
         return out
     return {"case": case, "error": f"worker exited with {rc}: " + "\n".join(tail[-15:])}
+
+
+#: Per-run figures kept for every repeat (the median run's full record is the case's ``tiers``).
+RUN_FIELDS = (
+    "prepare_s",
+    "setup_s",
+    "optimize_s",
+    "assemble_s",
+    "total_s",
+    "n_evaluations",
+    "seconds_per_evaluation",
+    "peak_rss_mib",
+    "reml_criterion",
+    "eval_ms",
+    "eval_grad_ms",
+    "load_average_1min",
+)
+
+
+def run_repeats(case: str, workdir: str, csv_path: str | None, repeats: int) -> dict[str, Any]:
+    """``repeats`` fresh worker processes; the run with the median total, and every run's figures.
+
+    The CSV for lme4 is written by the first run only.
+    """
+    runs = [
+        run_worker(case, workdir, csv_path if k == 0 else None, k) for k in range(max(repeats, 1))
+    ]
+    timed = [r for r in runs if r.get("total_s") is not None]
+    if not timed:
+        return runs[0]
+    timed.sort(key=lambda r: r["total_s"])
+    med = dict(timed[(len(timed) - 1) // 2])
+    med["median_s"] = float(np.median([r["total_s"] for r in timed]))
+    for key in ("prepare_s", "setup_s", "optimize_s", "seconds_per_evaluation", "peak_rss_mib"):
+        med[f"median_{key}"] = float(np.median([r[key] for r in timed]))
+    med["runs"] = [{k: r.get(k) for k in RUN_FIELDS} for r in runs]
+    return med
 
 
 def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _setup(t: dict[str, Any]) -> float | None:
+    """Median prepare + set-up (engine construction) seconds."""
+    if t.get("median_prepare_s") is None:
+        return None
+    return float(t["median_prepare_s"] + t["median_setup_s"])
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     head = (
         f"{'case':10} {'rows':>9} {'setup s':>8} {'evals':>5} {'s/eval':>7} {'total s':>8} "
-        f"{'peak MiB':>9} {'lme4 s':>8} {'ratio':>6} {'REML diff':>10}"
+        f"{'peak MiB':>9} {'lme4 s':>8} {'ratio':>6} {'REML diff':>10}  (tiers: medians of runs)"
     )
     print(head)
     for r in results:
@@ -163,12 +213,24 @@ def print_table(results: list[dict[str, Any]]) -> None:
         cmp_ = r.get("comparison") or {}
         print(
             f"{r['case']:10} {_f(t.get('rows'), ',d'):>9} "
-            f"{_f((t.get('prepare_s') or 0) + (t.get('setup_s') or 0), '.2f'):>8} "
-            f"{_f(t.get('n_evaluations'), 'd'):>5} {_f(t.get('seconds_per_evaluation'), '.3f'):>7} "
-            f"{_f(t.get('total_s'), '.2f'):>8} {_f(t.get('peak_rss_mib'), ',.0f'):>9} "
+            f"{_f(_setup(t), '.2f'):>8} "
+            f"{_f(t.get('n_evaluations'), 'd'):>5} "
+            f"{_f(t.get('median_seconds_per_evaluation'), '.3f'):>7} "
+            f"{_f(t.get('median_s'), '.2f'):>8} {_f(t.get('median_peak_rss_mib'), ',.0f'):>9} "
             f"{_f(lme4.get('median_s'), '.2f'):>8} {_f(cmp_.get('ratio_lme4_over_tiers'), '.1f'):>6} "
             f"{_f(cmp_.get('reml_diff_tiers_minus_lme4'), '.2e'):>10}"
         )
+        for k, run in enumerate(t.get("runs") or []):
+            print(
+                f"  run {k + 1}: total {_f(run.get('total_s'), '.2f')} s = prepare "
+                f"{_f(run.get('prepare_s'), '.2f')} + setup {_f(run.get('setup_s'), '.2f')} + "
+                f"optimise {_f(run.get('optimize_s'), '.2f')} ({run.get('n_evaluations')} evaluations"
+                f" x {_f(run.get('seconds_per_evaluation'), '.3f')} s) + assemble "
+                f"{_f(run.get('assemble_s'), '.2f')}; one evaluation "
+                f"{_f(run.get('eval_ms'), '.1f')} ms, with gradient "
+                f"{_f(run.get('eval_grad_ms'), '.1f')} ms; peak "
+                f"{_f(run.get('peak_rss_mib'), ',.0f')} MiB; load {run.get('load_average_1min')}"
+            )
         if t.get("refusal"):
             print(f"  refused after {t['refused_after_s']:.1f} s: {t['refusal']}")
         if t.get("moments"):
@@ -183,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default="insteval,movielens,uniform")
     p.add_argument("--r-cases", default="insteval", help="cases also fitted by lme4")
     p.add_argument("--no-r", action="store_true")
+    p.add_argument("--repeats", type=int, default=3, help="fresh tiers processes per case")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -211,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             print(f"{case}: tiers", file=sys.stderr, flush=True)
             csv_path = str(Path(workdir) / f"{case}.csv") if case in r_cases else None
-            entry: dict[str, Any] = {"case": case, "tiers": run_worker(case, workdir, csv_path)}
+            entry: dict[str, Any] = {
+                "case": case,
+                "tiers": run_repeats(case, workdir, csv_path, args.repeats),
+            }
             if csv_path and Path(csv_path).exists():
                 print(f"{case}: lme4", file=sys.stderr, flush=True)
                 entry["lme4"] = bench_general.run_lme4(csv_path, CASES[case], 1)

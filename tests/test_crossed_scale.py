@@ -29,13 +29,21 @@ from tiers.errors import DataError
 
 from .test_crossed import dense_reference, random_design
 
-#: Split points of the dense block: every level dense, none, and a mix.
-SPLITS = {"all_dense": 1e-15, "none_dense": 1.0, "mixed": 4e-10}
+#: Costs of a dense multiply-add and shares of popular columns: every block dense (one syrk),
+#: none, a mix (a popular block of 40% of the columns, some levels dense in the rest), and the
+#: cost model's own choice.
+SPLITS = {"all_dense": 1e-15, "none_dense": 1.0, "mixed": 4e-10, "model": cd._DENSE_S}
+POPULAR = {"all_dense": 1.0, "none_dense": 0.0, "mixed": 0.4, "model": None}
+
+
+def direct_split(monkeypatch, split: str) -> None:
+    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_DENSE_S", SPLITS[split])
+    monkeypatch.setattr(cd, "_POPULAR_FORCE", POPULAR[split])
 
 
 def direct_problem(monkeypatch, y, X, terms, *, reml: bool, split: str) -> CrossedProblem:
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS[split])
+    direct_split(monkeypatch, split)
     return CrossedProblem(y, X, terms, reml=reml)
 
 
@@ -83,6 +91,38 @@ def test_direct_equals_dense_computation(monkeypatch, seed, nterms, reml, split)
         np.testing.assert_allclose(sd, sd_ref, rtol=1e-8, atol=1e-10)
 
 
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    nterms=st.integers(2, 3),
+    reml=st.booleans(),
+    split=st.sampled_from(sorted(SPLITS)),
+)
+def test_direct_gradient_matches_finite_differences(monkeypatch, seed, nterms, reml, split):
+    """The direct path's analytic gradient (popular-first order, kept products) against central
+    differences of its deviance."""
+    y, X, terms, theta = random_design(seed, nterms, intercepts_only=True)
+    theta = np.abs(theta) + 0.05  # central differences need the interior
+    problem = direct_problem(monkeypatch, y, X, terms, reml=reml, split=split)
+    if problem.rest is None:
+        return
+    assert problem.has_gradient and isinstance(problem.coupling, DirectCoupling)
+    f, g = problem.deviance_and_gradient(theta)
+    fd = np.empty_like(theta)
+    for i in range(theta.size):
+        h = 1e-5 * max(1.0, theta[i])
+        up, dn = theta.copy(), theta.copy()
+        up[i] += h
+        dn[i] -= h
+        fd[i] = (problem.deviance(up) - problem.deviance(dn)) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * max(1.0, abs(f)))
+    # the kept products are reused, not stale: the start again gives the same numbers
+    f2, g2 = problem.deviance_and_gradient(theta)
+    assert f2 == f and np.array_equal(g2, g)
+
+
 @pytest.mark.parametrize("split", sorted(SPLITS))
 @pytest.mark.parametrize("reml", [True, False])
 @pytest.mark.parametrize(
@@ -101,8 +141,12 @@ def test_direct_equals_pair_list(monkeypatch, split, reml, formula):
     problem = direct_problem(monkeypatch, y, X, terms, reml=reml, split=split)
     assert isinstance(problem.coupling, DirectCoupling)
     assert isinstance(problem_list.coupling, cb.Coupling)
+    cp = problem.coupling
     if split == "mixed":
-        assert 0 < problem.coupling.heavy.sum() < problem.coupling.heavy.size
+        assert 0 < cp.popular < cp.r
+        assert 0 < cp.heavy.sum() < cp.heavy.size
+    elif split != "model":
+        assert cp.popular == (cp.r if split == "all_dense" else 0)
     rng = np.random.default_rng(1)
     for theta in (problem.theta_start, rng.uniform(0.1, 1.5, problem.n_theta)):
         f_list, g_list = problem_list.deviance_and_gradient(theta)
@@ -122,8 +166,7 @@ def test_direct_fit_matches_pair_list_fit(monkeypatch):
     data = ratings_like(11, n=600)
     formula = "y ~ x + (1 | u) + (1 | i)"
     ref = tiers.fit(formula, data)
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct_split(monkeypatch, "mixed")
     res = tiers.fit(formula, data)
     assert res.engine == "crossed"
     np.testing.assert_allclose(res.deviance, ref.deviance, rtol=1e-10)
@@ -145,15 +188,17 @@ def test_refused_above_the_memory_limit(monkeypatch):
     low = tiers.Limits(max_bytes=1000.0)
     with pytest.raises(DataError, match=r"would need about [\d.]+ MiB \([\d,]+ pairs .* no fit"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=low)
-    # formed per evaluation, the pairs are not listed: the dense Schur complement is what counts
+    # formed per evaluation, the pairs are not listed: the dense Schur complement, the product
+    # being formed and the kept products are what count
     monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
+    with pytest.raises(DataError, match=rf"{2 + cd.KEEP} dense 25 x 25 matrices"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=10_000.0))
     # the session-wide default applies when no limits are passed
     monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=10_000.0))
-    with pytest.raises(DataError, match=r"three dense 25 x 25 matrices"):
+    with pytest.raises(DataError, match=rf"{2 + cd.KEEP} dense 25 x 25 matrices"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
-    fit = tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=20_000.0))
+    enough = tiers.Limits(max_bytes=(2 + cd.KEEP) * 8.0 * 25 * 25)
+    fit = tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=enough)
     assert np.isfinite(fit.deviance)
 
 
@@ -199,8 +244,7 @@ def test_direct_with_precision_weights_equals_pair_list(monkeypatch):
     w = np.random.default_rng(0).uniform(0.5, 2.0, len(data))
     base, *_ = build("y ~ x + (1 | u) + (1 | i)", data, reml=True)
     listed = CrossedProblem(base.y, base.X, base.terms, weights=w)
-    monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    monkeypatch.setattr(cd, "_DENSE_S", SPLITS["mixed"])
+    direct_split(monkeypatch, "mixed")
     direct = CrossedProblem(base.y, base.X, base.terms, weights=w)
     assert isinstance(direct.coupling, DirectCoupling)
     theta = np.array([0.6, 0.9])

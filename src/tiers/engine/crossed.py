@@ -17,7 +17,10 @@ depend on theta (``Z'Z`` blocks, ``Z'[X y]``, the pairs of columns that the firs
 computed once in ``__init__``; an evaluation does no O(n) work. Where the coupled pairs are too
 many to list (ratings designs), ``N P N'`` is formed per evaluation instead (`crossed_direct`); a
 design whose factor would not fit in memory is refused there, before any numeric work
-(`crossed_fill`). Random intercepts start from moment estimates (`moment_start`).
+(`crossed_fill`). Random intercepts start from moment estimates (`moment_start`), close enough
+that the optimiser takes Newton steps from there (``newton_first``, `tiers.optimize.newton`: 9-12
+evaluations on InstEval where L-BFGS-B and its polish took 19). The last point's numbers are kept,
+so the read-off at the optimiser's end point does not factor again.
 
 For intercept-only terms the gradient in theta is analytic (``has_gradient``), from the same factor:
 
@@ -44,7 +47,7 @@ from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
 from tiers.engine import crossed_fill as fill
 from tiers.engine.contract import Evaluation, TermModes
-from tiers.engine.crossed_direct import PAIRS_MAX, DirectCoupling
+from tiers.engine.crossed_direct import KEEP, PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.moment_start import moment_theta
 from tiers.engine.sparse_modes import sparse_modes
@@ -87,7 +90,8 @@ class CrossedProblem(ProfiledProblem):
     -----
     An evaluation writes into a private workspace (the ``r x r`` factor), so one problem must not
     be evaluated from two threads at once; copies made by `with_reml` share the workspace and
-    are evaluated one at a time. Terms with one effect (``q = 1``, an intercept or a lone slope)
+    are evaluated one at a time (and share the memo of the last point, whose numbers do not depend
+    on the criterion). Terms with one effect (``q = 1``, an intercept or a lone slope)
     count as intercepts for the gradient.
     """
 
@@ -105,6 +109,8 @@ class CrossedProblem(ProfiledProblem):
         max_bytes: float | None = None,
     ) -> None:
         self.max_bytes = max_bytes
+        #: the last point's ``(theta bytes, A, ldL2)``, in a list the copies of `with_reml` share
+        self._last: list[tuple[bytes, FloatArray, float] | None] = [None]
         self.y = y = np.asarray(y, dtype=np.float64)
         self.X = X = np.asarray(X, dtype=np.float64)
         self.reml = reml
@@ -125,10 +131,12 @@ class CrossedProblem(ProfiledProblem):
         self.theta_lower = np.concatenate([t.cov.lower() for t in terms])
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms])
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
+        moment_start = False
         if all(t.intercept_only for t in terms):
             start = moment_theta(y, X, [t.codes for t in terms])
             if start is not None:
                 self.theta_start = start
+                moment_start = True
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
         self.dtd = D.T @ D
@@ -157,6 +165,9 @@ class CrossedProblem(ProfiledProblem):
         if self.r:
             self._init_rest(rest, D, c1, Z1)
         self.has_gradient = self.intercepts and self.dense
+        # from the moment start, Newton steps (`tiers.optimize.newton`) need ~8 gradients where
+        # L-BFGS-B and the polish took ~20
+        self.newton_first = self.has_gradient and moment_start
 
     @classmethod
     def from_leaf_rows(
@@ -211,7 +222,7 @@ class CrossedProblem(ProfiledProblem):
         pairs = int((k * (k + 1) // 2).sum())
         self.coupling: cb.Coupling | DirectCoupling
         if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
-            fill.check_dense(self.r, self.max_bytes)
+            fill.check_dense(self.r, self.max_bytes, matrices=2 + KEEP)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
             self.dense = True
         else:
@@ -230,7 +241,10 @@ class CrossedProblem(ProfiledProblem):
                 fill.check_dense(self.r, self.max_bytes)
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
-            self.zrzr = zrzr.toarray(order="F")
+            # kept sparse with the direct coupling (diagonal for one rest term: 110 MB dense at
+            # 3,706 items), dense otherwise
+            direct = isinstance(self.coupling, DirectCoupling) and self.intercepts
+            self.zrzr = zrzr if direct else zrzr.toarray(order="F")
             self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)
         else:
             self.rest = cb.SparseRest(zrzr, self.coupling, self.blocks)
@@ -267,6 +281,16 @@ class CrossedProblem(ProfiledProblem):
             Also return d deviance / d theta; needs ``has_gradient``.
         """
         theta = np.asarray(theta, dtype=np.float64)
+        key = theta.tobytes()
+        last = self._last[0]
+        if not gradient and last is not None and last[0] == key:
+            # the optimiser's last point again (the read-off's solve, the other criterion): the
+            # factor's numbers do not depend on the criterion
+            return self.finish(theta, last[1].copy(), last[2])
+        return self._eliminate(theta, gradient)
+
+    def _eliminate(self, theta: FloatArray, gradient: bool) -> Evaluation:
+        """`evaluate` without the memo; leaves ``S`` factored at ``theta`` unless ``gradient``."""
         T = self._factors(theta)
         ld, Binv, P = self._first_block(T[0])
         PZ1D = P * self.Z1D if self.q1 == 1 else P @ self.Z1D
@@ -276,11 +300,13 @@ class CrossedProblem(ProfiledProblem):
         if self.rest is None:
             A, S_rD, V = S_DD, None, None
         else:
-            ld += self.rest.factor(self.coupling.npn(P), T[1:])
+            ld += self.rest.factor(P, T[1:])
             S_rD = cb.lam_t(T[1:], self.blocks, self.ZrD - self.N @ PZ1D.reshape(-1, self.p + 1))
             V = self.rest.solve(S_rD)
             A = S_DD - S_rD.T @ V
-        ev = self.finish(theta, 0.5 * (A + A.T), ld)
+        A = 0.5 * (A + A.T)
+        self._last[0] = (theta.tobytes(), A, ld)
+        ev = self.finish(theta, A, ld)
         if not gradient:
             return ev
         if not self.has_gradient:
@@ -317,12 +343,9 @@ class CrossedProblem(ProfiledProblem):
         first = float(c @ dinv)
         if Vr is not None:
             assert isinstance(self.rest, cb.DenseRest)
-            Sinv = self.rest.invert().reshape(-1, order="F")
-            cp = self.coupling
-            X_at = Sinv[self.rest.target] * self.rest.scale_at(th[1:])
-            h = cp.npn((dinv * dinv)[:, None, None])
-            first -= float((np.where(cp.off, 2.0, 1.0) * X_at) @ h)
-            diag = Sinv[:: self.r + 1]
+            T = self._state[1]
+            diag = self.rest.inverse_diagonal()
+            first -= self.rest.coupled_trace((dinv * dinv)[:, None, None], T[1:])
             for i, b in enumerate(self.blocks):
                 sl = slice(b.offset, b.stop)
                 half = Vr[sl].T @ ZtRr[sl]
@@ -357,7 +380,7 @@ class CrossedProblem(ProfiledProblem):
             entries would cost more than `crossed_blocks.COND_VAR_MAX_FLOPS`, ``cond_sd`` is NaN.
         """
         theta = np.asarray(theta, dtype=np.float64)
-        ev = self.evaluate(theta)
+        ev = self._eliminate(theta, False)  # S factored at theta (the memo may not be)
         _, T, Binv = self._state
         T1 = T[0]
         w = np.append(-ev.beta, 1.0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,7 +46,9 @@ SPARSE_FROM = 2000
 SPARSE_DENSITY = 0.02
 #: BLAS threads for the dense factorization and inversion of S (``r >= THREADED_FROM`` only). One
 #: by default, like the rest of the fit: on an idle 2-core machine two threads made InstEval's
-#: potrf 1.2x and potri 1.8x faster, but with another busy process they made a fit 2-6x slower.
+#: potrf 1.2x and potri 1.8x faster, but with another busy process they made a fit 2-6x slower;
+#: at load 5 on the shared 2-core machine, r = 3,706 (the ratings design): potrf 0.24 s on one
+#: thread against 0.72 s on two, potri 0.44 s against 1.42 s.
 #: Raise it (e.g. to `blas_threads()`) on a machine with idle cores.
 BLAS_THREADS = 1
 THREADED_FROM = 512
@@ -126,9 +129,9 @@ class Coupling:
     ----------
     rows, cols : IntArray
         The entries: rest columns that share a level of the first term (column-major order).
-    K : csr_matrix (nentries, nlevels1 * q1 * q1)
+    K : csr or csc matrix (nentries, nlevels1 * q1 * q1)
         ``K[u, j q1^2 + s q1 + t] = N[a, j q1 + s] N[b, j q1 + t]``, so ``(N P N')_u = (K P)_u``.
-    KT : csr_matrix
+    KT : csr or csc matrix
         ``K'``, for sums over the entries per level.
     q1 : int
         Effects per level of the first term.
@@ -138,8 +141,8 @@ class Coupling:
 
     rows: IntArray
     cols: IntArray
-    K: sp.csr_matrix
-    KT: sp.csr_matrix
+    K: sp.csr_matrix | sp.csc_matrix
+    KT: sp.csr_matrix | sp.csc_matrix
     q1: int
     off: NDArray[np.bool_]
 
@@ -165,8 +168,11 @@ def unique_inverse(keys: IntArray, bound: int) -> tuple[IntArray, IntArray]:
         return np.unique(keys, return_inverse=True)
     present = np.zeros(bound, dtype=bool)
     present[keys] = True
-    index = np.cumsum(present, dtype=np.int64) - 1
-    return np.flatnonzero(present), index[keys]
+    uniq = np.flatnonzero(present)
+    # only the present slots are read: no cumulative sum over the whole table (35 ms at 3.4 M)
+    index = np.empty(bound, dtype=np.int64)
+    index[uniq] = np.arange(uniq.size)
+    return uniq, index[keys]
 
 
 def level_pattern(
@@ -205,13 +211,38 @@ def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) 
     target = row[first] + row[second] * np.int64(r)
     uniq, entry = unique_inverse(target, r * r)
     K = (vals[first][:, :, None] * vals[second][:, None, :]).reshape(-1)
+    rows, cols = uniq % r, uniq // r
+    if q1 == 1:
+        # the pairs come level by level: K is already in compressed-column form (no sort)
+        indptr = np.zeros(n1 + 1, dtype=np.int64)
+        np.cumsum(np.bincount(level, weights=reps, minlength=n1).astype(np.int64), out=indptr[1:])
+        Kcsc = sp.csc_matrix((K, entry, indptr), shape=(uniq.size, n1))
+        return Coupling(rows, cols, Kcsc, Kcsc.T, q1, rows != cols)
     st = np.arange(q1 * q1)
     col = (level[first] * (q1 * q1))[:, None] + st[None, :]
     Kmat = sp.csr_matrix(
         (K, (np.repeat(entry, q1 * q1), col.reshape(-1))), shape=(uniq.size, n1 * q1 * q1)
     )
-    rows, cols = uniq % r, uniq // r
     return Coupling(rows, cols, Kmat, Kmat.T.tocsr(), q1, rows != cols)
+
+
+def lower_dot(A: FloatArray, B: FloatArray, theta: FloatArray, chunk: int = 512) -> float:
+    """``sum_ab theta_a theta_b A_ab B_ab``, symmetric ``A`` and ``B`` held in their lower triangles.
+
+    By blocks of columns (no copy of the ``r x r`` arrays); the strict upper triangle of either
+    is never read as data.
+    """
+    r = A.shape[0]
+    total = 0.0
+    for j0 in range(0, r, chunk):
+        j1 = min(r, j0 + chunk)
+        blk = A[j0:, j0:j1] * B[j0:, j0:j1]
+        blk *= theta[j0:, None]
+        blk *= theta[None, j0:j1]
+        top = blk[: j1 - j0]
+        lower = float(blk.sum()) - float(np.triu(top, 1).sum())  # diagonal once
+        total += 2.0 * lower - float(np.trace(top))
+    return total
 
 
 def _scales(T: list[FloatArray], blocks: list[Block]) -> FloatArray:
@@ -220,39 +251,91 @@ def _scales(T: list[FloatArray], blocks: list[Block]) -> FloatArray:
 
 
 class DenseRest:
-    """``S`` as a dense Fortran-ordered matrix, factored by LAPACK in place."""
+    """``S`` as a dense Fortran-ordered matrix, factored by LAPACK in place.
+
+    With a `DirectCoupling` and intercept-only terms ``S`` is formed from the dense ``N P N'``
+    in place (``Z_r'Z_r`` kept sparse: diagonal for one rest term), without reading the lower
+    triangle entry by entry (``r^2 / 2`` gathers and scatters: ~0.5 s an evaluation at r = 3,706).
+    """
 
     def __init__(
-        self, zrzr: FloatArray, coupling: Coupling | DirectCoupling, blocks: list[Block]
+        self,
+        zrzr: FloatArray | sp.spmatrix,
+        coupling: Coupling | DirectCoupling,
+        blocks: list[Block],
     ) -> None:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks
-        self.zrzr = np.asfortranarray(zrzr)
         self.coupling = coupling
-        self.target = coupling.rows + coupling.cols * r
-        self.work = np.empty((r, r), order="F")
         self.intercepts = all(b.q == 1 for b in blocks)
-        if self.intercepts:  # theta_a theta_b of each entry, from a table of term pairs
-            term = np.repeat(np.arange(len(blocks)), [b.nlevels for b in blocks])
-            self.combo = term[coupling.rows] * len(blocks) + term[coupling.cols]
+        self.direct = isinstance(coupling, DirectCoupling) and self.intercepts
+        if sp.issparse(zrzr):
+            self.zrzr_coo = sp.coo_matrix(zrzr)
+            self._zrzr_dense: FloatArray | None = None
+        else:
+            self._zrzr_dense = np.asfortranarray(zrzr)
+        if self.direct:
+            # S is held in the coupling's order (popular columns first), its lower triangle
+            assert isinstance(coupling, DirectCoupling)
+            self.perm = coupling.perm
+            z = sp.coo_matrix(zrzr)
+            low = z.row >= z.col
+            self.zpos = coupling.permuted_lower(
+                z.row[low].astype(np.int64), z.col[low].astype(np.int64)
+            )
+            self.zval = z.data[low]
+        self.work = np.empty((r, r), order="F")
         self.threads = BLAS_THREADS if r >= THREADED_FROM else 1
         self.state = "empty"
+
+    @property
+    def zrzr(self) -> FloatArray:
+        """``Z_r'Z_r`` dense (made on first use when it was given sparse)."""
+        if self._zrzr_dense is None:
+            self._zrzr_dense = np.asfortranarray(self.zrzr_coo.toarray())
+        return self._zrzr_dense
+
+    @cached_property
+    def target(self) -> IntArray:
+        """The coupling's entries' positions in the column-major ``S``."""
+        return self.coupling.rows + self.coupling.cols * self.r
+
+    @cached_property
+    def combo(self) -> IntArray:
+        """Each entry's pair of terms (intercept-only terms), into ``outer(theta, theta)``."""
+        term = np.repeat(np.arange(len(self.blocks)), [b.nlevels for b in self.blocks])
+        return term[self.coupling.rows] * len(self.blocks) + term[self.coupling.cols]
 
     def scale_at(self, theta: FloatArray) -> FloatArray:
         """``theta_a theta_b`` at the coupling's entries (intercept-only terms)."""
         return np.outer(theta, theta).reshape(-1)[self.combo]
 
-    def factor(self, g: FloatArray, T: list[FloatArray]) -> float:
-        """Form ``S`` from ``g = (N P N')`` at the coupling's entries, factor it; ``log det S``."""
+    def factor(self, P: FloatArray, T: list[FloatArray]) -> float:
+        """Form ``S`` for the first term's ``P`` (nlevels1, q1, q1), factor it; ``log det S``."""
         S = self.work
         flat = S.reshape(-1, order="F")
-        if self.intercepts:
+        if self.direct:
+            assert isinstance(self.coupling, DirectCoupling)
+            G = self.coupling.dense_kept(P)
+            if len(T) == 1:  # one pass over the r x r array: S = t^2 (Z_r'Z_r - G) + I
+                t2 = float(T[0][0, 0]) ** 2
+                np.multiply(G, -t2, out=S)
+                np.add.at(flat, self.zpos, t2 * self.zval)
+            else:
+                theta = _scales(T, self.blocks)[self.perm]
+                np.negative(G, out=S)
+                np.add.at(flat, self.zpos, self.zval)
+                S *= theta[:, None]
+                S *= theta[None, :]
+        elif self.intercepts:
+            g = self.coupling.npn(P)
             theta = _scales(T, self.blocks)
             np.multiply(self.zrzr, theta[:, None], out=S)
             S *= theta[None, :]
             flat[self.target] -= g * self.scale_at(np.array([Tk[0, 0] for Tk in T]))
         else:  # lower triangle -> full, then Lambda' G Lambda
+            g = self.coupling.npn(P)
             S[...] = self.zrzr
             flat[self.target] -= g
             low = np.tril(S)
@@ -268,12 +351,43 @@ class DenseRest:
         self.state = "factor"
         return 2.0 * float(np.log(np.diagonal(S)).sum())
 
+    def coupled_trace(self, P2: FloatArray, T: list[FloatArray]) -> float:
+        """``tr(Lambda_r S^-1 Lambda_r N P2 N')`` for intercept-only terms; needs `invert` first.
+
+        ``P2`` (nlevels1, 1, 1) is diagonal, so ``N P2 N'`` is read on the coupling's entries or,
+        with a `DirectCoupling`, formed densely and summed with ``S^-1`` over the lower triangle.
+        """
+        assert self.state == "inverse" and self.intercepts
+        theta = _scales(T, self.blocks)
+        if self.direct:
+            assert isinstance(self.coupling, DirectCoupling)
+            return lower_dot(self.work, self.coupling.dense_kept(P2), theta[self.perm])
+        Sinv = self.work.reshape(-1, order="F")
+        X_at = Sinv[self.target] * self.scale_at(np.array([Tk[0, 0] for Tk in T]))
+        h = self.coupling.npn(P2)
+        return float((np.where(self.coupling.off, 2.0, 1.0) * X_at) @ h)
+
     def solve(self, rhs: FloatArray) -> FloatArray:
         """``S^-1 rhs``."""
         assert self.state == "factor"
-        x, info = lapack.dpotrs(self.work, rhs, lower=1)
+        if not self.direct:
+            x, info = lapack.dpotrs(self.work, rhs, lower=1)
+            assert info == 0
+            return x
+        y, info = lapack.dpotrs(self.work, rhs[self.perm], lower=1)
         assert info == 0
+        x = np.empty_like(y)
+        x[self.perm] = y
         return x
+
+    def inverse_diagonal(self) -> FloatArray:
+        """The diagonal of ``S^-1`` (original order), by `invert`."""
+        d = np.diagonal(self.invert())
+        if not self.direct:
+            return d.copy()
+        out = np.empty(self.r)
+        out[self.perm] = d
+        return out
 
     def invert(self) -> FloatArray:
         """``S^-1`` in place (lower triangle valid); the factor is lost."""
@@ -289,7 +403,12 @@ class DenseRest:
         Si = self.invert()
         if self.intercepts:
             theta = _scales(T, self.blocks)
-            return Si.reshape(-1, order="F")[rows + cols * self.r] * theta[rows] * theta[cols]
+            if self.direct:
+                assert isinstance(self.coupling, DirectCoupling)
+                at = self.coupling.permuted_lower(rows, cols)
+            else:
+                at = rows + cols * self.r
+            return Si.reshape(-1, order="F")[at] * theta[rows] * theta[cols]
         low = np.tril(Si)
         full = low + low.T - np.diag(np.diagonal(Si))
         X = lam(T, self.blocks, np.ascontiguousarray(lam(T, self.blocks, full).T))
@@ -305,6 +424,7 @@ class SparseRest:
         r = zrzr.shape[0]
         self.r = r
         self.blocks = blocks
+        self.coupling = coupling
         off = coupling.off
         low = coupling.rows + coupling.cols * r
         up = (coupling.cols + coupling.rows * r)[off]
@@ -326,8 +446,9 @@ class SparseRest:
         self.lu: SuperLU | None = None
         self.lam: sp.csc_matrix | None = None
 
-    def factor(self, g: FloatArray, T: list[FloatArray]) -> float:
-        """Form ``S`` and factor it; returns ``log det S``."""
+    def factor(self, P: FloatArray, T: list[FloatArray]) -> float:
+        """Form ``S`` for the first term's ``P`` blocks and factor it; returns ``log det S``."""
+        g = self.coupling.npn(P)
         data = self.base.copy()
         data[self.pos_low] -= g
         data[self.pos_up] -= g[self.off]

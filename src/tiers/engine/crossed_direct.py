@@ -6,20 +6,26 @@ entries (``k_j`` rest columns in level ``j``): 1.4 million on InstEval, but 221 
 MovieLens-1M-sized design (6,040 users, each rating up to 2,400 of 3,706 items), where ``K`` and
 its construction took 14.7 GB. There the Schur complement is dense anyway (``r`` = 3,706), so this
 module forms ``G = N diag(p) N'`` directly at each evaluation, for a first term with one effect
-(``P`` is then a scalar ``p_j`` per level), as MixedModels.jl's rank update does, in two parts:
+(``P`` is then a scalar ``p_j`` per level), as MixedModels.jl's rank update does.
 
-* levels with many columns ("heavy", ``k_j > HEAVY_SHARE * r``) as one dense ``r x h`` block, by
-  BLAS ``syrk`` (``r^2 h`` flops at ~30 GFlop/s);
-* the other levels by a sparse product ``N_l diag(p_l) N_l'`` (``sum k_j^2`` multiply-adds, ~5 ns
-  each here), added into the dense result.
+``G`` is built in a fixed order of the rest columns, the *popular* ones (most nonzeros in ``N``)
+first, split in blocks that each go to the cheaper kernel:
 
-The split point balances the two costs (``r^2`` dense flops against ``k_j^2`` sparse products,
-constants measured on a 2-core machine); memory is ``8 r (r + h)`` bytes plus ``N``, independent
-of the number of pairs. The entries are the whole lower triangle (column-major), the format
-`crossed_blocks.DenseRest` reads.
+* popular x popular (``T x T``): one dense BLAS ``syrk`` over every level (``T^2 n1``);
+* rare x rare: levels with many rare columns ("heavy") by a dense ``syrk``, the others by a sparse
+  product ``N_l diag(p_l) N_l'`` (``sum k_j^2`` terms);
+* rare x popular: heavy levels by ``gemm``, the others by a sparse-dense product.
+
+Ratings concentrate on few items, so most multiply-adds land in the popular block, where BLAS does
+them at ~1e-11 s each against ~5e-9 s for a term of scipy's sparse product. ``T`` and the heavy
+levels minimise a cost model with these constants (measured on a 2-core machine); ``T = 0``
+is the pure user split (heavy users dense, the rest sparse), ``T = r`` one dense ``syrk``. Memory
+is ``8 T n1 + 8 R h`` bytes for the dense parts plus ``N``, independent of the number of pairs.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,12 +38,20 @@ IntArray = NDArray[np.int64]
 #: Above this many coupled pairs, a first term with one effect uses `DirectCoupling` (the pair
 #: list would take ``~40`` bytes a pair to build: 800 MB at 20 million).
 PAIRS_MAX = 20_000_000
-#: Seconds per ``r^2`` x heavy level of ``syrk``, and per ``k_j^2`` term of the sparse product
-#: (measured: r = 3,706, 749 dense columns in 0.38 s; 84 million terms in 0.47 s).
-_DENSE_S = 3.6e-11
-_SPARSE_S = 5.0e-9
-#: Results of `DirectCoupling.npn` kept (``P`` and the gradient's ``D^-2``: ``4 r^2`` bytes each).
-_KEEP = 2
+#: Seconds per multiply-add of BLAS ``syrk``/``gemm``, per term of scipy's sparse product and per
+#: multiply-add of a csr by C-ordered dense product, single-threaded (measured together on the
+#: ratings design, 2-core machine at load 11: 4.5e-11, 1.6e-8 and 1.1e-9; their ratios decide).
+_DENSE_S = 1.1e-11
+_SPARSE_S = 4.0e-9
+_SPMM_S = 2.8e-10
+#: Candidate sizes of the popular block, as shares of ``r`` (the cost model picks one).
+_POPULAR_SHARES = tuple(np.linspace(0.0, 1.0, 17))
+#: Tests force the popular block's share here (None: the cost model).
+_POPULAR_FORCE: float | None = None
+#: Results of `DirectCoupling.dense_kept` kept: ``P`` and the gradient's ``D^-2`` at two values of the
+#: first theta (the start and the difference Hessian's step in it: a step in another theta reuses
+#: the start's), 110 MB each at r = 3,706.
+KEEP = 4
 
 
 def lower_entries(r: int) -> tuple[IntArray, IntArray]:
@@ -46,13 +60,31 @@ def lower_entries(r: int) -> tuple[IntArray, IntArray]:
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def heavy_levels(k: IntArray, r: int) -> NDArray[np.bool_]:
-    """Levels whose columns go to the dense block: ``k_j^2`` sparse work above ``r^2`` dense."""
-    return np.asarray(k, dtype=np.float64) > r * np.sqrt(_DENSE_S / _SPARSE_S)
+def _plan(pos: IntArray, level: IntArray, n1: int, r: int) -> tuple[int, NDArray[np.bool_]]:
+    """The popular block's size ``T`` and the heavy levels, by the cost model.
+
+    ``pos`` is each nonzero's rest column in popular-first order, ``level`` its first-term level.
+    """
+    best: tuple[float, int, NDArray[np.bool_]] | None = None
+    shares = _POPULAR_SHARES if _POPULAR_FORCE is None else (_POPULAR_FORCE,)
+    for share in shares:
+        T = int(round(share * r))
+        R = r - T
+        k_rare = np.bincount(level[pos >= T], minlength=n1).astype(np.float64)
+        light_cost = _SPARSE_S * k_rare**2 + _SPMM_S * k_rare * T
+        heavy = _DENSE_S * (R * R + R * T) < light_cost
+        cost = (
+            _DENSE_S * (float(T) * T * n1 + (R * R + R * T) * heavy.sum())
+            + light_cost[~heavy].sum()
+        )
+        if best is None or cost < best[0]:
+            best = (cost, T, heavy)
+    assert best is not None
+    return best[1], best[2]
 
 
 class DirectCoupling:
-    """``N P N'`` (``P`` a scalar per level) at the lower triangle, formed at each call.
+    """``N P N'`` (``P`` a scalar per level) formed densely at each call, popular columns first.
 
     Parameters
     ----------
@@ -61,63 +93,130 @@ class DirectCoupling:
 
     Attributes
     ----------
+    perm : IntArray (r,)
+        The rest columns in the order of `dense` (``perm[i]`` is the column at position ``i``);
+        ``iperm`` its inverse.
+    popular : int
+        ``T``, the size of the popular block.
+    heavy : bool array (nlevels1,)
+        Levels whose rare columns are handled densely.
     rows, cols : IntArray
-        The lower triangle's entries, column-major (as `crossed_blocks.Coupling`).
+        The lower triangle's entries in the original order, column-major (as
+        `crossed_blocks.Coupling`), for `npn`.
     off : bool array
         Entries off the diagonal.
     q1 : int
         1: this form needs a first term with one effect.
-    heavy : bool array (nlevels1,)
-        Levels in the dense block.
     """
 
     q1 = 1
 
     def __init__(self, N: sp.csr_matrix) -> None:
         r, n1 = N.shape
-        self.r = r
+        self.r, self.n1 = r, n1
         N = sp.csc_matrix(N)
-        k = np.diff(N.indptr)
-        self.heavy = heavy_levels(k, r)
+        N.sum_duplicates()
+        self.N = N
+        nnz_col = np.bincount(N.indices, minlength=r)
+        self.perm = np.argsort(-nnz_col, kind="stable").astype(np.int64)
+        self.iperm = np.empty(r, dtype=np.int64)
+        self.iperm[self.perm] = np.arange(r)
+        level = np.repeat(np.arange(n1), np.diff(N.indptr))
+        pos = self.iperm[N.indices]
+        T, self.heavy = _plan(pos, level, n1, r)
+        self.popular = T
+        Np = sp.csr_matrix((N.data, (pos, level)), shape=(r, n1))  # rows in popular-first order
+        self.Np = np.asfortranarray(Np[:T].toarray())  # T x n1
+        rare = sp.csc_matrix(Np[T:])
         self.heavy_idx = np.flatnonzero(self.heavy)
         self.light_idx = np.flatnonzero(~self.heavy)
-        self.Nh = np.asfortranarray(N[:, self.heavy_idx].toarray())
-        self.Nl = sp.csr_matrix(N[:, self.light_idx])
+        self.Nh = np.asfortranarray(rare[:, self.heavy_idx].toarray())  # R x h
+        self.Nl = sp.csr_matrix(rare[:, self.light_idx])  # R x l
         self.NlT = sp.csr_matrix(self.Nl.T)
-        self.rows, self.cols = lower_entries(r)
-        self.target = self.rows + self.cols * r
-        self.off = self.rows != self.cols
         self._recent: list[tuple[bytes, FloatArray]] = []
 
+    # the lower triangle's entries are ~r^2 / 2 each (55 MB per array at r = 3,706): made when a
+    # caller reads entries (slopes, conditional variances), not by the dense path
+    @cached_property
+    def _entries(self) -> tuple[IntArray, IntArray]:
+        return lower_entries(self.r)
+
+    @property
+    def rows(self) -> IntArray:
+        """Rows of the lower triangle's entries (original order), column-major."""
+        return self._entries[0]
+
+    @property
+    def cols(self) -> IntArray:
+        """Columns of the lower triangle's entries (original order), column-major."""
+        return self._entries[1]
+
+    @cached_property
+    def target(self) -> IntArray:
+        """The entries' positions in a column-major ``r x r`` array (original order)."""
+        return self.rows + self.cols * self.r
+
+    @cached_property
+    def off(self) -> NDArray[np.bool_]:
+        """Entries off the diagonal."""
+        return self.rows != self.cols
+
+    def permuted_lower(self, rows: IntArray, cols: IntArray) -> IntArray:
+        """Where the entries ``(rows, cols)`` (original order) sit in the column-major ``S``.
+
+        ``S`` is in `perm` order; each entry is swapped into its lower triangle.
+        """
+        a, b = self.iperm[rows], self.iperm[cols]
+        return np.maximum(a, b) + np.minimum(a, b) * self.r
+
     def dense(self, p: FloatArray) -> FloatArray:
-        """``N diag(p) N'`` as a dense Fortran-ordered matrix (lower triangle valid), ``p >= 0``."""
-        if self.light_idx.size:
-            light = (self.Nl @ sp.diags(p[self.light_idx])) @ self.NlT
-            # symmetric: the transpose of the C-ordered array (no conversion of the csr product)
-            # is the same matrix, F-ordered as syrk updates it in place
-            G = light.toarray().T
-        else:
-            G = np.zeros((self.r, self.r), order="F")
-        if self.heavy_idx.size:
-            W = self.Nh * np.sqrt(p[self.heavy_idx])[None, :]
-            G = blas.dsyrk(1.0, W, beta=1.0, c=G, lower=1, overwrite_c=1)
+        """``N diag(p) N'`` in `perm` order, Fortran-ordered, lower triangle valid; ``p >= 0``."""
+        r, T = self.r, self.popular
+        G = np.empty((r, r), order="F")
+        G[:T, T:] = 0.0  # strict upper: never read as data, but kept finite for products
+        sp_ = np.sqrt(p)
+        if T:
+            W = self.Np * sp_[None, :]
+            G[:T, :T] = blas.dsyrk(1.0, W, lower=1)
+        if T < r:
+            ph, pl = p[self.heavy_idx], p[self.light_idx]
+            if self.light_idx.size:
+                # symmetric: the transpose of the C-ordered array is the same block, F-ordered
+                G[T:, T:] = ((self.Nl @ sp.diags(pl)) @ self.NlT).toarray().T
+                if T:
+                    # a C-ordered right-hand side: scipy's csr-dense product runs along its rows
+                    right = np.ascontiguousarray((self.Np[:, self.light_idx] * pl[None, :]).T)
+                    G[T:, :T] = self.Nl @ right
+            else:
+                G[T:, T:] = 0.0
+                G[T:, :T] = 0.0
+            if self.heavy_idx.size:
+                Wh = self.Nh * np.sqrt(ph)[None, :]
+                G[T:, T:] += blas.dsyrk(1.0, Wh, lower=1)  # upper of this block: not read
+                if T:
+                    G[T:, :T] += (self.Nh * ph[None, :]) @ self.Np[:, self.heavy_idx].T
         return G
 
-    def npn(self, P: FloatArray) -> FloatArray:
-        """``(N P N')`` at the lower triangle, for ``P`` (nlevels1, 1, 1), ``P >= 0``.
+    def dense_kept(self, P: FloatArray) -> FloatArray:
+        """`dense` of ``P`` (nlevels1, 1, 1), read-only; the last `KEEP` results are kept.
 
-        The last two results are kept: ``P`` depends on the first term's theta only, which the
-        optimiser's final re-evaluation and the polish's steps along the other terms repeat.
+        ``P`` depends on the first term's theta only, which the optimiser's difference Hessian
+        (a step along another term) and the gradient's second product repeat.
         """
         p = np.asarray(P, dtype=np.float64).reshape(-1)
         key = p.tobytes()
-        for k, g in self._recent:
+        for k, G in self._recent:
             if k == key:
-                return g
-        g = self.dense(p).reshape(-1, order="F")[self.target]
-        g.flags.writeable = False  # shared by the callers that hit the cache
-        self._recent = [(key, g), *self._recent[: _KEEP - 1]]
-        return g
+                return G
+        G = self.dense(p)
+        G.flags.writeable = False  # shared by the callers that hit the cache
+        self._recent = [(key, G), *self._recent[: KEEP - 1]]
+        return G
+
+    def npn(self, P: FloatArray) -> FloatArray:
+        """``(N P N')`` at the lower triangle (original order), for ``P`` (nlevels1, 1, 1)."""
+        G = self.dense_kept(P).reshape(-1, order="F")
+        return G[self.permuted_lower(self.rows, self.cols)]
 
     def quadratic(self, X_at: FloatArray, nlevels: int) -> FloatArray:
         """``Q_j = N_j' X N_j`` (nlevels, 1, 1) for symmetric ``X`` read at the lower triangle."""
@@ -125,8 +224,15 @@ class DirectCoupling:
         X = np.zeros((r, r), order="F")
         X.reshape(-1, order="F")[self.target] = X_at  # a view: X is F-ordered
         X = X + X.T - np.diag(np.diagonal(X))
+        N = sp.csc_matrix(self.N)
         Q = np.empty(nlevels)
-        Q[self.heavy_idx] = np.einsum("aj,aj->j", self.Nh, X @ self.Nh)
-        XN = self.NlT @ X  # (light levels, r): row j is N_j' X
-        Q[self.light_idx] = np.asarray(sp.csr_matrix(self.NlT).multiply(XN).sum(axis=1)).ravel()
+        dense_cols = np.diff(N.indptr) * r > r * r // 8
+        idx = np.flatnonzero(dense_cols)
+        if idx.size:
+            Nd = N[:, idx].toarray()
+            Q[idx] = np.einsum("aj,aj->j", Nd, X @ Nd)
+        idx = np.flatnonzero(~dense_cols)
+        if idx.size:
+            NT = sp.csr_matrix(N[:, idx].T)
+            Q[idx] = np.asarray(NT.multiply(NT @ X).sum(axis=1)).ravel()
         return Q.reshape(nlevels, 1, 1)

@@ -76,10 +76,17 @@ def check_pairs(pairs: int, r: int, limit: float | None = None) -> None:
     )
 
 
-def check_dense(r: int, limit: float | None = None) -> None:
-    """A dense Schur complement of ``r`` columns, its copy of ``Z_r'Z_r`` and its inverse."""
+def check_dense(r: int, limit: float | None = None, matrices: int = 3) -> None:
+    """``matrices`` dense ``r x r`` arrays for the Schur complement.
+
+    Three with the pair list (``S``, its copy of ``Z_r'Z_r``, the gradient's inverse in place of
+    ``S``'s factor: the third is headroom); with the direct coupling ``S``, the product being
+    formed and the products `crossed_direct.DirectCoupling` keeps.
+    """
     refuse_above_limit(
-        3.0 * 8.0 * r * r, f"three dense {r:,} x {r:,} matrices for the Schur complement", limit
+        matrices * 8.0 * r * r,
+        f"{matrices} dense {r:,} x {r:,} matrices for the Schur complement",
+        limit,
     )
 
 

@@ -1,0 +1,104 @@
+"""Newton's method from the moment start (`tiers.optimize.newton`) against the general path.
+
+The crossed engine with random intercepts and a dense Schur complement opts in
+(``newton_first``); its optimum must be the one L-BFGS-B and the polish reach (the deviance no
+worse, theta within the certificate's tolerance), on ratings-like designs with skewed counts,
+levels seen once and a factor nested in another, and it must hand over to the general path where
+a variance ends at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tiers
+import tiers.engine.crossed_direct as cd
+from tiers.engine.crossed import CrossedProblem
+from tiers.optimize import minimize as mz
+from tiers.optimize.newton import newton_theta
+
+from .test_crossed import build
+from .test_crossed_scale import ratings_like
+
+
+def general_path(problem: CrossedProblem) -> mz.OptSummary:
+    """The optimum without the Newton start (L-BFGS-B, boundary logic, polish)."""
+    fun, hessian = mz._objective(problem)
+    return mz.minimize_theta(
+        fun, problem.theta_start, problem.theta_lower, upper=problem.theta_upper, hessian=hessian
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ x + (1 | u) + (1 | i)", "y ~ x + (1 | i) + (1 | u) + (1 | g)"],
+)
+@pytest.mark.parametrize("reml", [True, False])
+def test_newton_reaches_the_general_optimum(seed, formula, reml):
+    data = ratings_like(seed, n=500)
+    g = data["g"].astype(int).to_numpy()
+    data["y"] += 0.6 * np.random.default_rng(seed).normal(size=g.max() + 1)[g]  # users' groups
+    problem, *_ = build(formula, data, reml=reml)
+    assert problem.newton_first
+    opt = mz.optimize_theta(problem)
+    ref = general_path(problem)
+    assert opt.converged and ref.converged
+    # never worse than the general path, beyond rounding of the criterion
+    assert opt.deviance <= ref.deviance + 1e-10 * abs(ref.deviance)
+    np.testing.assert_allclose(opt.theta, ref.theta, atol=1e-5)
+    if opt.optimizer.startswith("Newton"):
+        assert opt.n_evaluations < ref.n_evaluations
+        assert opt.newton_step <= mz.STEP_TOL
+
+
+def test_newton_with_the_direct_coupling_matches(monkeypatch):
+    """The ratings path (N P N' formed densely, popular columns first) optimises the same."""
+    data = ratings_like(5, n=600)
+    ref = tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
+    monkeypatch.setattr(tiers.engine.crossed, "PAIRS_MAX", 0)
+    monkeypatch.setattr(cd, "_POPULAR_FORCE", 0.4)
+    res = tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
+    np.testing.assert_allclose(res.deviance, ref.deviance, rtol=1e-11)
+    np.testing.assert_allclose(res.theta, ref.theta, atol=1e-6)
+
+
+def test_variance_at_zero_goes_to_the_general_path():
+    """No item effect in the data: theta_item ends at 0, which Newton hands over."""
+    rng = np.random.default_rng(3)
+    n = 400
+    u, i = rng.integers(0, 30, n), rng.integers(0, 20, n)
+    y = rng.normal(size=30)[u] + rng.normal(size=n)
+    data = pd.DataFrame({"y": y, "u": u.astype(str), "i": i.astype(str)})
+    problem, *_ = build("y ~ 1 + (1 | u) + (1 | i)", data, reml=True)
+    opt = mz.optimize_theta(problem)
+    ref = general_path(problem)
+    assert opt.optimizer == ref.optimizer  # the fallback ran
+    assert opt.at_bound == ref.at_bound
+    np.testing.assert_allclose(opt.deviance, ref.deviance, rtol=1e-12)
+    np.testing.assert_allclose(opt.theta, ref.theta, atol=1e-8)
+
+
+def test_newton_theta_on_a_quadratic_and_at_a_bound():
+    A = np.array([[4.0, 1.0], [1.0, 2.0]])
+    xstar = np.array([0.7, 1.3])
+
+    def fun(x):
+        d = x - xstar
+        return float(0.5 * d @ A @ d), A @ d
+
+    lower, upper = np.zeros(2), np.full(2, np.inf)
+    res = newton_theta(fun, np.array([0.9, 1.0]), lower, upper)
+    assert res.ok and res.step < 1e-7
+    np.testing.assert_allclose(res.theta, xstar, atol=1e-8)
+    assert res.evaluations <= 6
+    # the start's Hessian from second differences of values: n (n + 1) / 2 = 3 values
+    by_values = newton_theta(fun, np.array([0.9, 1.0]), lower, upper, value=lambda x: fun(x)[0])
+    assert by_values.ok
+    np.testing.assert_allclose(by_values.theta, xstar, atol=1e-8)
+    assert by_values.evaluations <= 3 + 4
+    # a start on the bound, or an optimum outside the box: not this method's regime
+    assert not newton_theta(fun, np.array([0.0, 1.0]), lower, upper).ok
+    assert not newton_theta(fun, np.array([0.9, 1.0]), np.array([0.8, 0.0]), upper).ok
