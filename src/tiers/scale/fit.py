@@ -14,6 +14,7 @@ Runs on whatever Dask scheduler is active: a `distributed.Client` if one is, els
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from typing import Any
@@ -42,6 +43,7 @@ from tiers.scale.passes import (
     spread,
     survey,
 )
+from tiers.scale.transforms import learn, stateful_calls
 
 _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
 
@@ -49,11 +51,6 @@ _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
 def is_dask_frame(data: Any) -> bool:
     """A `dask.dataframe.DataFrame` (checked without importing Dask)."""
     return type(data).__module__.startswith("dask.") and hasattr(data, "npartitions")
-
-
-#: Transforms whose values depend on other rows (stateful: learned from the data; lag: row
-#: order). Applied partition by partition they would differ from the in-memory design.
-ROW_DEPENDENT = ("center", "scale", "standardize", "poly", "bs", "cr", "cs", "cc", "lag")
 
 
 def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
@@ -68,15 +65,7 @@ def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
             "statistics with independent residuals and model-based standard errors; compute the "
             "data (ddf.compute()) to fit it in memory"
         )
-    used = re.findall(rf"\b({'|'.join(ROW_DEPENDENT)})\s*\(", f.fixed)
-    if used:
-        raise DataError(
-            f"{used[0]}() in the fixed part of {f.text!r} depends on all rows (its statistics or "
-            "their order), which a Dask fit reduces partition by partition; add the transformed "
-            "column to the Dask DataFrame first (e.g. ddf['x_c'] = ddf['x'] - ddf['x'].mean()) "
-            "and use it in the formula. Supported on Dask: columns, C(), I(), log(), exp(), "
-            "np.* and interactions"
-        )
+    calls = stateful_calls(f)
     roles = _variables(f)
     for name in re.findall(r"`([^`]+)`", f.fixed):
         if name in meta.columns:
@@ -89,7 +78,7 @@ def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
         and c in meta.columns
         and (c in in_c or not pd.api.types.is_numeric_dtype(meta[c]) or meta[c].dtype == bool)
     )
-    return Columns(f, roles, tuple(f.group_columns), categorical)
+    return Columns(f, roles, tuple(f.group_columns), categorical, calls)
 
 
 def _check_kinds(surveys: list[Survey], files: tuple[str, ...]) -> None:
@@ -221,6 +210,7 @@ def prepare_dask(
     surveys: list[Survey] = list(dask.compute(*[look(p, cols, i) for i, p in enumerate(parts)]))
     _check_kinds(surveys, files)
     levels = _levels(surveys, cols)
+    state = learn(cols.calls, [s.transforms for s in surveys])
     ids, where, row_of = _distinct_ids(surveys, cols, files)
     skel = build_skeleton(f, ids, force=force, where=where)
     nleaf = skel.nleaf
@@ -228,7 +218,10 @@ def prepare_dask(
     bounds = np.cumsum([0] + [len(s.ids) for s in surveys])
     order = _term_order(f, skel)
     plans = _shared(
-        [Plan(cols, levels, leaf_of[bounds[i] : bounds[i + 1]], order) for i in range(len(surveys))]
+        [
+            Plan(cols, levels, leaf_of[bounds[i] : bounds[i + 1]], order, state)
+            for i in range(len(surveys))
+        ]
     )
     step = delayed(_named(reduce_partition, files), pure=True)
     total = _tree_reduce([step(p, plans[i], i) for i, p in enumerate(parts)], files)
@@ -251,18 +244,21 @@ def prepare_dask(
     )
     stats = piece.statistics if order is not None else spread(piece, nleaf)
     design = build_design(skel, stats, totals, limits)
-    _attach_fixed_spec(design, cols, levels)
+    _attach_specs(design, cols, levels, state)
     return design
 
 
-def _attach_fixed_spec(design: Design, cols: Columns, levels: dict[str, list[Any]]) -> None:
-    """The fixed part's model spec (new data, F tests), learned from every level seen.
+def _attach_specs(
+    design: Design, cols: Columns, levels: dict[str, list[Any]], state: dict[str, Any]
+) -> None:
+    """The model specs of the fixed part and of the random terms (new data, F tests).
 
-    In memory it is learned from the rows (`tiers.design.design.Design.fixed_spec`); here from a
-    small frame holding each categorical predictor's levels over the whole data (other predictors
-    are numbers, and transforms that learn from them are refused), which codes the same columns.
+    In memory they are learned from the rows (`tiers.design.design.Design.term_spec`); here from
+    a small frame holding each categorical predictor's levels over the whole data, with the state
+    of the stateful transforms learned from every row (other predictors are numbers), which codes
+    the same columns.
     """
-    from formulaic import model_matrix as fmm
+    from formulaic import ModelSpec
 
     predictors = [c for c, role in cols.roles.items() if role == "a predictor"]
     size = max([2, *(len(v) for v in levels.values())])
@@ -276,8 +272,10 @@ def _attach_fixed_spec(design: Design, cols: Columns, levels: dict[str, list[Any
             for c in predictors
         }
     )
-    spec = fmm(design.formula.fixed, frame, na_action="ignore").model_spec
-    design.__dict__["fixed_spec"] = spec  # the cached property's slot, as on first use
+    f = design.formula
+    for rhs in [f.fixed, *(t.expr for t in f.random if not t.is_intercept_only)]:
+        spec = ModelSpec(formula=rhs, na_action="ignore", transform_state=copy.deepcopy(state))
+        design.learned_specs[rhs] = spec.get_model_matrix(frame).model_spec
 
 
 def _term_order(f: Formula, skel: Skeleton) -> tuple[int, ...] | None:

@@ -38,6 +38,7 @@ from tiers.engine.statistics import NestedStatistics
 from tiers.errors import DataError
 from tiers.formula.types import Formula
 from tiers.scale.files import kind_of
+from tiers.scale.transforms import Summary, learned_matrix, summarise
 
 FloatArray = NDArray[np.float64]
 
@@ -50,6 +51,8 @@ class Columns:
     roles: dict[str, str]
     groups: tuple[str, ...]
     categorical: tuple[str, ...]
+    #: The stateful calls whose state is learned over all partitions (`tiers.scale.transforms`).
+    calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Survey:
     kinds: dict[str, str]
     levels: dict[str, NDArray[Any]]
     ids: pd.DataFrame
+    transforms: dict[str, Summary] = field(default_factory=dict)
 
 
 def _complete(df: pd.DataFrame, cols: Columns) -> tuple[pd.DataFrame, int, dict[str, int]]:
@@ -87,7 +91,8 @@ def survey(df: pd.DataFrame, cols: Columns, source: int) -> Survey:
     levels = {c: pd.unique(used[c].astype(object).to_numpy()) for c in cols.categorical}
     # first-appearance order: the order `local_groups` numbers them in pass 2
     ids = used[list(cols.groups)].drop_duplicates()
-    return Survey(source, len(df), n_dropped, by_column, kinds, levels, ids)
+    summaries = summarise(cols.calls, used)
+    return Survey(source, len(df), n_dropped, by_column, kinds, levels, ids, summaries)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class Plan:
     #: With random slopes: the formula's random terms in the engine's order (outermost level
     #: first), whose effects lead each row of the per-leaf cross-products; None for intercepts.
     term_order: tuple[int, ...] | None = None
+    #: formulaic's ``transform_state`` of the stateful calls, learned from every partition.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def local_groups(used: pd.DataFrame, groups: list[str]) -> NDArray[np.int64]:
@@ -145,9 +152,8 @@ def reduce_partition(df: pd.DataFrame, plan: Plan, source: int) -> Piece | None:
         )
     for c, cats in plan.levels.items():
         used[c] = pd.Categorical(used[c].astype(object), categories=cats)
-    resp = used[f.response_column] if f.response_column else evaluate_response(f.response, used)
-    y = _response(resp, f.response)
-    X, names = model_matrix(f.fixed, used, what=f"fixed part of {f.text!r}")
+    y = _response(_response_values(f, used, plan.state), f.response)
+    X, names = _matrix(f.fixed, used, plan.state, what=f"fixed part of {f.text!r}")
     _check_finite(X, names)
     icpt = names.index("(Intercept)") if "(Intercept)" in names else None
     stats: NestedStatistics | LeafGrams
@@ -156,7 +162,7 @@ def reduce_partition(df: pd.DataFrame, plan: Plan, source: int) -> Piece | None:
             y, X, Tree(local, (), (plan.leaves.size,)), intercept=icpt
         )
     else:
-        Zs, znames = _effects(used, f, plan.term_order)
+        Zs, znames = _effects(used, f, plan.term_order, plan.state)
         names = [*znames, *names]
         W = np.column_stack([*Zs, X, y])
         stats = LeafGrams.from_rows(W, local, plan.leaves, qz=len(znames), intercept=icpt)
@@ -175,8 +181,27 @@ def reduce_partition(df: pd.DataFrame, plan: Plan, source: int) -> Piece | None:
     )
 
 
+def _matrix(
+    rhs: str, used: pd.DataFrame, state: dict[str, Any], *, what: str
+) -> tuple[FloatArray, list[str]]:
+    """The in-memory model matrix, with the stateful transforms' learned state when there is any."""
+    return (
+        learned_matrix(rhs, used, state, what=what) if state else model_matrix(rhs, used, what=what)
+    )
+
+
+def _response_values(f: Formula, used: pd.DataFrame, state: dict[str, Any]) -> pd.Series:
+    if f.response_column:
+        return used[f.response_column]
+    if not state:
+        return evaluate_response(f.response, used)
+    with np.errstate(all="ignore"):  # log of a non-positive number: reported by `_response`
+        col, _ = learned_matrix(f"0 + I({f.response})", used, state, what="response")
+    return pd.Series(col[:, 0], index=used.index, name=f.response)
+
+
 def _effects(
-    used: pd.DataFrame, f: Formula, order: tuple[int, ...]
+    used: pd.DataFrame, f: Formula, order: tuple[int, ...], state: dict[str, Any]
 ) -> tuple[list[FloatArray], list[str]]:
     """Each random term's effects (``Z``), in the engine's order, and their names."""
     Zs, names = [], []
@@ -186,7 +211,7 @@ def _effects(
             Z, zn = np.ones((len(used), 1)), ["(Intercept)"]
         else:
             what = f"random-effects term ({term.expr} | {term.name})"
-            Z, zn = model_matrix(term.expr, used, what=what)
+            Z, zn = _matrix(term.expr, used, state, what=what)
             _check_finite(Z, zn)
         Zs.append(Z)
         names += [f"{i}|{n}" for n in zn]  # the term's index: two terms can share a factor
