@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from tiers.design.diagnostics import (
 )
 from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
 from tiers.design.summary import SummaryFrame
-from tiers.design.terms import TermSpec, build_terms
+from tiers.design.terms import TermSpec
 from tiers.engine.gram_statistics import LeafGrams
 from tiers.engine.statistics import NestedStatistics
 from tiers.errors import DataError, NestingError
@@ -41,7 +42,7 @@ class Sources:
     """The file names, and for each id tuple the index of the file it was first seen in."""
 
     files: tuple[str, ...]
-    first: NDArray[np.int64]
+    first: NDArray[np.integer[Any]]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def independent_columns(stats: NestedStatistics, names: tuple[str, ...]) -> list
     """
     from scipy.linalg import solve_triangular
 
+    stats = _bare(stats)
     # the centred basis needs the intercept first (formulaic's order), so that no column is
     # tested against the kept ones before the intercept is among them
     c = stats.centred() if stats.intercept == 0 else stats.recentred(np.zeros(stats.p + 1))
@@ -155,6 +157,20 @@ def independent_columns(stats: NestedStatistics, names: tuple[str, ...]) -> list
     return keep
 
 
+def _bare(stats: NestedStatistics) -> NestedStatistics:
+    """The statistics without their leaves: what moving the cross-products needs, at no copy."""
+    return dataclasses.replace(stats, leaf=stats.leaf[:0])
+
+
+def _intercepts(f: Formula, factors: list[GroupingFactor], n: int) -> list[TermSpec]:
+    """Random intercepts whose ``Z`` is one 1 seen ``n`` times (one row per id tuple, not held)."""
+    ones = np.broadcast_to(np.ones((1, 1)), (n, 1))
+    return [
+        TermSpec(term.name, gf, ones, ("(Intercept)",), CovStructure(term.covariance, 1))
+        for term, gf in zip(f.random, factors, strict=True)
+    ]
+
+
 def _terms(f: Formula, factors: list[GroupingFactor], znames: tuple[str, ...]) -> list[TermSpec]:
     """The random terms with their effects' names; ``Z`` has no rows (they are not held)."""
     out = []
@@ -168,6 +184,8 @@ def _terms(f: Formula, factors: list[GroupingFactor], znames: tuple[str, ...]) -
 def select_columns(stats: NestedStatistics, keep: list[int]) -> NestedStatistics:
     """The statistics of ``[X[:, keep] y]``."""
     p = stats.p
+    if keep == list(range(p)):
+        return stats
     idx = np.array([*keep, p])
     icpt = keep.index(stats.intercept) if stats.intercept in keep else None
     leaf = stats.leaf[:, np.concatenate(([0], idx + 1))]
@@ -222,7 +240,7 @@ def build_design(
     if stats.n == 0:
         cols = ", ".join(skel.ids.columns)
         raise DataError(f"no rows left: every row has a missing value in one of {cols}")
-    raw = stats.recentred(np.zeros(stats.p + 1))
+    raw = _bare(stats).recentred(np.zeros(stats.p + 1))
     keep = independent_columns(stats, xnames_all)
     omitted = tuple(n for j, n in enumerate(xnames_all) if j not in keep)
     stats = select_columns(stats, keep)
@@ -249,7 +267,7 @@ def build_design(
             skel.nesting, factors=tuple(resized[gf.columns] for gf in skel.nesting.factors)
         )
     )
-    terms = build_terms(f, skel.ids, factors) if grams is None else _terms(f, factors, znames)
+    terms = _intercepts(f, factors, len(skel.ids)) if grams is None else _terms(f, factors, znames)
     # the in-memory checks on the extremes: the response's and each column's range
     y_range = np.array([totals.y_min, totals.y_max])
     xnames = tuple(xnames_all[j] for j in keep)

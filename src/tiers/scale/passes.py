@@ -90,9 +90,24 @@ def survey(df: pd.DataFrame, cols: Columns, source: int) -> Survey:
     used, n_dropped, by_column = _complete(df, cols)
     levels = {c: pd.unique(used[c].astype(object).to_numpy()) for c in cols.categorical}
     # first-appearance order: the order `local_groups` numbers them in pass 2
-    ids = used[list(cols.groups)].drop_duplicates()
+    ids = _compact(used[list(cols.groups)].drop_duplicates())
     summaries = summarise(cols.calls, used)
     return Survey(source, len(df), n_dropped, by_column, kinds, levels, ids, summaries)
+
+
+def _compact(ids: pd.DataFrame) -> pd.DataFrame:
+    """Integer ids as int32 when they fit: the client holds one row per innermost group.
+
+    At 10^8 rows of the seed design that is 50 million tuples of four ids: 0.8 GB instead of 1.6.
+    """
+    small = {}
+    for c in ids.columns:
+        v = ids[c]
+        if pd.api.types.is_integer_dtype(v.dtype) and v.dtype.itemsize > 4 and len(v):
+            lo, hi = v.min(), v.max()
+            if np.iinfo(np.int32).min <= lo and hi <= np.iinfo(np.int32).max:
+                small[c] = v.to_numpy().astype(np.int32)
+    return ids.assign(**small).reset_index(drop=True) if small else ids.reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -260,8 +275,9 @@ def _combine_sparse(a: Piece, b: Piece) -> tuple[NestedStatistics, NDArray[np.in
     both = np.concatenate([a.leaves, b.leaves])
     order = np.argsort(both, kind="stable")
     both = both[order]
-    starts = np.flatnonzero(np.concatenate(([True], both[1:] != both[:-1])))
-    leaf = np.add.reduceat(np.concatenate([ra.leaf, rb.leaf])[order], starts, axis=0)
+    starts = np.flatnonzero(np.concatenate(([True], both[1:] != both[:-1])))[: both.size]
+    stacked = np.concatenate([ra.leaf, rb.leaf])
+    leaf = np.add.reduceat(stacked[order], starts, axis=0) if both.size else stacked
     leaves = both[starts]
     tree = Tree(np.zeros(0, dtype=np.int64), (), (leaves.size,))
     stats = NestedStatistics(
