@@ -170,11 +170,13 @@ def _accumulate(tasks: list[Any], nleaf: int, files: tuple[str, ...]) -> Piece |
             shift = stats.shift
         moved = stats.recentred(shift)
         leaf[piece.leaves] += moved.leaf  # a piece's leaves are distinct: one add each
+        # copies, not views: a view would keep the piece's whole arrays alive with its head
         small = dataclasses.replace(
             piece,
-            statistics=dataclasses.replace(stats, leaf=stats.leaf[:0]),
-            leaves=piece.leaves[:0],
+            statistics=dataclasses.replace(stats, leaf=np.empty((0, stats.leaf.shape[1]))),
+            leaves=np.empty(0, dtype=piece.leaves.dtype),
         )
+        del piece, stats, moved
         heads.append(small)
     if not heads or leaf is None or shift is None:
         return None
@@ -185,12 +187,19 @@ def _accumulate(tasks: list[Any], nleaf: int, files: tuple[str, ...]) -> Piece |
     head = heads[0]
     total = head.statistics
     assert isinstance(total, NestedStatistics)
-    # the table moved in place to the pooled shift (the column means, as in memory), a column at
-    # a time so that no second table is made
-    delta = shift - total.shift
-    for j in range(delta.size):
-        if delta[j]:
+    # the table moved in place, a column at a time, to where the engine centres it (the column
+    # means, 0 for an intercept), until centring moves it no further (the mean's rounding is
+    # below half an ulp of the shift): the engine then takes the statistics as they are
+    # (`NestedStatistics.centred`) instead of copying the table
+    at = shift
+    for _ in range(3):
+        total = total.centred()
+        delta = at - total.shift
+        for j in np.flatnonzero(delta):
             leaf[:, j + 1] += leaf[:, 0] * delta[j]
+        at = total.shift
+        if total.centred() is total:
+            break
     return dataclasses.replace(head, statistics=dataclasses.replace(total, leaf=leaf))
 
 
@@ -201,10 +210,11 @@ def _merged(a: Piece, b: Piece, files: tuple[str, ...]) -> Piece:
 
 
 def _completed(tasks: list[Any]) -> Iterator[Any]:
-    """The tasks' results in the tasks' order, computed together on an active client.
+    """The tasks' results in the tasks' order, computed on an active client.
 
-    Results that finish early wait for those before them, so sums are taken in one order
-    whatever the timing (the fit is reproducible to the last bit); without a client, a few tasks
+    Sums are then taken in one order whatever the timing (the fit is reproducible to the last
+    bit). A few tasks more than the workers run at a time, so results that finish early and wait
+    for those before them are few (each a partition's statistics). Without a client, a few tasks
     at a time on Dask's default scheduler.
     """
     import dask
@@ -217,19 +227,32 @@ def _completed(tasks: list[Any]) -> Iterator[Any]:
         for i in range(0, len(tasks), 8):
             yield from dask.compute(*tasks[i : i + 8])
         return
-    futures = client.compute(tasks)
-    index = {f.key: i for i, f in enumerate(futures)}
+    window = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 2
+    running: dict[Any, int] = {}
+    pending = as_completed()
+
+    def submit(i: int) -> None:
+        future = client.compute(tasks[i])
+        running[future.key] = i
+        pending.add(future)
+
     waiting: dict[int, Any] = {}
     turn = 0
+    for i in range(min(window, len(tasks))):
+        submit(i)
+    nxt = min(window, len(tasks))
     try:
-        for future in as_completed(futures):
-            waiting[index[future.key]] = future.result()
+        for future in pending:
+            waiting[running.pop(future.key)] = future.result()
             future.release()
+            if nxt < len(tasks):
+                submit(nxt)
+                nxt += 1
             while turn in waiting:
                 yield waiting.pop(turn)
                 turn += 1
     finally:
-        client.cancel(futures)
+        pending.clear()
 
 
 def _combine_named(a: Piece | None, b: Piece | None, files: tuple[str, ...]) -> Piece | None:
@@ -302,7 +325,8 @@ def prepare_dask(
     sizes = [len(s.ids) for s in surveys]
     ids, where, row_of = _distinct_ids(surveys, cols, files)
     # the client keeps one table of id tuples: each partition's own copy goes
-    surveys = [dataclasses.replace(s, ids=s.ids.iloc[:0]) for s in surveys]
+    # (a fresh frame: an empty slice would be a view holding the partition's whole table)
+    surveys = [dataclasses.replace(s, ids=pd.DataFrame()) for s in surveys]
     skel = build_skeleton(f, ids, force=force, where=where)
     del ids
     nleaf = skel.nleaf

@@ -176,6 +176,8 @@ def reduce_partition(df: pd.DataFrame, plan: Plan, source: int) -> Piece | None:
         stats = NestedStatistics.from_arrays(
             y, X, Tree(local, (), (plan.leaves.size,)), intercept=icpt
         )
+        # the rows' leaves stay here: only the sums travel to the client
+        stats = dataclasses.replace(stats, tree=Tree(local[:0].copy(), (), (plan.leaves.size,)))
     else:
         Zs, znames = _effects(used, f, plan.term_order, plan.state)
         names = [*znames, *names]
