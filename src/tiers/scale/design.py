@@ -215,6 +215,28 @@ def independent_columns(stats: NestedStatistics, names: tuple[str, ...]) -> list
     return keep
 
 
+def _group_sizes(skel: Skeleton, leaf_rows: FloatArray) -> dict[tuple[str, ...], IntArray]:
+    """Rows in each group of each factor, from the rows of each leaf (or cell).
+
+    Nested: summed up the tree, level by level, with no array of one entry per id tuple.
+    """
+    if skel.nesting is None:
+        rows = leaf_rows[skel.leaf]
+        return {
+            gf.columns: np.bincount(gf.codes, weights=rows, minlength=gf.nlevels).astype(np.int64)
+            for gf in skel.factors
+        }
+    tree = skel.nesting.tree
+    out: dict[tuple[str, ...], IntArray] = {}
+    counts = leaf_rows
+    for k in range(len(tree.sizes) - 1, -1, -1):
+        out[skel.nesting.factors[k].columns] = counts.astype(np.int64)
+        if k:
+            up = np.bincount(tree.parents[k - 1], weights=counts, minlength=tree.sizes[k - 1])
+            counts = up.astype(np.float64, copy=False)
+    return out
+
+
 def _bare(stats: NestedStatistics) -> NestedStatistics:
     """The statistics without their leaves: what moving the cross-products needs, at no copy."""
     return dataclasses.replace(stats, leaf=np.empty((0, stats.leaf.shape[1])))
@@ -309,13 +331,8 @@ def build_design(
         if grams.leaves.size != nleaf:  # pragma: no cover - every leaf has a complete row
             raise DataError("the data changed between the two passes; read it again")
         engine_stats = grams.select(keep)
-    rows = stats.leaf[skel.leaf, 0]  # rows of each id tuple (exact integers in float64)
-
-    def sized(gf: GroupingFactor) -> GroupingFactor:
-        counts = np.bincount(gf.codes, weights=rows, minlength=gf.nlevels).astype(np.int64)
-        return dataclasses.replace(gf, counts=counts)
-
-    resized = {gf.columns: sized(gf) for gf in skel.factors}
+    sizes = _group_sizes(skel, stats.leaf[:, 0])
+    resized = {gf.columns: dataclasses.replace(gf, counts=sizes[gf.columns]) for gf in skel.factors}
     factors = [dataclasses.replace(resized[gf.columns], name=gf.name) for gf in skel.factors]
     nesting = (
         None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ from tiers.scale.passes import (
 from tiers.scale.transforms import learn, stateful_calls
 
 FloatArray = NDArray[np.float64]
+#: Where the passes' wall times are told (INFO): pass 1, the client's tree, pass 2, the design.
+log = logging.getLogger("tiers.scale")
 
 _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
 
@@ -318,7 +321,9 @@ def prepare_dask(
     cols = _columns(f, ddf._meta)
     parts = ddf.to_delayed()
     look = delayed(_named(survey, files), pure=True)
+    clock = time.perf_counter()
     surveys: list[Survey] = list(dask.compute(*[look(p, cols, i) for i, p in enumerate(parts)]))
+    clock = _told("pass 1 (kinds, missing values, levels, id tuples)", clock)
     _check_kinds(surveys, files)
     levels = _levels(surveys, cols)
     state = learn(cols.calls, [s.transforms for s in surveys])
@@ -342,6 +347,7 @@ def prepare_dask(
         ]
     )
     del leaf_of
+    clock = _told("client: id tuples, nesting tree and plans", clock)
     step = delayed(_named(reduce_partition, files), pure=True)
     tasks = [step(p, plans[i], i) for i, p in enumerate(parts)]
     piece: Piece | None
@@ -350,6 +356,7 @@ def prepare_dask(
     else:
         piece = dask.compute(_tree_reduce(tasks, files))[0]
     del plans, tasks
+    clock = _told("pass 2 (sufficient statistics)", clock)
     if piece is None:
         raise DataError(
             f"no rows left: every row has a missing value in one of {', '.join(cols.roles)}"
@@ -370,7 +377,14 @@ def prepare_dask(
     del piece
     design = build_design(skel, stats, totals, limits)
     _attach_specs(design, cols, levels, state)
+    _told("client: design", clock)
     return design
+
+
+def _told(step: str, since: float) -> float:
+    now = time.perf_counter()
+    log.info("%s: %.1f s", step, now - since)
+    return now
 
 
 def _attach_specs(
