@@ -137,6 +137,8 @@ def _narrowed(
             codes=codes,
             parent_codes=narrow(gf.parent_codes),
             prefix_map=narrow(gf.prefix_map),
+            # counted over id tuples, not rows: `build_design` counts the rows per group
+            counts=np.zeros(0, dtype=np.int64),
         )
 
     by_columns = {gf.columns: factor(gf) for gf in nesting.factors}
@@ -345,7 +347,9 @@ def build_design(
     # the in-memory checks on the extremes: the response's and each column's range
     y_range = np.array([totals.y_min, totals.y_max])
     xnames = tuple(xnames_all[j] for j in keep)
-    scalar_terms = terms if grams is None else []  # effects' ranges are not kept with slopes
+    # effects' ranges are not kept with slopes; random intercepts' are 1 (checked on one row,
+    # not one per id tuple)
+    scalar_terms = _intercepts(f, factors, 1) if grams is None else []
     check_estimable(f.response, y_range, totals.x_range[:, keep], xnames, scalar_terms)
     _check_sizes(terms, stats.n)
     check_resources(terms, len(skel.ids), len(keep), limits)
