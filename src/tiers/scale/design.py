@@ -234,8 +234,21 @@ def _group_sizes(skel: Skeleton, leaf_rows: FloatArray) -> dict[tuple[str, ...],
     for k in range(len(tree.sizes) - 1, -1, -1):
         out[skel.nesting.factors[k].columns] = counts.astype(np.int64)
         if k:
-            up = np.bincount(tree.parents[k - 1], weights=counts, minlength=tree.sizes[k - 1])
-            counts = up.astype(np.float64, copy=False)
+            counts = _summed(tree.parents[k - 1], counts, tree.sizes[k - 1])
+    return out
+
+
+def _summed(parent: IntArray, counts: FloatArray, nparent: int) -> FloatArray:
+    """``np.bincount(parent, weights=counts)`` a million entries at a time.
+
+    Whole, it would copy both arrays (int32 codes to int64, a strided column to a contiguous
+    one): 0.8 GB for 50 million students. Counts are whole numbers, so the sum is exact in any
+    order.
+    """
+    out = np.zeros(nparent)
+    step = 1 << 20
+    for i in range(0, parent.size, step):
+        out += np.bincount(parent[i : i + step], weights=counts[i : i + step], minlength=nparent)
     return out
 
 
