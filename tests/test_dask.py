@@ -294,12 +294,6 @@ def test_crossed_factors_from_cell_cross_products_equal_in_memory(client, data, 
     assert str(res).splitlines()[:8] == str(ref).splitlines()[:8]
 
 
-def test_row_dependent_transforms_are_refused(client, data):
-    ddf = dd.from_pandas(data, npartitions=2)
-    with pytest.raises(DataError, match=r"center\(\) .* ddf\['x_c'\]"):
-        tiers.fit("perform ~ center(tutoring) + (1 | dist_id)", ddf)
-
-
 def test_interactions_and_functions_match_in_memory(client, data):
     f = "perform ~ tutoring * C(semester) + np.log(student_id) + (1 | dist_id/school_id)"
     ref = fit_quietly(f, data)

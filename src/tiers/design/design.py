@@ -106,6 +106,10 @@ class Design:
     limits : Limits or None
         The size limits the design was checked against (default `diagnostics.LIMITS`); the crossed
         engine checks its predicted factor against them too.
+    learned_specs : dict
+        formulaic's model specs learned where the rows are not held (a Dask fit,
+        `tiers.scale.fit`), by right-hand side: the fixed part's and each random term's
+        expression, with the state of their stateful transforms learned from every row.
     """
 
     formula: Formula
@@ -120,6 +124,7 @@ class Design:
     residuals: ResidualLayout | None = None
     weights: RowWeights | None = None
     limits: Limits | None = None
+    learned_specs: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def fixed_spec(self) -> Any:
@@ -128,9 +133,19 @@ class Design:
         New data (predictions) and the fixed part's terms (F tests) are coded with it, as the fit
         was.
         """
+        return self.term_spec(self.formula.fixed)
+
+    def term_spec(self, rhs: str) -> Any:
+        """Formulaic's model spec of a right-hand side (the fixed part, a random term's) on these rows.
+
+        Stateful transforms (``center(x)``, ``poly(x, 2)``) keep what they learned from the fit's
+        rows, so new data is coded as the fit was.
+        """
+        if rhs in self.learned_specs:
+            return self.learned_specs[rhs]
         from formulaic import model_matrix as fmm
 
-        return fmm(self.formula.fixed, self.frame.data, na_action="ignore").model_spec
+        return fmm(rhs, self.frame.data, na_action="ignore").model_spec
 
     def __getstate__(self) -> dict[str, Any]:
         # the model spec is rebuilt on first use after unpickling

@@ -114,14 +114,9 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
     ):
         M, got = model_matrix(rhs, data, what=what)
     else:
-        if rhs == prep.formula.fixed:
-            # a copy: formulaic updates a spec's encoders from the data it codes, so a bad
-            # newdata would otherwise change how every later prediction is coded
-            spec = copy.deepcopy(prep.fixed_spec)
-        else:
-            from formulaic import model_matrix as fmm
-
-            spec = fmm(rhs, prep.frame.data, na_action="ignore").model_spec
+        # a copy: formulaic updates a spec's encoders from the data it codes, so a bad newdata
+        # would otherwise change how every later prediction is coded
+        spec = copy.deepcopy(prep.fixed_spec if rhs == prep.formula.fixed else prep.term_spec(rhs))
         na_rows = _check_levels(spec, data, what)
         try:
             with warnings.catch_warnings():

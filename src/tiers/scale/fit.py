@@ -14,8 +14,12 @@ Runs on whatever Dask scheduler is active: a `distributed.Client` if one is, els
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,7 @@ from numpy.typing import NDArray
 from tiers.data.frame import _variables
 from tiers.design.design import Design
 from tiers.design.diagnostics import Limits
+from tiers.engine.statistics import NestedStatistics
 from tiers.errors import DataError, TiersError
 from tiers.fitting import fit_design
 from tiers.formula.parse import parse
@@ -39,9 +44,13 @@ from tiers.scale.passes import (
     Survey,
     combine,
     reduce_partition,
-    spread,
     survey,
 )
+from tiers.scale.transforms import learn, stateful_calls
+
+FloatArray = NDArray[np.float64]
+#: Where the passes' wall times are told (INFO): pass 1, the client's tree, pass 2, the design.
+log = logging.getLogger("tiers.scale")
 
 _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
 
@@ -49,11 +58,6 @@ _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
 def is_dask_frame(data: Any) -> bool:
     """A `dask.dataframe.DataFrame` (checked without importing Dask)."""
     return type(data).__module__.startswith("dask.") and hasattr(data, "npartitions")
-
-
-#: Transforms whose values depend on other rows (stateful: learned from the data; lag: row
-#: order). Applied partition by partition they would differ from the in-memory design.
-ROW_DEPENDENT = ("center", "scale", "standardize", "poly", "bs", "cr", "cs", "cc", "lag")
 
 
 def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
@@ -68,15 +72,7 @@ def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
             "statistics with independent residuals and model-based standard errors; compute the "
             "data (ddf.compute()) to fit it in memory"
         )
-    used = re.findall(rf"\b({'|'.join(ROW_DEPENDENT)})\s*\(", f.fixed)
-    if used:
-        raise DataError(
-            f"{used[0]}() in the fixed part of {f.text!r} depends on all rows (its statistics or "
-            "their order), which a Dask fit reduces partition by partition; add the transformed "
-            "column to the Dask DataFrame first (e.g. ddf['x_c'] = ddf['x'] - ddf['x'].mean()) "
-            "and use it in the formula. Supported on Dask: columns, C(), I(), log(), exp(), "
-            "np.* and interactions"
-        )
+    calls = stateful_calls(f)
     roles = _variables(f)
     for name in re.findall(r"`([^`]+)`", f.fixed):
         if name in meta.columns:
@@ -89,7 +85,7 @@ def _columns(f: Formula, meta: pd.DataFrame) -> Columns:
         and c in meta.columns
         and (c in in_c or not pd.api.types.is_numeric_dtype(meta[c]) or meta[c].dtype == bool)
     )
-    return Columns(f, roles, tuple(f.group_columns), categorical)
+    return Columns(f, roles, tuple(f.group_columns), categorical, calls)
 
 
 def _check_kinds(surveys: list[Survey], files: tuple[str, ...]) -> None:
@@ -155,6 +151,113 @@ def _tree_reduce(pieces: list[Any], files: tuple[str, ...]) -> Any:
     return pieces[0]
 
 
+def _accumulate(tasks: list[Any], nleaf: int, files: tuple[str, ...]) -> Piece | None:
+    """Nested-intercept pieces summed into one table of leaves on the client, as they arrive.
+
+    A piece holds only its partitions' leaves, so each is added into its rows of the table once
+    (about the first piece's shift; `NestedStatistics.recentred` is the exact co-moment update).
+    Merging pieces pairwise on the workers would instead hold the whole table two or three times
+    in one worker at the top of the tree: at 10^8 rows of the seed design, 50 million leaves of
+    32 bytes, 1.6 GB each.
+    """
+    leaf: FloatArray | None = None
+    heads: list[Piece] = []
+    shift: FloatArray | None = None
+    for piece in _completed(tasks):
+        if piece is None:
+            continue
+        stats = piece.statistics
+        assert isinstance(stats, NestedStatistics)
+        if leaf is None or shift is None:
+            leaf = np.zeros((nleaf, stats.leaf.shape[1]))
+            shift = stats.shift
+        moved = stats.recentred(shift)
+        leaf[piece.leaves] += moved.leaf  # a piece's leaves are distinct: one add each
+        # copies, not views: a view would keep the piece's whole arrays alive with its head
+        small = dataclasses.replace(
+            piece,
+            statistics=dataclasses.replace(stats, leaf=np.empty((0, stats.leaf.shape[1]))),
+            leaves=np.empty(0, dtype=piece.leaves.dtype),
+        )
+        del piece, stats, moved
+        heads.append(small)
+    if not heads or leaf is None or shift is None:
+        return None
+    # the columns' sums and cross-products merged pairwise, as `_tree_reduce` merges pieces
+    while len(heads) > 1:
+        pairs = zip(heads[::2], heads[1::2], strict=False)
+        heads = [_merged(a, b, files) for a, b in pairs] + heads[len(heads) - len(heads) % 2 :]
+    head = heads[0]
+    total = head.statistics
+    assert isinstance(total, NestedStatistics)
+    # the table moved in place, a column at a time, to where the engine centres it (the column
+    # means, 0 for an intercept), until centring moves it no further (the mean's rounding is
+    # below half an ulp of the shift): the engine then takes the statistics as they are
+    # (`NestedStatistics.centred`) instead of copying the table
+    at = shift
+    for _ in range(3):
+        total = total.centred()
+        delta = at - total.shift
+        for j in np.flatnonzero(delta):
+            leaf[:, j + 1] += leaf[:, 0] * delta[j]
+        at = total.shift
+        if total.centred() is total:
+            break
+    return dataclasses.replace(head, statistics=dataclasses.replace(total, leaf=leaf))
+
+
+def _merged(a: Piece, b: Piece, files: tuple[str, ...]) -> Piece:
+    out = _combine_named(a, b, files)
+    assert out is not None
+    return out
+
+
+def _completed(tasks: list[Any]) -> Iterator[Any]:
+    """The tasks' results in the tasks' order, computed on an active client.
+
+    Sums are then taken in one order whatever the timing (the fit is reproducible to the last
+    bit). A few tasks more than the workers run at a time, so results that finish early and wait
+    for those before them are few (each a partition's statistics). Without a client, a few tasks
+    at a time on Dask's default scheduler.
+    """
+    import dask
+
+    try:
+        from distributed import as_completed, default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        for i in range(0, len(tasks), 8):
+            yield from dask.compute(*tasks[i : i + 8])
+        return
+    window = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 2
+    running: dict[Any, int] = {}
+    pending = as_completed()
+
+    def submit(i: int) -> None:
+        future = client.compute(tasks[i])
+        running[future.key] = i
+        pending.add(future)
+
+    waiting: dict[int, Any] = {}
+    turn = 0
+    for i in range(min(window, len(tasks))):
+        submit(i)
+    nxt = min(window, len(tasks))
+    try:
+        for future in pending:
+            waiting[running.pop(future.key)] = future.result()
+            future.release()
+            if nxt < len(tasks):
+                submit(nxt)
+                nxt += 1
+            while turn in waiting:
+                yield waiting.pop(turn)
+                turn += 1
+    finally:
+        pending.clear()
+
+
 def _combine_named(a: Piece | None, b: Piece | None, files: tuple[str, ...]) -> Piece | None:
     try:
         return combine(a, b)
@@ -218,21 +321,42 @@ def prepare_dask(
     cols = _columns(f, ddf._meta)
     parts = ddf.to_delayed()
     look = delayed(_named(survey, files), pure=True)
+    clock = time.perf_counter()
     surveys: list[Survey] = list(dask.compute(*[look(p, cols, i) for i, p in enumerate(parts)]))
+    clock = _told("pass 1 (kinds, missing values, levels, id tuples)", clock)
     _check_kinds(surveys, files)
     levels = _levels(surveys, cols)
+    state = learn(cols.calls, [s.transforms for s in surveys])
+    sizes = [len(s.ids) for s in surveys]
     ids, where, row_of = _distinct_ids(surveys, cols, files)
+    # the client keeps one table of id tuples: each partition's own copy goes
+    # (a fresh frame: an empty slice would be a view holding the partition's whole table)
+    surveys = [dataclasses.replace(s, ids=pd.DataFrame()) for s in surveys]
     skel = build_skeleton(f, ids, force=force, where=where)
+    del ids
     nleaf = skel.nleaf
-    leaf_of = skel.leaf[row_of]  # the leaf of each partition's id tuples, partition after partition
-    bounds = np.cumsum([0] + [len(s.ids) for s in surveys])
+    # the leaf of each partition's id tuples, partition after partition
+    leaf_of = skel.leaf if row_of is None else skel.leaf[row_of]
+    del row_of
+    bounds = np.cumsum([0, *sizes])
     order = _term_order(f, skel)
     plans = _shared(
-        [Plan(cols, levels, leaf_of[bounds[i] : bounds[i + 1]], order) for i in range(len(surveys))]
+        [
+            Plan(cols, levels, leaf_of[bounds[i] : bounds[i + 1]], order, state)
+            for i in range(len(surveys))
+        ]
     )
+    del leaf_of
+    clock = _told("client: id tuples, nesting tree and plans", clock)
     step = delayed(_named(reduce_partition, files), pure=True)
-    total = _tree_reduce([step(p, plans[i], i) for i, p in enumerate(parts)], files)
-    piece: Piece | None = dask.compute(total)[0]
+    tasks = [step(p, plans[i], i) for i, p in enumerate(parts)]
+    piece: Piece | None
+    if order is None:
+        piece = _accumulate(tasks, nleaf, files)
+    else:
+        piece = dask.compute(_tree_reduce(tasks, files))[0]
+    del plans, tasks
+    clock = _told("pass 2 (sufficient statistics)", clock)
     if piece is None:
         raise DataError(
             f"no rows left: every row has a missing value in one of {', '.join(cols.roles)}"
@@ -249,20 +373,31 @@ def prepare_dask(
         x_range=piece.x_range,
         source=_source(files),
     )
-    stats = piece.statistics if order is not None else spread(piece, nleaf)
+    stats = piece.statistics
+    del piece
     design = build_design(skel, stats, totals, limits)
-    _attach_fixed_spec(design, cols, levels)
+    _attach_specs(design, cols, levels, state)
+    _told("client: design", clock)
     return design
 
 
-def _attach_fixed_spec(design: Design, cols: Columns, levels: dict[str, list[Any]]) -> None:
-    """The fixed part's model spec (new data, F tests), learned from every level seen.
+def _told(step: str, since: float) -> float:
+    now = time.perf_counter()
+    log.info("%s: %.1f s", step, now - since)
+    return now
 
-    In memory it is learned from the rows (`tiers.design.design.Design.fixed_spec`); here from a
-    small frame holding each categorical predictor's levels over the whole data (other predictors
-    are numbers, and transforms that learn from them are refused), which codes the same columns.
+
+def _attach_specs(
+    design: Design, cols: Columns, levels: dict[str, list[Any]], state: dict[str, Any]
+) -> None:
+    """The model specs of the fixed part and of the random terms (new data, F tests).
+
+    In memory they are learned from the rows (`tiers.design.design.Design.term_spec`); here from
+    a small frame holding each categorical predictor's levels over the whole data, with the state
+    of the stateful transforms learned from every row (other predictors are numbers), which codes
+    the same columns.
     """
-    from formulaic import model_matrix as fmm
+    from formulaic import ModelSpec
 
     predictors = [c for c, role in cols.roles.items() if role == "a predictor"]
     size = max([2, *(len(v) for v in levels.values())])
@@ -276,8 +411,10 @@ def _attach_fixed_spec(design: Design, cols: Columns, levels: dict[str, list[Any
             for c in predictors
         }
     )
-    spec = fmm(design.formula.fixed, frame, na_action="ignore").model_spec
-    design.__dict__["fixed_spec"] = spec  # the cached property's slot, as on first use
+    f = design.formula
+    for rhs in [f.fixed, *(t.expr for t in f.random if not t.is_intercept_only)]:
+        spec = ModelSpec(formula=rhs, na_action="ignore", transform_state=copy.deepcopy(state))
+        design.learned_specs[rhs] = spec.get_model_matrix(frame).model_spec
 
 
 def _term_order(f: Formula, skel: Skeleton) -> tuple[int, ...] | None:
@@ -300,11 +437,11 @@ def _term_order(f: Formula, skel: Skeleton) -> tuple[int, ...] | None:
 
 def _distinct_ids(
     surveys: list[Survey], cols: Columns, files: tuple[str, ...]
-) -> tuple[pd.DataFrame, Sources, NDArray[np.int64]]:
+) -> tuple[pd.DataFrame, Sources, NDArray[np.int64] | None]:
     """The distinct id tuples over all partitions, and the file each was first seen in.
 
     Also, for each partition's tuples (partition after partition), their row among the distinct
-    ones.
+    ones; None when that is every row in turn (no tuple in two partitions).
     """
     if not any(len(s.ids) for s in surveys):
         raise DataError(
@@ -312,12 +449,33 @@ def _distinct_ids(
         )
     groups = list(cols.groups)
     every = pd.concat([s.ids for s in surveys], ignore_index=True)
+    # the partition of each tuple, in the smallest integer type that holds the file numbers
+    src = np.repeat(
+        np.array([s.source for s in surveys], dtype=np.min_scalar_type(len(files))),
+        [len(s.ids) for s in surveys],
+    )
+    if _disjoint(surveys, groups):
+        return every, Sources(files, src), None
     # first-appearance numbering: the row of each tuple among drop_duplicates' (keep first)
     row_of = every.groupby(groups, sort=False).ngroup().to_numpy().astype(np.int64)
     first = np.flatnonzero(np.concatenate(([True], np.diff(np.maximum.accumulate(row_of)) > 0)))
-    src = np.repeat([s.source for s in surveys], [len(s.ids) for s in surveys])
     ids = every.iloc[first].reset_index(drop=True)
-    return ids, Sources(files, src[first].astype(np.int64)), row_of
+    return ids, Sources(files, src[first]), row_of
+
+
+def _disjoint(surveys: list[Survey], groups: list[str]) -> bool:
+    """No id tuple is in two partitions: some id column's values never repeat across them.
+
+    So it is when the data is partitioned along a level (a file per set of districts, as a state
+    would export it): the tuples are then distinct as they stand, with no shuffle or hashing of
+    every tuple on the client.
+    """
+    held = [s.ids for s in surveys if len(s.ids)]
+    for c in groups:
+        values = np.concatenate([pd.unique(ids[c].to_numpy()) for ids in held])
+        if not pd.Series(values).duplicated().any():
+            return True
+    return False
 
 
 def _source(files: tuple[str, ...]) -> str | None:
