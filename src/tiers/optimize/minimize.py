@@ -269,7 +269,15 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
             free_prev = free
         delta = -np.linalg.solve(L.T, np.linalg.solve(L, g[free]))
         step = float(np.max(np.abs(delta)))
-        if step < 1e-7:  # theta is compared to ~1e-4; 1e-7 is far inside rounding of the deviance
+        if step < 1e-7:
+            # The certificate: what is left is this small. The step is still taken when it does
+            # not raise the deviance, so that sums rounded in another order (another row order,
+            # Dask's partitions) end at the same theta to ~1e-12 instead of anywhere within 1e-7.
+            trial = theta.copy()
+            trial[free] = np.clip(theta[free] + delta, lower[free], upper[free])
+            ft, gt = fun(trial)
+            if ft <= f:
+                theta, f, g = trial, ft, gt
             break
         scale = 1.0
         accepted = False
