@@ -41,7 +41,7 @@ def binary_seed(districts: int, seed: int = 1):
     prefix = []
     for col, sd in zip(("dist_id", "school_id", "teach_id", "student_id"), SDS, strict=True):
         prefix.append(col)
-        codes = data[prefix].astype(str).agg(":".join, axis=1).factorize()[0]
+        codes = data.groupby(prefix, sort=False).ngroup().to_numpy()
         eta = eta + rng.normal(0.0, sd, codes.max() + 1)[codes]
     data["pass"] = (rng.uniform(size=len(data)) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
     return data[["pass", "tutoring", "dist_id", "school_id", "teach_id", "student_id"]]

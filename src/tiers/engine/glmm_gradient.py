@@ -9,7 +9,7 @@ With ``D(theta, beta) = sum d_i + |u|^2 + log det A + const`` at the conditional
   ``d u / dp = A^{-1} dF/dp`` for the mode equation ``F = Lambda' Z' s - u = 0`` (for a canonical
   link ``-dF/du = A``, so the factor PIRLS left behind serves). The trace
   ``tr(A^{-1} dA)`` needs only ``A^{-1}`` over each innermost group's chain of ancestors, which the
-  tree gives by Takahashi's recursion (`tiers.engine.glmm_tree.TreeSystem.chain_cov`).
+  tree gives by Takahashi's recursion (`tiers.engine.glmm_tree.TreeSystem.chain_theta`).
 
 Cost: one pass over the groups for the chains, and (levels + fixed effects) solves and passes
 over the rows. Madsen & Thyregod (2011, ch. 5) and Bates et al. (2015, sec. 5) give the pieces.
@@ -53,11 +53,12 @@ def laplace_gradient(problem: Glmm, modes: Modes) -> FloatArray:
         W = mu
         dW = mu
         s = problem.y - mu
-    K, th = sysm.K, sysm.theta
-    leaf = sysm.rows[K - 1]
-    S = sysm.chain_cov()
-    St = S @ th  # (innermost groups, K): A^{-1} over the chain, times theta
-    h = (St @ th)[leaf]  # each row's leverage z' Lambda A^{-1} Lambda' z
+    K = sysm.K
+    leaf = sysm.leaf
+    # (innermost groups, K): A^{-1} over the chain times theta, and each row's leverage
+    # z' Lambda A^{-1} Lambda' z
+    St, lev = sysm.chain_theta()
+    h = lev[leaf]
     wh = dW * h
     # adjoint: wh' Z Lambda A^{-1} dF = a' dF with a = A^{-1} Lambda' Z' wh, one solve for all
     a = sysm.solve(sysm.zlt(wh))
@@ -65,7 +66,7 @@ def laplace_gradient(problem: Glmm, modes: Modes) -> FloatArray:
     # every theta_k term is a sum over rows of c_i u_k[group of i]: one aggregation per level
     c_sums = sysm.sums(-2.0 * s + wh - wza)
     s_sums = sysm.sums(s)
-    direct = 2.0 * (np.bincount(leaf, W, minlength=S.shape[0]) @ St)
+    direct = 2.0 * (np.bincount(leaf, W, minlength=St.shape[0]) @ St)
     grad = np.empty(K + problem.p)
     for k in range(K):
         lo, hi = int(sysm.offsets[k]), int(sysm.offsets[k + 1])

@@ -52,6 +52,10 @@ class RandomSystem(Protocol):
         """``Z Lambda u`` (n,)."""
         ...
 
+    def carry(self, u: FloatArray, theta_old: FloatArray) -> FloatArray:
+        """A start for the modes at the current theta from the modes ``u`` at ``theta_old``."""
+        ...
+
     def zlt(self, v: FloatArray) -> FloatArray:
         """``Lambda' Z' v`` (r,)."""
         ...
@@ -115,6 +119,7 @@ class SparseSystem:
         self._chol: FloatArray | None = None
         self._lu: Any = None
         self._schur: tuple[FloatArray, Any, FloatArray] | None = None
+        self._adiag: FloatArray | None = None
         big = max(range(len(terms)), key=lambda k: terms[k].nlevels if terms[k].q == 1 else -1)
         self._first: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         if (
@@ -156,9 +161,34 @@ class SparseSystem:
         """``Lambda' Z' v``."""
         return np.asarray(self.ZLt @ v, dtype=np.float64)
 
+    def carry(self, u: FloatArray, theta_old: FloatArray) -> FloatArray:
+        """A start for the modes at the current theta from the modes ``u`` at ``theta_old``.
+
+        For a scalar term a group with weight sum ``W`` alone has the linearised mode
+        ``u = theta s / (1 + theta^2 W)`` (``W`` read off the last factor's diagonal), so ``u`` is
+        rescaled by ``(theta / theta_old) (1 + theta_old^2 W) / (1 + theta^2 W)``; the modes of
+        vector terms are kept.
+        """
+        if self._adiag is None:
+            return u
+        out = u.copy()
+        at = 0
+        for k, t in enumerate(self.terms):
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            if t.q == 1:
+                t0, t1 = float(theta_old[at]), float(self._theta[at])
+                if t0 == 0.0:
+                    out[lo:hi] = 0.0
+                else:
+                    W = (self._adiag[lo:hi] - 1.0) / (t0 * t0)
+                    out[lo:hi] *= t1 * (1.0 + t0 * t0 * W) / (t0 * (1.0 + t1 * t1 * W))
+            at += t.cov.n_theta
+        return out
+
     def factor(self, w: FloatArray) -> None:
         """Factor ``A`` for row weights ``w``."""
         A = (self.ZLt @ sp.diags(w) @ self.ZL + sp.identity(self.r)).tocsc()
+        self._adiag = A.diagonal()
         if self._first is not None:
             idx1, idx2 = self._first
             D = A[idx1][:, idx1].diagonal()
