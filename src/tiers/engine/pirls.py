@@ -42,6 +42,14 @@ U_TOL = 1e-9
 #: For a canonical link PIRLS is Newton's method on the penalized deviance (observed = expected
 #: information), so a full step below this leaves an error of its square (~1e-12).
 NEWTON_TOL = 1e-6
+#: Where factoring ``A`` costs much more than a solve (`RandomSystem.costly_factor`), once a
+#: Newton step is below `CHORD_FROM` the next steps reuse its factor (the chord, or simplified
+#: Newton, method: Kelley 1995, sec. 5.4) while they contract by at least `CHORD_RATE`; they stop
+#: when the error left, ``size rate / (1 - rate)``, is below `CHORD_TOL`. ``A`` is factored again
+#: at the modes for the log-determinant either way.
+CHORD_FROM = 0.1
+CHORD_RATE = 0.25
+CHORD_TOL = 1e-10
 
 
 class PirlsError(ArithmeticError):
@@ -92,6 +100,7 @@ class Glmm:
         self.n_theta = system.n_theta
         self._u = np.zeros(system.r)
         self._theta: FloatArray | None = None
+        self._factored = False
         self.saturated = float(np.sum(family.saturated(y, wt)))
         # canonical links: sum d_i = 2 sum wt (b(eta) - y eta) + const, with b the cumulant
         # (softplus for logit, exp for log): one transcendental per row instead of two logs
@@ -173,10 +182,18 @@ class Glmm:
             dev, mu = self._dev_mu(eta)
             pdev = dev + float(u @ u)
         steps = 0
+        chord = getattr(sysm, "costly_factor", False) and self._canonical
+        # the factor left by the previous evaluation (at nearby theta and beta late in the
+        # optimisation) serves the first chord steps; a step that is large or contracts slowly
+        # brings a new one
+        refactor, prev = not (chord and self._factored), np.inf
+        self._factored = False
         for it in range(1, PIRLS_MAXIT + 1):
             steps = it
             score, w = self._score_weights(eta, mu)
-            sysm.factor(w)
+            newton = refactor
+            if newton:
+                sysm.factor(w)
             delta = sysm.solve(sysm.zlt(score) - u)
             zd = sysm.zl(delta)
             step = 1.0
@@ -191,18 +208,36 @@ class Glmm:
                     break
                 step *= 0.5
             else:
+                if not newton:  # a stale factor: take a Newton step instead
+                    refactor = True
+                    continue
                 raise PirlsError("the penalized deviance does not decrease along the PIRLS step")
             change = pdev - pdev_new
             u, eta, mu, pdev = u_new, eta_new, mu_new, pdev_new
             size = float(np.max(np.abs(delta), initial=0.0))
-            if step == 1.0 and self._canonical and size <= NEWTON_TOL:
-                break  # PIRLS is Newton's method here: the error after this step is ~size^2
+            first = not np.isfinite(prev)
+            rate = size / prev if prev > 0 and not first else 1.0
+            prev = size
+            if step == 1.0 and self._canonical:
+                if newton and size <= NEWTON_TOL:
+                    break  # PIRLS is Newton's method here: the error after this step is ~size^2
+                if not newton and rate <= CHORD_RATE and size * rate / (1 - rate) <= CHORD_TOL:
+                    break  # the chord steps contract by `rate`: what remains is ~size rate
             if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0 and size <= U_TOL:
                 break
+            # keep the factor while the chord steps contract fast (the weights barely move)
+            refactor = not (
+                chord
+                and self._canonical
+                and step == 1.0
+                and size <= CHORD_FROM
+                and (newton or first or rate <= CHORD_RATE)
+            )
         else:
             raise PirlsError(f"PIRLS did not converge in {PIRLS_MAXIT} steps")
         _, w = self._score_weights(eta, mu)
         sysm.factor(w)
+        self._factored = True
         self._u = u
         # -2 log p(y | u) is the deviance plus the saturated model's -2 log L (no log-gamma here)
         dev = pdev - float(u @ u)

@@ -2,9 +2,11 @@
 
 As lme4's ``glmer`` second stage (``nAGQ > 0``), theta and beta are optimised together (beta is not
 profiled out: the GLMM has no closed form for it). The start is the GLM's beta (direct IRLS) and
-lme4's theta start. The objective has no analytic gradient; central differences feed L-BFGS-B and
-second differences of the values the Newton polish and certificate of `minimize_theta`. The same
-Hessian gives the covariance of beta (lme4's ``use.hessian = TRUE``): twice the inverse of the
+lme4's theta start. With a canonical link and Laplace the gradient is analytic
+(`tiers.engine.glmm_gradient`: the tree, or a dense or Schur-complement factor of ``A``); otherwise
+central differences feed L-BFGS-B and second differences of the values the Newton polish and
+certificate of `minimize_theta`. The same Hessian gives the covariance of beta (lme4's
+``use.hessian = TRUE``): twice the inverse of the
 deviance's Hessian, restricted to beta.
 """
 
@@ -15,7 +17,12 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
-from tiers.engine.glmm_gradient import has_gradient, laplace_gradient
+from tiers.engine.glmm_gradient import (
+    has_gradient,
+    has_sparse_gradient,
+    laplace_gradient,
+    sparse_laplace_gradient,
+)
 from tiers.engine.pirls import Glmm, PirlsError, glm_irls
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
 from tiers.optimize.minimize import FunGrad, OptSummary, minimize_theta
@@ -42,6 +49,8 @@ class GlmmObjective:
         self.lower = np.concatenate([sysm.theta_lower, np.full(problem.p, -np.inf)])
         self.upper = np.concatenate([sysm.theta_upper, np.full(problem.p, np.inf)])
         self.failures = 0
+        # the optimizer's end, the snap and the polish ask again for the point they stand on
+        self._last: tuple[FloatArray, float, FloatArray] | None = None
 
     def __call__(self, x: FloatArray) -> float:
         """The deviance at ``x``; a large finite value where PIRLS fails."""
@@ -54,21 +63,28 @@ class GlmmObjective:
 
     @property
     def has_gradient(self) -> bool:
-        """The analytic gradient applies (nested intercepts, canonical link, Laplace)."""
-        return self.nagq == 1 and has_gradient(self.problem)
+        """The analytic gradient applies.
+
+        Laplace with a canonical link, on the tree or a dense or Schur-complement factor of A.
+        """
+        return self.nagq == 1 and (has_gradient(self.problem) or has_sparse_gradient(self.problem))
 
     def value_and_gradient(self, x: FloatArray) -> tuple[float, FloatArray]:
         """The deviance and its analytic gradient in ``x`` (only where `has_gradient`)."""
+        if self._last is not None and np.array_equal(self._last[0], x):
+            return self._last[1], self._last[2].copy()
         scale = np.concatenate([np.ones(self.k), self.scale])
         try:
             m = self.problem.modes(x[: self.k], x[self.k :] / self.scale)
             value = m.minus2loglik + float(m.u @ m.u) + m.logdet
-            grad = laplace_gradient(self.problem, m) / scale
+            tree = has_gradient(self.problem)
+            grad = (laplace_gradient if tree else sparse_laplace_gradient)(self.problem, m) / scale
         except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
             self.failures += 1
             return _FAILED, np.zeros_like(x)
         if not (np.isfinite(value) and np.all(np.isfinite(grad))):
             return _FAILED, np.zeros_like(x)
+        self._last = (np.array(x, dtype=np.float64), value, grad.copy())
         return value, grad
 
 
