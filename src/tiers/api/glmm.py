@@ -32,7 +32,13 @@ from tiers.errors import (
 )
 from tiers.formula.glm import LINKS, GlmFormula, read_glm
 from tiers.formula.types import Formula
-from tiers.optimize.glmm import GlmmObjective, deviance_hessian, optimize_glmm, start_values
+from tiers.optimize.glmm import (
+    GlmmObjective,
+    deviance_hessian,
+    optimize_glmm,
+    start_values,
+    subsample_start,
+)
 from tiers.results.glmm import GlmmFit, GlmmTerm
 
 
@@ -205,7 +211,8 @@ def fit_glmm(
             "coefficients, lme4's theta): the outcome may be separated by a predictor or the "
             "offset may be extreme; check the data, or simplify the fixed part"
         )
-    opt, polished = optimize_glmm(problem, n, x0)
+    sub = subsample_start(problem, n, x0)
+    opt, polished = optimize_glmm(problem, n, x0 if sub is None else sub)
     k = problem.n_theta
     theta, beta = opt.theta[:k], opt.theta[k:]
     at_bound = np.asarray(opt.at_bound)

@@ -74,6 +74,17 @@ class TreeSystem:
         # per level, each group's sum of the weights at the last factorization (for `carry`)
         self.wsum: list[FloatArray] | None = None
 
+    def restrict(self, rows: IntArray) -> TreeSystem:
+        """The system of the rows ``rows`` alone: their groups, renumbered level by level."""
+        used, leaf = np.unique(self.leaf[rows], return_inverse=True)
+        parents: list[IntArray] = [np.empty(0, dtype=np.int64)] * (self.K - 1)
+        sizes = [0] * self.K
+        sizes[-1] = used.size
+        for k in range(self.K - 1, 0, -1):
+            used, parents[k - 1] = np.unique(self.parents[k - 1][used], return_inverse=True)
+            sizes[k - 1] = used.size
+        return TreeSystem(self.terms, Tree(leaf, tuple(parents), tuple(sizes)))
+
     def set_theta(self, theta: FloatArray) -> None:
         """Fix the relative SDs of the levels."""
         self.theta = np.asarray(theta, dtype=np.float64).copy()

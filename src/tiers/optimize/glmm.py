@@ -23,6 +23,7 @@ from tiers.engine.glmm_gradient import (
     laplace_gradient,
     sparse_laplace_gradient,
 )
+from tiers.engine.glmm_tree import TreeSystem
 from tiers.engine.pirls import Glmm, PirlsError, glm_irls
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
 from tiers.optimize.minimize import FunGrad, OptSummary, minimize_theta
@@ -92,6 +93,57 @@ def start_values(problem: Glmm) -> tuple[FloatArray, bool]:
     """lme4's theta start and the GLM's beta, and whether the GLM's IRLS converged."""
     beta, _, ok = glm_irls(problem.y, problem.wt, problem.offset, problem.X, problem.family)
     return np.concatenate([problem.system.theta_start, beta]), ok
+
+
+#: Nested fits with at least this many rows start from the optimum on a subsample of their
+#: outermost groups (one in `SUBSAMPLE_SHARE`), when there are at least `SUBSAMPLE_GROUPS` of them.
+SUBSAMPLE_ROWS = 400_000
+SUBSAMPLE_SHARE = 8
+SUBSAMPLE_GROUPS = 40
+
+
+def subsample_start(problem: Glmm, nagq: int, x0: FloatArray) -> FloatArray | None:
+    """A start for a large nested fit: its optimum on a random eighth of the outermost groups.
+
+    From lme4's start (theta = 1) the optimizer spends most of its evaluations far from the
+    optimum; on a subsample of whole outermost groups (the same model and levels, fewer groups)
+    they cost an eighth, and the fit on all rows starts within the subsample's sampling error of
+    its optimum. The result is still the full data's optimum, certified there. Parameters the
+    subsample puts on their bound start just off it (the full data decide). None where it does
+    not apply (crossed or small designs, few outermost groups) or the subsample fit fails.
+    """
+    sysm = problem.system
+    if (
+        not isinstance(sysm, TreeSystem)
+        or problem.n < SUBSAMPLE_ROWS
+        or sysm.sizes[0] < SUBSAMPLE_GROUPS
+    ):
+        return None
+    top = sysm.anc[sysm.K - 1][0][sysm.leaf] if sysm.K > 1 else sysm.leaf
+    rng = np.random.default_rng(20_251_204)
+    pick = np.zeros(sysm.sizes[0], dtype=bool)
+    pick[rng.permutation(sysm.sizes[0])[: sysm.sizes[0] // SUBSAMPLE_SHARE]] = True
+    rows = np.flatnonzero(pick[top])
+    sub = Glmm(
+        problem.y[rows],
+        problem.wt[rows],
+        problem.offset[rows],
+        problem.X[rows],
+        sysm.restrict(rows),
+        problem.family,
+    )
+    try:
+        opt, _ = optimize_glmm(sub, nagq, x0)
+    except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
+        return None
+    x = np.asarray(opt.theta, dtype=np.float64).copy()
+    if not np.all(np.isfinite(x)) or opt.deviance >= _FAILED:
+        return None
+    k = problem.n_theta
+    lower = sysm.theta_lower
+    near = np.isfinite(lower) & (x[:k] < lower + 0.05)
+    x[:k] = np.where(near, lower + 0.05, x[:k])
+    return x
 
 
 def optimize_glmm(
