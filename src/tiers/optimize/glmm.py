@@ -102,15 +102,21 @@ SUBSAMPLE_SHARE = 8
 SUBSAMPLE_GROUPS = 40
 
 
-def subsample_start(problem: Glmm, nagq: int, x0: FloatArray) -> FloatArray | None:
+def subsample_start(
+    problem: Glmm, nagq: int, x0: FloatArray
+) -> tuple[FloatArray, FloatArray | None] | None:
     """A start for a large nested fit: its optimum on a random eighth of the outermost groups.
 
     From lme4's start (theta = 1) the optimizer spends most of its evaluations far from the
     optimum; on a subsample of whole outermost groups (the same model and levels, fewer groups)
     they cost an eighth, and the fit on all rows starts within the subsample's sampling error of
     its optimum. The result is still the full data's optimum, certified there. Parameters the
-    subsample puts on their bound start just off it (the full data decide). None where it does
-    not apply (crossed or small designs, few outermost groups) or the subsample fit fails.
+    subsample puts on their bound start just off it (the full data decide).
+
+    Returns the start ``(theta, beta)`` and the subsample's Hessian of the deviance scaled by the
+    ratio of rows (the deviance is a sum over groups: its curvature grows with them; None where
+    the subsample's end point is on a bound), or None where the subsample does not apply
+    (crossed or small designs, fewer than `SUBSAMPLE_GROUPS` outermost groups) or fails.
     """
     sysm = problem.system
     if (
@@ -133,7 +139,11 @@ def subsample_start(problem: Glmm, nagq: int, x0: FloatArray) -> FloatArray | No
         problem.family,
     )
     try:
-        opt, _ = optimize_glmm(sub, nagq, x0)
+        inner = subsample_start(sub, nagq, x0)  # an eighth of an eighth, while still large
+        if inner is None:
+            opt, reuse = optimize_glmm(sub, nagq, x0)
+        else:
+            opt, reuse = optimize_glmm(sub, nagq, inner[0], curvature=inner[1])
     except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
         return None
     x = np.asarray(opt.theta, dtype=np.float64).copy()
@@ -143,11 +153,45 @@ def subsample_start(problem: Glmm, nagq: int, x0: FloatArray) -> FloatArray | No
     lower = sysm.theta_lower
     near = np.isfinite(lower) & (x[:k] < lower + 0.05)
     x[:k] = np.where(near, lower + 0.05, x[:k])
+    curvature = None
+    if reuse is not None and bool(np.all(reuse[1])) and not near.any():
+        curvature = reuse[0] * (problem.n / rows.size)
+    return x, curvature
+
+
+def _approach(
+    fun: FunGrad, x: FloatArray, H: FloatArray, lower: FloatArray, upper: FloatArray
+) -> FloatArray:
+    """Newton steps with a fixed approximate Hessian ``H`` until they are below 1e-4.
+
+    With the subsample's curvature the steps contract fast (the relative error of ``H`` is the
+    subsample's sampling error), so the polish that follows starts within its own first step.
+    """
+    try:
+        L = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return x
+    f, g = fun(x)
+    for _ in range(8):
+        delta = -np.linalg.solve(L.T, np.linalg.solve(L, g))
+        t, accepted = 1.0, False
+        for _ in range(10):
+            trial = np.clip(x + t * delta, lower, upper)
+            ft, gt = fun(trial)
+            if ft <= f:
+                x, f, g, accepted = trial, ft, gt, True
+                break
+            t *= 0.5
+        if not accepted or t * float(np.max(np.abs(delta))) <= 1e-4:
+            break
     return x
 
 
 def optimize_glmm(
-    problem: Glmm, nagq: int, start: FloatArray | None = None
+    problem: Glmm,
+    nagq: int,
+    start: FloatArray | None = None,
+    curvature: FloatArray | None = None,
 ) -> tuple[OptSummary, tuple[FloatArray, NDArray[np.bool_]] | None]:
     """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
 
@@ -158,6 +202,10 @@ def optimize_glmm(
         Quadrature points (1: Laplace).
     start : array, optional
         ``(theta, beta)``; default `start_values`.
+    curvature : array, optional
+        An approximate Hessian of the deviance in ``(theta, beta)`` at ``start`` (from
+        `subsample_start`): Newton steps with it bring the start close to the optimum, and the
+        Newton polish certifies it there without the L-BFGS-B phase (which runs if it does not).
 
     Returns
     -------
@@ -184,7 +232,13 @@ def optimize_glmm(
     fun: FunGrad = (
         obj.value_and_gradient if obj.has_gradient else fd_gradient(obj, obj.lower, obj.upper)
     )
-    opt = minimize_theta(fun, x0 * to_x, obj.lower, upper=obj.upper, hessian=hessian)
+    near = curvature is not None and obj.has_gradient
+    if near:
+        assert curvature is not None
+        x0_x = _approach(fun, x0 * to_x, curvature / np.outer(to_x, to_x), obj.lower, obj.upper)
+    else:
+        x0_x = x0 * to_x
+    opt = minimize_theta(fun, x0_x, obj.lower, upper=obj.upper, hessian=hessian, near=near)
     reuse = None
     if last and float(np.max(np.abs(last[0][0] - opt.theta))) <= 1e-4:
         _, free, H = last[0]
