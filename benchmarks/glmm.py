@@ -17,8 +17,8 @@ tiers fits by Laplace (``tiers.fit(..., family="binomial")``); when Rscript and 
 ``benchmarks/glmer_fit.R`` fits the same model with glmer on the same CSV in the same run (under
 ``nice``), and the deviances (-2 log L) are compared. Wall and CPU seconds are both reported (on a
 loaded machine the CPU seconds compare fairly: both are single-threaded); the table gives the
-median over ``--repeats`` fits, the number of deviance evaluations and PIRLS iterations, the BLAS
-and the load average. glmer at 800,000 rows takes many minutes: ``--glmer-cache FILE`` keeps its
+median over ``--repeats`` fits, the number of deviance evaluations and PIRLS iterations on all
+rows (and on the subsamples a large nested fit starts from), the BLAS and the load average. glmer at 800,000 rows takes many minutes: ``--glmer-cache FILE`` keeps its
 results keyed by a hash of the data, so a rerun on the same data reuses them (said in the table).
 Results go to ``bench-out/glmm.json``.
 """
@@ -95,17 +95,19 @@ def _blas() -> str:
         return "unknown"
 
 
-def _counted_fit(formula: str, data) -> tuple[object, float, float, int, int]:
-    """Fit once; wall and CPU seconds, deviance evaluations and PIRLS iterations."""
+def _counted_fit(formula: str, data) -> tuple[object, float, float, dict]:
+    """Fit once; wall and CPU seconds, and per problem size (all rows, then the subsamples a
+    large nested fit starts from) the deviance evaluations and PIRLS iterations."""
     from tiers.engine import pirls
 
-    counts = [0, 0]
+    counts: dict[int, list[int]] = {}
     orig = pirls.Glmm.modes
 
     def modes(self, theta, beta, *, warm=True):
         m = orig(self, theta, beta, warm=warm)
-        counts[0] += 1
-        counts[1] += m.iterations
+        c = counts.setdefault(self.n, [0, 0])
+        c[0] += 1
+        c[1] += m.iterations
         return m
 
     pirls.Glmm.modes = modes
@@ -115,7 +117,11 @@ def _counted_fit(formula: str, data) -> tuple[object, float, float, int, int]:
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     finally:
         pirls.Glmm.modes = orig
-    return res, wall, cpu, counts[0], counts[1]
+    by_rows = {
+        n: {"evaluations": c[0], "pirls_iterations": c[1]}
+        for n, c in sorted(counts.items(), reverse=True)
+    }
+    return res, wall, cpu, by_rows
 
 
 def _glmer(data, formula: str, cache: Path | None) -> dict | None:
@@ -152,9 +158,9 @@ def run_case(name: str, repeats: int, use_r: bool, cache: Path | None) -> dict:
     formula = FORMULA if kind == "nested" else CROSSED_FORMULA
     data = binary_seed(districts) if kind == "nested" else binary_crossed()
     walls, cpus = [], []
-    res, evals, iters = None, 0, 0
+    res, by_rows = None, {}
     for _ in range(repeats):
-        res, wall, cpu, evals, iters = _counted_fit(formula, data)
+        res, wall, cpu, by_rows = _counted_fit(formula, data)
         walls.append(wall)
         cpus.append(cpu)
     out: dict = {
@@ -165,8 +171,9 @@ def run_case(name: str, repeats: int, use_r: bool, cache: Path | None) -> dict:
         "tiers_cpu_median": float(np.median(cpus)),
         "tiers_wall": walls,
         "tiers_cpu": cpus,
-        "evaluations": evals,
-        "pirls_iterations": iters,
+        "evaluations": by_rows[len(data)]["evaluations"],
+        "pirls_iterations": by_rows[len(data)]["pirls_iterations"],
+        "subsample_evaluations": {n: c for n, c in by_rows.items() if n != len(data)},
         "tiers_deviance": res.deviance,
         "tiers_theta": res.fit.theta.tolist(),
         "tiers_beta": res.fit.beta.tolist(),
@@ -208,6 +215,10 @@ def main() -> None:
             f"{name:>8}: rows {out['rows']:,}  tiers wall {out['tiers_wall_median']:.2f} s "
             f"CPU {out['tiers_cpu_median']:.2f} s  evals {out['evaluations']} "
             f"PIRLS {out['pirls_iterations']}"
+            + "".join(
+                f" (+{c['evaluations']} on {n:,} rows)"
+                for n, c in out["subsample_evaluations"].items()
+            )
             + (
                 f"  | glmer wall {g['seconds']:.1f} s CPU {g['cpu_seconds']:.1f} s"
                 f"{' (cached)' if g.get('cached') else ''}  speedup wall "

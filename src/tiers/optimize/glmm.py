@@ -141,9 +141,9 @@ def subsample_start(
     try:
         inner = subsample_start(sub, nagq, x0)  # an eighth of an eighth, while still large
         if inner is None:
-            opt, reuse = optimize_glmm(sub, nagq, x0, subsample=True)
+            opt, reuse = optimize_glmm(sub, nagq, x0)
         else:
-            opt, reuse = optimize_glmm(sub, nagq, inner[0], curvature=inner[1], subsample=True)
+            opt, reuse = optimize_glmm(sub, nagq, inner[0], curvature=inner[1])
     except (PirlsError, np.linalg.LinAlgError, FloatingPointError, ValueError):
         return None
     x = np.asarray(opt.theta, dtype=np.float64).copy()
@@ -162,10 +162,10 @@ def subsample_start(
 def forward_hessian(fun: FunGrad, x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
     """Forward differences of the analytic gradient (step 1e-5 relative), symmetrised.
 
-    For large fits (`SUBSAMPLE_ROWS` rows and more): one gradient per free parameter instead of
-    two, the gradient at ``x`` itself being the one just computed (`GlmmObjective` keeps it). The
-    truncation error is ~1e-5 of the third derivative, against ~1e-10 for central differences:
-    ~5e-6 relative on the standard errors, far inside what they are compared at (STYLE.md 5).
+    One gradient per free parameter instead of two (central differences), the gradient at ``x``
+    itself being the one just computed (`GlmmObjective` keeps it). The truncation error is ~1e-5
+    of the third derivative, against ~1e-10 for central differences: ~5e-6 relative on the
+    standard errors, far inside what they are compared at (STYLE.md section 5: 1e-3).
     """
     idx = np.flatnonzero(free)
     g0 = fun(x)[1]
@@ -211,7 +211,6 @@ def optimize_glmm(
     nagq: int,
     start: FloatArray | None = None,
     curvature: FloatArray | None = None,
-    subsample: bool = False,
 ) -> tuple[OptSummary, tuple[FloatArray, NDArray[np.bool_]] | None]:
     """Minimise the deviance over ``(theta, beta)``; the summary's ``theta`` holds both.
 
@@ -226,9 +225,6 @@ def optimize_glmm(
         An approximate Hessian of the deviance in ``(theta, beta)`` at ``start`` (from
         `subsample_start`): Newton steps with it bring the start close to the optimum, and the
         Newton polish certifies it there without the L-BFGS-B phase (which runs if it does not).
-    subsample : bool
-        The problem is `subsample_start`'s: its Hessian only guides the start, so forward
-        differences (`forward_hessian`) serve as for large fits.
 
     Returns
     -------
@@ -245,10 +241,8 @@ def optimize_glmm(
     last: list[tuple[FloatArray, NDArray[np.bool_], FloatArray]] = []
 
     def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
-        if obj.has_gradient and (problem.n >= SUBSAMPLE_ROWS or subsample):
+        if obj.has_gradient:
             H = forward_hessian(obj.value_and_gradient, x, free)
-        elif obj.has_gradient:
-            H = gradient_hessian(lambda z: obj.value_and_gradient(z)[1], x, free)
         else:
             H = value_hessian(obj, x, free)
         last[:] = [(x.copy(), free.copy(), H)]
