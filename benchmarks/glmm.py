@@ -18,8 +18,9 @@ tiers fits by Laplace (``tiers.fit(..., family="binomial")``); when Rscript and 
 ``nice``), and the deviances (-2 log L) are compared. Wall and CPU seconds are both reported (on a
 loaded machine the CPU seconds compare fairly: both are single-threaded); the table gives the
 median over ``--repeats`` fits, the number of deviance evaluations and PIRLS iterations on all
-rows (and on the subsamples a large nested fit starts from), the BLAS and the load average. glmer at 800,000 rows takes many minutes: ``--glmer-cache FILE`` keeps its
-results keyed by a hash of the data, so a rerun on the same data reuses them (said in the table).
+rows (and on the subsamples a large nested fit starts from), the BLAS and the load average.
+glmer at 800,000 rows takes many minutes: ``--glmer-cache FILE`` keeps its results keyed by a
+hash of the data, so a rerun on the same data reuses them (said in the table).
 Results go to ``bench-out/glmm.json``.
 """
 
