@@ -126,15 +126,22 @@ class Glmm:
             mu = fam.linkinv(eta)
             return float(np.sum(fam.dev_resid(self.y, mu, self.wt))), mu
         if fam.name == "binomial":
-            e = np.exp(-np.abs(eta))
-            b = np.log1p(e)
-            b += np.maximum(eta, 0.0)
-            mu = np.reciprocal(e + 1.0)
+            # in place: at millions of rows each fresh n-vector costs as much as a pass
+            e = np.abs(eta)
+            if self._unit:  # sum max(eta, 0) = (sum eta + sum |eta|) / 2
+                bsum = 0.5 * (float(np.sum(eta)) + float(np.sum(e)))
+            else:
+                bsum = float(self.wt @ np.maximum(eta, 0.0))
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            mu = np.log1p(e)
+            bsum += float(np.sum(mu)) if self._unit else float(self.wt @ mu)
+            np.add(e, 1.0, out=mu)
+            np.reciprocal(mu, out=mu)
             np.multiply(mu, e, out=mu, where=eta < 0.0)  # e / (1 + e), exact for small e
         else:
             mu = np.exp(np.minimum(eta, 700.0))
-            b = mu
-        bsum = float(np.sum(b)) if self._unit else float(self.wt @ b)
+            bsum = float(np.sum(mu)) if self._unit else float(self.wt @ mu)
         return 2.0 * (bsum - float(self._wy @ eta)), mu
 
     def _score_weights(self, eta: FloatArray, mu: FloatArray) -> tuple[FloatArray, FloatArray]:
