@@ -32,7 +32,13 @@ from tiers.errors import (
 )
 from tiers.formula.glm import LINKS, GlmFormula, read_glm
 from tiers.formula.types import Formula
-from tiers.optimize.glmm import GlmmObjective, deviance_hessian, optimize_glmm, start_values
+from tiers.optimize.glmm import (
+    GlmmObjective,
+    deviance_hessian,
+    optimize_glmm,
+    start_values,
+    subsample_start,
+)
 from tiers.results.glmm import GlmmFit, GlmmTerm
 
 
@@ -199,13 +205,20 @@ def fit_glmm(
     problem = Glmm(y, wt, resp.offset, design.frame.X, system, fam)
     x0, glm_ok = start_values(problem)
     warns = _separation(problem, x0[problem.n_theta :], design.frame.xnames)
-    if GlmmObjective(problem, n)(x0) >= 1e299:
+    # a large nested fit starts from its subsample's optimum when PIRLS runs there
+    sub = subsample_start(problem, n, x0)
+    if sub is not None and GlmmObjective(problem, n)(sub[0]) >= 1e299:
+        sub = None
+    if sub is None and GlmmObjective(problem, n)(x0) >= 1e299:
         raise TiersError(
             "the penalized IRLS (inner iteration) fails at the start values (the GLM's "
             "coefficients, lme4's theta): the outcome may be separated by a predictor or the "
             "offset may be extreme; check the data, or simplify the fixed part"
         )
-    opt, polished = optimize_glmm(problem, n, x0)
+    if sub is None:
+        opt, polished = optimize_glmm(problem, n, x0)
+    else:
+        opt, polished = optimize_glmm(problem, n, sub[0], curvature=sub[1])
     k = problem.n_theta
     theta, beta = opt.theta[:k], opt.theta[k:]
     at_bound = np.asarray(opt.at_bound)

@@ -52,6 +52,10 @@ class RandomSystem(Protocol):
         """``Z Lambda u`` (n,)."""
         ...
 
+    def carry(self, u: FloatArray, theta_old: FloatArray) -> FloatArray:
+        """A start for the modes at the current theta from the modes ``u`` at ``theta_old``."""
+        ...
+
     def zlt(self, v: FloatArray) -> FloatArray:
         """``Lambda' Z' v`` (r,)."""
         ...
@@ -92,6 +96,9 @@ def term_bounds(terms: list[TermSpec]) -> tuple[FloatArray, FloatArray, FloatArr
 class SparseSystem:
     """`RandomSystem` over the design's sparse ``Z`` (any nesting, crossing and slopes)."""
 
+    #: A factorization costs many solves: PIRLS reuses one for chord steps near the modes.
+    costly_factor = True
+
     def __init__(self, terms: list[TermSpec], n: int) -> None:
         self.terms = terms
         self.n = n
@@ -115,6 +122,8 @@ class SparseSystem:
         self._chol: FloatArray | None = None
         self._lu: Any = None
         self._schur: tuple[FloatArray, Any, FloatArray] | None = None
+        self._adiag: FloatArray | None = None
+        self._inv: tuple[Any, ...] | None = None
         big = max(range(len(terms)), key=lambda k: terms[k].nlevels if terms[k].q == 1 else -1)
         self._first: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         if (
@@ -156,9 +165,35 @@ class SparseSystem:
         """``Lambda' Z' v``."""
         return np.asarray(self.ZLt @ v, dtype=np.float64)
 
+    def carry(self, u: FloatArray, theta_old: FloatArray) -> FloatArray:
+        """A start for the modes at the current theta from the modes ``u`` at ``theta_old``.
+
+        For a scalar term a group with weight sum ``W`` alone has the linearised mode
+        ``u = theta s / (1 + theta^2 W)`` (``W`` read off the last factor's diagonal), so ``u`` is
+        rescaled by ``(theta / theta_old) (1 + theta_old^2 W) / (1 + theta^2 W)``; the modes of
+        vector terms are kept.
+        """
+        if self._adiag is None:
+            return u
+        out = u.copy()
+        at = 0
+        for k, t in enumerate(self.terms):
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            if t.q == 1:
+                t0, t1 = float(theta_old[at]), float(self._theta[at])
+                if t0 == 0.0:
+                    out[lo:hi] = 0.0
+                else:
+                    W = (self._adiag[lo:hi] - 1.0) / (t0 * t0)
+                    out[lo:hi] *= t1 * (1.0 + t0 * t0 * W) / (t0 * (1.0 + t1 * t1 * W))
+            at += t.cov.n_theta
+        return out
+
     def factor(self, w: FloatArray) -> None:
         """Factor ``A`` for row weights ``w``."""
         A = (self.ZLt @ sp.diags(w) @ self.ZL + sp.identity(self.r)).tocsc()
+        self._adiag = A.diagonal()
+        self._inv = None
         if self._first is not None:
             idx1, idx2 = self._first
             D = A[idx1][:, idx1].diagonal()
@@ -199,6 +234,71 @@ class SparseSystem:
         if self._chol is not None:
             return float(2.0 * np.sum(np.log(np.diag(self._chol))))
         return float(np.sum(np.log(np.abs(self._lu.U.diagonal()))))
+
+    @property
+    def schur_first(self) -> bool:
+        """``A`` is factored by eliminating one large scalar term first (its block diagonal)."""
+        return self._first is not None
+
+    @property
+    def theta_values(self) -> FloatArray:
+        """The current theta."""
+        return self._theta
+
+    def inverse_entries(self, i: NDArray[np.int64], j: NDArray[np.int64]) -> FloatArray:
+        """Entries ``(A^{-1})[i, j]`` of the current factor, for pairs that share a row of ``Z``.
+
+        Dense: ``A^{-1}`` from the Cholesky factor (LAPACK ``potri``). Schur: with ``A = [D B';
+        B C]`` (``D`` diagonal) and ``S`` the Schur complement, ``A^{-1} = [D^-1 + D^-1 B' S^-1 B
+        D^-1, -D^-1 B' S^-1; ., S^-1]``; ``M = S^-1 B`` is formed once, and only diagonal entries
+        of the first block are asked for (a row is in one group of the eliminated scalar term).
+        """
+        if self._inv is None:
+            self._inv = self._inverse_parts()
+        if self._schur is None or self._first is None:
+            return self._inv[0][i, j]
+        D = self._schur[0]
+        Sinv, M, where, pos = self._inv
+        in1, jn1 = where[i] == 1, where[j] == 1
+        out = np.empty(i.shape)
+        both2 = ~in1 & ~jn1
+        out[both2] = Sinv[pos[i[both2]], pos[j[both2]]]
+        one = in1 & ~jn1
+        out[one] = -M[pos[j[one]], pos[i[one]]] / D[pos[i[one]]]
+        one = ~in1 & jn1
+        out[one] = -M[pos[i[one]], pos[j[one]]] / D[pos[j[one]]]
+        both1 = in1 & jn1
+        if np.any(i[both1] != j[both1]):
+            raise ValueError("off-diagonal entries within the eliminated term are not formed")
+        d = pos[i[both1]]
+        B = self._schur[1]
+        diag = 1.0 / D + np.asarray(B.multiply(M).sum(axis=0)).ravel() / (D * D)
+        out[both1] = diag[d]
+        return out
+
+    def _inverse_parts(self) -> tuple[Any, ...]:
+        from scipy.linalg.lapack import dpotri
+
+        if self._schur is None or self._first is None:
+            assert self._chol is not None
+            inv, info = dpotri(self._chol, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("the factor of A is singular")
+            inv = np.tril(inv) + np.tril(inv, -1).T
+            return (inv,)
+        _, B, L2 = self._schur
+        Sinv, info = dpotri(L2, lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("the Schur complement's factor is singular")
+        Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+        M = np.asarray((B.T.tocsr() @ Sinv).T)  # S^-1 B, (r2, r1): sparse rows times dense
+        idx1, idx2 = self._first
+        where = np.zeros(self.r, dtype=np.int64)
+        where[idx1] = 1
+        pos = np.empty(self.r, dtype=np.int64)
+        pos[idx1] = np.arange(idx1.size)
+        pos[idx2] = np.arange(idx2.size)
+        return Sinv, M, where, pos
 
     def cond_var(self) -> list[FloatArray]:
         """Per term, the (nlevels, q, q) diagonal blocks of ``A^{-1}``."""

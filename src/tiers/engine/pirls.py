@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit
 
 from tiers.engine.agq_nested import nested_agq
 from tiers.engine.glm_family import Family
@@ -43,6 +42,14 @@ U_TOL = 1e-9
 #: For a canonical link PIRLS is Newton's method on the penalized deviance (observed = expected
 #: information), so a full step below this leaves an error of its square (~1e-12).
 NEWTON_TOL = 1e-6
+#: Where factoring ``A`` costs much more than a solve (`RandomSystem.costly_factor`), once a
+#: Newton step is below `CHORD_FROM` the next steps reuse its factor (the chord, or simplified
+#: Newton, method: Kelley 1995, sec. 5.4) while they contract by at least `CHORD_RATE`; they stop
+#: when the error left, ``size rate / (1 - rate)``, is below `CHORD_TOL`. ``A`` is factored again
+#: at the modes for the log-determinant either way.
+CHORD_FROM = 0.1
+CHORD_RATE = 0.25
+CHORD_TOL = 1e-10
 
 
 class PirlsError(ArithmeticError):
@@ -93,46 +100,70 @@ class Glmm:
         self.n_theta = system.n_theta
         self._u = np.zeros(system.r)
         self._theta: FloatArray | None = None
+        self._factored = False
         self.saturated = float(np.sum(family.saturated(y, wt)))
         # canonical links: sum d_i = 2 sum wt (b(eta) - y eta) + const, with b the cumulant
         # (softplus for logit, exp for log): one transcendental per row instead of two logs
         self._canonical = (family.name, family.link) in (("binomial", "logit"), ("poisson", "log"))
+        self._unit = bool(np.all(wt == 1.0))
+        self._wy = wt * y
         if self._canonical:
             zero = np.zeros_like(y)
-            self._dev_const = float(
-                np.sum(family.dev_resid(y, family.linkinv(zero), wt))
-            ) - self._cumulant_sum(zero)
+            self._dev_const = (
+                float(np.sum(family.dev_resid(y, family.linkinv(zero), wt))) - self._dev_mu(zero)[0]
+            )
 
     # -- the inner iteration ---------------------------------------------------------------
-    def _weights(self, eta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """mu, the score ``W (y - mu) / (d mu / d eta)`` and the GLM weights ``W``."""
+    def _dev_mu(self, eta: FloatArray) -> tuple[float, FloatArray]:
+        """The deviance (canonical links: up to `_dev_const`) and mu at ``eta``.
+
+        For the logit link softplus(eta) = max(eta, 0) + log1p(e) and mu = 1 / (1 + e) or
+        e / (1 + e) by the sign of eta, with ``e = exp(-|eta|)``: one exponential serves both
+        (numpy's ``logaddexp`` alone costs three times as much) and neither overflows.
+        """
+        fam = self.family
+        if not self._canonical:
+            mu = fam.linkinv(eta)
+            return float(np.sum(fam.dev_resid(self.y, mu, self.wt))), mu
+        if fam.name == "binomial":
+            # in place: at millions of rows each fresh n-vector costs as much as a pass
+            e = np.abs(eta)
+            if self._unit:  # sum max(eta, 0) = (sum eta + sum |eta|) / 2
+                bsum = 0.5 * (float(np.sum(eta)) + float(np.sum(e)))
+            else:
+                bsum = float(self.wt @ np.maximum(eta, 0.0))
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            mu = np.log1p(e)
+            bsum += float(np.sum(mu)) if self._unit else float(self.wt @ mu)
+            np.add(e, 1.0, out=mu)
+            np.reciprocal(mu, out=mu)
+            np.multiply(mu, e, out=mu, where=eta < 0.0)  # e / (1 + e), exact for small e
+        else:
+            mu = np.exp(np.minimum(eta, 700.0))
+            bsum = float(np.sum(mu)) if self._unit else float(self.wt @ mu)
+        return 2.0 * (bsum - float(self._wy @ eta)), mu
+
+    def _score_weights(self, eta: FloatArray, mu: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The score ``W (y - mu) / (d mu / d eta)`` and the GLM weights ``W``."""
         fam = self.family
         if self._canonical:  # d mu / d eta = V(mu): the score is wt (y - mu), W = wt V(mu)
             if fam.name == "binomial":
-                mu = expit(eta)
-                w = self.wt * mu * (1.0 - mu)
-            else:
-                mu = np.exp(np.minimum(eta, 700.0))
-                w = mu
-            return mu, self.wt * (self.y - mu), w
-        mu = fam.linkinv(eta)
+                w = mu * (1.0 - mu)
+                if not self._unit:
+                    w *= self.wt
+                return self._wy - (mu if self._unit else self.wt * mu), w
+            return self._wy - mu, mu
         d = fam.mu_eta(eta)
         w = self.wt * d * d / fam.variance(mu)
-        return mu, w * (self.y - mu) / d, w
-
-    def _cumulant_sum(self, eta: FloatArray) -> float:
-        eta = np.clip(eta, -700.0, 700.0)
-        b = np.logaddexp(0.0, eta) if self.family.name == "binomial" else np.exp(eta)
-        return float(2.0 * (self.wt @ b - (self.wt * self.y) @ eta))
-
-    def _pdev(self, eta: FloatArray, u: FloatArray) -> float:
-        if self._canonical:
-            return self._cumulant_sum(eta) + self._dev_const + float(u @ u)
-        mu = self.family.linkinv(eta)
-        return float(np.sum(self.family.dev_resid(self.y, mu, self.wt)) + u @ u)
+        return w * (self.y - mu) / d, w
 
     def modes(self, theta: FloatArray, beta: FloatArray, *, warm: bool = True) -> Modes:
         """PIRLS at ``(theta, beta)``: the conditional modes and the Laplace parts.
+
+        A warm start keeps the previous evaluation's random effects ``b = Lambda u`` (not ``u``:
+        when theta moves, ``b`` and so ``eta`` stay close to the new mode, and PIRLS starts
+        where it ended).
 
         Raises
         ------
@@ -141,48 +172,85 @@ class Glmm:
         """
         sysm = self.system
         theta = np.asarray(theta, dtype=np.float64)
+        u = self._u if warm else np.zeros(sysm.r)
         if self._theta is None or not np.array_equal(theta, self._theta):
+            old = self._theta
             sysm.set_theta(theta)
             self._theta = theta.copy()
+            if warm and old is not None:
+                u = sysm.carry(u, old)
         eta0 = self.offset + self.X @ beta
-        u = self._u.copy() if warm else np.zeros(sysm.r)
         eta = eta0 + sysm.zl(u)
-        pdev = self._pdev(eta, u)
+        dev, mu = self._dev_mu(eta)
+        pdev = dev + float(u @ u)
         if not np.isfinite(pdev):
             u = np.zeros(sysm.r)
             eta = eta0.copy()
-            pdev = self._pdev(eta, u)
+            dev, mu = self._dev_mu(eta)
+            pdev = dev + float(u @ u)
         steps = 0
+        chord = getattr(sysm, "costly_factor", False) and self._canonical
+        # the factor left by the previous evaluation (at nearby theta and beta late in the
+        # optimisation) serves the first chord steps; a step that is large or contracts slowly
+        # brings a new one
+        refactor, prev = not (chord and self._factored), np.inf
+        self._factored = False
         for it in range(1, PIRLS_MAXIT + 1):
             steps = it
-            mu, score, w = self._weights(eta)
-            sysm.factor(w)
+            score, w = self._score_weights(eta, mu)
+            newton = refactor
+            if newton:
+                sysm.factor(w)
             delta = sysm.solve(sysm.zlt(score) - u)
+            zd = sysm.zl(delta)
             step = 1.0
             for _ in range(30):
                 u_new = u + step * delta
-                eta_new = eta0 + sysm.zl(u_new)
-                pdev_new = self._pdev(eta_new, u_new)
-                if pdev_new <= pdev + 1e-10 * abs(pdev):
+                eta_new = eta + step * zd
+                dev_new, mu_new = self._dev_mu(eta_new)
+                pdev_new = dev_new + float(u_new @ u_new)
+                # the deviance of a canonical link is a difference of sums (cumulant minus
+                # y eta): near a separated fit its rounding is ~1e-16 of those sums, not of pdev
+                if pdev_new <= pdev + 1e-10 * (abs(pdev) + 1.0):
                     break
                 step *= 0.5
             else:
+                if not newton:  # a stale factor: take a Newton step instead
+                    refactor = True
+                    continue
                 raise PirlsError("the penalized deviance does not decrease along the PIRLS step")
             change = pdev - pdev_new
-            u, eta, pdev = u_new, eta_new, pdev_new
+            u, eta, mu, pdev = u_new, eta_new, mu_new, pdev_new
             size = float(np.max(np.abs(delta), initial=0.0))
-            if step == 1.0 and self._canonical and size <= NEWTON_TOL:
-                break  # PIRLS is Newton's method here: the error after this step is ~size^2
+            first = not np.isfinite(prev)
+            rate = size / prev if prev > 0 and not first else 1.0
+            prev = size
+            if step == 1.0 and self._canonical:
+                if newton and size <= NEWTON_TOL:
+                    break  # PIRLS is Newton's method here: the error after this step is ~size^2
+                if not newton and rate <= CHORD_RATE and size * rate / (1 - rate) <= CHORD_TOL:
+                    break  # the chord steps contract by `rate`: what remains is ~size rate
             if change <= PIRLS_TOL * (abs(pdev) + 0.1) and step == 1.0 and size <= U_TOL:
                 break
+            # keep the factor while the chord steps contract fast (the weights barely move)
+            refactor = not (
+                chord
+                and self._canonical
+                and step == 1.0
+                and size <= CHORD_FROM
+                and (newton or first or rate <= CHORD_RATE)
+            )
         else:
             raise PirlsError(f"PIRLS did not converge in {PIRLS_MAXIT} steps")
-        mu, _, w = self._weights(eta)
+        _, w = self._score_weights(eta, mu)
         sysm.factor(w)
+        self._factored = True
         self._u = u
         # -2 log p(y | u) is the deviance plus the saturated model's -2 log L (no log-gamma here)
-        m2ll = pdev - float(u @ u) + self.saturated
-        return Modes(u, mu, eta, m2ll, sysm.logdet(), steps)
+        dev = pdev - float(u @ u)
+        if self._canonical:
+            dev += self._dev_const
+        return Modes(u, mu, eta, dev + self.saturated, sysm.logdet(), steps)
 
     # -- the objectives ---------------------------------------------------------------------
     def laplace(self, theta: FloatArray, beta: FloatArray) -> float:

@@ -93,6 +93,7 @@ def minimize_theta(
     upper: FloatArray | None = None,
     hessian: Callable[[FloatArray, NDArray[np.bool_]], FloatArray] | None = None,
     maxiter: int = 2000,
+    near: bool = False,
 ) -> OptSummary:
     """Minimise ``fun`` over ``lower <= theta <= upper``.
 
@@ -106,6 +107,9 @@ def minimize_theta(
         Bounds (0 for SDs, -inf for off-diagonal factor entries).
     hessian : callable, optional
         ``hessian(theta, free)``; default: central differences of the gradient.
+    near : bool
+        ``theta0`` is already close to the optimum: go straight to the Newton polish, and run
+        L-BFGS-B first only if the polish does not certify the end point.
     """
     start = time.perf_counter()
     counted = _Counted(fun)
@@ -115,26 +119,46 @@ def minimize_theta(
         (lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None)
         for lo, hi in zip(lower, upper, strict=True)
     ]
-    res = minimize(
-        counted,
-        np.asarray(theta0, dtype=np.float64),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
-    )
-    theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
-    f, g = counted(theta)
-    theta, f, g = _snap(counted, theta, f, g, lower)
-    theta, f, g = _escape_boundary(
-        counted, theta, f, g, lower, upper, bounds, maxiter, np.asarray(theta0, dtype=np.float64)
-    )
     if hessian is None:
 
         def hessian(x: FloatArray, free: NDArray[np.bool_]) -> FloatArray:
             return gradient_hessian(lambda z: counted(z)[1], x, free)
 
-    theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower, upper, hessian)
+    said = "Newton polish from a start near the optimum"
+    if near:
+        theta = np.clip(np.asarray(theta0, dtype=np.float64), lower, upper)
+        f, g = counted(theta)
+        if not np.any(np.isfinite(lower) & (theta <= lower)):
+            theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower, upper, hessian)
+            interior = not np.any(np.isfinite(lower) & (theta <= lower))
+            near = pd_ok and step <= STEP_TOL and interior and bool(np.all(np.isfinite(theta)))
+        else:
+            near = False
+    if not near:
+        res = minimize(
+            counted,
+            np.asarray(theta0, dtype=np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20},
+        )
+        said = str(res.message)
+        theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
+        f, g = counted(theta)
+        theta, f, g = _snap(counted, theta, f, g, lower)
+        theta, f, g = _escape_boundary(
+            counted,
+            theta,
+            f,
+            g,
+            lower,
+            upper,
+            bounds,
+            maxiter,
+            np.asarray(theta0, dtype=np.float64),
+        )
+        theta, f, g, step, pd_ok = _polish(counted, theta, f, g, lower, upper, hessian)
     at_bound = tuple(bool(v) for v in (theta <= lower))
     free = ~np.asarray(at_bound)
     grad = np.where(free, g, 0.0)
@@ -149,7 +173,7 @@ def minimize_theta(
     else:
         message = (
             f"not certified: a Newton step of {step:.2g} remains at the end point "
-            f"(optimizer said: {res.message})"
+            f"(optimizer said: {said})"
         )
     return OptSummary(
         theta0=np.asarray(theta0, dtype=np.float64),
