@@ -7,8 +7,8 @@ cancels), the between regression runs on the group means, and the quasi-demeaned
 cross-product is ``sum_i zs_i zs_i'`` with ``zs_i = z_i - theta_g zbar_g``, expanded per group below.
 The statistics are those of the random-intercept model ``y ~ x + (1 | id)``
 (`tiers.scale.fit.prepare_dask`: two passes, rows never on the client), so every figure of the
-in-memory result is reproduced except the cluster-robust covariance, which needs each group's
-cross-product of scores (refused, naming what to do).
+in-memory result is reproduced. The cluster-robust covariance (by panel id) needs each panel's
+cross-product as well: one more pass (`tiers.scale.panel_cluster`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from scipy import stats as sps
 from tiers.design.summary import SummaryFrame
 from tiers.engine.statistics import NestedStatistics
 from tiers.errors import DataError
-from tiers.panel.core import _coef_table
+from tiers.panel.core import _check_args, _cluster_sandwich, _coef_table
 from tiers.panel.estimators import FTest, PanelResult
 from tiers.scale.fit import prepare_dask
+from tiers.scale.panel_cluster import fe_scores, group_products, re_scores
 
 FloatArray = NDArray[np.float64]
 
@@ -110,14 +111,7 @@ def _corr2_arrays(a: FloatArray, b: FloatArray) -> float | None:
 def _prepare(
     ddf: Any, y: str, x: Sequence[str], id: str, vce: str, level: float
 ) -> tuple[_Sums, pd.Index, int, tuple[str, ...]]:
-    if vce != "conventional":
-        raise DataError(
-            f"vce={vce!r} on a Dask DataFrame: the cluster-robust covariance needs each group's "
-            "cross-product of scores, which the per-group sums do not hold; use "
-            "vce='conventional', or compute the data (ddf.compute()) for vce='cluster'"
-        )
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), not {level!r}")
+    _check_args(vce, level)
     xs = [x] if isinstance(x, str) else list(x)
     if not xs or len(set(xs)) != len(xs) or y in xs:
         raise DataError(f"y and x must name distinct columns, x at least one (y={y!r}, x={xs!r})")
@@ -143,8 +137,9 @@ def _prepare(
 def fixed_effects(
     ddf: Any, y: str, x: Sequence[str], id: str, *, vce: str = "conventional", level: float = 0.95
 ) -> PanelResult:
-    """`tiers.panel.estimators.fixed_effects` of a Dask DataFrame (conventional vce)."""
+    """`tiers.panel.estimators.fixed_effects` of a Dask DataFrame."""
     s, labels, dropped, omitted0 = _prepare(ddf, y, x, id, vce, level)
+    xs = [x] if isinstance(x, str) else list(x)
     N, n, k = s.N, s.n, len(s.names)
     if n == N:
         raise DataError(
@@ -176,7 +171,13 @@ def fixed_effects(
     ZZ[:K, :K] = Wxx + N * np.outer(xbar, xbar)
     ZZ[:K, K] = ZZ[K, :K] = N * xbar
     ZZ[K, K] = N
-    V = s2 * np.linalg.inv(ZZ)
+    df_t = df_e
+    if vce == "cluster":
+        P = group_products(ddf, y, xs, id, s.m[1:], labels)
+        scores = fe_scores(P, s.S[:, 1:], s.Ti, [j - 1 for j in keep], b)
+        V, df_t = _cluster_sandwich(scores, N, np.linalg.inv(ZZ)), n - 1
+    else:
+        V = s2 * np.linalg.inv(ZZ)
     means = s.group_means()
     u = means[:, yc] - means[:, keep] @ b - cons
     sigma_u = float(np.std(u, ddof=1)) if n > 1 else math.nan
@@ -186,7 +187,9 @@ def fixed_effects(
     xb_var = float(b @ Cxx @ b)
     cov_u_xb = float((u - u_obs) @ (s.S[:, keep] @ b))
     f_test = None
-    if n > 1:
+    if vce == "cluster":
+        notes.append("F test that all u_i=0 not reported with vce='cluster' (as Stata)")
+    elif n > 1:
         rss_p = Cyy - float(Cxy @ np.linalg.solve(Cxx, Cxy))
         F = ((rss_p - rss) / (n - 1)) / s2
         f_test = FTest(F=F, df1=n - 1, df2=df_e, p_value=float(sps.f.sf(F, n - 1, df_e)))
@@ -198,12 +201,12 @@ def fixed_effects(
         depvar=y,
         id=id,
         vce=vce,
-        coef=_coef_table(np.append(b, cons), V, names, df_e, level),
+        coef=_coef_table(np.append(b, cons), V, names, df_t, level),
         vcov=pd.DataFrame(V, names, names),
         nobs=N,
         ngroups=n,
         nobs_dropped=dropped,
-        df_resid=df_e,
+        df_resid=df_t,
         rss=rss,
         group_sizes=(int(s.Ti.min()), float(s.Ti.mean()), int(s.Ti.max())),
         sigma_u=sigma_u,
@@ -237,7 +240,7 @@ def _pooled_keep(s: _Sums) -> list[int]:
 def random_effects(
     ddf: Any, y: str, x: Sequence[str], id: str, *, vce: str = "conventional", level: float = 0.95
 ) -> PanelResult:
-    """`tiers.panel.estimators.random_effects` (Swamy-Arora) of a Dask DataFrame (conventional vce).
+    """`tiers.panel.estimators.random_effects` (Swamy-Arora) of a Dask DataFrame.
 
     The quasi-demeaned regression's cross-product, with ``d_i = m + e_i`` (``m`` the column
     means, ``S_g`` the group sums of ``e``) and ``zs_i = d_i - theta_g dbar_g``, is
@@ -247,6 +250,7 @@ def random_effects(
     from tiers.panel.core import _drop_pooled_collinear
 
     s, labels, dropped, omitted0 = _prepare(ddf, y, x, id, vce, level)
+    xs = [x] if isinstance(x, str) else list(x)
     N, n, k0 = s.N, s.n, len(s.names)
     yc = k0 + 1
     keep = _pooled_keep(s)
@@ -307,7 +311,12 @@ def random_effects(
     M += np.outer(m, u) + np.outer(u, m)
     b = np.linalg.solve(M[: k + 1, : k + 1], M[: k + 1, k + 1])
     rss = float(M[k + 1, k + 1] - M[k + 1, : k + 1] @ b)
-    V = rss / (N - k - 1) * np.linalg.inv(M[: k + 1, : k + 1])
+    bread = np.linalg.inv(M[: k + 1, : k + 1])
+    if vce == "cluster":
+        P = group_products(ddf, y, xs, id, s.m[1:], labels)
+        V = _cluster_sandwich(re_scores(P, s.S, Ti, s.m, th, order, b), N, bread)
+    else:
+        V = rss / (N - k - 1) * bread
     bx = b[:k]
     ys_sum = float(Ti @ ((1.0 - th) * ybar))
     ys_ss = float(M[k + 1, k + 1]) - ys_sum**2 / N
