@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 
@@ -31,3 +32,21 @@ if TYPE_CHECKING:
     from scipy import stats as stats
 else:
     stats = LazyModule("scipy.stats")
+
+
+def submodules(package: str) -> Callable[[str], types.ModuleType]:
+    """A package's module ``__getattr__`` (PEP 562) importing its submodules on first use.
+
+    ``tiers.inference.lrtest`` then works after a plain ``import tiers`` without the package
+    importing every submodule up front; a name that is not a submodule is an AttributeError.
+    """
+
+    def __getattr__(name: str) -> types.ModuleType:
+        try:
+            return importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.{name}":
+                raise
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__

@@ -1,13 +1,5 @@
 """Inference on a fit: intervals, tests, variance shares, predictions and the bootstrap."""
 
+from tiers._lazy import submodules
 
-def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
-    # a submodule on first use (``tiers.inference.lrtest`` after a plain ``import tiers``)
-    import importlib
-
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = submodules(__name__)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from tiers.design.design import Design
 from tiers.inference.r2 import R2
-from tiers.report.json import SCHEMA_VERSION
+from tiers.report.json import SCHEMA_VERSION, level_rows
 from tiers.results.glmm import GlmmFit
 from tiers.results.lrtest import LRTest
 
@@ -110,18 +110,7 @@ def glmm_dict(
         "nobs": fit.nobs,
         "n_dropped": design.frame.n_dropped,
         "ngroups": {lv.name: lv.ngroups for lv in design.level_infos},
-        "levels": [
-            {
-                "name": lv.name,
-                "columns": list(lv.columns),
-                "ngroups": lv.ngroups,
-                "min_obs": lv.min_obs,
-                "mean_obs": lv.mean_obs,
-                "max_obs": lv.max_obs,
-                "implicit_nesting": lv.implicit,
-            }
-            for lv in design.level_infos
-        ],  # fmt: skip
+        "levels": level_rows(design.level_infos),
         "fixed_effects": [
             {
                 "name": str(name),

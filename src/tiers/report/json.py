@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
-from tiers.design.design import theta_names
+from tiers.design.design import LevelInfo, theta_names
 from tiers.inference.r2 import R2
 from tiers.results.result import FitResult
 
@@ -71,18 +72,7 @@ def result_dict(
         "nobs": res.nobs,
         "n_dropped": res.n_dropped,
         "ngroups": res.ngroups,
-        "levels": [
-            {
-                "name": lv.name,
-                "columns": list(lv.columns),
-                "ngroups": lv.ngroups,
-                "min_obs": lv.min_obs,
-                "mean_obs": lv.mean_obs,
-                "max_obs": lv.max_obs,
-                "implicit_nesting": lv.implicit,
-            }
-            for lv in res.levels
-        ],
+        "levels": level_rows(res.levels),
         "fixed_effects": [
             {
                 "name": name,
@@ -279,3 +269,19 @@ def kenward_roger_dict(
         ],
         "vcov_adjusted": [[_num(v) for v in row] for row in vcov_adj.to_numpy()],
     }
+
+
+def level_rows(levels: Iterable[LevelInfo]) -> list[dict[str, Any]]:
+    """The JSON document's ``levels``: one row per grouping level, innermost last."""
+    return [
+        {
+            "name": lv.name,
+            "columns": list(lv.columns),
+            "ngroups": lv.ngroups,
+            "min_obs": lv.min_obs,
+            "mean_obs": lv.mean_obs,
+            "max_obs": lv.max_obs,
+            "implicit_nesting": lv.implicit,
+        }
+        for lv in levels
+    ]
