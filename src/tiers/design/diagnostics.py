@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tiers.design.grouping import GroupingFactor, parent_map
+from tiers.design.grouping import GroupingFactor, combined_key, parent_map
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError, NestingError
 from tiers.formula.render import render_nested
@@ -46,7 +46,7 @@ def check_child_nesting(
         own, n_own = _codes(data, child)
         parent = gf.parent_codes
         assert parent is not None
-        pairs = np.unique(parent * n_own + own)
+        pairs = np.unique(combined_key(parent, n_own, own))
         labels_parents = np.bincount(pairs % n_own, minlength=n_own)
         repeated = np.flatnonzero(labels_parents > 1)
         share = repeated.size / n_own

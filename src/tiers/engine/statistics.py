@@ -115,8 +115,10 @@ class NestedStatistics:
             shift[p] = (y.sum() if w is None else w @ y) / wsum
             shift[icpt] = 0.0
         nleaf = tree.sizes[-1]
+        # bincount indexes by intp: cast int32 codes once here, not on every call
+        group = np.asarray(tree.leaf, dtype=np.intp)
         leaf = np.empty((nleaf, p + 2))
-        leaf[:, 0] = np.bincount(tree.leaf, weights=w, minlength=nleaf)
+        leaf[:, 0] = np.bincount(group, weights=w, minlength=nleaf)
         # one centred column at a time (bincount copies a strided column anyway): n values, not
         # the n x (p + 1) matrix
         for j in range(p + 1):
@@ -124,8 +126,9 @@ class NestedStatistics:
             if shift[j]:
                 col = col - shift[j]
             leaf[:, j + 1] = np.bincount(
-                tree.leaf, weights=col if w is None else col * w, minlength=nleaf
+                group, weights=col if w is None else col * w, minlength=nleaf
             )
+        del group
         colsum = leaf[:, 1:].sum(axis=0)
         # the cross-product of the centred [X y], accumulated over row chunks: one chunk-sized
         # working matrix rather than n x (p + 1) (192 MB at 8 million rows with p = 2)
