@@ -54,11 +54,17 @@ def _non_decreasing(codes: Codes, step: int) -> bool:
 
 
 def _add_runs(leaf: FloatArray, group: Codes, WD: FloatArray, w: FloatArray | None) -> None:
-    """Add one chunk of rows sorted by leaf to the leaf sums: each run of a leaf is one sum."""
-    starts = np.concatenate(([0], np.flatnonzero(group[1:] != group[:-1]) + 1))
-    ids = group[starts]
-    leaf[ids, 0] += np.diff(starts, append=group.size) if w is None else np.add.reduceat(w, starts)
-    leaf[ids, 1:] += np.add.reduceat(WD, starts, axis=0)
+    """Add one chunk of rows sorted by leaf to the leaf sums.
+
+    Its leaves are the range ``group[0]..group[-1]``, at most as many as its rows: bincounts over
+    that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs).
+    """
+    lo = int(group[0])
+    m = int(group[-1]) + 1 - lo
+    local = np.subtract(group, lo, dtype=np.intp)
+    leaf[lo : lo + m, 0] += np.bincount(local, weights=w, minlength=m)
+    for j in range(WD.shape[1]):
+        leaf[lo : lo + m, j + 1] += np.bincount(local, weights=WD[:, j], minlength=m)
 
 
 def _leaf_sums(
@@ -159,7 +165,7 @@ class NestedStatistics:
         # the cross-product of the centred [X y], accumulated over row chunks: one chunk-sized
         # working matrix rather than n x (p + 1) (192 MB at 8 million rows with p = 2)
         dtd = np.zeros((p + 1, p + 1))
-        D = np.empty((min(step, n), p + 1))
+        D = np.empty((min(step, n), p + 1), order="F")
         for a in range(0, n, step):
             b = min(n, a + step)
             Dc = D[: b - a]
