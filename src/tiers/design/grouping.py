@@ -158,7 +158,8 @@ def parent_map(child: Codes, nchild: int, parent: Codes) -> tuple[IntArray, bool
     """Map each child group to a parent group; ``ok`` is False when some child has two parents."""
     mapping = np.empty(nchild, dtype=np.int64)
     mapping[child] = parent
-    return mapping, bool(np.array_equal(mapping[child], parent))
+    # np.take gathers faster than fancy indexing (no index-shape handling)
+    return mapping, bool(np.array_equal(np.take(mapping, child), parent))
 
 
 class _FactorBuilder:
