@@ -147,6 +147,36 @@ def test_nested_engine_from_combined_statistics(chunks: int) -> None:
     _same_modes(built, whole, theta, sol)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_statistics_of_rows_sorted_by_leaf_equal_the_bincount_path(monkeypatch, weighted) -> None:
+    """Sorted rows are summed by runs, chunk by chunk (a leaf may span chunks); shuffled rows by
+    bincount: the same statistics up to rounding."""
+    import tiers.engine.statistics as st_mod
+
+    design = tiers.prepare(FORMULAS["nested"], random_data(4))
+    y, X, tree = design.frame.y, design.frame.X, design.nesting.tree
+    order = np.argsort(tree.leaf, kind="stable")
+    w = np.random.default_rng(1).uniform(0.5, 2.0, y.size) if weighted else None
+    sorted_tree = type(tree)(tree.leaf[order], tree.parents, tree.sizes)
+    shuffled = np.random.default_rng(2).permutation(y.size)
+    shuffled_tree = type(tree)(tree.leaf[shuffled], tree.parents, tree.sizes)
+    assert st_mod._non_decreasing(sorted_tree.leaf, 7)
+    assert not st_mod._non_decreasing(shuffled_tree.leaf, 7)
+    monkeypatch.setattr(st_mod, "_CHUNK_CELLS", 7 * (X.shape[1] + 1))  # 7 rows a chunk
+    runs = NestedStatistics.from_arrays(
+        y[order], X[order], sorted_tree, weights=None if w is None else w[order]
+    )
+    counts = NestedStatistics.from_arrays(
+        y[shuffled], X[shuffled], shuffled_tree, weights=None if w is None else w[shuffled]
+    )
+    # sums of the same O(1) centred values in another order: rounding of a few ulps of the total
+    scale = np.abs(runs.dtd).max()
+    np.testing.assert_allclose(runs.shift, counts.shift, rtol=1e-13)
+    np.testing.assert_allclose(runs.dtd, counts.dtd, rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(runs.leaf, counts.leaf, rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(runs.colsum, counts.colsum, atol=1e-10 * scale)
+
+
 def test_nested_modes_from_statistics_equal_the_tree_engine() -> None:
     """The scalar engine's modes (from leaf sums) equal the general tree computation."""
     design = tiers.prepare(FORMULAS["nested"], random_data(4))

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 import tiers
 from tiers.api import prepare
+from tiers.design.grouping import build_factors
 from tiers.engine.nested_block import TreeProblem
 from tiers.errors import DataError, FormulaError, IdentificationWarning
+from tiers.formula.parse import parse
 from tiers.optimize.derivatives import fd_gradient
 
 from .conftest import load_case
@@ -161,3 +163,16 @@ def test_perfectly_correlated_effects_are_named_in_words() -> None:
         res = tiers.fit("Reaction ~ Days + (Days | Subject)", data.assign(Reaction=y))
     assert res.is_singular
     np.testing.assert_allclose(abs(res.correlations["correlation"].iloc[0]), 1.0, atol=1e-6)
+
+
+def test_implicit_nesting_keys_beyond_int32_are_exact():
+    """Codes are int32; a parent x child key past 2^31 (50,000 x 50,001 here) is formed in int64."""
+    n = 100_000
+    i = np.arange(n)
+    data = pd.DataFrame({"y": np.zeros(n), "a": i // 2, "b": i % 50_001})
+    (gf,) = build_factors(parse("y ~ 1 + (1 | a/b)"), data)[1:]
+    assert gf.implicit and gf.codes.dtype == np.int32
+    # every (a, b) pair is distinct, and codes follow the sorted pairs
+    expected = np.lexsort((data["b"], data["a"])).argsort()
+    assert gf.nlevels == n
+    np.testing.assert_array_equal(gf.codes, expected)

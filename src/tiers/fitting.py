@@ -205,7 +205,8 @@ def assemble(
     if vce is not None:
         X_used = design.frame.X if X is None else X
         robust = robust_vcov(design, vce, opt.theta, sol.beta, sol.sigma, y_used, X_used)
-    scale = float(np.max(np.abs(y_used))) if y_used.size else 0.0
+    # max |y| without an n-row |y| (64 MB at 8 million rows)
+    scale = max(-float(y_used.min()), float(y_used.max())) if y_used.size else 0.0
     data_signature = signature(np.asarray(y_used))
     if y is None and isinstance(design.frame, SummaryFrame):  # rows summarised (tiers.scale)
         scale, data_signature = design.frame.y_absmax, design.frame.y_signature

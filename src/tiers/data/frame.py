@@ -321,8 +321,9 @@ def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int
     # the columns themselves, not a copy: ``df[cols]`` copies every column that shares a block
     # with another (all the integer ids of a Parquet file), 250 MB at 8 million rows
     used = pd.DataFrame({c: df[c] for c in cols}, copy=False).__finalize__(df)  # and its attrs
-    masks = {c: used[c].isna().to_numpy() for c in cols}
-    dropped_by_column = {c: int(m.sum()) for c, m in masks.items()}
+    # numpy integer and bool columns cannot hold a missing value: no n-row isna mask for them
+    masks = {c: df[c].isna().to_numpy() for c in cols if _may_be_missing(df[c])}
+    dropped_by_column = {c: int(masks[c].sum()) if c in masks else 0 for c in cols}
     if not any(dropped_by_column.values()):
         return (
             used.reset_index(drop=True) if not isinstance(used.index, pd.RangeIndex) else used,
@@ -332,6 +333,11 @@ def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int
     incomplete = np.logical_or.reduce(list(masks.values()))
     used = used.loc[~incomplete].reset_index(drop=True)
     return used, int(incomplete.sum()), dropped_by_column
+
+
+def _may_be_missing(values: pd.Series) -> bool:
+    """False for numpy integer and bool columns, which have no missing value."""
+    return not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "iub")
 
 
 def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tiers.design.grouping import GroupingFactor, parent_map
+from tiers.design.grouping import GroupingFactor, combined_key, parent_map
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError, NestingError
 from tiers.formula.render import render_nested
@@ -46,7 +46,7 @@ def check_child_nesting(
         own, n_own = _codes(data, child)
         parent = gf.parent_codes
         assert parent is not None
-        pairs = np.unique(parent * n_own + own)
+        pairs = np.unique(combined_key(parent, n_own, own))
         labels_parents = np.bincount(pairs % n_own, minlength=n_own)
         repeated = np.flatnonzero(labels_parents > 1)
         share = repeated.size / n_own
@@ -254,7 +254,11 @@ def check_estimable(
         )
     lo, hi = REPRESENTABLE
     columns = [(name, X[:, j], "predictor") for j, name in enumerate(xnames)]
-    columns += [(z, t.Z[:, k], "random effect") for t in terms for k, z in enumerate(t.znames)]
+    columns += [
+        (z, _one_if_broadcast(t.Z[:, k]), "random effect")
+        for t in terms
+        for k, z in enumerate(t.znames)
+    ]
     for name, col, role in columns:
         if not np.all(np.isfinite(col)):
             continue  # reported below, with the term
@@ -267,6 +271,8 @@ def check_estimable(
                 "rescale one of them before fitting, and scale the estimates back"
             )
     for t in terms:
+        if np.isfinite(_one_if_broadcast(t.Z)).all():
+            continue
         bad = ~np.isfinite(t.Z)
         if bad.any():
             j = int(np.flatnonzero(bad.any(axis=0))[0])
@@ -276,6 +282,14 @@ def check_estimable(
                 "non-finite values (infinite, or NaN from a transformation such as log of a "
                 f"non-positive number), first at row {int(rows[0])}; remove or recode those rows"
             )
+
+
+def _one_if_broadcast(a: np.ndarray) -> np.ndarray:
+    """The first row of an array that repeats it in every row (a zero row stride), else the array.
+
+    An intercept-only term's ``Z`` is one 1.0 broadcast to every row: its values are checked once.
+    """
+    return a[:1] if a.ndim and a.shape[0] and a.strides[0] == 0 else a
 
 
 def check_exact_fit(response: str, y: np.ndarray, X: np.ndarray, terms: list[TermSpec]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,10 @@ from tiers.errors import DataError
 from tiers.formula.types import Formula
 
 IntArray = NDArray[np.int64]
+#: Per-row group codes, int32 while the rows fit (half the memory of int64: 32 MB per factor at 8
+#: million rows), else int64; typed by its element kind only so that code written for int64 codes
+#: accepts both. A combined key (``a * n_b + b``) must be formed in int64: `combined_key`.
+Codes = NDArray[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +30,7 @@ class Tree:
 
     Attributes
     ----------
-    leaf : IntArray
+    leaf : Codes
         For each observation, its node at the innermost level K.
     parents : tuple of IntArray
         ``parents[k]`` maps each node of level ``k + 1`` to its node at level ``k``
@@ -34,7 +39,7 @@ class Tree:
         Number of nodes per level.
     """
 
-    leaf: IntArray
+    leaf: Codes
     parents: tuple[IntArray, ...]
     sizes: tuple[int, ...]
 
@@ -87,10 +92,10 @@ class GroupingFactor:
 
     name: str
     columns: tuple[str, ...]
-    codes: IntArray = field(repr=False)
+    codes: Codes = field(repr=False)
     nlevels: int
     implicit: bool = False
-    parent_codes: IntArray | None = field(default=None, repr=False)
+    parent_codes: Codes | None = field(default=None, repr=False)
     prefix_map: IntArray | None = field(default=None, repr=False)
     counts: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
@@ -112,25 +117,36 @@ class GroupingFactor:
         return self.counts
 
 
-def _factorize(values: pd.Series | np.ndarray) -> tuple[IntArray, int]:
+def _code_dtype(n: int) -> type[np.int32] | type[np.int64]:
+    """int32 codes when every code (at most ``n``) fits, else int64."""
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
+def combined_key(a: Codes, n_b: int, b: Codes) -> IntArray:
+    """``a * n_b + b`` in int64: the product of two level counts can pass int32's range."""
+    return a.astype(np.int64) * n_b + b
+
+
+def _factorize(values: pd.Series | np.ndarray) -> tuple[Codes, int]:
     """Codes in sorted order of the values.
 
     Integer ids in a compact range (the usual case) are coded by a presence table, O(n) without
     hashing.
     """
     arr = values.to_numpy() if isinstance(values, pd.Series) else values
+    dtype = _code_dtype(arr.size)
     if arr.dtype.kind in "iu" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if 0 <= lo and hi <= 4 * arr.size + 1024:
             present = np.zeros(hi + 1, dtype=bool)
             present[arr] = True
-            index = np.cumsum(present, dtype=np.int64) - 1
+            index = np.cumsum(present, dtype=_code_dtype(hi + 1)) - 1
             return index[arr], int(index[-1] + 1)
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(np.int64, copy=False), len(uniques)
+    return codes.astype(dtype, copy=False), len(uniques)
 
 
-def _first_rows(codes: IntArray, nlevels: int) -> IntArray:
+def _first_rows(codes: Codes, nlevels: int) -> IntArray:
     first = np.full(nlevels, -1, dtype=np.int64)
     # reversed assignment leaves the smallest row index for each code
     rows = np.arange(codes.size - 1, -1, -1, dtype=np.int64)
@@ -138,11 +154,12 @@ def _first_rows(codes: IntArray, nlevels: int) -> IntArray:
     return first
 
 
-def parent_map(child: IntArray, nchild: int, parent: IntArray) -> tuple[IntArray, bool]:
+def parent_map(child: Codes, nchild: int, parent: Codes) -> tuple[IntArray, bool]:
     """Map each child group to a parent group; ``ok`` is False when some child has two parents."""
     mapping = np.empty(nchild, dtype=np.int64)
     mapping[child] = parent
-    return mapping, bool(np.array_equal(mapping[child], parent))
+    # np.take gathers faster than fancy indexing (no index-shape handling)
+    return mapping, bool(np.array_equal(np.take(mapping, child), parent))
 
 
 class _FactorBuilder:
@@ -155,10 +172,10 @@ class _FactorBuilder:
 
     def __init__(self, data: pd.DataFrame) -> None:
         self.data = data
-        self.single: dict[str, tuple[IntArray, int]] = {}
+        self.single: dict[str, tuple[Codes, int]] = {}
         self.built: dict[tuple[str, ...], GroupingFactor] = {}
 
-    def codes_of(self, col: str) -> tuple[IntArray, int]:
+    def codes_of(self, col: str) -> tuple[Codes, int]:
         if col not in self.single:
             try:
                 self.single[col] = _factorize(self.data[col])
@@ -183,7 +200,7 @@ class _FactorBuilder:
                 codes, nlevels = own, n_own
             else:
                 parent_codes = prefix.codes
-                codes, nlevels = _factorize(prefix.codes * n_own + own)
+                codes, nlevels = _factorize(combined_key(prefix.codes, n_own, own))
                 prefix_map = np.empty(nlevels, dtype=np.int64)
                 prefix_map[codes] = prefix.codes  # a combination nests in its prefix
         gf = GroupingFactor(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from tiers.design.grouping import GroupingFactor
+from tiers.design.grouping import Codes, GroupingFactor, combined_key
 from tiers.design.residual_params import ResidualParams
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError
@@ -126,7 +126,7 @@ def build_residual_layout(
     block, nblocks, group_name = leaf.codes, leaf.nlevels, leaf.name
     if spec.group is not None:
         g, ng = _codes(data[spec.group])[0], data[spec.group].nunique()
-        block, uniq = pd.factorize(leaf.codes * max(ng, 1) + g, sort=True)
+        block, uniq = pd.factorize(combined_key(leaf.codes, max(ng, 1), g), sort=True)
         block = block.astype(np.int64)
         nblocks, group_name = len(uniq), f"{spec.group} within {leaf.name}"
     times = _numeric_time(data, spec) if spec.time is not None else np.zeros(n)
@@ -232,7 +232,7 @@ def _occasion_label(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-def _longest_lag(times: FloatArray, block: IntArray, nblocks: int) -> float:
+def _longest_lag(times: FloatArray, block: Codes, nblocks: int) -> float:
     """The largest ``t_max - t_min`` within a residual group (0 without rows)."""
     if not times.size:
         return 0.0

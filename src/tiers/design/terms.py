@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from tiers.data.frame import model_matrix
 from tiers.design.covariance import CovStructure
-from tiers.design.grouping import GroupingFactor
+from tiers.design.grouping import Codes, GroupingFactor
 from tiers.errors import DataError
 from tiers.formula.types import Formula
 
@@ -57,7 +57,7 @@ class TermSpec:
         return self.factor.nlevels
 
     @property
-    def codes(self) -> NDArray[np.int64]:
+    def codes(self) -> Codes:
         """Group of each row."""
         return self.factor.codes
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.design.grouping import Codes, combined_key
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -32,7 +34,7 @@ def _pair_count(codes: IntArray) -> float:
     return float(counts @ counts)
 
 
-def moment_variances(r: FloatArray, codes: list[IntArray]) -> FloatArray | None:
+def moment_variances(r: FloatArray, codes: list[Codes]) -> FloatArray | None:
     """``(s_1^2, ..., s_K^2, s_e^2)`` from the residuals ``r``; None when not identified."""
     n = float(r.size)
     K = len(codes)
@@ -40,7 +42,7 @@ def moment_variances(r: FloatArray, codes: list[IntArray]) -> FloatArray | None:
     C = np.zeros((K, K))
     for k in range(K):
         for m in range(k):
-            keys = codes[k] * (int(codes[m].max()) + 1) + codes[m]
+            keys = combined_key(codes[k], int(codes[m].max()) + 1, codes[m])
             C[k, m] = C[m, k] = _pair_count(np.unique(keys, return_inverse=True)[1])
     A = np.zeros((K + 1, K + 1))
     u = np.zeros(K + 1)
@@ -60,7 +62,7 @@ def moment_variances(r: FloatArray, codes: list[IntArray]) -> FloatArray | None:
     return np.asarray(np.linalg.solve(A, u), dtype=np.float64)
 
 
-def moment_theta(y: FloatArray, X: FloatArray, codes: list[IntArray]) -> FloatArray | None:
+def moment_theta(y: FloatArray, X: FloatArray, codes: list[Codes]) -> FloatArray | None:
     """``theta_k = s_k / s_e`` from OLS residuals, floored at `THETA_FLOOR`; None if unavailable."""
     beta = np.linalg.lstsq(X, y, rcond=None)[0]
     v = moment_variances(y - X @ beta, [np.asarray(c, dtype=np.int64) for c in codes])

@@ -145,11 +145,13 @@ class NestedProblem(ProfiledProblem):
         # Leaf sums c_g = (n_g, sum x, sum y), kept for the conditional modes.
         self.leaf_sums = csum = stats.leaf
         renumber = self._renumber(tree) if self.K > 1 else []
-        present, size_class = _size_classes(csum[:, 0])
-        self.uniform_from = self._uniform_from(tree) if present.size == 1 else self.K
+        sizes = csum[:, 0]
+        # equal leaves need no size classes (two n_leaf-long index arrays, 64 MB at 4 million leaves)
+        self.uniform_from = self._uniform_from(tree) if sizes.min() == sizes.max() else self.K
         if self.uniform_from < self.K:
             self._init_uniform(tree, csum, renumber)
         else:
+            present, size_class = _size_classes(sizes)
             self._init_leaf_classes(tree, csum, size_class, present, renumber)
 
     def _uniform_from(self, tree: Tree) -> int:

@@ -28,9 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tiers.design.grouping import Tree
+from tiers.design.grouping import Codes, Tree
 
 FloatArray = NDArray[np.float64]
+
+#: Cells of the working copy of ``[X y]`` per chunk of rows (8 MB of float64).
+_CHUNK_CELLS = 1 << 20
 
 
 def intercept_column(X: FloatArray) -> int | None:
@@ -39,6 +42,48 @@ def intercept_column(X: FloatArray) -> int | None:
         return None
     ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
     return int(ones[0]) if ones else None
+
+
+def _non_decreasing(codes: Codes, step: int) -> bool:
+    """Whether the codes never decrease, checked a chunk at a time (no n-row temporary)."""
+    for a in range(0, codes.size, step):
+        c = codes[a : a + step + 1]  # one past the chunk: the boundary is checked too
+        if not np.all(c[1:] >= c[:-1]):
+            return False
+    return True
+
+
+def _add_runs(leaf: FloatArray, group: Codes, WD: FloatArray, w: FloatArray | None) -> None:
+    """Add one chunk of rows sorted by leaf to the leaf sums.
+
+    Its leaves are the range ``group[0]..group[-1]``, at most as many as its rows: bincounts over
+    that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs).
+    """
+    lo = int(group[0])
+    m = int(group[-1]) + 1 - lo
+    local = np.subtract(group, lo, dtype=np.intp)
+    leaf[lo : lo + m, 0] += np.bincount(local, weights=w, minlength=m)
+    for j in range(WD.shape[1]):
+        leaf[lo : lo + m, j + 1] += np.bincount(local, weights=WD[:, j], minlength=m)
+
+
+def _leaf_sums(
+    y: FloatArray, X: FloatArray, shift: FloatArray, tree: Tree, w: FloatArray | None
+) -> FloatArray:
+    """Per leaf, its size (weight total) and ``sum w_i (d_i - shift)``, by one bincount a column."""
+    nleaf, p = tree.sizes[-1], X.shape[1]
+    # bincount indexes by intp: cast int32 codes once here, not on every call
+    group = np.asarray(tree.leaf, dtype=np.intp)
+    leaf = np.empty((nleaf, p + 2))
+    leaf[:, 0] = np.bincount(group, weights=w, minlength=nleaf)
+    # one centred column at a time (bincount copies a strided column anyway): n values, not
+    # the n x (p + 1) matrix
+    for j in range(p + 1):
+        col = X[:, j] if j < p else y
+        if shift[j]:
+            col = col - shift[j]
+        leaf[:, j + 1] = np.bincount(group, weights=col if w is None else col * w, minlength=nleaf)
+    return leaf
 
 
 @dataclass(frozen=True)
@@ -104,23 +149,37 @@ class NestedStatistics:
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
         wsum = float(n) if w is None else float(w.sum())
         icpt = intercept_column(X) if intercept == -1 else intercept
-        D = np.empty((n, p + 1), order="F")
-        D[:, :p] = X
-        D[:, p] = y
         shift = np.zeros(p + 1)
         if icpt is not None and n:
-            shift = (D.sum(axis=0) if w is None else w @ D) / wsum  # no n-row ones
+            # column by column: no n-row vector of ones and no n x (p + 1) copy of [X y]
+            for j in range(p):
+                shift[j] = (X[:, j].sum() if w is None else w @ X[:, j]) / wsum
+            shift[p] = (y.sum() if w is None else w @ y) / wsum
             shift[icpt] = 0.0
-            D -= shift
         nleaf = tree.sizes[-1]
-        leaf = np.empty((nleaf, p + 2))
-        leaf[:, 0] = np.bincount(tree.leaf, weights=w, minlength=nleaf)
-        WD = D if w is None else D * w[:, None]
-        for j in range(p + 1):
-            leaf[:, j + 1] = np.bincount(tree.leaf, weights=WD[:, j], minlength=nleaf)
+        step = max(1, _CHUNK_CELLS // (p + 1))
+        # rows sorted by leaf (as data usually is, by id): the leaf sums are runs of each chunk,
+        # with no n-row temporaries; otherwise one bincount per column
+        ordered = _non_decreasing(tree.leaf, step)
+        leaf = np.zeros((nleaf, p + 2)) if ordered else _leaf_sums(y, X, shift, tree, w)
+        # the cross-product of the centred [X y], accumulated over row chunks: one chunk-sized
+        # working matrix rather than n x (p + 1) (192 MB at 8 million rows with p = 2)
+        dtd = np.zeros((p + 1, p + 1))
+        D = np.empty((min(step, n), p + 1), order="F")
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            Dc = D[: b - a]
+            Dc[:, :p] = X[a:b]
+            Dc[:, p] = y[a:b]
+            Dc -= shift
+            WDc = Dc if w is None else Dc * w[a:b, None]
+            dtd += Dc.T @ WDc
+            if ordered:
+                _add_runs(leaf, tree.leaf[a:b], WDc, None if w is None else w[a:b])
+        colsum = leaf[:, 1:].sum(axis=0)
         nobs = n if w is None or not frequency else int(round(wsum))
         ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
-        return cls(nobs, p, icpt, shift, WD.sum(axis=0), D.T @ WD, leaf, tree, wsum, ldw)
+        return cls(nobs, p, icpt, shift, colsum, dtd, leaf, tree, wsum, ldw)
 
     def recentred(self, shift: FloatArray) -> NestedStatistics:
         """The same statistics about another shift (themselves, when it is theirs)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.design.grouping import Codes
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError
 from tiers.variance.robust import RobustVcov
@@ -46,7 +47,7 @@ def cr2(
     X: FloatArray,
     terms: list[TermSpec],
     thetas: list[FloatArray],
-    top_codes: NDArray[np.int64],
+    top_codes: Codes,
     beta: FloatArray,
     cluster: str,
 ) -> RobustVcov:
