@@ -30,7 +30,7 @@ FORMULA = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 def client():
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as c,
     ):

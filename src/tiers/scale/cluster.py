@@ -83,9 +83,11 @@ def dask_client(
             client.close()
         return
     n = workers if workers is not None else local_workers()
+    # ":0": the scheduler's HTTP server (metrics, health) on a free port. With None it still
+    # takes 8787 and warns when another cluster holds it.
     with (
         LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
