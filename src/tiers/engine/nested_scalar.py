@@ -28,6 +28,7 @@ same pass by forward differentiation in ``t_k = theta_k^2``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,27 +43,51 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 
-def _sum_rows(values: FloatArray, group: IntArray, ngroups: int) -> FloatArray:
-    """Sum the rows of ``values`` by ``group`` (one bincount per column: no sort needed)."""
-    out = np.empty((ngroups, values.shape[1]))
-    for j in range(values.shape[1]):
-        out[:, j] = np.bincount(group, weights=values[:, j], minlength=ngroups)
+#: Leaves (or nodes) summed per step: whole columns would copy a strided column to a contiguous one
+#: and int32 indices to intp, 0.8 GB per column at 50 million leaves (10^8 rows of the seed design).
+_STEP = 1 << 20
+
+
+def sum_rows(values: FloatArray, group: NDArray[np.integer[Any]], ngroups: int) -> FloatArray:
+    """Sum the rows of ``values`` by ``group`` (bincounts: no sort needed).
+
+    A million rows at a time, each step over the range of groups it touches (a few when the groups
+    are sorted, as parents of renumbered levels are).
+    """
+    out = np.zeros((ngroups, values.shape[1]))
+    for i in range(0, group.size, _STEP):
+        g = group[i : i + _STEP]
+        if g.size == 0:
+            continue
+        lo, hi = int(g.min()), int(g.max()) + 1
+        g = g - lo if lo else g
+        for j in range(values.shape[1]):
+            out[lo:hi, j] += np.bincount(g, weights=values[i : i + _STEP, j], minlength=hi - lo)
     return out
 
 
-def _size_classes(sizes: FloatArray) -> tuple[FloatArray, IntArray]:
-    """The distinct leaf sizes, ascending, and each leaf's index among them.
+def _size_classes(sizes: FloatArray) -> tuple[FloatArray, NDArray[np.integer[Any]]]:
+    """The distinct leaf sizes, ascending, and each leaf's index among them (int32).
 
-    Counts take a bincount; weight totals (precision weights) a sort.
+    Counts take a bincount, a million leaves at a time; weight totals (precision weights) a sort.
     """
-    counts = sizes.astype(np.int64)
-    if np.array_equal(counts, sizes):
-        present = np.flatnonzero(np.bincount(counts))
-        lookup = np.zeros(present[-1] + 1, dtype=np.int64)
-        lookup[present] = np.arange(present.size)
-        return present.astype(np.float64), lookup[counts]
-    present_w, size_class = np.unique(sizes, return_inverse=True)
-    return present_w, size_class.astype(np.int64)
+    integral = all(
+        np.array_equal(np.floor(sizes[i : i + _STEP]), sizes[i : i + _STEP])
+        for i in range(0, sizes.size, _STEP)
+    )
+    if integral and sizes.size and 0 <= sizes.min() and sizes.max() <= 4 * sizes.size + 1024:
+        seen = np.zeros(int(sizes.max()) + 1, dtype=bool)
+        for i in range(0, sizes.size, _STEP):
+            seen[sizes[i : i + _STEP].astype(np.intp)] = True
+        present = np.flatnonzero(seen)
+        lookup = np.zeros(seen.size, dtype=np.int32)
+        lookup[present] = np.arange(present.size, dtype=np.int32)
+        size_class = np.empty(sizes.size, dtype=np.int32)
+        for i in range(0, sizes.size, _STEP):
+            size_class[i : i + _STEP] = lookup[sizes[i : i + _STEP].astype(np.intp)]
+        return present.astype(np.float64), size_class
+    present_w, inverse = np.unique(sizes, return_inverse=True)
+    return present_w, inverse.astype(np.int32 if present_w.size < 2**31 else np.int64)
 
 
 class _Accumulator:
@@ -162,7 +187,10 @@ class NestedProblem(ProfiledProblem):
         """
         u = self.K - 1
         for level in range(self.K - 2, -1, -1):
-            kids = np.bincount(tree.parents[level], minlength=tree.sizes[level])
+            parent = tree.parents[level]
+            kids = np.zeros(tree.sizes[level], dtype=np.int64)
+            for i in range(0, parent.size, _STEP):  # whole: an intp copy of int32 parents
+                kids += np.bincount(parent[i : i + _STEP], minlength=kids.size)
             if kids.min() != kids.max():
                 break
             u = level
@@ -181,7 +209,7 @@ class NestedProblem(ProfiledProblem):
             raw = S[:, 1:]
             self.tail.append((level, float(S[0, 0]), float(S.shape[0]), raw.T @ raw))
             if level > 0:
-                S = _sum_rows(S, tree.parents[level - 1], tree.sizes[level - 1])
+                S = sum_rows(S, tree.parents[level - 1], tree.sizes[level - 1])
         if self.uniform_from > 0:
             # S now holds the sums of level u - 1, in the original numbering.
             start = np.empty_like(S)
@@ -192,7 +220,7 @@ class NestedProblem(ProfiledProblem):
         self,
         tree: Tree,
         csum: FloatArray,
-        size_class: IntArray,
+        size_class: NDArray[np.integer[Any]],
         present: FloatArray,
         renumber: list[IntArray],
     ) -> None:
@@ -204,37 +232,59 @@ class NestedProblem(ProfiledProblem):
         nleaf = tree.sizes[-1]
         nclass = present.size
         self.leaf_sizes = present
-        self.leaf_class_count = np.bincount(size_class, minlength=nclass).astype(np.float64)
-        # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free)
-        order = np.argsort(
-            size_class.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable"
-        )
-        bounds = np.concatenate(([0], np.cumsum(self.leaf_class_count.astype(np.int64))))
-        cs = csum[order, 1:]
-        if nclass <= 64:
-            self.leaf_Q = np.stack(
-                [
-                    cs[bounds[c] : bounds[c + 1]].T @ cs[bounds[c] : bounds[c + 1]]
-                    for c in range(nclass)
-                ]
-            )
-        else:  # many classes (weight totals): one vectorised pass, every class is non-empty
-            self.leaf_Q = np.add.reduceat(cs[:, :, None] * cs[:, None, :], bounds[:-1], axis=0)
-        del cs
+        count = np.zeros(nclass)
+        # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free),
+        # a million leaves at a time: the leaves sorted by class, whole, would be a copy of the
+        # table (1.2 GB at 50 million leaves)
+        m = csum.shape[1] - 1
+        self.leaf_Q = np.zeros((nclass, m, m))
+        for i in range(0, nleaf, _STEP):
+            sc = size_class[i : i + _STEP]
+            order = np.argsort(sc.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable")
+            held = np.bincount(sc, minlength=nclass)
+            count += held
+            bounds = np.concatenate(([0], np.cumsum(held)))
+            cs = csum[i : i + _STEP][order, 1:]
+            if nclass <= 64:
+                for c in np.flatnonzero(held):
+                    block = cs[bounds[c] : bounds[c + 1]]
+                    self.leaf_Q[c] += block.T @ block
+            else:  # many classes (weight totals): one vectorised pass over the classes present
+                there = np.flatnonzero(held)
+                outer = cs[:, :, None] * cs[:, None, :]
+                self.leaf_Q[there] += np.add.reduceat(outer, bounds[there], axis=0)
+            del cs
+        self.leaf_class_count = count
         if self.K == 1:
             return
-        parent = renumber[-1][tree.parents[-1]]
+        new_parent = renumber[-1]
         nparent = tree.sizes[-2]
-        pair_key = parent * nclass + size_class
         if nparent * nclass <= 4 * nleaf + 1024:
-            # keys are small: bincount keeps them sorted by parent without a sort
-            used = np.bincount(pair_key, minlength=nparent * nclass) > 0
+            # keys are small: bincount keeps them sorted by parent without a sort; the key of
+            # each leaf formed a million leaves at a time (whole: three int64 arrays per leaf)
+            def keys(i: int) -> IntArray:
+                return (
+                    new_parent[tree.parents[-1][i : i + _STEP]] * nclass + size_class[i : i + _STEP]
+                )
+
+            used = np.zeros(nparent * nclass, dtype=bool)
+            for i in range(0, nleaf, _STEP):
+                used[keys(i)] = True
             uniq = np.flatnonzero(used)
-            pair_of_leaf = (np.cumsum(used) - 1)[pair_key]
+            lookup = np.cumsum(used, dtype=np.int64) - 1
+            del used
+            pair_of_leaf: NDArray[np.integer[Any]] = np.empty(
+                nleaf, dtype=np.int32 if uniq.size < 2**31 else np.int64
+            )
+            for i in range(0, nleaf, _STEP):
+                pair_of_leaf[i : i + _STEP] = lookup[keys(i)]
+            del lookup
         else:
+            pair_key = new_parent[tree.parents[-1]] * nclass + size_class
             uniq, pair_of_leaf = np.unique(pair_key, return_inverse=True)
+            del pair_key
         self.pair_class = uniq % nclass
-        self.pair_R = _sum_rows(csum, pair_of_leaf, uniq.size)
+        self.pair_R = sum_rows(csum, pair_of_leaf, uniq.size)
         self.pair_starts = np.searchsorted(uniq // nclass, np.arange(nparent))
 
     def _renumber(self, tree: Tree) -> list[IntArray]:

@@ -53,6 +53,8 @@ FloatArray = NDArray[np.float64]
 log = logging.getLogger("tiers.scale")
 
 _NUMERIC = {"integer": "numbers", "float": "numbers", "bool": "numbers"}
+#: Leaves moved per step: 50 million at 10^8 rows of the seed design.
+_STEP = 1 << 20
 
 
 def is_dask_frame(data: Any) -> bool:
@@ -199,7 +201,8 @@ def _accumulate(tasks: list[Any], nleaf: int, files: tuple[str, ...]) -> Piece |
         total = total.centred()
         delta = at - total.shift
         for j in np.flatnonzero(delta):
-            leaf[:, j + 1] += leaf[:, 0] * delta[j]
+            for i in range(0, nleaf, _STEP):  # whole, ``n * delta`` is a column-long temporary
+                leaf[i : i + _STEP, j + 1] += leaf[i : i + _STEP, 0] * delta[j]
         at = total.shift
         if total.centred() is total:
             break
