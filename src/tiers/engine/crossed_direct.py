@@ -126,11 +126,11 @@ class DirectCoupling:
         T, self.heavy = _plan(pos, level, n1, r)
         self.popular = T
         Np = sp.csr_matrix((N.data, (pos, level)), shape=(r, n1))  # rows in popular-first order
-        self.Np = np.asfortranarray(Np[:T].toarray())  # T x n1
+        self.Np = Np[:T].toarray(order="F")  # T x n1, written in place (no copy)
         rare = sp.csc_matrix(Np[T:])
         self.heavy_idx = np.flatnonzero(self.heavy)
         self.light_idx = np.flatnonzero(~self.heavy)
-        self.Nh = np.asfortranarray(rare[:, self.heavy_idx].toarray())  # R x h
+        self.Nh = rare[:, self.heavy_idx].toarray(order="F")  # R x h
         self.Nl = sp.csr_matrix(rare[:, self.light_idx])  # R x l
         self.NlT = sp.csr_matrix(self.Nl.T)
         self._recent: list[tuple[bytes, FloatArray]] = []

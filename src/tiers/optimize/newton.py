@@ -13,8 +13,8 @@ optimum on InstEval, 2% on the ratings design) Newton's method converges in a fe
    from each step (Nocedal and Wright 2006, eq. 6.19; kept positive definite by skipping updates
    with ``s'y <= 0``), so the convergence is superlinear without new difference Hessians;
 3. stop when the Newton step is below `STEP_DONE` or would lower the criterion by less than
-   `DECREASE_DONE`; that step, from a positive definite Hessian, is the certificate
-   `minimize_theta` reports (``newton_step``).
+   `DECREASE_DONE` (or `DECREASE_REL` of it, rounding level); that step, from a positive
+   definite Hessian, is the certificate `minimize_theta` reports (``newton_step``).
 
 Anything outside this regime returns ``ok=False`` and the caller falls back to `minimize_theta`
 (L-BFGS-B, boundary probes and the polish): a Hessian that is not positive definite, a step that
@@ -39,8 +39,12 @@ HESSIAN_STEP = 1e-4
 #: Newton step below which theta is converged (as the polish of `minimize_theta`).
 STEP_DONE = 1e-7
 #: ... or when the step would lower the criterion by less than this (absolute; lme4's optima of
-#: InstEval and of the references sit ~1e-8 above the converged value).
+#: InstEval and of the references sit ~1e-8 above the converged value) ...
 DECREASE_DONE = 1e-9
+#: ... or than this share of the criterion: ~45 units in the last place, under the rounding of
+#: the criterion's own evaluation (sums of thousands of logs and a factorisation). The ratings
+#: design's criterion (2.9e6) took a last gradient evaluation (2-3 s) to gain 2.6e-9, 6 ulps.
+DECREASE_REL = 1e-14
 #: Newton steps before giving up to the general path.
 MAX_STEPS = 12
 #: Relative step of the second differences of the criterion's values (rounding, eps f / h^2, stays
@@ -176,9 +180,10 @@ def newton_theta(
             return out(False)
         delta = -np.linalg.solve(L.T, np.linalg.solve(L, g))
         step = float(np.max(np.abs(delta)))
-        # the quadratic model's decrease -g'delta / 2: below DECREASE_DONE the next evaluation
+        # the quadratic model's decrease -g'delta / 2: below `done` the next evaluation
         # would only confirm the optimum
-        if step < STEP_DONE or -0.5 * float(g @ delta) < DECREASE_DONE:
+        done = max(DECREASE_DONE, DECREASE_REL * abs(f))
+        if step < STEP_DONE or -0.5 * float(g @ delta) < done:
             return out(True, step)
         scale, accepted = 1.0, False
         for _ in range(20):
