@@ -171,6 +171,30 @@ def test_conditional_predictions_for_new_rows_match_the_fitted_ones() -> None:
     )
 
 
+def test_new_rows_keep_the_transforms_learned_on_the_fit() -> None:
+    """``center(x)`` in the fixed part and in a slope is centred at the fit's mean, not newdata's.
+
+    The random term's columns were re-learned from the new rows: 20 rows centred at their own
+    mean moved the conditional predictions.
+    """
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(40), 20)
+    x = rng.normal(size=g.size)
+    u, v = rng.normal(0, 0.7, 40), rng.normal(0, 0.8, 40)
+    eta = -0.3 + (0.8 + v[g]) * x + u[g]
+    y = (rng.uniform(size=g.size) < 1 / (1 + np.exp(-eta))).astype(float)
+    d = pd.DataFrame({"y": y, "x": x + 3.0, "g": g.astype(str)})
+    res = tiers.fit("y ~ center(x) + (1 + center(x) | g)", d, family="binomial")
+    assert min(res.fit.terms[0].sd) > 0.3  # the slope's columns matter
+    for rows in (d.iloc[:20], d.iloc[-7:]):
+        for conditional in (True, False):
+            np.testing.assert_allclose(
+                res.predict(rows, conditional=conditional),
+                res.predict(conditional=conditional)[rows.index.to_numpy()],
+                rtol=1e-10,
+            )
+
+
 def test_offset_is_applied_to_new_rows() -> None:
     rng = np.random.default_rng(4)
     g = np.repeat(np.arange(20), 6)

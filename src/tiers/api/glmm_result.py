@@ -13,6 +13,7 @@ from tiers.design.design import Design
 from tiers.engine.glm_family import Family
 from tiers.engine.pirls import Glmm
 from tiers.errors import DataError
+from tiers.inference.predict import new_data_matrix
 from tiers.inference.r2 import R2
 from tiers.inference.r2_glmm import glmm_r2
 from tiers.report import glmm as report
@@ -218,12 +219,9 @@ class GlmmResult:
             zvar = self._z_variance(None)
         else:
             frame = pd.DataFrame(newdata).reset_index(drop=True)
-            spec = self.design.fixed_spec
-            X = np.asarray(spec.get_model_matrix(frame), dtype=np.float64)
-            cols = list(spec.column_names)
-            X = X[
-                :, [cols.index("Intercept" if n == "(Intercept)" else n) for n in self.fit.xnames]
-            ]
+            X = new_data_matrix(
+                self.design, self.design.formula.fixed, frame, tuple(self.fit.xnames), "fixed part"
+            )
             eta = X @ self.fit.beta
             for expr in self.fit.offset_terms:
                 from tiers.data.glm_response import evaluate
@@ -247,8 +245,6 @@ class GlmmResult:
 
         Groups are matched by their labels (lme4's ``allow.new.levels = TRUE``).
         """
-        from tiers.data.frame import model_matrix
-
         total = np.zeros(len(data))
         for spec, t in zip(self.design.terms, self.fit.terms, strict=True):
             columns = list(spec.factor.columns)
@@ -266,31 +262,28 @@ class GlmmResult:
             index = {lab: i for i, lab in enumerate(t.levels)}
             pos = np.array([index.get(str(lab), -1) for lab in labels])
             b = np.where(pos[:, None] >= 0, t.b[np.maximum(pos, 0)], 0.0)
-            if spec.intercept_only:
-                Z = np.ones((len(data), 1))
-            else:
-                expr = next(r.expr for r in self.design.formula.random if r.name == spec.name)
-                Z, _ = model_matrix(expr, data, what=f"random-effects term for {spec.name}")
+            Z = np.ones((len(data), 1)) if spec.intercept_only else self._new_z(spec, data)
             total += np.sum(Z * b, axis=1)
         return total
 
     def _z_variance(self, data: pd.DataFrame | None) -> np.ndarray:
         """Each row's ``z' Sigma z`` summed over terms (the marginal variance of its predictor)."""
-        from tiers.data.frame import model_matrix
-
         n = self.design.frame.nobs if data is None else len(data)
         total = np.zeros(n)
         for spec, t in zip(self.design.terms, self.fit.terms, strict=True):
             if spec.intercept_only:
                 total += float(t.covariance[0, 0])
                 continue
-            if data is None:
-                Z = spec.Z
-            else:
-                expr = next(r.expr for r in self.design.formula.random if r.name == spec.name)
-                Z, _ = model_matrix(expr, data, what=f"random-effects term for {spec.name}")
+            Z = spec.Z if data is None else self._new_z(spec, data)
             total += np.einsum("ni,ij,nj->n", Z, t.covariance, Z)
         return total
+
+    def _new_z(self, spec: Any, data: pd.DataFrame) -> np.ndarray:
+        """A random term's columns on new data, coded as in the fit (learned transforms kept)."""
+        expr = next(r.expr for r in self.design.formula.random if r.name == spec.name)
+        return new_data_matrix(
+            self.design, expr, data, spec.znames, f"random-effects term for {spec.name}"
+        )
 
     def residuals(self, type: Residual = "deviance") -> np.ndarray:  # noqa: A002 (lme4's name)
         """Residuals at the conditional modes, as lme4's ``residuals(glmer_fit, type)``.

@@ -28,6 +28,7 @@ import pandas as pd
 
 from tiers._lazy import stats
 from tiers.data.frame import as_pandas, model_matrix, plain_text
+from tiers.design.design import Design
 from tiers.errors import DataError
 from tiers.options import check_level, check_option
 from tiers.results.result import FitResult
@@ -96,9 +97,14 @@ def caterpillar(
 # ------------------------------------------------------------------------------- new data --
 
 
-def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...], what: str):
-    """Columns ``names`` of the model matrix of ``rhs`` on new data, coded as in the fit."""
-    prep = res.design
+def new_data_matrix(
+    prep: Design, rhs: str, data: pd.DataFrame, names: tuple[str, ...], what: str
+) -> np.ndarray:
+    """Columns ``names`` of the model matrix of ``rhs`` on new data, coded as in the fit.
+
+    Stateful transforms (``center(x)``, ``poly(x, 2)``) keep the state learned on the fit's rows
+    (`tiers.design.design.Design.term_spec`), in the fixed part and in random terms alike.
+    """
     data = _check_types(prep.frame.data, data, rhs)
     terms = [t.strip() for t in rhs.split("+")]
     plain = [t for t in terms if t not in ("0", "1")]
@@ -137,7 +143,7 @@ def _matrix(res: FitResult, rhs: str, data: pd.DataFrame, names: tuple[str, ...]
 
 def fixed_matrix(res: FitResult, data: pd.DataFrame) -> np.ndarray:
     """The fixed-effects model matrix of ``data``, coded as in the fit (columns ``res.xnames``)."""
-    return _matrix(res, res.formula.fixed, data, res.xnames, "fixed part")
+    return new_data_matrix(res.design, res.formula.fixed, data, res.xnames, "fixed part")
 
 
 def _check_types(like: pd.DataFrame, data: pd.DataFrame, rhs: str) -> pd.DataFrame:
@@ -320,7 +326,7 @@ def predict(
         codes = [t.codes for t in prep.terms]
     else:
         data = plain_text(as_pandas(newdata))
-        X = _matrix(res, res.formula.fixed, data, res.xnames, "fixed part")
+        X = fixed_matrix(res, data)
         Zs, codes = [], []
         for t in prep.terms:
             Z = np.ones((len(data), 1)) if t.intercept_only else _term_matrix(res, t, data)
@@ -405,7 +411,9 @@ def _term_matrix(res: FitResult, t, data: pd.DataFrame) -> np.ndarray:
     error: DataError | None = None
     for term in candidates:
         try:
-            return _matrix(res, term.expr, data, t.znames, f"random-effects term for {t.name}")
+            return new_data_matrix(
+                res.design, term.expr, data, t.znames, f"random-effects term for {t.name}"
+            )
         except DataError as exc:
             error = exc
     raise error or DataError(f"no formula term for the random effects of {t.name}")
