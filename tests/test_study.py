@@ -1,7 +1,8 @@
 """Simulation studies: streams, reuse, resume, interruption, mapping, summary and bad input.
 
-Designs are tiny (about a hundred rows) so the whole file runs in seconds; one test starts two
-spawned workers to show the numbers do not depend on the number of processes.
+Designs are tiny (about a hundred rows) so the whole file runs in seconds; one test runs on two
+workers, forked from the process and from a fork server, to show the numbers do not depend on
+the number of processes or how they start.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tiers.study.replicate as study_mod
 from tiers.cli.main import app
 from tiers.errors import DesignError, FormulaError
 from tiers.simulation.data import Covariate, Level, NestedDesign, simulate
+from tiers.study.parallel import worker_context
 from tiers.study.runner import (
     REPLICATE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -122,10 +124,34 @@ def test_a_covariate_drawn_constant_goes_through_the_full_fit(seed):
 # -------------------------------------------------------------------------- reproducibility --
 
 
-def test_same_numbers_on_one_and_two_workers():
+@pytest.mark.parametrize("thread", [False, True])
+def test_same_numbers_on_one_and_two_workers(monkeypatch, thread):
+    """Forked from this process, or (another thread alive, as in a notebook) from a fork server."""
+    import threading
+
+    import tiers.study.parallel as parallel
+
+    methods = []
+
+    def context(preload):
+        ctx = worker_context(preload)
+        methods.append(ctx.get_start_method())
+        return ctx
+
+    monkeypatch.setattr(parallel, "worker_context", context)
     kw = dict(sizes=[3, 4], replicates=6, seed=2, batch_size=2)
     one = run_study(tiny(), None, workers=1, **kw)
-    two = run_study(tiny(), None, workers=2, **kw)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    if thread:
+        other.start()
+    try:
+        two = run_study(tiny(), None, workers=2, **kw)
+    finally:
+        stop.set()
+        if thread:
+            other.join()
+    assert methods == ["forkserver" if thread else "fork"]
     assert np.array_equal(numbers(one), numbers(two), equal_nan=True)
     cols = [c for c in SUMMARY_COLUMNS if c != "median_seconds"]
     pd.testing.assert_frame_equal(one.summary[cols], two.summary[cols])

@@ -60,11 +60,9 @@ true coefficient of zero, the false-positive rate), NaN for an SD.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,13 +71,12 @@ import numpy as np
 import pandas as pd
 
 from tiers._output import atomic_path
-from tiers._signals import HeldInterrupt, blocked_sigint, ignore_sigint
-from tiers._threads import single_thread_children
 from tiers.errors import DesignError, OutputError, StudyError
 from tiers.inference.progress import ProgressBar
 from tiers.simulation.data import NestedDesign
 from tiers.simulation.memory import check_memory
 from tiers.simulation.presets import PRESETS, load_design
+from tiers.study.parallel import run_tasks
 from tiers.study.replicate import (
     Estimator,
     _as_estimators,
@@ -239,9 +236,11 @@ def run_study(
     level : str, optional
         The level whose units vary; default the outermost.
     workers : int, optional
-        Processes (default: the number of cores); the numbers do not depend on it. With more than
-        one, a script calling this needs the ``if __name__ == "__main__":`` guard (spawned
-        workers import the main module).
+        Processes, this one among them (default: the number of cores); the numbers do not
+        depend on it. With more than one, a script calling this needs the
+        ``if __name__ == "__main__":`` guard unless the workers are forked from it (Linux, no
+        other thread running: `tiers.study.parallel.worker_context`); others import the main
+        module.
     out : path, optional
         Folder of study.json, replicates.csv (each batch stored whole as it finishes:
         resumable; locked while a run uses it) and summary.csv.
@@ -253,7 +252,7 @@ def run_study(
     on_batch : callable, optional
         Called with the number of replicates finished so far after each batch is stored.
     batch_size : int, optional
-        Replicates per task (default: about four tasks per worker and size, at most 25).
+        Replicates per task (default: about eight tasks per worker and size, at most 25).
 
     Raises
     ------
@@ -322,7 +321,8 @@ def _run(store: Store | None, design: NestedDesign, level: str, size_list: list[
     for s in size_list:
         todo = [(r, tuple(e.name for e in ests if (s, r, e.name) not in done)) for r in range(R)]
         todo = [t for t in todo if t[1]]
-        step = batch_size or max(1, min(25, math.ceil(len(todo) / (4 * nworkers))))
+        # ~8 tasks per worker: they end within about 1/16 of the run of each other
+        step = batch_size or max(1, min(25, math.ceil(len(todo) / (8 * nworkers))))
         tasks += [(designs[s].to_dict(), seed, s, ests, todo[i : i + step])
                   for i in range(0, len(todo), step)]  # fmt: skip
     new = _execute(tasks, nworkers, progress, store, on_batch)
@@ -344,10 +344,9 @@ def _run(store: Store | None, design: NestedDesign, level: str, size_list: list[
 
 
 def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch: Any) -> list:
-    """Run the batches, storing each one as it finishes.
+    """Run the batches, storing each one as it finishes (`tiers.study.parallel`).
 
-    They run here for one worker, else in spawned processes. On an exception or Ctrl-C the queued
-    batches are dropped and the stored ones kept.
+    On an exception or Ctrl-C the queued batches are dropped and the finished ones kept.
     """
     rows: list[tuple] = []
     finished = 0
@@ -356,41 +355,21 @@ def _execute(tasks: list[tuple], workers: int, show: bool, store: Any, on_batch:
         left[t[2]] = left.get(t[2], 0) + len(t[4])
     bar = ProgressBar(show, sum(left.values()), "study")
     bar.describe(f"size {min(left)}" if left else "")
-    with bar:
 
-        def finish(batch: list[tuple], n: int, size: int) -> None:
-            nonlocal finished
-            if store is not None:
-                store.append(batch)
-            rows.extend(batch)
-            finished += n
-            left[size] -= n
-            bar.describe(f"size {min([s for s, k in left.items() if k > 0] or [size])}")
-            bar.advance(n)
-            if on_batch is not None:
-                on_batch(finished)
+    def finish(task: tuple, batch: list[tuple]) -> None:
+        nonlocal finished
+        n, size = len(task[4]), task[2]
+        if store is not None:
+            store.append(batch)
+        rows.extend(batch)
+        finished += n
+        left[size] -= n
+        bar.describe(f"size {min([s for s, k in left.items() if k > 0] or [size])}")
+        bar.advance(n)
+        if on_batch is not None:
+            on_batch(finished)
 
-        if workers == 1 or len(tasks) <= 1:
-            for t in tasks:
-                finish(_run_batch(t), len(t[4]), t[2])
-            return rows
-        # spawn, not fork: the parent may hold threads (the progress bar, BLAS) and fork copies
-        # their locks; spawned workers start clean and behave the same on every platform.
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(min(workers, len(tasks)), ctx, initializer=ignore_sigint)
-        # Ctrl-C: recorded and acted on between waits, and kept out of the spawned workers
-        # until they ignore it (`tiers._signals`); the running batches finish and are stored.
-        # The workers start (at the submits) with one BLAS thread each (`single_thread_children`).
-        try:
-            with HeldInterrupt() as held:
-                with blocked_sigint(), single_thread_children():
-                    pending = {pool.submit(_run_batch, t): (len(t[4]), t[2]) for t in tasks}
-                while pending and not held.caught:
-                    done = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)[0]
-                    for fut in done:
-                        finish(fut.result(), *pending.pop(fut))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    run_tasks(tasks, workers, _run_batch, finish, during=bar)  # the bar after the workers start
     return rows
 
 
