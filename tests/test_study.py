@@ -124,9 +124,9 @@ def test_a_covariate_drawn_constant_goes_through_the_full_fit(seed):
 # -------------------------------------------------------------------------- reproducibility --
 
 
-@pytest.mark.parametrize("thread", [False, True])
-def test_same_numbers_on_one_and_two_workers(monkeypatch, thread):
-    """Forked from this process, or (another thread alive, as in a notebook) from a fork server."""
+def check_one_and_two_workers(thread: bool) -> None:
+    """1 and 2 workers give the same numbers; the pool forks from this process when it runs no
+    other thread, else (another thread alive, as in a notebook) from a fork server."""
     import threading
 
     import tiers.study.parallel as parallel
@@ -138,16 +138,17 @@ def test_same_numbers_on_one_and_two_workers(monkeypatch, thread):
         methods.append(ctx.get_start_method())
         return ctx
 
-    monkeypatch.setattr(parallel, "worker_context", context)
     kw = dict(sizes=[3, 4], replicates=6, seed=2, batch_size=2)
     one = run_study(tiny(), None, workers=1, **kw)
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
     if thread:
         other.start()
+    saved, parallel.worker_context = parallel.worker_context, context
     try:
         two = run_study(tiny(), None, workers=2, **kw)
     finally:
+        parallel.worker_context = saved
         stop.set()
         if thread:
             other.join()
@@ -155,6 +156,25 @@ def test_same_numbers_on_one_and_two_workers(monkeypatch, thread):
     assert np.array_equal(numbers(one), numbers(two), equal_nan=True)
     cols = [c for c in SUMMARY_COLUMNS if c != "median_seconds"]
     pd.testing.assert_frame_equal(one.summary[cols], two.summary[cols])
+
+
+def test_same_numbers_on_one_and_two_workers_forked():
+    # a fresh interpreter: threads other tests leave behind (Dask's, a server's) would rightly
+    # send this process down the fork-server path
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = "from tests.test_study import check_one_and_two_workers as c; c(False)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_same_numbers_on_one_and_two_workers_from_a_fork_server():
+    check_one_and_two_workers(thread=True)
 
 
 def test_resume_and_extend_fit_only_what_is_missing(tmp_path):
