@@ -166,7 +166,9 @@ class Design:
     @property
     def estimated_seconds(self) -> float:
         """A rough fitting time (within a factor of a few); see `estimated_seconds`."""
-        return estimated_seconds(self.terms, self.frame.nobs)
+        return estimated_seconds(
+            self.terms, self.frame.nobs, self.nested and self.formula.residuals is None
+        )
 
     @property
     def n_theta(self) -> int:
@@ -331,7 +333,12 @@ def build_design(
     terms = build_terms(f, frame.data, factors)
     if not glmm:
         _check_sizes(terms, frame.nobs)
-    check_resources(terms, frame.nobs, frame.X.shape[1], limits)
+    distinct: dict[tuple[str, ...], GroupingFactor] = {}
+    for gf in factors:
+        distinct.setdefault(gf.columns, gf)
+    nesting = nested_chain(list(distinct.values()))
+    sums_only = nesting is not None and f.residuals is None
+    check_resources(terms, frame.nobs, frame.X.shape[1], limits, sums_only)
     check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
     if frame.nobs <= EXACT_FIT_ROWS and not glmm:
         check_exact_fit(f.response, frame.y, frame.X, terms)
@@ -341,10 +348,6 @@ def build_design(
         for t in terms
         for name in slopes_without_within_variation(t)
     )
-    distinct: dict[tuple[str, ...], GroupingFactor] = {}
-    for gf in factors:
-        distinct.setdefault(gf.columns, gf)
-    nesting = nested_chain(list(distinct.values()))
     binary = () if glmm else linear_probability(frame.y, f.response)
     rw = None
     if spec is not None:

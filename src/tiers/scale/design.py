@@ -392,7 +392,7 @@ def build_design(
     scalar_terms = _intercepts(f, factors, 1) if grams is None else []
     check_estimable(f.response, y_range, totals.x_range[:, keep], xnames, scalar_terms)
     _check_sizes(terms, stats.n)
-    check_resources(terms, len(skel.ids), len(keep), limits)
+    check_resources(terms, len(skel.ids), len(keep), limits, skel.nesting is not None)
     frame = SummaryFrame(
         formula=f,
         data=skel.ids,
