@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tiers.engine.crossed_blocks as cb
+import tiers.engine.crossed_rest as cr
 from tiers.data.frame import build_frame
 from tiers.design.covariance import CovStructure
 from tiers.design.grouping import GroupingFactor, build_factors, nested_chain
@@ -342,7 +343,7 @@ def test_sparse_conditional_sd_capped(monkeypatch):
     problem, _, terms = build("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
     theta = lme4_theta(problem, terms, ref["fits"]["crossed_REML"])
     full = problem.conditional_sds(theta)
-    monkeypatch.setattr(cb, "COND_VAR_MAX_FLOPS", 0.0)
+    monkeypatch.setattr(cr, "COND_VAR_MAX_FLOPS", 0.0)
     capped = problem.conditional_sds(theta)
     for (b, sd), (b_full, _) in zip(capped, full, strict=True):
         np.testing.assert_allclose(b, b_full, rtol=1e-12)

@@ -14,17 +14,16 @@ from tiers.cli.main import app
 from tiers.errors import DesignError, StudyError
 from tiers.simulation.data import Covariate, Level, NestedDesign, simulate
 from tiers.simulation.presets import seed_binary_design
-from tiers.study.plan import plan_design
-from tiers.study.plan_sim import plan_by_simulation
-from tiers.study.replicate import (
+from tiers.study.estimators import (
     Estimator,
     default_estimators,
     describe,
-    draw_replicate,
     glmm_options,
     parse_estimator,
-    replicate_seed,
 )
+from tiers.study.plan import plan_design
+from tiers.study.plan_sim import plan_by_simulation
+from tiers.study.replicate import draw_replicate, replicate_seed
 from tiers.study.runner import load_study, run_study
 
 

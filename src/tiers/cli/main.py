@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tiers.cli import lrtest as lrtest_cli
 from tiers.cli import predict, study
 from tiers.cli import report as report_cli
 from tiers.cli import simulate as simulate_cli
@@ -402,37 +403,6 @@ def _fit_dask(
 
 
 @app.command()
-def lrtest(
-    formula0: Annotated[str, typer.Argument(metavar="FORMULA0", help="the smaller model")],
-    formula1: Annotated[str, typer.Argument(metavar="FORMULA1", help="the larger model")],
-    data: DataArg,
-    ml: Annotated[
-        bool, typer.Option("--ml", help="fit both by maximum likelihood", show_default=False)
-    ] = False,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="also write the test as JSON")
-    ] = None,
-    string_col: StringColOption = None,
-) -> None:
-    """Likelihood-ratio test of FORMULA0 against FORMULA1 (refuses invalid REML comparisons)."""
-    from tiers.api import fit as fit_model
-    from tiers.inference.lrtest import lrtest as run_lrtest
-
-    check_output(json_path, "--json")
-    try:
-        frame = read_frame(data, string_col)
-        reml = False if ml else None
-        m0 = fit_model(formula0, frame, reml=reml)
-        m1 = fit_model(formula1, frame, reml=reml)
-        test = run_lrtest(m0, m1)
-    except TiersError as exc:
-        fail(exc)
-    typer.echo(test.summary())
-    if json_path is not None:
-        write_json(test.to_dict(), json_path)
-
-
-@app.command()
 def explore(
     districts: Annotated[int, typer.Option(help="districts in the simulated seed design")] = 50,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
@@ -478,6 +448,7 @@ def _limits(max_params: int | None, max_seconds: float | None) -> Any:
     )
 
 
+lrtest_cli.register(app)
 predict.register(app)
 xtreg_cli.register(app)
 simulate_cli.register(app)

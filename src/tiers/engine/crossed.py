@@ -12,7 +12,7 @@ from which `ProfiledProblem.finish` reads off beta, pwrss and ldRX2.
 The terms are sorted by their number of columns ``q * nlevels``, largest first (lme4's and
 MixedModels.jl's order). The first term's diagonal block is block diagonal (``nlevels1`` blocks of
 ``q1 x q1``) and is eliminated level by level, vectorised; the Schur complement left on the other
-terms (``r`` columns) is factored densely or sparsely (`crossed_blocks`). Everything that does not
+terms (``r`` columns) is factored densely or sparsely (`crossed_rest`). Everything that does not
 depend on theta (``Z'Z`` blocks, ``Z'[X y]``, the pairs of columns that the first term couples) is
 computed once in ``__init__``; an evaluation does no O(n) work. Where the coupled pairs are too
 many to list (ratings designs), ``N P N'`` is formed per evaluation instead (`crossed_direct`); a
@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from tiers.design.terms import TermSpec, split_theta
 from tiers.engine import crossed_blocks as cb
 from tiers.engine import crossed_fill as fill
+from tiers.engine import crossed_rest as cr
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.crossed_direct import KEEP, PAIRS_MAX, DirectCoupling
 from tiers.engine.gaussian import ProfiledProblem
@@ -161,7 +162,7 @@ class CrossedProblem(ProfiledProblem):
         self.r = offset
         self.intercepts = all(t.q == 1 for t in terms)
         self.dense = True
-        self.rest: cb.DenseRest | cb.SparseRest | None = None
+        self.rest: cr.DenseRest | cr.SparseRest | None = None
         if self.r:
             self._init_rest(rest, D, c1, Z1)
         self.has_gradient = self.intercepts and self.dense
@@ -245,9 +246,9 @@ class CrossedProblem(ProfiledProblem):
             # 3,706 items), dense otherwise
             direct = isinstance(self.coupling, DirectCoupling) and self.intercepts
             self.zrzr = zrzr if direct else zrzr.toarray(order="F")
-            self.rest = cb.DenseRest(self.zrzr, self.coupling, self.blocks)
+            self.rest = cr.DenseRest(self.zrzr, self.coupling, self.blocks)
         else:
-            self.rest = cb.SparseRest(zrzr, self.coupling, self.blocks)
+            self.rest = cr.SparseRest(zrzr, self.coupling, self.blocks)
 
     # ------------------------------------------------------------------------------ evaluation --
 
@@ -342,7 +343,7 @@ class CrossedProblem(ProfiledProblem):
         # first term: m1 - tr Omega_11 = t1^2 [sum c_j/d_j - sum Q_j/d_j^2]
         first = float(c @ dinv)
         if Vr is not None:
-            assert isinstance(self.rest, cb.DenseRest)
+            assert isinstance(self.rest, cr.DenseRest)
             T = self._state[1]
             diag = self.rest.inverse_diagonal()
             first -= self.rest.coupled_trace((dinv * dinv)[:, None, None], T[1:])
@@ -377,7 +378,7 @@ class CrossedProblem(ProfiledProblem):
             diagonal of ``Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda'``, i.e. of the conditional
             variance divided by sigma^2: multiply by sigma to get lme4's
             ``ranef(condVar = TRUE)`` SDs. With a sparse factor whose inversion on the needed
-            entries would cost more than `crossed_blocks.COND_VAR_MAX_FLOPS`, ``cond_sd`` is NaN.
+            entries would cost more than `crossed_rest.COND_VAR_MAX_FLOPS`, ``cond_sd`` is NaN.
         """
         theta = np.asarray(theta, dtype=np.float64)
         ev = self._eliminate(theta, False)  # S factored at theta (the memo may not be)

@@ -30,7 +30,7 @@ import pandas as pd
 from tiers._lazy import stats
 from tiers.errors import DesignError
 from tiers.simulation.data import NestedDesign
-from tiers.study.replicate import Estimator, default_estimators, describe
+from tiers.study.estimators import Estimator, default_estimators, describe
 
 __all__ = ["MAX_DOUBLINGS", "SimulatedPlan", "plan_by_simulation"]
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tiers._output import check_output, write_text
 from tiers.report import page
 from tiers.results.display import Table
-from tiers.study.replicate import describe
+from tiers.study.estimators import describe
 
 if TYPE_CHECKING:
     from tiers.study.runner import StudyResult

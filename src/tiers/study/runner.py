@@ -17,7 +17,7 @@ fitted with ``force=True`` so a wrongly nested model is fitted, counted and its 
 For a GLMM design (family binomial or poisson) a formula is a GLMM of the design's family and link
 fitted by the Laplace approximation, unless its options say otherwise (``FORMULA; nagq=7``,
 ``; link=probit``, ``; family=gaussian`` for a linear probability model; see
-`tiers.study.replicate.glmm_options`); its SDs are reported with Wald intervals (the SD plus or
+`tiers.study.estimators.glmm_options`); its SDs are reported with Wald intervals (the SD plus or
 minus 1.96 SEs, cut at 0), its fixed effects with Wald z intervals, and there is no
 ``sd_residual``.
 
@@ -76,18 +76,15 @@ from tiers.inference.progress import ProgressBar
 from tiers.simulation.data import NestedDesign
 from tiers.simulation.memory import check_memory
 from tiers.simulation.presets import PRESETS, load_design
-from tiers.study.parallel import run_tasks
-from tiers.study.replicate import (
+from tiers.study.estimators import (
     Estimator,
     _as_estimators,
     _check_estimators,
-    _layout,
-    _run_batch,
     default_estimators,
-    draw_replicate,
     parse_estimator,
-    replicate_seed,
 )
+from tiers.study.parallel import run_tasks
+from tiers.study.replicate import _layout, _run_batch, draw_replicate, replicate_seed
 from tiers.study.store import REPLICATE_COLUMNS, Store, load_rows, read_meta  # noqa: F401
 from tiers.study.store import frame as _frame
 
