@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -45,6 +46,8 @@ try:
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import tiers
+from run import blas_config, machine_line  # benchmarks/run.py: BLAS and load record
+
 from tiers.inference.kenward_roger import KenwardRoger
 from tiers.inference.satterthwaite import coef_table
 
@@ -119,6 +122,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     print(f"tiers {tiers.__version__}, Python {platform.python_version()}")
+    print(machine_line(), flush=True)
+    machine = {"blas": blas_config(), "load_average_start": os.getloadavg()}
     rng = np.random.default_rng(1)
     figures: dict[str, dict] = {}
     cases = args.cases.split(",")
@@ -157,8 +162,10 @@ def main() -> None:
                 print(f"{'':<8} pbkrtest vcovAdj {seconds:.2f} s, SE {se}", flush=True)
             else:
                 print(f"pbkrtest failed: {out.stderr.strip()[-300:]}", flush=True)
+    machine["load_average_end"] = os.getloadavg()
+    print(machine_line(), flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps({"machine": machine} | figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ try:
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import tiers
+from run import blas_config, machine_line  # benchmarks/run.py: BLAS and load record
 
 FORMULA = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 
@@ -37,6 +39,7 @@ def main() -> None:
 
     data = tiers.simulate(tiers.seed_design(districts=args.districts), seed=1)
     print(f"seed design, {args.districts} districts: {len(data):,} rows")
+    print(machine_line(), flush=True)
     res = tiers.fit(FORMULA, data)
     figures: dict[str, float] = {}
     for kind in tiers.plot.KINDS:
@@ -50,9 +53,11 @@ def main() -> None:
         figures["report"] = round(time.perf_counter() - start, 3)
         figures["report_mib"] = round(path.stat().st_size / 2**20, 2)
     print(f"{'report':<20} {figures['report']:>8.2f} s, {figures['report_mib']} MiB")
+    print(machine_line(), flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps({"districts": args.districts, "rows": len(data),
-                                         "seconds": figures}, indent=2))  # fmt: skip
+        record = {"districts": args.districts, "rows": len(data), "seconds": figures,
+                  "blas": blas_config(), "load_average_end": os.getloadavg()}  # fmt: skip
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -220,13 +220,18 @@ def main() -> None:
         print(json.dumps(on_dask(a.child_dask, a.n, a.max_rss_gb * 1024)))
         return
 
+    import numpy  # noqa: F401  (loads the BLAS that machine_line reports)
+    from run import blas_config, machine_line  # benchmarks/run.py: BLAS and load record
+
     import tiers
     from tiers.simulation.partitioned import write_partitioned
 
+    print(machine_line(), flush=True)
     districts = a.districts if a.rows is None else max(1, round(a.rows / 1600))
     rows = districts * 1600
     folder = a.data or Path(f"bench-out/seed-{districts}")
     report: dict[str, Any] = {"districts": districts, "rows": rows, "cpus": os.cpu_count()}
+    report["blas"] = blas_config()
     if not any(folder.glob("part-*.parquet")):
         t0 = time.perf_counter()
         files = write_partitioned(tiers.seed_design(districts=districts), folder, 1)
@@ -269,6 +274,8 @@ def main() -> None:
                 else ""
             )
         )
+    report["load_average_end"] = os.getloadavg()
+    print(machine_line(), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {a.out}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from run import blas_config, machine_line  # benchmarks/run.py: BLAS and load record
 
 import tiers
 
@@ -116,6 +118,7 @@ def main() -> None:
     ap.add_argument("--r-districts", type=int, default=2, help="size of nlme's copy")
     ap.add_argument("--no-r", action="store_true", help="skip nlme")
     args = ap.parse_args()
+    print(machine_line(), flush=True)
     data = simulate(args.districts)
     times, res = time_tiers(data, args.repeats)
     phi = float(res.residual_inference.estimate[0])
@@ -127,6 +130,8 @@ def main() -> None:
         "tiers_loglik": res.loglik,
         "tiers_converged": res.converged,
         "evaluations": res.opt.n_evaluations,
+        "blas": blas_config(),
+        "load_average_after_tiers": os.getloadavg(),
     }
     print(
         f"tiers: {len(data):,} rows, median {statistics.median(times):.2f} s over {len(times)} "
@@ -151,6 +156,7 @@ def main() -> None:
                 f"{small_res.loglik - nl['logLik']:.2e}, phi {nl['phi']:.5f} vs "
                 f"{report['comparison']['phi_tiers']:.5f}"
             )
+    print(machine_line(), flush=True)
     out = Path("bench-out")
     out.mkdir(exist_ok=True)
     (out / "rside.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

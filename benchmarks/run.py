@@ -122,6 +122,18 @@ def blas_config() -> dict[str, Any]:
     }
 
 
+def machine_line() -> str:
+    """One printed line with the BLAS libraries, their threads and the load average, for
+    benchmarks whose figures are read from the terminal (threading and load move timings 2-6x)."""
+    libs = ", ".join(
+        f"{lib['internal_api']} {lib['version']} ({lib['threading_layer']}, "
+        f"{lib['num_threads']} threads)"
+        for lib in blas_config()["libraries"]
+    )
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"BLAS: {libs or 'none loaded'}; load average {load}"
+
+
 # --------------------------------------------------------------------------------------------
 # worker: one fresh subprocess per size
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from run import blas_config, machine_line  # benchmarks/run.py: BLAS and load record
 
 import tiers
 
@@ -88,6 +90,7 @@ def main() -> None:
     }
     out: dict[str, Any] = {"rows": len(data), "formula": FORMULA, "repeats": args.repeats}
     print(f"{len(data):,} rows, {FORMULA}, median of {args.repeats}")
+    print(machine_line(), flush=True)
     for name, kwargs in runs.items():
         seconds, res = time_fit(data, args.repeats, **kwargs)
         out[name] = {"seconds": seconds, "engine": res.engine, "se": list(res.std_errors)}
@@ -96,6 +99,9 @@ def main() -> None:
     print(f"robust SEs cost {out['robust_over_ml']:.2f} x the ML fit")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["machine"] = platform.platform()
+    out["blas"] = blas_config()
+    out["load_average_end"] = os.getloadavg()
+    print(machine_line(), flush=True)
     path = Path("bench-out")
     path.mkdir(exist_ok=True)
     (path / "weights.json").write_text(json.dumps(out, indent=2))
