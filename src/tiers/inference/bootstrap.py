@@ -27,8 +27,6 @@ import dataclasses
 import math
 import multiprocessing
 import os
-import signal
-import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -38,8 +36,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tiers._signals import HeldInterrupt
+from tiers._signals import HeldInterrupt, blocked_sigint, ignore_sigint
 from tiers._threads import single_thread_blas, single_thread_children
+from tiers._workers import worker_context
 from tiers.design.design import Design
 from tiers.fitting import fit_design
 from tiers.inference.progress import ProgressBar
@@ -230,12 +229,14 @@ class BootstrapInterrupted(KeyboardInterrupt):
 
 _JOB: _Job | None = None
 
+#: What a fork server imports once before forking the bootstrap's workers.
+WORKER_MODULES = ("tiers.inference.bootstrap",)
+
 
 def _init(job: _Job) -> None:
     global _JOB
     _JOB = job
-    # Ctrl-C reaches the whole process group; the parent alone handles it (module docstring)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # Ctrl-C reaches the whole process group; the parent alone handles it
 
 
 def _run(indices: list[int], job: _Job | None = None) -> tuple[list[int], list[Any]]:
@@ -311,15 +312,15 @@ def run(
     batches = [list(range(i, min(i + size, n_boot))) for i in range(0, n_boot, size)]
     bar = ProgressBar(progress, n_boot, label)
     try:
-        with bar:
-            if workers == 1:
+        if workers == 1:
+            with bar:
                 for batch in batches:
                     idx, out = _run(batch, job)
                     for i, r in zip(idx, out, strict=True):
                         results[i] = r
                     bar.advance(len(idx))
-            else:
-                _pool(job, batches, workers, results, bar)
+        else:
+            _pool(job, batches, workers, results, bar)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - start
         done = [r for r in results if r is not None]
@@ -334,10 +335,14 @@ def run(
 def _pool(
     job: _Job, batches: list[list[int]], workers: int, results: list[Any], bar: ProgressBar
 ) -> None:
-    """Run the batches in worker processes; on Ctrl-C or an error drop the rest at once."""
-    # fork shares the job without pickling and works from scripts without a __main__
-    # guard; elsewhere the job is pickled to each worker once
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    """Run the batches in worker processes; on Ctrl-C or an error drop the rest at once.
+
+    The workers are started before the progress bar, whose refresh thread a fork would copy
+    mid-lock. A fork shares the job without pickling and works from scripts without a
+    ``__main__`` guard; from a fork server or spawned (other threads alive, or not Linux) the
+    job is pickled to each worker once.
+    """
+    ctx = worker_context(WORKER_MODULES)
     with warnings.catch_warnings():
         # Python >= 3.12 warns on fork when BLAS threads exist; the workers only run
         # single-threaded numpy code after the fork, which is safe
@@ -352,15 +357,16 @@ def _pool(
             with HeldInterrupt() as held:
                 # spawned workers (not Linux) start with one BLAS thread each; forked ones set it
                 # in `_run`
-                with single_thread_children():
+                with single_thread_children(), blocked_sigint():
                     pending = {ex.submit(_run, batch) for batch in batches}
-                while pending and not held.caught:
-                    done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        idx, out = fut.result()
-                        for i, r in zip(idx, out, strict=True):
-                            results[i] = r
-                        bar.advance(len(idx))
+                with bar:
+                    while pending and not held.caught:
+                        done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            idx, out = fut.result()
+                            for i, r in zip(idx, out, strict=True):
+                                results[i] = r
+                            bar.advance(len(idx))
         except BaseException:
             _stop(ex, others)
             raise

@@ -236,7 +236,7 @@ def run_study(
         Processes, this one among them (default: the number of cores); the numbers do not
         depend on it. With more than one, a script calling this needs the
         ``if __name__ == "__main__":`` guard unless the workers are forked from it (Linux, no
-        other thread running: `tiers.study.parallel.worker_context`); others import the main
+        other thread running: `tiers._workers.worker_context`); others import the main
         module.
     out : path, optional
         Folder of study.json, replicates.csv (each batch stored whole as it finishes:
