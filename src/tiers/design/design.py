@@ -325,7 +325,7 @@ def build_design(
         raise DataError("weights are given twice, in the formula and as weights=; give them once")
     spec = weights if weights is not None else f.weights
     frame = build_frame(f, data)
-    if frame.X.shape[1] == 0:
+    if frame.x_columns.shape[1] == 0:
         raise DataError("the fixed part has no columns; keep at least the intercept")
     factors = build_factors(f, frame.data)
     if not force:
@@ -338,8 +338,8 @@ def build_design(
         distinct.setdefault(gf.columns, gf)
     nesting = nested_chain(list(distinct.values()))
     sums_only = nesting is not None and f.residuals is None
-    check_resources(terms, frame.nobs, frame.X.shape[1], limits, sums_only)
-    check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
+    check_resources(terms, frame.nobs, frame.x_columns.shape[1], limits, sums_only)
+    check_estimable(f.response, frame.y, frame.x_columns, frame.xnames, terms)
     if frame.nobs <= EXACT_FIT_ROWS and not glmm:
         check_exact_fit(f.response, frame.y, frame.X, terms)
     warns = tuple(
