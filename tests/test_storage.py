@@ -3,6 +3,8 @@
 * the fixed-effects matrix of a plain sum of columns is held as the frame's columns
   (`tiers.data.columns.ColumnMatrix`): a block of rows, the cross-product and the dense matrix
   equal those of the matrix built whole, and the dense matrix is not kept once no one holds it;
+* of a nested design's per-row group codes only the leaf level's are kept; every level's codes
+  read through the tree equal the codes of its column;
 * rows sorted by leaf give the engine `tiers.engine.statistics.RowSums` (no leaf table): its
   statistics, leaf sums read again in blocks and the engine built from it equal those of the
   bincount path, also when blocks of rows end inside a leaf.
@@ -18,9 +20,10 @@ import pandas as pd
 import pytest
 
 import tiers
+import tiers.design.grouping as grouping_mod
 import tiers.engine.statistics as st_mod
 from tiers.data.columns import model_columns
-from tiers.design.grouping import Tree
+from tiers.design.grouping import Tree, count_codes, parent_map
 from tiers.engine.nested_scalar import NestedProblem
 from tiers.engine.registry import build_engine
 from tiers.engine.statistics import NestedStatistics, RowSums
@@ -57,12 +60,48 @@ def test_columns_equal_the_matrix_built_whole() -> None:
     assert ref() is None
 
 
-def test_a_nested_fit_keeps_no_dense_x_nor_leaf_table(seed_data: pd.DataFrame) -> None:
+def test_a_nested_fit_keeps_the_leaf_codes_only(seed_data: pd.DataFrame) -> None:
     design = tiers.prepare(NESTED, seed_data)
     assert design.engine == "nested"
     assert not design.frame.x_columns.held
+    factors = design.nesting.factors
+    assert [gf.row_codes is None for gf in factors] == [True, True, True, False]
+    for gf in factors:
+        codes, _ = pd.factorize(seed_data[gf.columns[-1]], sort=True)
+        np.testing.assert_array_equal(gf.codes, codes)
+        np.testing.assert_array_equal(gf.sizes(), np.bincount(codes))
+    for t in design.terms:  # the terms share the factors' storage
+        np.testing.assert_array_equal(
+            t.codes, pd.factorize(seed_data[t.factor.columns[-1]], sort=True)[0]
+        )
     engine = build_engine(design)
     assert isinstance(engine, NestedProblem) and isinstance(engine.stats, RowSums)
+
+
+def test_a_level_also_used_alone_keeps_its_codes(seed_data: pd.DataFrame) -> None:
+    """A column coded again for a term of its own after its codes were dropped while building."""
+    design = tiers.prepare("perform ~ (1 | school_id/teach_id) + (1 | school_id)", seed_data)
+    for gf in design.factors:
+        codes, _ = pd.factorize(seed_data[gf.columns[-1]], sort=True)
+        np.testing.assert_array_equal(gf.codes, codes)
+
+
+def test_codes_counted_and_mapped_in_blocks(monkeypatch) -> None:
+    monkeypatch.setattr(grouping_mod, "_STEP", 7)
+    rng = np.random.default_rng(3)
+    grouped = np.repeat(np.arange(40), rng.integers(1, 5, 40)).astype(np.int32)
+    spread = rng.integers(0, 500, 60).astype(np.int32)  # more groups than a block has rows
+    for codes, nlevels in ((grouped, 40), (spread, 500)):
+        np.testing.assert_array_equal(
+            count_codes(codes, nlevels), np.bincount(codes, minlength=nlevels)
+        )
+    parent = (np.arange(40) // 4).astype(np.int32)[grouped]
+    mapping, ok = parent_map(grouped, 40, parent)
+    assert ok
+    np.testing.assert_array_equal(mapping, np.arange(40) // 4)
+    moved = parent.copy()
+    moved[-1] += 1  # one row in another parent, in the last block
+    assert not parent_map(grouped, 40, moved)[1]
 
 
 @pytest.mark.parametrize("weighted", [False, True])

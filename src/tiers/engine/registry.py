@@ -124,7 +124,7 @@ def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
     rows, cell = stats.rows()  # cells are the rows of frame.data (the distinct id tuples)
     terms, at = [], 0
     for t in design.terms:
-        factor = dataclasses.replace(t.factor, codes=t.factor.codes[cell])
+        factor = dataclasses.replace(t.factor, row_codes=t.factor.codes[cell], leaf_path=None)
         terms.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
         at += t.q
     return CrossedProblem.from_leaf_rows(
@@ -150,7 +150,7 @@ def _tree_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
         group[tree.leaf] = terms[0].factor.codes  # each leaf's group at this level
         own = []
         for t in terms:
-            factor = dataclasses.replace(t.factor, codes=group[leaf])
+            factor = dataclasses.replace(t.factor, row_codes=group[leaf], leaf_path=None)
             own.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
             at += t.q
         levels.append(own)

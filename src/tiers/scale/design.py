@@ -163,7 +163,8 @@ def _narrowed(
         assert codes is not None
         return dataclasses.replace(
             gf,
-            codes=codes,
+            row_codes=codes,
+            leaf_path=None,
             parent_codes=narrow(gf.parent_codes),
             prefix_map=narrow(gf.prefix_map),
             # counted over id tuples, not rows: `build_design` counts the rows per group
