@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from tiers.data.columns import BLOCK_ROWS, ColumnMatrix, model_columns
 from tiers.data.convert import polars_to_pandas
 from tiers.data.variables import evaluate_response, expression_variables, response_variables
-from tiers.errors import DataError, FormulaError, TiersError
+from tiers.errors import DataError, TiersError
 from tiers.formula.types import Formula
 
 #: Columns with |R_jj| below this (relative to the largest) in a pivoted QR are collinear, the
@@ -35,8 +36,9 @@ class ModelFrame:
     data : pandas.DataFrame
         Used columns only, complete rows only, index reset to 0..nobs-1.
     y : array (nobs,)
-    X : array (nobs, p)
-        Fixed-effects model matrix, collinear columns removed.
+    x_columns : ColumnMatrix
+        Fixed-effects model matrix, collinear columns removed, held as its columns
+        (`tiers.data.columns`): `X` is the dense matrix.
     xnames : tuple of str
         Column names of X (formulaic's, with ``Intercept`` renamed ``(Intercept)`` as in lme4).
     omitted : tuple of str
@@ -59,7 +61,7 @@ class ModelFrame:
     formula: Formula
     data: pd.DataFrame
     y: NDArray[np.float64]
-    X: NDArray[np.float64]
+    x_columns: ColumnMatrix
     xnames: tuple[str, ...]
     omitted: tuple[str, ...]
     n_dropped: int
@@ -68,6 +70,11 @@ class ModelFrame:
     rows: NDArray[np.intp] | None = None
     source: str | None = None
     read_notes: tuple[str, ...] = ()
+
+    @property
+    def X(self) -> NDArray[np.float64]:
+        """The fixed-effects model matrix (nobs, p), built from `x_columns` unless held."""
+        return self.x_columns.dense()
 
     @property
     def index(self) -> pd.Index:
@@ -175,11 +182,11 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         column = formula.response_column
         resp = used[column] if column is not None else evaluate_response(formula.response, used)
         y = _response(resp, formula.response)
-        X, names = model_matrix(formula.fixed, used, what=f"fixed part of {formula.text!r}")
+        X, names = model_columns(formula.fixed, used, what=f"fixed part of {formula.text!r}")
         _check_finite(X, names)
         keep, omitted = independent_columns(X, names)
         if keep != list(range(X.shape[1])):
-            X = np.ascontiguousarray(X[:, keep])
+            X = X.select(keep)
     except TiersError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as exc:
@@ -193,7 +200,7 @@ def build_frame(formula: Formula, data: Any) -> ModelFrame:
         formula=formula,
         data=used,
         y=y,
-        X=X,
+        x_columns=X,
         xnames=tuple(names[i] for i in keep),
         omitted=tuple(omitted),
         n_dropped=n_dropped,
@@ -365,56 +372,38 @@ def _response(resp: pd.Series, name: str) -> NDArray[np.float64]:
     return y
 
 
-def _check_finite(X: NDArray[np.float64], names: list[str]) -> None:
-    """A non-finite entry in X comes from the data (inf) or a transform (log of a negative)."""
-    if np.isfinite(X).all():
-        return
-    bad = ~np.isfinite(X)
-    j = int(np.flatnonzero(bad.any(axis=0))[0])
-    rows = np.flatnonzero(bad[:, j])
-    raise DataError(
-        f"the term {names[j]!r} has {rows.size:,} non-finite values (infinite, or NaN from a "
-        f"transformation such as log of a non-positive number), first at row {int(rows[0])}; "
-        "remove or recode those rows before fitting"
-    )
+def _check_finite(X: ColumnMatrix | NDArray[np.float64], names: list[str]) -> None:
+    """A non-finite entry in X comes from the data (inf) or a transform (log of a negative).
+
+    Column by column in blocks of rows: integer and boolean columns are finite by type.
+    """
+    X = X if isinstance(X, ColumnMatrix) else ColumnMatrix.of_array(X)
+    n = X.shape[0]
+    for j, name in enumerate(names):
+        col = X.column(j)
+        if col.dtype.kind in "iub" or all(
+            np.isfinite(col[a : a + BLOCK_ROWS]).all() for a in range(0, n, BLOCK_ROWS)
+        ):
+            continue
+        rows = np.flatnonzero(~np.isfinite(col))
+        raise DataError(
+            f"the term {name!r} has {rows.size:,} non-finite values (infinite, or NaN from a "
+            f"transformation such as log of a non-positive number), first at row {int(rows[0])}; "
+            "remove or recode those rows before fitting"
+        )
 
 
 def model_matrix(
     rhs: str, data: pd.DataFrame, *, what: str
 ) -> tuple[NDArray[np.float64], list[str]]:
-    """A dense model matrix for a formulaic right-hand side, with lme4-style column names.
-
-    A plain sum of numeric columns (the common case, and the large-data case) is assembled directly;
-    anything else goes through formulaic.
-    """
-    terms = [t.strip() for t in rhs.split("+")]
-    intercept = "0" not in terms and "-1" not in rhs.replace(" ", "")
-    # a backticked column name (`1`, `my x`) is that column, never the intercept
-    plain = [
-        t[1:-1] if len(t) > 2 and t[0] == t[-1] == "`" and t[1:-1] in data.columns else t
-        for t in terms
-        if t not in ("0", "1")
-    ]
-    if all(t in data.columns and pd.api.types.is_numeric_dtype(data[t]) for t in plain):
-        names = (["(Intercept)"] if intercept else []) + plain
-        # filled in place: no float copy of each column and no second matrix to stack them into
-        X = np.empty((len(data), len(names)))
-        if intercept:
-            X[:, 0] = 1.0
-        for j, t in enumerate(plain, start=int(intercept)):
-            X[:, j] = data[t].to_numpy()
-        return X, names
-    from formulaic import model_matrix as fmm
-
-    try:
-        mm = fmm(rhs, data, na_action="ignore")
-    except Exception as exc:
-        raise FormulaError(f"cannot build the {what} ({rhs!r}): {exc}") from None
-    names = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
-    return np.asarray(mm, dtype=np.float64), names
+    """A dense model matrix for a formulaic right-hand side, with lme4-style column names."""
+    X, names = model_columns(rhs, data, what=what)
+    return X.dense(), names
 
 
-def independent_columns(X: NDArray[np.float64], names: list[str]) -> tuple[list[int], list[str]]:
+def independent_columns(
+    X: ColumnMatrix | NDArray[np.float64], names: list[str]
+) -> tuple[list[int], list[str]]:
     """Keep a maximal set of linearly independent columns, preferring earlier ones.
 
     Greedy in the original order, as Stata drops the later of two collinear columns: column ``j``
@@ -423,28 +412,32 @@ def independent_columns(X: NDArray[np.float64], names: list[str]) -> tuple[list[
     same test runs on the cross-product matrix, where the tolerance is squared; exact
     collinearity there leaves a residual of order 1e-15, far below it.
     """
+    X = X if isinstance(X, ColumnMatrix) else ColumnMatrix.of_array(X)
     n, p = X.shape
-    xtx_raw = X.T @ X if n > _QR_ROWS else np.zeros((p, p))
+    # the cross-product a block of rows at a time: no n x p copy of columns held as the data's
+    xtx_raw = X.cross_product() if n > _QR_ROWS else np.zeros((p, p))
     diag = np.diag(xtx_raw)
     moderate = bool(np.all(np.isfinite(diag) & ((diag == 0) | (diag > 1e-200))))
     if moderate and n > _QR_ROWS:
         # a zero cross-product is a zero column, or one so small that its squares underflow
-        moderate = not any(np.any(X[:, j]) for j in np.flatnonzero(diag == 0))
+        moderate = not any(np.any(X.column(int(j))) for j in np.flatnonzero(diag == 0))
+    D = np.zeros((0, p))
     if n > _QR_ROWS and moderate:
         # the cross-product of the unscaled columns is safe: no copy of the n-row matrix
         norms = np.sqrt(diag)
     else:
         # scale-free: each column divided by its largest magnitude first, so 1e300 or 1e-300
         # columns neither overflow nor underflow to zero
-        top = np.abs(X).max(axis=0) if n else np.zeros(p)
-        X = X / np.where(top == 0, 1.0, top)
-        norms = np.sqrt(np.einsum("ij,ij->j", X, X))
-        xtx_raw = X.T @ X if n > _QR_ROWS else np.zeros((p, p))
+        D = X.dense()
+        top = np.abs(D).max(axis=0) if n else np.zeros(p)
+        D = D / np.where(top == 0, 1.0, top)
+        norms = np.sqrt(np.einsum("ij,ij->j", D, D))
+        xtx_raw = D.T @ D if n > _QR_ROWS else np.zeros((p, p))
     keep: list[int] = []
     # one pass, O(n p^2) (issue 19: a QR or solve per column made ~860 dummies 8x slower than lme4)
     if n <= _QR_ROWS:
         # Gram-Schmidt twice (CGS2, as accurate as Householder QR) against the kept columns
-        Xs = X / np.where(norms == 0, 1.0, norms)
+        Xs = D / np.where(norms == 0, 1.0, norms)
         Q = np.empty((n, min(n, p)))
         for j in range(p):
             if norms[j] == 0 or len(keep) >= n:  # n kept columns span every column

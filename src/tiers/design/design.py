@@ -14,6 +14,7 @@ replicates, profiles) shares the result. The structure picks the engine here, ne
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -33,7 +34,13 @@ from tiers.design.diagnostics import (
     identical_partition_error,
     level_messages,
 )
-from tiers.design.grouping import GroupingFactor, Nesting, build_factors, nested_chain
+from tiers.design.grouping import (
+    GroupingFactor,
+    Nesting,
+    build_factors,
+    compact_levels,
+    nested_chain,
+)
 from tiers.design.residuals import ResidualLayout, build_residual_layout
 from tiers.design.terms import TermSpec, build_terms, slopes_without_within_variation
 from tiers.design.weights import RowWeights, resolve_weights
@@ -325,21 +332,30 @@ def build_design(
         raise DataError("weights are given twice, in the formula and as weights=; give them once")
     spec = weights if weights is not None else f.weights
     frame = build_frame(f, data)
-    if frame.X.shape[1] == 0:
+    if frame.x_columns.shape[1] == 0:
         raise DataError("the fixed part has no columns; keep at least the intercept")
     factors = build_factors(f, frame.data)
+    distinct: dict[tuple[str, ...], GroupingFactor] = {}
+    for gf in factors:
+        distinct.setdefault(gf.columns, gf)
+    nesting = nested_chain(list(distinct.values()))
+    if nesting is not None:
+        # per-row codes of the leaf level only (the outer levels' follow from them)
+        compact = compact_levels(nesting)
+        factors = [dataclasses.replace(compact[gf.columns], name=gf.name) for gf in factors]
+        nesting = dataclasses.replace(
+            nesting,
+            factors=tuple(compact[gf.columns] for gf in nesting.factors),
+            identical=tuple((compact[a.columns], compact[b.columns]) for a, b in nesting.identical),
+        )
     if not force:
         check_child_nesting(f, frame.data, factors)
     terms = build_terms(f, frame.data, factors)
     if not glmm:
         _check_sizes(terms, frame.nobs)
-    distinct: dict[tuple[str, ...], GroupingFactor] = {}
-    for gf in factors:
-        distinct.setdefault(gf.columns, gf)
-    nesting = nested_chain(list(distinct.values()))
     sums_only = nesting is not None and f.residuals is None
-    check_resources(terms, frame.nobs, frame.X.shape[1], limits, sums_only)
-    check_estimable(f.response, frame.y, frame.X, frame.xnames, terms)
+    check_resources(terms, frame.nobs, frame.x_columns.shape[1], limits, sums_only)
+    check_estimable(f.response, frame.y, frame.x_columns, frame.xnames, terms)
     if frame.nobs <= EXACT_FIT_ROWS and not glmm:
         check_exact_fit(f.response, frame.y, frame.X, terms)
     warns = tuple(

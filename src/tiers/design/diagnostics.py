@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tiers.data.columns import ColumnMatrix
 from tiers.design.grouping import GroupingFactor, combined_key, parent_map
 from tiers.design.terms import TermSpec
 from tiers.errors import DataError, NestingError
@@ -250,7 +251,7 @@ def check_resources(
 
 
 def check_estimable(
-    response: str, y: np.ndarray, X: np.ndarray, xnames: tuple[str, ...], terms: list[TermSpec]
+    response: str, y: np.ndarray, X: ColumnMatrix, xnames: tuple[str, ...], terms: list[TermSpec]
 ) -> None:
     """Refuse a model that cannot be estimated, with the reason (cheap checks, before the fit).
 
@@ -269,7 +270,8 @@ def check_estimable(
             f"({float(y[0]):g} in every row used), so there is no variation to model"
         )
     lo, hi = REPRESENTABLE
-    columns = [(name, X[:, j], "predictor") for j, name in enumerate(xnames)]
+    # each column in its own dtype, the intercept's ones once: no float copy of X
+    columns = [(name, _one_if_broadcast(X.column(j)), "predictor") for j, name in enumerate(xnames)]
     columns += [
         (z, _one_if_broadcast(t.Z[:, k]), "random effect")
         for t in terms

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.data.columns import ColumnMatrix
 from tiers.design.grouping import Tree, renumber_levels
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
-from tiers.engine.statistics import NestedStatistics
+from tiers.engine.statistics import NestedStatistics, RowSums, row_statistics
 from tiers.engine.tree_modes import tree_modes
 
 FloatArray = NDArray[np.float64]
@@ -48,13 +49,18 @@ IntArray = NDArray[np.int64]
 _STEP = 1 << 20
 
 
-def sum_rows(values: FloatArray, group: NDArray[np.integer[Any]], ngroups: int) -> FloatArray:
-    """Sum the rows of ``values`` by ``group`` (bincounts: no sort needed).
+def sum_rows(
+    values: FloatArray,
+    group: NDArray[np.integer[Any]],
+    ngroups: int,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """Sum the rows of ``values`` by ``group`` (bincounts: no sort needed), added to ``out``.
 
     A million rows at a time, each step over the range of groups it touches (a few when the groups
     are sorted, as parents of renumbered levels are).
     """
-    out = np.zeros((ngroups, values.shape[1]))
+    out = np.zeros((ngroups, values.shape[1])) if out is None else out
     for i in range(0, group.size, _STEP):
         g = group[i : i + _STEP]
         if g.size == 0:
@@ -133,14 +139,14 @@ class NestedProblem(ProfiledProblem):
     def __init__(
         self,
         y: FloatArray,
-        X: FloatArray,
+        X: FloatArray | ColumnMatrix,
         tree: Tree,
         *,
         reml: bool = True,
         weights: FloatArray | None = None,
         frequency: bool = False,
     ) -> None:
-        stats = NestedStatistics.from_arrays(y, X, tree, weights=weights, frequency=frequency)
+        stats = row_statistics(y, X, tree, weights=weights, frequency=frequency)
         self._from_statistics(stats, reml)
 
     @classmethod
@@ -154,7 +160,7 @@ class NestedProblem(ProfiledProblem):
         obj._from_statistics(stats.centred(), reml)
         return obj
 
-    def _from_statistics(self, stats: NestedStatistics, reml: bool) -> None:
+    def _from_statistics(self, stats: NestedStatistics | RowSums, reml: bool) -> None:
         tree = stats.tree
         self.n, self.p = stats.n, stats.p
         self.intercept, self.shift = stats.intercept, stats.shift
@@ -167,17 +173,19 @@ class NestedProblem(ProfiledProblem):
         self.theta_upper = np.full(self.K, np.inf)
         self.dtd = stats.dtd
         self.ldw = stats.ldw
-        # Leaf sums c_g = (n_g, sum x, sum y), kept for the conditional modes.
-        self.leaf_sums = csum = stats.leaf
+        # The leaf sums c_g = (n_g, sum x, sum y), for the conditional modes: the table of
+        # statistics, or the rows that it is summed from again (`RowSums`), never kept twice.
+        self.stats = stats
         renumber = self._renumber(tree) if self.K > 1 else []
-        sizes = csum[:, 0]
-        # equal leaves need no size classes (two n_leaf-long index arrays, 64 MB at 4 million leaves)
-        self.uniform_from = self._uniform_from(tree) if sizes.min() == sizes.max() else self.K
+        smallest, largest = stats.leaf_size_range()
+        # equal leaves need no size classes (two n_leaf-long index arrays, 64 MB at 4 million
+        # leaves), nor the leaves' sizes (32 MB)
+        self.uniform_from = self._uniform_from(tree) if smallest == largest else self.K
         if self.uniform_from < self.K:
-            self._init_uniform(tree, csum, renumber)
+            self._init_uniform(tree, stats, smallest, renumber)
         else:
-            present, size_class = _size_classes(sizes)
-            self._init_leaf_classes(tree, csum, size_class, present, renumber)
+            present, size_class = _size_classes(stats.leaf_sizes())
+            self._init_leaf_classes(tree, stats, size_class, present, renumber)
 
     def _uniform_from(self, tree: Tree) -> int:
         """The outermost level u such that every level from u inwards is uniform.
@@ -196,16 +204,28 @@ class NestedProblem(ProfiledProblem):
             u = level
         return u
 
-    def _init_uniform(self, tree: Tree, csum: FloatArray, renumber: list[IntArray]) -> None:
+    def _init_uniform(
+        self, tree: Tree, stats: NestedStatistics | RowSums, n_leaf: float, renumber: list[IntArray]
+    ) -> None:
         """Uniform levels: every node of level l holds n_l observations.
 
         At any theta, a node's ``c_j`` is one scalar ``alpha_l(theta)`` times its raw subtree sums
         ``S_j``. Each uniform level then enters through ``Graw_l = sum_j S_j[1:] S_j[1:]'`` alone:
-        O(1) per evaluation.
+        O(1) per evaluation. The leaves are read a block at a time (`RowSums` never holds them).
         """
-        S = csum
-        self.tail: list[tuple[int, float, float, FloatArray]] = []
-        for level in range(self.K - 1, self.uniform_from - 1, -1):
+        K, m = self.K, self.p + 1
+        graw = np.zeros((m, m))
+        S = np.zeros((tree.sizes[-2] if K > 1 else 0, m + 1))
+        for lo, block in stats.leaf_blocks():
+            raw = block[:, 1:]
+            graw += raw.T @ raw
+            if K > 1:
+                parent = tree.parents[-1][lo : lo + block.shape[0]]
+                sum_rows(block, parent, S.shape[0], out=S)
+        self.tail: list[tuple[int, float, float, FloatArray]] = [
+            (K - 1, n_leaf, float(tree.sizes[-1]), graw)
+        ]
+        for level in range(K - 2, self.uniform_from - 1, -1):
             raw = S[:, 1:]
             self.tail.append((level, float(S[0, 0]), float(S.shape[0]), raw.T @ raw))
             if level > 0:
@@ -219,7 +239,7 @@ class NestedProblem(ProfiledProblem):
     def _init_leaf_classes(
         self,
         tree: Tree,
-        csum: FloatArray,
+        stats: NestedStatistics | RowSums,
         size_class: NDArray[np.integer[Any]],
         present: FloatArray,
         renumber: list[IntArray],
@@ -227,24 +247,25 @@ class NestedProblem(ProfiledProblem):
         """Unequal leaf sizes: ``s_g`` depends on ``n_g`` only.
 
         Leaves are therefore summed once per size class (``Q``) and per (parent, size class) pair
-        (``R``).
+        (``R``), in one pass over the leaf sums a block at a time.
         """
-        nleaf = tree.sizes[-1]
         nclass = present.size
         self.leaf_sizes = present
         count = np.zeros(nclass)
+        pair_of_leaf = self._pairs(tree, size_class, nclass, renumber) if self.K > 1 else None
+        m = self.p + 1
         # Q[c] = sum over leaves of size class c of c_g[1:] c_g[1:]'  (data only, theta-free),
-        # a million leaves at a time: the leaves sorted by class, whole, would be a copy of the
+        # a block of leaves at a time: the leaves sorted by class, whole, would be a copy of the
         # table (1.2 GB at 50 million leaves)
-        m = csum.shape[1] - 1
         self.leaf_Q = np.zeros((nclass, m, m))
-        for i in range(0, nleaf, _STEP):
-            sc = size_class[i : i + _STEP]
+        R = np.zeros((0 if pair_of_leaf is None else self.pair_class.size, m + 1))
+        for lo, csum in stats.leaf_blocks():
+            sc = size_class[lo : lo + csum.shape[0]]
             order = np.argsort(sc.astype(np.int16 if nclass < 2**15 else np.int64), kind="stable")
             held = np.bincount(sc, minlength=nclass)
             count += held
             bounds = np.concatenate(([0], np.cumsum(held)))
-            cs = csum[i : i + _STEP][order, 1:]
+            cs = csum[order, 1:]
             if nclass <= 64:
                 for c in np.flatnonzero(held):
                     block = cs[bounds[c] : bounds[c + 1]]
@@ -254,9 +275,24 @@ class NestedProblem(ProfiledProblem):
                 outer = cs[:, :, None] * cs[:, None, :]
                 self.leaf_Q[there] += np.add.reduceat(outer, bounds[there], axis=0)
             del cs
+            if pair_of_leaf is not None:
+                sum_rows(csum, pair_of_leaf[lo : lo + csum.shape[0]], R.shape[0], out=R)
         self.leaf_class_count = count
-        if self.K == 1:
-            return
+        if pair_of_leaf is not None:
+            self.pair_R = R
+
+    def _pairs(
+        self,
+        tree: Tree,
+        size_class: NDArray[np.integer[Any]],
+        nclass: int,
+        renumber: list[IntArray],
+    ) -> NDArray[np.integer[Any]]:
+        """Each leaf's (parent, size class) pair.
+
+        Sets the pairs' classes and each parent's first pair (pairs sorted by renumbered parent).
+        """
+        nleaf = tree.sizes[-1]
         new_parent = renumber[-1]
         nparent = tree.sizes[-2]
         if nparent * nclass <= 4 * nleaf + 1024:
@@ -284,8 +320,8 @@ class NestedProblem(ProfiledProblem):
             uniq, pair_of_leaf = np.unique(pair_key, return_inverse=True)
             del pair_key
         self.pair_class = uniq % nclass
-        self.pair_R = sum_rows(csum, pair_of_leaf, uniq.size)
         self.pair_starts = np.searchsorted(uniq // nclass, np.arange(nparent))
+        return pair_of_leaf
 
     def _renumber(self, tree: Tree) -> list[IntArray]:
         new, self.level_starts = renumber_levels(list(tree.parents), list(tree.sizes))
@@ -436,8 +472,9 @@ class NestedProblem(ProfiledProblem):
         """
         theta = np.asarray(theta, dtype=np.float64)
         K, p = self.K, self.p
-        n_g = self.leaf_sums[:, 0]
-        raw = self.leaf_sums[:, 1:] + n_g[:, None] * self.shift
+        leaf = self.stats.leaf_table()
+        n_g = leaf[:, 0]
+        raw = leaf[:, 1:] + n_g[:, None] * self.shift
         r_g = raw[:, p] - raw[:, :p] @ np.asarray(beta, dtype=np.float64)
         C = np.zeros((n_g.size, K + 1, K + 1))
         C[:, :K, :K] = n_g[:, None, None] * np.outer(theta, theta)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.data.columns import ColumnMatrix
 from tiers.design import diagnostics
 from tiers.design.design import Design
 from tiers.design.summary import SummaryFrame, rows_needed
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from tiers.engine.gram_statistics import LeafGrams
 
 FloatArray = NDArray[np.float64]
-Builder = Callable[[Design, FloatArray, FloatArray, bool], Engine]
+Builder = Callable[[Design, FloatArray, ColumnMatrix, bool], Engine]
 
 
 def _row_weights(design: Design) -> tuple[FloatArray | None, bool]:
@@ -39,43 +40,44 @@ def _row_weights(design: Design) -> tuple[FloatArray | None, bool]:
     return np.asarray(rw.rows), rw.frequency
 
 
-def _nested(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+def _nested(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the nested engine needs nested grouping factors")
     w, freq = _row_weights(design)
+    # X as its columns: the statistics read it a block of rows at a time, never whole
     return NestedProblem(y, X, design.nesting.tree, reml=reml, weights=w, frequency=freq)
 
 
-def _tree(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+def _tree(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
     if design.nesting is None:  # pragma: no cover - the design only picks it for nested factors
         raise ValueError("the tree engine needs nested grouping factors")
     from tiers.engine.nested_block import TreeProblem
 
     w, freq = _row_weights(design)
     parents = list(design.nesting.tree.parents)
-    return TreeProblem(y, X, design.levels, parents, reml=reml, weights=w, frequency=freq)
+    return TreeProblem(y, X.dense(), design.levels, parents, reml=reml, weights=w, frequency=freq)
 
 
-def _crossed(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+def _crossed(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
     from tiers.engine.crossed import CrossedProblem
 
     w, freq = _row_weights(design)
     limits = design.limits or diagnostics.LIMITS
     return CrossedProblem(
-        y, X, design.terms, reml=reml, weights=w, frequency=freq, max_bytes=limits.max_bytes
+        y, X.dense(), design.terms, reml=reml, weights=w, frequency=freq, max_bytes=limits.max_bytes
     )
 
 
-def _rside(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+def _rside(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
     if design.nesting is None or design.residuals is None:  # pragma: no cover - design's choice
         raise ValueError("the rside engine needs nested grouping and a residual structure")
     from tiers.engine.rside import ResidualProblem
 
     parents = list(design.nesting.tree.parents)
-    return ResidualProblem(y, X, design.levels, parents, design.residuals, reml=reml)
+    return ResidualProblem(y, X.dense(), design.levels, parents, design.residuals, reml=reml)
 
 
-def _pseudo(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
+def _pseudo(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
     rw = design.weights
     if design.nesting is None or rw is None or not rw.sampling:  # pragma: no cover
         raise ValueError("the pseudo-likelihood engine needs nested factors and sampling weights")
@@ -84,7 +86,7 @@ def _pseudo(design: Design, y: FloatArray, X: FloatArray, reml: bool) -> Engine:
     from tiers.engine.pseudo import PseudoTreeProblem
 
     parents = list(design.nesting.tree.parents)
-    return PseudoTreeProblem(y, X, design.levels, parents, rw.rows, list(rw.groups))
+    return PseudoTreeProblem(y, X.dense(), design.levels, parents, rw.rows, list(rw.groups))
 
 
 ENGINES: dict[str, Builder] = {
@@ -122,7 +124,7 @@ def _crossed_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
     rows, cell = stats.rows()  # cells are the rows of frame.data (the distinct id tuples)
     terms, at = [], 0
     for t in design.terms:
-        factor = dataclasses.replace(t.factor, codes=t.factor.codes[cell])
+        factor = dataclasses.replace(t.factor, row_codes=t.factor.codes[cell], leaf_path=None)
         terms.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
         at += t.q
     return CrossedProblem.from_leaf_rows(
@@ -148,7 +150,7 @@ def _tree_from_grams(design: Design, stats: LeafGrams, reml: bool) -> Engine:
         group[tree.leaf] = terms[0].factor.codes  # each leaf's group at this level
         own = []
         for t in terms:
-            factor = dataclasses.replace(t.factor, codes=group[leaf])
+            factor = dataclasses.replace(t.factor, row_codes=group[leaf], leaf_path=None)
             own.append(dataclasses.replace(t, factor=factor, Z=rows[:, at : at + t.q]))
             at += t.q
         levels.append(own)
@@ -187,5 +189,9 @@ def build_engine(
     if builder is None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {design.engine!r}")
     y_ = design.frame.y if y is None else np.ascontiguousarray(y, dtype=np.float64)
-    X_ = design.frame.X if X is None else np.ascontiguousarray(X, dtype=np.float64)
+    X_ = (
+        design.frame.x_columns
+        if X is None
+        else ColumnMatrix.of_array(np.ascontiguousarray(X, dtype=np.float64))
+    )
     return builder(design, y_, X_, bool(reml))

@@ -23,11 +23,14 @@ of ``n``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers.data.columns import BLOCK_ROWS as _BLOCK
+from tiers.data.columns import ColumnMatrix
 from tiers.design.grouping import Codes, Tree
 
 FloatArray = NDArray[np.float64]
@@ -36,12 +39,18 @@ FloatArray = NDArray[np.float64]
 _CHUNK_CELLS = 1 << 20
 
 
-def intercept_column(X: FloatArray) -> int | None:
+def intercept_column(X: FloatArray | ColumnMatrix) -> int | None:
     """The first all-ones column of X, if any."""
+    X = X if isinstance(X, ColumnMatrix) else ColumnMatrix.of_array(X)
     if X.shape[0] == 0:
         return None
-    ones = [j for j in np.flatnonzero(X[0] == 1.0) if np.all(X[:, j] == 1.0)]
-    return int(ones[0]) if ones else None
+    for j in range(X.shape[1]):
+        if X.columns[j] is None:
+            return j  # the intercept's own ones
+        col = X.column(j)
+        if col[0] == 1 and np.all(col == 1):
+            return j
+    return None
 
 
 def _non_decreasing(codes: Codes, step: int) -> bool:
@@ -53,8 +62,46 @@ def _non_decreasing(codes: Codes, step: int) -> bool:
     return True
 
 
-def _add_runs(leaf: FloatArray, group: Codes, WD: FloatArray, w: FloatArray | None) -> None:
-    """Add one chunk of rows sorted by leaf to the leaf sums.
+def _chunks(n: int, step: int, leaf: Codes | None = None) -> Iterator[tuple[int, int]]:
+    """Row ranges of about ``step`` rows; with ``leaf`` (sorted), each ends where a leaf does."""
+    a = 0
+    while a < n:
+        b = min(n, a + step)
+        if leaf is not None and b < n:
+            b = int(np.searchsorted(leaf, leaf[b - 1], side="right"))
+        yield a, b
+        a = b
+
+
+class _Rows:
+    """The rows of ``[X y]`` (weighted), centred about ``shift``, a chunk at a time."""
+
+    __slots__ = ("y", "X", "w", "shift", "buffer")
+
+    def __init__(
+        self, y: FloatArray, X: ColumnMatrix, w: FloatArray | None, shift: FloatArray
+    ) -> None:
+        self.y, self.X, self.w, self.shift = y, X, w, shift
+        self.buffer = np.empty((0, X.shape[1] + 1), order="F")
+
+    def centred(self, a: int, b: int) -> tuple[FloatArray, FloatArray]:
+        """Rows ``a:b`` of ``D = [X y] - shift`` and of ``W D`` (the same array unweighted).
+
+        Written into one working matrix reused across chunks, column-major (8 MB, not the
+        n x (p + 1) copy: 192 MB at 8 million rows with p = 2).
+        """
+        p = self.X.shape[1]
+        if self.buffer.shape[0] < b - a:
+            self.buffer = np.empty((b - a, p + 1), order="F")
+        Dc = self.buffer[: b - a]
+        self.X.rows(a, b, out=Dc[:, :p])
+        Dc[:, p] = self.y[a:b]
+        Dc -= self.shift
+        return Dc, (Dc if self.w is None else Dc * self.w[a:b, None])
+
+
+def _run_sums(group: Codes, WD: FloatArray, w: FloatArray | None) -> tuple[int, FloatArray]:
+    """The leaf sums of one chunk of rows sorted by leaf: its first leaf, and a row per leaf.
 
     Its leaves are the range ``group[0]..group[-1]``, at most as many as its rows: bincounts over
     that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs).
@@ -62,13 +109,15 @@ def _add_runs(leaf: FloatArray, group: Codes, WD: FloatArray, w: FloatArray | No
     lo = int(group[0])
     m = int(group[-1]) + 1 - lo
     local = np.subtract(group, lo, dtype=np.intp)
-    leaf[lo : lo + m, 0] += np.bincount(local, weights=w, minlength=m)
+    block = np.empty((m, WD.shape[1] + 1))
+    block[:, 0] = np.bincount(local, weights=w, minlength=m)
     for j in range(WD.shape[1]):
-        leaf[lo : lo + m, j + 1] += np.bincount(local, weights=WD[:, j], minlength=m)
+        block[:, j + 1] = np.bincount(local, weights=WD[:, j], minlength=m)
+    return lo, block
 
 
 def _leaf_sums(
-    y: FloatArray, X: FloatArray, shift: FloatArray, tree: Tree, w: FloatArray | None
+    y: FloatArray, X: ColumnMatrix, shift: FloatArray, tree: Tree, w: FloatArray | None
 ) -> FloatArray:
     """Per leaf, its size (weight total) and ``sum w_i (d_i - shift)``, by one bincount a column."""
     nleaf, p = tree.sizes[-1], X.shape[1]
@@ -79,11 +128,44 @@ def _leaf_sums(
     # one centred column at a time (bincount copies a strided column anyway): n values, not
     # the n x (p + 1) matrix
     for j in range(p + 1):
-        col = X[:, j] if j < p else y
+        col = X.column(j).astype(np.float64) if j < p else y
         if shift[j]:
             col = col - shift[j]
         leaf[:, j + 1] = np.bincount(group, weights=col if w is None else col * w, minlength=nleaf)
     return leaf
+
+
+def _first_pass(
+    y: FloatArray,
+    X: FloatArray | ColumnMatrix,
+    intercept: int | None,
+    weights: FloatArray | None,
+) -> tuple[ColumnMatrix, int | None, FloatArray | None, float, FloatArray]:
+    """X as columns, the intercept column (``-1``: found), the weights, their total, the shift.
+
+    The shift is the column means (weighted), 0 for the intercept; none without an intercept.
+    """
+    Xc = X if isinstance(X, ColumnMatrix) else ColumnMatrix.of_array(X)
+    n, p = Xc.shape
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    wsum = float(n) if w is None else float(w.sum())
+    icpt = intercept_column(Xc) if intercept == -1 else intercept
+    shift = np.zeros(p + 1)
+    if icpt is not None and n:
+        # column by column (weighted: in blocks of rows): no n-row vector of ones and no float
+        # copy of an integer column
+        for j in range(p):
+            col = Xc.column(j)
+            if w is None:
+                shift[j] = float(col.sum(dtype=np.float64)) / wsum
+            else:
+                blocks = range(0, n, _BLOCK)
+                shift[j] = (
+                    sum(float(w[a : a + _BLOCK] @ col[a : a + _BLOCK]) for a in blocks) / wsum
+                )
+        shift[p] = (y.sum() if w is None else w @ y) / wsum
+        shift[icpt] = 0.0
+    return Xc, icpt, w, wsum, shift
 
 
 @dataclass(frozen=True)
@@ -130,7 +212,7 @@ class NestedStatistics:
     def from_arrays(
         cls,
         y: FloatArray,
-        X: FloatArray,
+        X: FloatArray | ColumnMatrix,
         tree: Tree,
         *,
         intercept: int | None = -1,
@@ -144,42 +226,46 @@ class NestedStatistics:
         ``frequency`` (then ``n`` is their sum).
         """
         y = np.asarray(y, dtype=np.float64)
-        X = np.asarray(X, dtype=np.float64)
-        n, p = X.shape
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        wsum = float(n) if w is None else float(w.sum())
-        icpt = intercept_column(X) if intercept == -1 else intercept
-        shift = np.zeros(p + 1)
-        if icpt is not None and n:
-            # column by column: no n-row vector of ones and no n x (p + 1) copy of [X y]
-            for j in range(p):
-                shift[j] = (X[:, j].sum() if w is None else w @ X[:, j]) / wsum
-            shift[p] = (y.sum() if w is None else w @ y) / wsum
-            shift[icpt] = 0.0
+        Xc, icpt, w, wsum, shift = _first_pass(y, X, intercept, weights)
+        n, p = Xc.shape
         nleaf = tree.sizes[-1]
         step = max(1, _CHUNK_CELLS // (p + 1))
         # rows sorted by leaf (as data usually is, by id): the leaf sums are runs of each chunk,
         # with no n-row temporaries; otherwise one bincount per column
         ordered = _non_decreasing(tree.leaf, step)
-        leaf = np.zeros((nleaf, p + 2)) if ordered else _leaf_sums(y, X, shift, tree, w)
-        # the cross-product of the centred [X y], accumulated over row chunks: one chunk-sized
-        # working matrix rather than n x (p + 1) (192 MB at 8 million rows with p = 2)
+        leaf = np.zeros((nleaf, p + 2)) if ordered else _leaf_sums(y, Xc, shift, tree, w)
+        # the cross-product of the centred [X y], accumulated over row chunks
         dtd = np.zeros((p + 1, p + 1))
-        D = np.empty((min(step, n), p + 1), order="F")
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            Dc = D[: b - a]
-            Dc[:, :p] = X[a:b]
-            Dc[:, p] = y[a:b]
-            Dc -= shift
-            WDc = Dc if w is None else Dc * w[a:b, None]
+        rows = _Rows(y, Xc, w, shift)
+        for a, b in _chunks(n, step):
+            Dc, WDc = rows.centred(a, b)
             dtd += Dc.T @ WDc
             if ordered:
-                _add_runs(leaf, tree.leaf[a:b], WDc, None if w is None else w[a:b])
+                lo, block = _run_sums(tree.leaf[a:b], WDc, None if w is None else w[a:b])
+                leaf[lo : lo + block.shape[0]] += block
         colsum = leaf[:, 1:].sum(axis=0)
         nobs = n if w is None or not frequency else int(round(wsum))
         ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
         return cls(nobs, p, icpt, shift, colsum, dtd, leaf, tree, wsum, ldw)
+
+    def leaf_sizes(self) -> FloatArray:
+        """Each leaf's size (weight total)."""
+        return self.leaf[:, 0]
+
+    def leaf_size_range(self) -> tuple[float, float]:
+        """The smallest and largest leaf size (weight total)."""
+        sizes = self.leaf[:, 0]
+        return float(sizes.min()), float(sizes.max())
+
+    def leaf_blocks(self) -> Iterator[tuple[int, FloatArray]]:
+        """The leaf table in blocks of consecutive leaves: (first leaf, its rows of the table)."""
+        step = max(1, _CHUNK_CELLS // (self.p + 2))
+        for i in range(0, self.leaf.shape[0], step):
+            yield i, self.leaf[i : i + step]
+
+    def leaf_table(self) -> FloatArray:
+        """Per leaf, its size and ``sum_g w_i (d_i - shift)``."""
+        return self.leaf
 
     def recentred(self, shift: FloatArray) -> NestedStatistics:
         """The same statistics about another shift (themselves, when it is theirs)."""
@@ -229,3 +315,118 @@ class NestedStatistics:
         mean = self.shift + self.colsum / self.wsum
         mean[self.intercept] = 0.0
         return self.recentred(mean)
+
+
+@dataclass(frozen=True)
+class RowSums:
+    """`NestedStatistics` of rows held in memory and sorted by leaf, without the leaf table.
+
+    The leaf sums are read again from the rows, a block of whole leaves at a time, whenever they
+    are needed (building the engine, the conditional modes): a leaf table is as large as the
+    rows' ``[X y]`` when leaves hold a few rows (122 MB for the 4 million pupils of the
+    8-million-row seed design), and nothing but the rows themselves is kept for it.
+
+    Attributes
+    ----------
+    n, p, intercept, shift, dtd, tree, wsum, ldw
+        As `NestedStatistics`.
+    y, X, weights
+        The rows: the response, the fixed-effects columns, the row weights (or None).
+    """
+
+    n: int
+    p: int
+    intercept: int | None
+    shift: FloatArray
+    dtd: FloatArray
+    tree: Tree
+    y: FloatArray = field(repr=False)
+    X: ColumnMatrix = field(repr=False)
+    weights: FloatArray | None = field(repr=False)
+    wsum: float
+    ldw: float
+
+    @classmethod
+    def from_rows(
+        cls,
+        y: FloatArray,
+        X: FloatArray | ColumnMatrix,
+        tree: Tree,
+        *,
+        weights: FloatArray | None = None,
+        frequency: bool = False,
+    ) -> RowSums | None:
+        """The statistics of rows sorted by leaf (None when they are not).
+
+        Centred as `NestedStatistics.from_arrays` centres them.
+        """
+        step = max(1, _CHUNK_CELLS // (X.shape[1] + 1))
+        if not _non_decreasing(tree.leaf, step):
+            return None
+        y = np.asarray(y, dtype=np.float64)
+        Xc, icpt, w, wsum, shift = _first_pass(y, X, -1, weights)
+        n, p = Xc.shape
+        dtd = np.zeros((p + 1, p + 1))
+        rows = _Rows(y, Xc, w, shift)
+        for a, b in _chunks(n, step):
+            Dc, WDc = rows.centred(a, b)
+            dtd += Dc.T @ WDc
+        nobs = n if w is None or not frequency else int(round(wsum))
+        ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
+        return cls(nobs, p, icpt, shift, dtd, tree, y, Xc, w, wsum, ldw)
+
+    def _size_runs(self) -> Iterator[tuple[int, FloatArray]]:
+        """The leaf sizes (weight totals) of a block of rows at a time: (first leaf, sizes)."""
+        leaf, w = self.tree.leaf, self.weights
+        for a, b in _chunks(leaf.size, _BLOCK, leaf):
+            lo = int(leaf[a])
+            local = np.subtract(leaf[a:b], lo, dtype=np.intp)
+            yield lo, np.bincount(local, weights=None if w is None else w[a:b]).astype(np.float64)
+
+    def leaf_sizes(self) -> FloatArray:
+        """Each leaf's size (weight total)."""
+        sizes = np.empty(self.tree.sizes[-1])
+        for lo, part in self._size_runs():
+            sizes[lo : lo + part.size] = part
+        return sizes
+
+    def leaf_size_range(self) -> tuple[float, float]:
+        """The smallest and largest leaf size (weight total), with no leaf-long vector."""
+        lo, hi = np.inf, -np.inf
+        for _, part in self._size_runs():
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+        return lo, hi
+
+    def leaf_blocks(self) -> Iterator[tuple[int, FloatArray]]:
+        """The leaf table in blocks of whole leaves, from the rows: (first leaf, its sums)."""
+        leaf, w = self.tree.leaf, self.weights
+        rows = _Rows(self.y, self.X, w, self.shift)
+        for a, b in _chunks(leaf.size, max(1, _CHUNK_CELLS // (self.p + 1)), leaf):
+            _, WDc = rows.centred(a, b)
+            yield _run_sums(leaf[a:b], WDc, None if w is None else w[a:b])
+
+    def leaf_table(self) -> FloatArray:
+        """Per leaf, its size and ``sum_g w_i (d_i - shift)`` (built now, not kept)."""
+        table = np.empty((self.tree.sizes[-1], self.p + 2))
+        for lo, block in self.leaf_blocks():
+            table[lo : lo + block.shape[0]] = block
+        return table
+
+
+def row_statistics(
+    y: FloatArray,
+    X: FloatArray | ColumnMatrix,
+    tree: Tree,
+    *,
+    weights: FloatArray | None = None,
+    frequency: bool = False,
+) -> NestedStatistics | RowSums:
+    """The statistics the nested engine is built from.
+
+    `RowSums` for rows sorted by leaf (no leaf table kept), else `NestedStatistics` (its leaf
+    table, summed by bincounts).
+    """
+    sums = RowSums.from_rows(y, X, tree, weights=weights, frequency=frequency)
+    if sums is not None:
+        return sums
+    return NestedStatistics.from_arrays(y, X, tree, weights=weights, frequency=frequency)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from tiers.data.columns import ColumnMatrix
 from tiers.data.frame import _QR_ROWS, COLLINEARITY_TOL
 from tiers.design.covariance import CovStructure
 from tiers.design.design import Design, _check_sizes, identical_partition_error, linear_probability
@@ -162,7 +163,8 @@ def _narrowed(
         assert codes is not None
         return dataclasses.replace(
             gf,
-            codes=codes,
+            row_codes=codes,
+            leaf_path=None,
             parent_codes=narrow(gf.parent_codes),
             prefix_map=narrow(gf.prefix_map),
             # counted over id tuples, not rows: `build_design` counts the rows per group
@@ -390,14 +392,15 @@ def build_design(
     # effects' ranges are not kept with slopes; random intercepts' are 1 (checked on one row,
     # not one per id tuple)
     scalar_terms = _intercepts(f, factors, 1) if grams is None else []
-    check_estimable(f.response, y_range, totals.x_range[:, keep], xnames, scalar_terms)
+    x_range = ColumnMatrix.of_array(totals.x_range[:, keep])
+    check_estimable(f.response, y_range, x_range, xnames, scalar_terms)
     _check_sizes(terms, stats.n)
     check_resources(terms, len(skel.ids), len(keep), limits, skel.nesting is not None)
     frame = SummaryFrame(
         formula=f,
         data=skel.ids,
         y=np.empty(0),
-        X=np.empty((0, len(keep))),
+        x_columns=ColumnMatrix.of_array(np.empty((0, len(keep)))),
         xnames=xnames,
         omitted=omitted,
         n_dropped=totals.n_dropped,
