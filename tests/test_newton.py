@@ -158,3 +158,28 @@ def test_average_information_is_close_to_the_hessian_at_the_optimum():
     exact += np.diag(ev.gradient * theta)
     ratio = np.linalg.eigvals(np.linalg.solve(0.5 * (exact + exact.T), ev.information))
     assert np.all(np.abs(ratio - 1.0) < 0.15), ratio
+
+
+def test_scoring_theta_on_a_log_quadratic_and_toward_a_bound():
+    from tiers.optimize.scoring import scoring_theta
+
+    A = np.array([[4.0, 1.0], [1.0, 2.0]])
+    ustar = np.log([0.7, 1.3])
+    lower, upper = np.zeros(2), np.full(2, np.inf)
+
+    def log_quadratic(x):
+        d = np.log(x) - ustar
+        return float(0.5 * d @ A @ d), A @ d / x, A
+
+    res = scoring_theta(log_quadratic, np.array([0.9, 1.0]), lower, upper)
+    assert res.ok and res.step < 1e-7
+    np.testing.assert_allclose(res.theta, np.exp(ustar), rtol=1e-10)
+    assert res.evaluations == 2  # exact Hessian of a quadratic: one step, one confirmation
+
+    def zero_optimum(x):
+        # the second parameter's optimum is on its bound: theta-Newton goes there in one step
+        g = np.array([2.0 * (x[0] - 0.5), 2.0 * x[1]])
+        return float((x[0] - 0.5) ** 2 + x[1] ** 2), g, 2.0 * np.diag(x * x) + np.diag(g * x)
+
+    res = scoring_theta(zero_optimum, np.array([0.6, 0.1]), lower, upper)
+    assert not res.ok and res.evaluations == 1

@@ -13,8 +13,9 @@ Each step is ``delta = -H^-1 g`` in log theta (``g`` the gradient in log theta),
 criterion does not rise; the fit stops, as `tiers.optimize.newton` does, when the step or the
 decrease it promises (``-g'delta / 2``) is below that module's thresholds. That last step from a
 positive definite ``H`` is the certificate (``newton_step``, here in theta's units). Outside this
-regime (a Hessian not positive definite, a theta near its bound, no convergence within
-`tiers.optimize.newton.MAX_STEPS`) it returns ``ok=False`` and the caller takes the general path.
+regime (a Hessian not positive definite, a theta near its bound, a Newton step in theta itself
+that would leave the box, no convergence within `tiers.optimize.newton.MAX_STEPS`) it returns
+``ok=False`` and the caller takes the general path.
 """
 
 from __future__ import annotations
@@ -29,6 +30,29 @@ from tiers.optimize import newton as nt
 FloatArray = NDArray[np.float64]
 #: The criterion, its gradient in theta and its Hessian in log theta, at theta.
 FunGradInfo = Callable[[FloatArray], tuple[float, FloatArray, FloatArray]]
+
+
+def _toward_bound(
+    theta: FloatArray,
+    g: FloatArray,
+    g_log: FloatArray,
+    H: FloatArray,
+    inside: Callable[[FloatArray], bool],
+) -> bool:
+    """Whether Newton's step in theta itself would leave the box.
+
+    A variance whose optimum is 0 (``f ~ f0 + a theta^2``) is approached in log theta by steps of
+    ``-1/2`` (theta x 0.61 each: ~10 gradients from 0.1 to the bound check), while the step in
+    theta goes to 0 at once: that is the sign to hand over to the boundary logic of the general
+    path, as `tiers.optimize.newton` does. The Hessian in theta is
+    ``(H - diag(g_log)) / (theta theta')``; where it is not positive definite the test is skipped.
+    """
+    H_theta = (H - np.diag(g_log)) / np.outer(theta, theta)
+    try:
+        L = np.linalg.cholesky(H_theta)
+    except np.linalg.LinAlgError:
+        return False
+    return not inside(theta - np.linalg.solve(L.T, np.linalg.solve(L, g)))
 
 
 def scoring_theta(
@@ -77,6 +101,8 @@ def scoring_theta(
         try:
             L = np.linalg.cholesky(H)
         except np.linalg.LinAlgError:
+            return out(False)
+        if _toward_bound(theta, g, g_log, H, inside):
             return out(False)
         delta = -np.linalg.solve(L.T, np.linalg.solve(L, g_log))
         # the step in theta's units, as the certificate of `tiers.optimize.minimize` reads it
