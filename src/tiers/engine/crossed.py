@@ -20,8 +20,8 @@ design whose factor would not fit in memory is refused there, before any numeric
 (`crossed_fill`). Random intercepts start from moment estimates (`moment_start`), close enough
 that the optimiser takes Newton steps in log theta from there on the average-information Hessian
 that each gradient evaluation also returns (``information_first``, `crossed_information`,
-`tiers.optimize.scoring`: 4 evaluations on InstEval where L-BFGS-B and its polish took 19). The last point's numbers are kept,
-so the read-off at the optimiser's end point does not factor again.
+`tiers.optimize.scoring`: 4 evaluations on InstEval where L-BFGS-B and its polish took 19). The
+last point's numbers are kept, so the read-off at the optimiser's end point does not factor again.
 
 For intercept-only terms the gradient in theta is analytic (``has_gradient``), from the same factor:
 

@@ -85,7 +85,7 @@ class DenseRest:
         else:
             self._zrzr_dense = np.asfortranarray(zrzr)
         if self.intercepts:
-            z = sp.coo_matrix(zrzr)
+            z = self.zrzr_coo if sp.issparse(zrzr) else sp.coo_matrix(zrzr)
             low = z.row >= z.col
             zrow, zcol = z.row[low].astype(np.int64), z.col[low].astype(np.int64)
             self.zval = z.data[low]
