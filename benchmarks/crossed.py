@@ -17,8 +17,9 @@ Cases (`crossed_designs` holds the seeded generators):
 
 Each case runs ``--repeats`` times (default 3), each in a fresh subprocess (its peak RSS is its
 own), through the staged API, so the set-up (``prepare`` + ``deviance_function``), the
-optimisation (evaluations and their count) and the read-off (``assemble``) are timed separately;
-single evaluations at the optimum are timed too. The table shows medians over the runs (the
+optimisation (evaluations and their count) and the read-off (``assemble``) are timed separately,
+in wall and in CPU seconds (``cpu_s``: the work itself, steadier than the wall clock on a shared
+machine); single evaluations at the optimum are timed too. The table shows medians over the runs (the
 ratio to lme4 uses the median total) and every run's figures with the 1-minute load average
 before and after it. The BLAS libraries and their thread counts are recorded with every run. lme4 (through
 ``benchmarks/lmer_general.R``) runs on the ``--r-cases`` when ``Rscript`` is on PATH. Results go
@@ -98,20 +99,30 @@ def worker(case: str, result_path: str, csv_path: str | None) -> int:
     gc.collect()
     res["rss_before_fit_mib"] = nested_bench.current_rss_mib()
     try:
-        t0 = time.perf_counter()
+        # wall and CPU seconds per stage (CPU: the work itself, whatever else shares the cores)
+        c0, t0 = time.process_time(), time.perf_counter()
         design = tiers.prepare(CASES[case], data)
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         devfun = tiers.deviance_function(design, reml=True)
-        t2 = time.perf_counter()
+        c2, t2 = time.process_time(), time.perf_counter()
         res["prepare_s"], res["setup_s"] = t1 - t0, t2 - t1
-        res["rss_after_setup_mib"] = nested_bench.current_rss_mib()
+        rss_after_setup = nested_bench.current_rss_mib()
+        c2b, t2b = time.process_time(), time.perf_counter()
         opt = tiers.optimize_theta(devfun)
-        t3 = time.perf_counter()
+        c3, t3 = time.process_time(), time.perf_counter()
         fitted = tiers.assemble(design, opt, engine=devfun)
-        t4 = time.perf_counter()
-        res.update(optimize_s=t3 - t2, assemble_s=t4 - t3, total_s=t4 - t0)
+        c4, t4 = time.process_time(), time.perf_counter()
+        res["rss_after_setup_mib"] = rss_after_setup
+        res.update(optimize_s=t3 - t2b, assemble_s=t4 - t3, total_s=t4 - t2b + t2 - t0)
+        res["cpu_s"] = {
+            "prepare": c1 - c0,
+            "setup": c2 - c1,
+            "optimize": c3 - c2b,
+            "assemble": c4 - c3,
+            "total": c4 - c2b + c2 - c0,
+        }
         res["n_evaluations"] = opt.n_evaluations
-        res["seconds_per_evaluation"] = (t3 - t2) / max(opt.n_evaluations, 1)
+        res["seconds_per_evaluation"] = (t3 - t2b) / max(opt.n_evaluations, 1)
         res["reml_criterion"] = float(fitted.deviance)
         res.update(bench_general.result_fields(fitted))
         res["peak_rss_mib"] = nested_bench.peak_rss_mib()
@@ -167,6 +178,7 @@ RUN_FIELDS = (
     "eval_ms",
     "eval_grad_ms",
     "load_average_1min",
+    "cpu_s",
 )
 
 
@@ -186,6 +198,9 @@ def run_repeats(case: str, workdir: str, csv_path: str | None, repeats: int) -> 
     med["median_s"] = float(np.median([r["total_s"] for r in timed]))
     for key in ("prepare_s", "setup_s", "optimize_s", "seconds_per_evaluation", "peak_rss_mib"):
         med[f"median_{key}"] = float(np.median([r[key] for r in timed]))
+    cpu = [r["cpu_s"] for r in timed if r.get("cpu_s")]
+    if cpu:
+        med["median_cpu_s"] = {k: float(np.median([c[k] for c in cpu])) for k in cpu[0]}
     med["runs"] = [{k: r.get(k) for k in RUN_FIELDS} for r in runs]
     return med
 
@@ -231,6 +246,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"{_f(run.get('eval_grad_ms'), '.1f')} ms; peak "
                 f"{_f(run.get('peak_rss_mib'), ',.0f')} MiB; load {run.get('load_average_1min')}"
             )
+            cpu = run.get("cpu_s")
+            if cpu:
+                print("         CPU seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()))
         if t.get("refusal"):
             print(f"  refused after {t['refused_after_s']:.1f} s: {t['refusal']}")
         if t.get("moments"):

@@ -228,6 +228,23 @@ def test_equals_dense_computation(monkeypatch, seed, nterms, reml, sparse):
         np.testing.assert_allclose(sd, sd_ref, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_linear_model_at_zero_theta(mode, weighted):
+    """At theta = 0 (the LR test's null) the shortcut equals the elimination and the GLS fit."""
+    y, X, terms, _ = random_design(5, 3, intercepts_only=False)
+    w = np.random.default_rng(5).uniform(0.5, 2.0, y.size) if weighted else None
+    problem = CrossedProblem(y, X, terms, reml=True, weights=w)
+    zero = np.zeros(problem.n_theta)
+    ev = problem.evaluate(zero)
+    ref = problem._eliminate(zero, False)
+    np.testing.assert_allclose(ev.deviance, ref.deviance, rtol=1e-12)
+    np.testing.assert_allclose(ev.beta, ref.beta, rtol=1e-10, atol=1e-12)
+    sw = np.ones(y.size) if w is None else np.sqrt(w)
+    beta = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    np.testing.assert_allclose(problem.beta(ev), beta, rtol=1e-10)
+    assert ev.ldL2 == 0.0
+
+
 # -------------------------------------------------------------------------------- gradient --
 
 

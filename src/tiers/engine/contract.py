@@ -33,6 +33,9 @@ class Evaluation:
     ``parts_t`` (nested engine only) stacks the derivatives in ``t = theta^2`` of (ldL2, pwrss,
     ldRX2), from which the non-profiled likelihood's gradient is assembled for standard errors.
     ``beta``/``xtvx`` are on the centred scale; `ProfiledProblem.beta` undoes it.
+    ``information`` (crossed engine, random intercepts, with the gradient) is an approximate
+    Hessian of the criterion in ``log theta`` (average information,
+    `tiers.engine.crossed_information`), for Newton steps that need no difference Hessian.
     """
 
     theta: FloatArray
@@ -45,6 +48,7 @@ class Evaluation:
     pwrss: float
     beta: FloatArray
     xtvx: FloatArray
+    information: FloatArray | None = None
 
 
 @dataclass(frozen=True)

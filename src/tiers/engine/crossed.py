@@ -18,9 +18,10 @@ computed once in ``__init__``; an evaluation does no O(n) work. Where the couple
 many to list (ratings designs), ``N P N'`` is formed per evaluation instead (`crossed_direct`); a
 design whose factor would not fit in memory is refused there, before any numeric work
 (`crossed_fill`). Random intercepts start from moment estimates (`moment_start`), close enough
-that the optimiser takes Newton steps from there (``newton_first``, `tiers.optimize.newton`: 9-12
-evaluations on InstEval where L-BFGS-B and its polish took 19). The last point's numbers are kept,
-so the read-off at the optimiser's end point does not factor again.
+that the optimiser takes Newton steps in log theta from there on the average-information Hessian
+that each gradient evaluation also returns (``information_first``, `crossed_information`,
+`tiers.optimize.scoring`: 4 evaluations on InstEval where L-BFGS-B and its polish took 19). The
+last point's numbers are kept, so the read-off at the optimiser's end point does not factor again.
 
 For intercept-only terms the gradient in theta is analytic (``has_gradient``), from the same factor:
 
@@ -49,6 +50,7 @@ from tiers.engine import crossed_fill as fill
 from tiers.engine import crossed_rest as cr
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.crossed_direct import KEEP, PAIRS_MAX, DirectCoupling
+from tiers.engine.crossed_information import log_theta_hessian, working_gram
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.moment_start import moment_theta
 from tiers.engine.sparse_modes import sparse_modes
@@ -166,9 +168,9 @@ class CrossedProblem(ProfiledProblem):
         if self.r:
             self._init_rest(rest, D, c1, Z1)
         self.has_gradient = self.intercepts and self.dense
-        # from the moment start, Newton steps (`tiers.optimize.newton`) need ~8 gradients where
-        # L-BFGS-B and the polish took ~20
-        self.newton_first = self.has_gradient and moment_start
+        # from the moment start, Newton steps in log theta on the average information
+        # (`tiers.optimize.scoring`) need ~4 gradients where L-BFGS-B and the polish took ~20
+        self.information_first = self.has_gradient and moment_start
 
     @classmethod
     def from_leaf_rows(
@@ -211,6 +213,9 @@ class CrossedProblem(ProfiledProblem):
         Zr = sp.csr_matrix((zval, (obs, coord)), shape=(n, self.r))
         self.ZrD = np.asarray(Zr.T @ D)
         zrzr = (Zr.T @ Zr).tocsc()
+        # sparse for the gradient's products (InstEval: diagonal blocks and the d x dept:service
+        # counts, 1 ms a product less than dense)
+        self.zrzr = zrzr
         level, row, vals = cb.level_pattern(obs, coord, zval, c1, Z1, self.r, self.n1)
         del obs, coord, zval, Zr
         cols = level[:, None] * self.q1 + np.arange(self.q1)[None, :]
@@ -242,11 +247,7 @@ class CrossedProblem(ProfiledProblem):
                 fill.check_dense(self.r, self.max_bytes)
             self.coupling = cb.coupling(level, row, vals, self.n1, self.r)
         if self.dense:
-            # kept sparse with the direct coupling (diagonal for one rest term: 110 MB dense at
-            # 3,706 items), dense otherwise
-            direct = isinstance(self.coupling, DirectCoupling) and self.intercepts
-            self.zrzr = zrzr if direct else zrzr.toarray(order="F")
-            self.rest = cr.DenseRest(self.zrzr, self.coupling, self.blocks)
+            self.rest = cr.DenseRest(zrzr, self.coupling, self.blocks)
         else:
             self.rest = cr.SparseRest(zrzr, self.coupling, self.blocks)
 
@@ -288,23 +289,20 @@ class CrossedProblem(ProfiledProblem):
             # the optimiser's last point again (the read-off's solve, the other criterion): the
             # factor's numbers do not depend on the criterion
             return self.finish(theta, last[1].copy(), last[2])
+        if not gradient and not theta.any():
+            # the linear model (the LR test's null): Omega = I, nothing to factor (a dense
+            # factorisation of the identity took 0.65 s on the ratings design)
+            return self.finish(theta, self.dtd.copy(), 0.0)
         return self._eliminate(theta, gradient)
 
     def _eliminate(self, theta: FloatArray, gradient: bool) -> Evaluation:
         """`evaluate` without the memo; leaves ``S`` factored at ``theta`` unless ``gradient``."""
         T = self._factors(theta)
         ld, Binv, P = self._first_block(T[0])
-        PZ1D = P * self.Z1D if self.q1 == 1 else P @ self.Z1D
-        m1 = self.n1 * self.q1
-        S_DD = self.dtd - self.Z1D.reshape(m1, -1).T @ PZ1D.reshape(m1, -1)
-        self._state = (theta.copy(), T, Binv)
-        if self.rest is None:
-            A, S_rD, V = S_DD, None, None
-        else:
+        self._state = (theta.copy(), T, Binv, P)
+        if self.rest is not None:
             ld += self.rest.factor(P, T[1:])
-            S_rD = cb.lam_t(T[1:], self.blocks, self.ZrD - self.N @ PZ1D.reshape(-1, self.p + 1))
-            V = self.rest.solve(S_rD)
-            A = S_DD - S_rD.T @ V
+        A, V = self.downdate(self.Z1D, self.ZrD if self.rest is not None else None, self.dtd)
         A = 0.5 * (A + A.T)
         self._last[0] = (theta.tobytes(), A, ld)
         ev = self.finish(theta, A, ld)
@@ -315,6 +313,26 @@ class CrossedProblem(ProfiledProblem):
                 "the analytic gradient covers intercept-only terms with a dense Schur complement"
             )
         return self._gradient(ev, theta, Binv[:, 0, 0], V)
+
+    def downdate(
+        self, Z1W: FloatArray, ZrW: FloatArray | None, WtW: FloatArray
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """``W'W - W'Z Lambda Omega Lambda'Z'W`` for columns ``W`` given by their cross-products.
+
+        ``Z1W`` (nlevels1, q1, m) and ``ZrW`` (r, m) are ``Z'W``, ``WtW`` is ``W'W``; the first
+        block's weights and the factor of ``S`` are the last `_eliminate`'s. Also returns the rest
+        part of ``Omega Lambda'Z'W`` (None without rest terms).
+        """
+        _, T, _, P = self._state
+        PZ1W = P * Z1W if self.q1 == 1 else P @ Z1W
+        m1 = self.n1 * self.q1
+        A = WtW - Z1W.reshape(m1, -1).T @ PZ1W.reshape(m1, -1)
+        if self.rest is None:
+            return A, None
+        assert ZrW is not None
+        S_rW = cb.lam_t(T[1:], self.blocks, ZrW - self.N @ PZ1W.reshape(m1, -1))
+        V = self.rest.solve(S_rW)
+        return A - S_rW.T @ V, V
 
     def _gradient(
         self, ev: Evaluation, theta: FloatArray, dinv: FloatArray, Vr: FloatArray | None
@@ -337,6 +355,12 @@ class CrossedProblem(ProfiledProblem):
             V1 = (U1 - t1 * (self.NT @ LVr)) * dinv[:, None]
             ZtR1 = Z1D - (c * t1)[:, None] * V1 - self.NT @ LVr
             ZtRr = self.ZrD - self.N @ (t1 * V1) - self.zrzr @ LVr
+        # the modes b = Lambda u (u = v_y - v_X beta) give the working variates of the average
+        # information, whose reduction needs the factor of S before it is inverted
+        p = self.p
+        b1 = t1 * (V1[:, p] - V1[:, :p] @ ev.beta)
+        br = np.zeros(0) if Vr is None else LVr[:, p] - LVr[:, :p] @ ev.beta
+        gram = working_gram(self, b1, br)
         dA = np.zeros((K, self.p + 1, self.p + 1))
         half = V1.T @ ZtR1
         dA[0] = -(half + half.T)
@@ -363,7 +387,12 @@ class CrossedProblem(ProfiledProblem):
             if th[i] != 0.0:  # d/dt = d/dtheta / (2 theta); 0 where theta = 0
                 parts[:, j] = np.array([dld[i], dpw[i], dldrx[i]]) / (2.0 * th[i])
         grad_t = parts[0] + self.nu * parts[1] / ev.pwrss + parts[2]
-        return dataclasses.replace(ev, gradient=grad, gradient_t=grad_t, parts_t=parts)
+        index = [self.term_slices[k].start for k in self.order]
+        info = np.zeros((self.n_theta, self.n_theta))
+        info[np.ix_(index, index)] = log_theta_hessian(gram, g_sorted * th, self.nu)
+        return dataclasses.replace(
+            ev, gradient=grad, gradient_t=grad_t, parts_t=parts, information=info
+        )
 
     # ------------------------------------------------------------------------------- read-off --
 
@@ -382,7 +411,7 @@ class CrossedProblem(ProfiledProblem):
         """
         theta = np.asarray(theta, dtype=np.float64)
         ev = self._eliminate(theta, False)  # S factored at theta (the memo may not be)
-        _, T, Binv = self._state
+        _, T, Binv, _ = self._state
         T1 = T[0]
         w = np.append(-ev.beta, 1.0)
         rhs1 = np.einsum("sa,js->ja", T1, self.Z1D @ w)  # T1' Z1'r per level

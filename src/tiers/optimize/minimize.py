@@ -25,6 +25,7 @@ from tiers._threads import single_thread_blas
 from tiers.engine.contract import Engine
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
 from tiers.optimize.newton import newton_theta
+from tiers.optimize.scoring import FunGradInfo, scoring_theta
 
 FloatArray = NDArray[np.float64]
 FunGrad = Callable[[FloatArray], tuple[float, FloatArray]]
@@ -334,6 +335,18 @@ def _objective(engine: Engine) -> tuple[FunGrad, HessianFn | None]:
     return fd_gradient(engine.deviance, engine.theta_lower, engine.theta_upper), hessian
 
 
+def _with_information(engine: Engine) -> FunGradInfo:
+    """The criterion, its gradient and its Hessian in log theta from one evaluation."""
+
+    def fun(x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+        ev = engine.evaluate(x, gradient=True)
+        if ev.gradient is None or ev.information is None:  # pragma: no cover - engine's promise
+            raise RuntimeError(f"the {engine.label} engine returned no average information")
+        return ev.deviance, ev.gradient, ev.information
+
+    return fun
+
+
 def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummary:
     """Minimise an engine's criterion over theta within its bounds (lme4's ``optimizeLmer``).
 
@@ -353,13 +366,22 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
     # on a busy machine, threads cost more than they give (InstEval: 10.8 s -> 1.3 s, loaded)
     with single_thread_blas():
         spent = 0
-        if engine.has_gradient and getattr(engine, "newton_first", False):
-            t0 = time.perf_counter()
+        nr, how = None, ""
+        t0 = time.perf_counter()
+        if engine.has_gradient and getattr(engine, "information_first", False):
+            # Newton in log theta on the engine's average information: no difference Hessian
+            nr = scoring_theta(
+                _with_information(engine), theta0, engine.theta_lower, engine.theta_upper
+            )
+            how = "Newton in log theta (average-information Hessian)"
+        elif engine.has_gradient and getattr(engine, "newton_first", False):
             # second differences of values for the start's Hessian where they take fewer
             # factorisations than differences of gradients (n (n + 1) / 2 values, each ~1/3 of
             # a gradient on the crossed engine, against n gradients)
             value = engine.deviance if engine.n_theta <= 3 else None
             nr = newton_theta(fun, theta0, engine.theta_lower, engine.theta_upper, value)
+            how = "Newton (BFGS-updated difference Hessian)"
+        if nr is not None:
             if nr.ok:
                 return OptSummary(
                     theta0=np.asarray(theta0, dtype=np.float64),
@@ -372,7 +394,7 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
                     converged=nr.step <= STEP_TOL,
                     message="converged: the gradient is zero and the curvature positive at the "
                     "optimum",
-                    optimizer="Newton (BFGS-updated difference Hessian)",
+                    optimizer=how,
                     seconds=time.perf_counter() - t0,
                 )
             spent = nr.evaluations
