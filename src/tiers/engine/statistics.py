@@ -31,12 +31,16 @@ from numpy.typing import NDArray
 
 from tiers.data.columns import BLOCK_ROWS as _BLOCK
 from tiers.data.columns import ColumnMatrix
+from tiers.data.crossprod import gram
 from tiers.design.grouping import Codes, Tree
 
 FloatArray = NDArray[np.float64]
 
-#: Cells of the working copy of ``[X y]`` per chunk of rows (8 MB of float64).
-_CHUNK_CELLS = 1 << 20
+#: Cells of the working copy of ``[X y]`` per chunk of rows (512 KB of float64): it stays in the
+#: core's cache from its copy to its bincounts, and one reused block, unlike an 8 MB one, does not
+#: take fresh pages from the system on every fit (the seed fit at 80,000 rows: 768 -> 360 page
+#: faults, its statistics 3.9 -> 3.1 ms of CPU).
+_CHUNK_CELLS = 1 << 16
 
 
 def intercept_column(X: FloatArray | ColumnMatrix) -> int | None:
@@ -87,8 +91,8 @@ class _Rows:
     def centred(self, a: int, b: int) -> tuple[FloatArray, FloatArray]:
         """Rows ``a:b`` of ``D = [X y] - shift`` and of ``W D`` (the same array unweighted).
 
-        Written into one working matrix reused across chunks, column-major (8 MB, not the
-        n x (p + 1) copy: 192 MB at 8 million rows with p = 2).
+        Written into one working matrix reused across chunks, column-major (`_CHUNK_CELLS`,
+        not the n x (p + 1) copy: 192 MB at 8 million rows with p = 2).
         """
         p = self.X.shape[1]
         if self.buffer.shape[0] < b - a:
@@ -105,6 +109,7 @@ def _run_sums(group: Codes, WD: FloatArray, w: FloatArray | None) -> tuple[int, 
 
     Its leaves are the range ``group[0]..group[-1]``, at most as many as its rows: bincounts over
     that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs).
+    The intercept column's sums are the sizes (the same bincount): copied, not counted again.
     """
     lo = int(group[0])
     m = int(group[-1]) + 1 - lo
@@ -239,11 +244,13 @@ class NestedStatistics:
         rows = _Rows(y, Xc, w, shift)
         for a, b in _chunks(n, step):
             Dc, WDc = rows.centred(a, b)
-            dtd += Dc.T @ WDc
+            dtd += gram(Dc, WDc)
             if ordered:
                 lo, block = _run_sums(tree.leaf[a:b], WDc, None if w is None else w[a:b])
                 leaf[lo : lo + block.shape[0]] += block
-        colsum = leaf[:, 1:].sum(axis=0)
+        # column by column: numpy's axis-0 sum of a narrow table is ~10x slower (480 us for
+        # 40,000 x 3)
+        colsum = np.array([leaf[:, j].sum() for j in range(1, p + 2)])
         nobs = n if w is None or not frequency else int(round(wsum))
         ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
         return cls(nobs, p, icpt, shift, colsum, dtd, leaf, tree, wsum, ldw)
@@ -370,7 +377,7 @@ class RowSums:
         rows = _Rows(y, Xc, w, shift)
         for a, b in _chunks(n, step):
             Dc, WDc = rows.centred(a, b)
-            dtd += Dc.T @ WDc
+            dtd += gram(Dc, WDc)
         nobs = n if w is None or not frequency else int(round(wsum))
         ldw = 0.0 if w is None or frequency else float(np.log(w).sum())
         return cls(nobs, p, icpt, shift, dtd, tree, y, Xc, w, wsum, ldw)
