@@ -38,6 +38,7 @@ from tiers.data.crossprod import gram
 from tiers.design.grouping import Tree, renumber_levels
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.moment_start import THETA_FLOOR, nested_anova_theta
 from tiers.engine.statistics import NestedStatistics, RowSums, row_statistics
 from tiers.engine.tree_modes import tree_modes
 
@@ -136,6 +137,8 @@ class NestedProblem(ProfiledProblem):
 
     label = "nested"
     has_gradient = True
+    #: theta_start is near the optimum (`_anova_start`): the optimiser polishes it first.
+    start_near = False
 
     def __init__(
         self,
@@ -184,9 +187,32 @@ class NestedProblem(ProfiledProblem):
         self.uniform_from = self._uniform_from(tree) if smallest == largest else self.K
         if self.uniform_from < self.K:
             self._init_uniform(tree, stats, smallest, renumber)
+            if self.uniform_from == 0:
+                self._anova_start(stats)
         else:
             present, size_class = _size_classes(stats.leaf_sizes())
             self._init_leaf_classes(tree, stats, size_class, present, renumber)
+
+    def _anova_start(self, stats: NestedStatistics | RowSums) -> None:
+        """Start at the ANOVA estimates of a balanced design (`nested_anova_theta`).
+
+        Read off the cross-products the uniform levels keep, they are at (intercept-only) or
+        near (other fixed effects) the REML optimum: with none at its floor, the optimiser goes
+        straight to the Newton polish (``start_near``), 11 evaluations where L-BFGS-B from
+        lme4's start took 28 on the seed design.
+        """
+        # the column sums of [X y]: the leaf table's, or the intercept's row of D'D
+        if isinstance(stats, NestedStatistics):
+            colsum = stats.colsum
+        elif stats.intercept is not None:
+            colsum = stats.dtd[stats.intercept]
+        else:
+            return
+        levels = [(n_l, N_l, graw) for _, n_l, N_l, graw in reversed(self.tail)]
+        start = nested_anova_theta(self.dtd, colsum, stats.wsum, levels)
+        if start is not None:
+            self.theta_start = start
+            self.start_near = bool(np.all(start > THETA_FLOOR))
 
     def _uniform_from(self, tree: Tree) -> int:
         """The outermost level u such that every level from u inwards is uniform.

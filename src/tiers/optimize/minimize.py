@@ -129,6 +129,7 @@ def minimize_theta(
             return gradient_hessian(lambda z: counted(z)[1], x, free)
 
     said = "Newton polish from a start near the optimum"
+    polished_only = near
     if near:
         theta = np.clip(np.asarray(theta0, dtype=np.float64), lower, upper)
         f, g = counted(theta)
@@ -139,6 +140,7 @@ def minimize_theta(
         else:
             near = False
     if not near:
+        polished_only = False
         res = minimize(
             counted,
             np.asarray(theta0, dtype=np.float64),
@@ -149,7 +151,11 @@ def minimize_theta(
         )
         said = str(res.message)
         theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
-        f, g = counted(theta)
+        if np.array_equal(theta, res.x) and res.jac is not None:
+            # L-BFGS-B ends at its last evaluated point: its value and gradient are those
+            f, g = float(res.fun), np.array(res.jac, dtype=np.float64)
+        else:
+            f, g = counted(theta)
         theta, f, g = _snap(counted, theta, f, g, lower)
         theta, f, g = _escape_boundary(
             counted,
@@ -189,7 +195,9 @@ def minimize_theta(
         n_evaluations=counted.n,
         converged=converged,
         message=message,
-        optimizer="L-BFGS-B + Newton polish",
+        optimizer="Newton polish (start near the optimum)"
+        if polished_only
+        else "L-BFGS-B + Newton polish",
         seconds=time.perf_counter() - start,
     )
 
@@ -404,8 +412,11 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
                     seconds=time.perf_counter() - t0,
                 )
             spent = nr.evaluations
+        # an engine whose own start is near the optimum (`tiers.engine.nested_scalar`'s ANOVA
+        # start) is polished first; L-BFGS-B runs only if the polish does not certify it
+        near = start is None and bool(getattr(engine, "start_near", False))
         opt = minimize_theta(
-            fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian
+            fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian, near=near
         )
     if spent:  # Newton's evaluations before the fallback count too
         opt = dataclasses.replace(opt, n_evaluations=opt.n_evaluations + spent)
