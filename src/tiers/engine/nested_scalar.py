@@ -39,7 +39,13 @@ from tiers.design.grouping import Tree, renumber_levels
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
 from tiers.engine.moment_start import THETA_FLOOR, nested_anova_theta
-from tiers.engine.statistics import NestedStatistics, RowSums, row_statistics
+from tiers.engine.statistics import (
+    NestedStatistics,
+    RowSums,
+    row_statistics,
+    run_sums,
+    uniform_runs,
+)
 from tiers.engine.tree_modes import tree_modes
 
 FloatArray = NDArray[np.float64]
@@ -256,7 +262,9 @@ class NestedProblem(ProfiledProblem):
             raw = S[:, 1:]
             self.tail.append((level, float(S[0, 0]), float(S.shape[0]), gram(raw, raw)))
             if level > 0:
-                S = sum_rows(S, tree.parents[level - 1], tree.sizes[level - 1])
+                parent, nparent = tree.parents[level - 1], tree.sizes[level - 1]
+                r = uniform_runs(parent, nparent)
+                S = run_sums(S, r) if r else sum_rows(S, parent, nparent)
         # stacked for the evaluations: one product per evaluation, not one per level
         self.tail_graw = np.array([g.ravel() for *_, g in self.tail])
         self.tail_count = np.array([N for _, _, N, _ in self.tail])

@@ -104,17 +104,54 @@ class _Rows:
         return Dc, (Dc if self.w is None else Dc * self.w[a:b, None])
 
 
+def uniform_runs(codes: Codes, ngroups: int, lo: int = 0) -> int:
+    """The rows in every group when each group is one run of as many rows, else 0.
+
+    The codes are then ``lo`` r times, ``lo + 1`` r times, ...: a balanced design stored by id.
+    Checked a million rows at a time (no n-row temporary).
+    """
+    n = codes.size
+    if ngroups < 1 or n % ngroups or int(codes[0]) != lo or int(codes[-1]) != lo + ngroups - 1:
+        return 0
+    r = n // ngroups
+    groups = max(1, (1 << 20) // r)
+    for g in range(0, ngroups, groups):
+        block = codes[g * r : (g + groups) * r].reshape(-1, r)
+        expected = np.arange(lo + g, lo + g + block.shape[0], dtype=codes.dtype)[:, None]
+        if not np.array_equal(block, np.broadcast_to(expected, block.shape)):
+            return 0
+    return r
+
+
+def run_sums(values: FloatArray, r: int) -> FloatArray:
+    """Sums of consecutive runs of ``r`` rows: ``r - 1`` strided additions, no index.
+
+    Each run is added in row order from its first row, as ``np.bincount`` adds a group's rows
+    (bit for bit the same sums); ~10x faster than bincounts for short runs.
+    """
+    out = np.array(values[0::r])
+    for k in range(1, r):
+        out += values[k::r]
+    return out
+
+
 def _run_sums(group: Codes, WD: FloatArray, w: FloatArray | None) -> tuple[int, FloatArray]:
     """The leaf sums of one chunk of rows sorted by leaf: its first leaf, and a row per leaf.
 
     Its leaves are the range ``group[0]..group[-1]``, at most as many as its rows: bincounts over
-    that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs).
-    The intercept column's sums are the sizes (the same bincount): copied, not counted again.
+    that range cost the chunk, not every leaf (and are faster than ``reduceat`` over the runs);
+    a chunk of whole leaves of r rows each (a balanced design) is summed by strides
+    (`run_sums`, the same sums).
     """
     lo = int(group[0])
     m = int(group[-1]) + 1 - lo
-    local = np.subtract(group, lo, dtype=np.intp)
     block = np.empty((m, WD.shape[1] + 1))
+    r = uniform_runs(group, m, lo)
+    if r:
+        block[:, 0] = float(r) if w is None else run_sums(w, r)
+        block[:, 1:] = run_sums(WD, r)
+        return lo, block
+    local = np.subtract(group, lo, dtype=np.intp)
     block[:, 0] = np.bincount(local, weights=w, minlength=m)
     for j in range(WD.shape[1]):
         block[:, j + 1] = np.bincount(local, weights=WD[:, j], minlength=m)
@@ -242,7 +279,8 @@ class NestedStatistics:
         # the cross-product of the centred [X y], accumulated over row chunks
         dtd = np.zeros((p + 1, p + 1))
         rows = _Rows(y, Xc, w, shift)
-        for a, b in _chunks(n, step):
+        # sorted rows: chunks of whole leaves, so that balanced leaves are summed by strides
+        for a, b in _chunks(n, step, tree.leaf if ordered else None):
             Dc, WDc = rows.centred(a, b)
             dtd += gram(Dc, WDc)
             if ordered:
