@@ -18,17 +18,18 @@ wall time counts the other processes' turns):
 * ``result``: `tiers.fitting.assemble` (read-off, checks, LR test, the result object);
 
 then one whole ``tiers.fit`` call, timed in CPU and wall time. Prints the median and the lower
-quartile of each over ``--repeats`` (after ``--warm`` untimed fits), the evaluations, and the
-load average.
+quartile of each over ``--repeats`` (after ``--warm`` untimed fits), the evaluations, the BLAS
+libraries and the load average (``run.machine_line``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any
+
+from run import machine_line  # benchmarks/run.py: BLAS and load record
 
 import tiers
 from tiers._threads import single_thread_blas
@@ -97,7 +98,7 @@ def main() -> None:
         print(f"  {name:10s} {statistics.median(v) * 1e3:8.2f} {q1 * 1e3:8.2f}")
     stages = sum(statistics.median(times[k]) for k in STAGES)
     print(f"  {'stages':10s} {stages * 1e3:8.2f}   ({evaluations} evaluations)")
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(machine_line())
 
 
 if __name__ == "__main__":
