@@ -237,23 +237,43 @@ def _first_rows(codes: Codes, nlevels: int) -> IntArray:
     return first
 
 
+def _sorted_parent_map(child: Codes, nchild: int, parent: Codes) -> IntArray | None:
+    """The child-to-parent map of rows sorted by the child's code; None for other rows.
+
+    None too when some code is unused or the parent changes inside a child's run. Each child is then one run of rows with one parent, read at the run's first row: no n-row
+    scatter or gather, and a block of rows at a time (no n-row temporary).
+    """
+    n = child.size
+    if n < 2 or int(child[0]) != 0 or int(child[-1]) != nchild - 1:
+        return None
+    mapping = np.empty(nchild, dtype=parent.dtype if parent.dtype.kind in "iu" else np.int64)
+    mapping[0] = parent[0]
+    k = 1
+    for a in range(0, n - 1, _STEP):
+        b = min(n - 1, a + _STEP)
+        before, after = child[a:b], child[a + 1 : b + 1]
+        if not np.all(after >= before):
+            return None
+        change = np.not_equal(after, before)
+        if np.any(np.not_equal(parent[a + 1 : b + 1], parent[a:b]) > change):
+            return None
+        starts = np.flatnonzero(change)
+        if k + starts.size > nchild:
+            return None
+        mapping[k : k + starts.size] = parent[a + 1 + starts]
+        k += starts.size
+    return mapping if k == nchild else None
+
+
 def parent_map(child: Codes, nchild: int, parent: Codes) -> tuple[IntArray, bool]:
     """Map each child group to a parent group; ``ok`` is False when some child has two parents."""
+    # rows sorted by child (data stored by id): read at each run's first row
+    sorted_map = _sorted_parent_map(child, nchild, parent)
+    if sorted_map is not None:
+        return sorted_map, True
     # the parent codes' own dtype (int32 while the rows fit): 16 MB rather than 32 MB of map for
     # the 4 million pupils of the 8-million-row seed design
-    dtype = parent.dtype if parent.dtype.kind in "iu" else np.int64
-    change = sorted_runs(child) if child.size > 1 else None
-    # rows sorted by child (data stored by id): each child is one run of rows, and it has one
-    # parent when the parent changes only where the child does; the map is then read at the
-    # runs' first rows, with no n-row scatter or gather
-    if (
-        change is not None
-        and np.count_nonzero(change) == nchild - 1
-        and not np.any(np.not_equal(parent[1:], parent[:-1]) > change)
-    ):
-        return parent[_run_starts(change)].astype(dtype, copy=False), True
-    del change
-    mapping = np.empty(nchild, dtype=dtype)
+    mapping = np.empty(nchild, dtype=parent.dtype if parent.dtype.kind in "iu" else np.int64)
     for a in range(0, child.size, _STEP):
         # intp indices once a block: a scatter and a gather by int32 codes each convert them
         index = np.asarray(child[a : a + _STEP], dtype=np.intp)
@@ -284,7 +304,7 @@ class _FactorBuilder:
             column = self.data[col]
             values = column.to_numpy() if isinstance(column.dtype, np.dtype) else None
             # a column sorted by id is coded from its runs (parent_map finds them again in the
-            # codes: kept here, the masks fragmented the heap, +40 MB resident at 8 million rows)
+            # codes, a block at a time: kept here, the mask fragmented the heap)
             runs = None if values is None else sorted_runs(values)
             if values is not None and runs is not None:
                 self.single[col] = _factorize_runs(values, runs)
