@@ -177,6 +177,30 @@ def test_statistics_of_rows_sorted_by_leaf_equal_the_bincount_path(monkeypatch, 
     np.testing.assert_allclose(runs.colsum, counts.colsum, atol=1e-10 * scale)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_balanced_leaves_are_summed_by_strides_as_by_bincount(monkeypatch, weighted) -> None:
+    """r rows in every leaf, sorted by leaf: strided sums of chunks of whole leaves give bit for
+    bit the leaf sums of the bincount path (each leaf's rows added in row order), in the leaf
+    table and read again from the rows (`RowSums`)."""
+    import tiers.engine.statistics as st_mod
+
+    data = tiers.simulate(tiers.seed_design(districts=2), seed=3)  # 2 rows a student
+    design = tiers.prepare("perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)", data)
+    y, X, tree = design.frame.y, design.frame.X, design.nesting.tree
+    assert st_mod.uniform_runs(tree.leaf, tree.sizes[-1]) == 2
+    assert st_mod.uniform_runs(tree.leaf[::-1].copy(), tree.sizes[-1]) == 0
+    w = np.random.default_rng(1).uniform(0.5, 2.0, y.size) if weighted else None
+    monkeypatch.setattr(st_mod, "_CHUNK_CELLS", 7 * (X.shape[1] + 1))  # 7 rows: cut at 8
+    strided = NestedStatistics.from_arrays(y, X, tree, weights=w)
+    from_rows = st_mod.RowSums.from_rows(y, X, tree, weights=w)
+    assert from_rows is not None
+    monkeypatch.setattr(st_mod, "uniform_runs", lambda *args: 0)
+    counted = NestedStatistics.from_arrays(y, X, tree, weights=w)
+    np.testing.assert_array_equal(strided.leaf, counted.leaf)
+    np.testing.assert_array_equal(from_rows.leaf_table(), counted.leaf)
+    np.testing.assert_array_equal(strided.dtd, counted.dtd)
+
+
 def test_nested_modes_from_statistics_equal_the_tree_engine() -> None:
     """The scalar engine's modes (from leaf sums) equal the general tree computation."""
     design = tiers.prepare(FORMULAS["nested"], random_data(4))

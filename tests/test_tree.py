@@ -176,3 +176,30 @@ def test_implicit_nesting_keys_beyond_int32_are_exact():
     expected = np.lexsort((data["b"], data["a"])).argsort()
     assert gf.nlevels == n
     np.testing.assert_array_equal(gf.codes, expected)
+
+
+@pytest.mark.parametrize("ids", ["consecutive", "gaps", "negative"])
+@pytest.mark.parametrize("nested", [True, False])
+def test_factors_of_sorted_rows_equal_those_of_shuffled_rows(ids: str, nested: bool) -> None:
+    """Rows stored by id are coded from their runs (no table) and checked for nesting on them;
+    the factors are those of the same rows shuffled: codes, sizes, maps and implicit nesting."""
+    rng = np.random.default_rng(4)
+    school = np.repeat(np.arange(6), 40)
+    # nested: student ids unique across schools; not: they restart in each school
+    student = np.repeat(np.arange(120), 2) if nested else np.tile(np.repeat(np.arange(20), 2), 6)
+    scale = {"consecutive": 1, "gaps": 7, "negative": 3}[ids]
+    shift = -500 if ids == "negative" else 1
+    data = pd.DataFrame(
+        {"y": rng.normal(size=school.size), "s": school * scale + shift, "p": student * scale}
+    )
+    formula = parse("y ~ 1 + (1 | s/p)")
+    shuffled = rng.permutation(len(data))
+    by_id = build_factors(formula, data)
+    by_row = build_factors(formula, data.iloc[shuffled].reset_index(drop=True))
+    for a, b in zip(by_id, by_row, strict=True):
+        assert (a.nlevels, a.implicit) == (b.nlevels, b.implicit)
+        assert a.implicit == (not nested and b.columns == ("s", "p"))
+        np.testing.assert_array_equal(a.codes[shuffled], b.codes)
+        np.testing.assert_array_equal(a.counts, b.counts)
+        if a.prefix_map is not None:
+            np.testing.assert_array_equal(a.prefix_map, b.prefix_map)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from tiers.data.crossprod import gram
 from tiers.errors import FormulaError
 
 FloatArray = NDArray[np.float64]
@@ -119,14 +120,14 @@ class ColumnMatrix:
         """``X'X``, a block of rows at a time (no ``n x p`` copy)."""
         p = len(self.columns)
         if self._held is not None:
-            return self._held.T @ self._held
+            return gram(self._held)
         out = np.zeros((p, p))
         step = max(1, BLOCK_ROWS // max(p, 1))
         buf = np.empty((min(step, self.n), p))
         for a in range(0, self.n, step):
             b = min(self.n, a + step)
             block = self.rows(a, b, buf[: b - a])
-            out += block.T @ block
+            out += gram(block)
         return out
 
     def __getstate__(self) -> dict[str, Any]:

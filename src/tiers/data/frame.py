@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from tiers.data.columns import BLOCK_ROWS, ColumnMatrix, model_columns
 from tiers.data.convert import polars_to_pandas
+from tiers.data.crossprod import gram
 from tiers.data.variables import evaluate_response, expression_variables, response_variables
 from tiers.errors import DataError, TiersError
 from tiers.formula.types import Formula
@@ -221,6 +222,7 @@ def _check_columns(df: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
     decoded (UTF-8, else Latin-1) so that labels are text.
     """
     names = [str(c) for c in df.columns]
+    dtypes = dict(zip(names, df.dtypes, strict=True))
     decoded: dict[str, pd.Series] = {}
     for col, role in roles.items():
         if names.count(col) > 1:
@@ -228,8 +230,10 @@ def _check_columns(df: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
                 f"the data has {names.count(col)} columns named {col!r} ({role}); rename or drop "
                 "the duplicates so the column is unambiguous"
             )
+        dtype = dtypes[col] if col in dtypes else df[col].dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            continue  # plain numbers: nothing below applies
         values = df[col]
-        dtype = values.dtype
         if pd.api.types.is_complex_dtype(dtype):
             raise DataError(
                 f"column {col!r} ({role}) holds complex numbers; tiers fits real-valued data: "
@@ -270,12 +274,13 @@ def plain_text(df: pd.DataFrame) -> pd.DataFrame:
     formulaic codes pandas' default text dtype as a factor but passes the NA-valued string dtypes
     through as numbers, which then fail; one text dtype avoids that.
     """
+    default = pd.StringDtype(na_value=np.nan)
     other = [
         c
-        for c in df.columns
-        if isinstance(df[c].dtype, pd.StringDtype)
-        and df[c].dtype != pd.StringDtype(na_value=np.nan)
-        or (isinstance(df[c].dtype, pd.ArrowDtype) and "string" in str(df[c].dtype))
+        for c, dtype in zip(df.columns, df.dtypes, strict=True)
+        if isinstance(dtype, pd.StringDtype)
+        and dtype != default
+        or (isinstance(dtype, pd.ArrowDtype) and "string" in str(dtype))
     ]
     if not other:
         return df
@@ -325,12 +330,16 @@ def _used_rows(df: pd.DataFrame, cols: list[str]) -> NDArray[np.intp]:
 
 def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int, dict[str, int]]:
     """The used columns with incomplete rows removed, and the counts of what was missing."""
+    series = {c: df[c] for c in cols}
     # the columns themselves, not a copy: ``df[cols]`` copies every column that shares a block
-    # with another (all the integer ids of a Parquet file), 250 MB at 8 million rows
-    used = pd.DataFrame({c: df[c] for c in cols}, copy=False).__finalize__(df)  # and its attrs
+    # with another (all the integer ids of a Parquet file), 250 MB at 8 million rows; from their
+    # arrays with df's index, as they all have it (no alignment: 70 us against 200 us)
+    used = pd.DataFrame(
+        {c: s.array for c, s in series.items()}, index=df.index, copy=False
+    ).__finalize__(df)  # and its attrs
     # numpy integer and bool columns cannot hold a missing value: no n-row isna mask for them
-    masks = {c: df[c].isna().to_numpy() for c in cols if _may_be_missing(df[c])}
-    dropped_by_column = {c: int(masks[c].sum()) if c in masks else 0 for c in cols}
+    masks = {c: _missing(s) for c, s in series.items() if _may_be_missing(s)}
+    dropped_by_column = {c: int(np.count_nonzero(masks[c])) if c in masks else 0 for c in cols}
     if not any(dropped_by_column.values()):
         return (
             used.reset_index(drop=True) if not isinstance(used.index, pd.RangeIndex) else used,
@@ -340,6 +349,13 @@ def _complete_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, int
     incomplete = np.logical_or.reduce(list(masks.values()))
     used = used.loc[~incomplete].reset_index(drop=True)
     return used, int(incomplete.sum()), dropped_by_column
+
+
+def _missing(values: pd.Series) -> NDArray[np.bool_]:
+    """The rows where ``values`` is missing (``isna``; for numpy floats ``isnan``, 2x faster)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "f":
+        return np.isnan(values.to_numpy())
+    return np.asarray(values.isna().to_numpy(), dtype=bool)
 
 
 def _may_be_missing(values: pd.Series) -> bool:
@@ -432,7 +448,7 @@ def independent_columns(
         top = np.abs(D).max(axis=0) if n else np.zeros(p)
         D = D / np.where(top == 0, 1.0, top)
         norms = np.sqrt(np.einsum("ij,ij->j", D, D))
-        xtx_raw = D.T @ D if n > _QR_ROWS else np.zeros((p, p))
+        xtx_raw = gram(D) if n > _QR_ROWS else np.zeros((p, p))
     keep: list[int] = []
     # one pass, O(n p^2) (issue 19: a QR or solve per column made ~860 dummies 8x slower than lme4)
     if n <= _QR_ROWS:

@@ -263,8 +263,9 @@ def check_estimable(
             f"the response {response!r} is also a predictor: it explains itself exactly; remove "
             f"{response!r} from the right-hand side"
         )
-    top_y = _check_scale(y, f"the response {response!r}")
-    if y.size > 1 and float(np.ptp(y)) == 0.0:
+    y_lo, y_hi = _extremes(y)
+    top_y = _check_scale(y_lo, y_hi, f"the response {response!r}")
+    if y.size > 1 and y_lo == y_hi:
         raise DataError(
             f"the fixed effects fit the response {response!r} exactly: it is constant "
             f"({float(y[0]):g} in every row used), so there is no variation to model"
@@ -278,9 +279,10 @@ def check_estimable(
         for k, z in enumerate(t.znames)
     ]
     for name, col, role in columns:
-        if not np.all(np.isfinite(col)):
+        c_lo, c_hi = _extremes(col)
+        if not (np.isfinite(c_lo) and np.isfinite(c_hi)):  # min and max propagate NaN
             continue  # reported below, with the term
-        top_x = _check_scale(col, f"the {role} {name!r}")
+        top_x = _check_scale(c_lo, c_hi, f"the {role} {name!r}")
         if top_y > 0 and top_x > 0 and not lo <= top_y / top_x <= hi:
             raise DataError(
                 f"the response {response!r} (values of order {top_y:.0e}) and the {role} "
@@ -365,14 +367,19 @@ def _term_space(y: np.ndarray, X: np.ndarray, t: TermSpec) -> tuple[np.ndarray, 
     return y, np.column_stack([X, Zg])
 
 
-def _check_scale(v: np.ndarray, what: str) -> float:
-    """Refuse values whose squares leave double precision.
+def _extremes(v: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest value (NaN when there is one; 0, 0 when empty)."""
+    return (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+
+
+def _check_scale(v_lo: float, v_hi: float, what: str) -> float:
+    """Refuse values (from ``v_lo`` to ``v_hi``) whose squares leave double precision.
 
     Rescaling inside the fit would not help: a response of order 1e200 has variances (sigma^2,
     the variance components) of order 1e400, and a predictor of order 1e300 a coefficient whose
     variance is of order 1e-600; neither can be stored, so the result could not be reported.
     """
-    top = max(float(v.max()), -float(v.min())) if v.size else 0.0
+    top = max(v_hi, -v_lo)
     if top == 0.0:
         return top
     lo, hi = REPRESENTABLE

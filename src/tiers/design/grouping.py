@@ -171,23 +171,62 @@ def combined_key(a: Codes, n_b: int, b: Codes) -> IntArray:
     return a.astype(np.int64) * n_b + b
 
 
-def _factorize(values: pd.Series | np.ndarray) -> tuple[Codes, int]:
-    """Codes in sorted order of the values.
+def sorted_runs(values: np.ndarray) -> NDArray[np.bool_] | None:
+    """Where a column of integers sorted by value (data stored by id) changes, else None.
 
-    Integer ids in a compact range (the usual case) are coded by a presence table, O(n) without
-    hashing.
+    ``change[i]``: row ``i + 1`` starts a group.
+    """
+    if values.dtype.kind not in "iu" or values.size < 2 or not np.all(values[1:] >= values[:-1]):
+        return None
+    return np.not_equal(values[1:], values[:-1])
+
+
+def _run_starts(change: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """The first row of each run."""
+    first = np.empty(np.count_nonzero(change) + 1, dtype=np.intp)
+    first[0] = 0
+    np.add(np.flatnonzero(change), 1, out=first[1:])
+    return first
+
+
+def _factorize_runs(arr: np.ndarray, change: NDArray[np.bool_]) -> tuple[Codes, int, Codes]:
+    """`_factorize` of a sorted column from its runs: no table, no sort; the sizes are the runs'."""
+    first = _run_starts(change)
+    n = first.size
+    dtype = _code_dtype(arr.size)
+    counts = np.empty(n, dtype=dtype)
+    np.subtract(first[1:], first[:-1], out=counts[:-1], casting="unsafe")
+    counts[-1] = arr.size - first[-1]
+    del first
+    lo = int(arr[0])
+    if int(arr[-1]) - lo + 1 == n:  # every id of the range used: the codes are the ids shifted
+        return np.subtract(arr, lo, dtype=dtype, casting="unsafe"), n, counts
+    return np.repeat(np.arange(n, dtype=dtype), counts), n, counts
+
+
+def _factorize(values: pd.Series | np.ndarray) -> tuple[Codes, int, Codes]:
+    """Codes in sorted order of the values, their number, and the rows in each group.
+
+    Integer ids in a compact range (the usual case) are coded by a count table, O(n) without
+    hashing or sorting; when every id of the range is used (ids numbered 1, 2, ...) the codes are
+    the ids minus the smallest, with no lookup. Indices are ``intp`` while coding: numpy's
+    scatters and gathers convert any other index type first (a scatter by int32 codes costs 2x).
     """
     arr = values.to_numpy() if isinstance(values, pd.Series) else values
     dtype = _code_dtype(arr.size)
     if arr.dtype.kind in "iu" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
-        if 0 <= lo and hi <= 4 * arr.size + 1024:
-            present = np.zeros(hi + 1, dtype=bool)
-            present[arr] = True
-            index = np.cumsum(present, dtype=_code_dtype(hi + 1)) - 1
-            return index[arr], int(index[-1] + 1)
+        if hi - lo <= 4 * arr.size + 1024:
+            shifted = np.subtract(arr, lo, dtype=np.intp, casting="unsafe")
+            table = np.bincount(shifted, minlength=hi - lo + 1)
+            if table.all():
+                return shifted.astype(dtype), table.size, table.astype(dtype)
+            present = table > 0
+            index = np.cumsum(present, dtype=np.intp) - 1
+            return index[shifted].astype(dtype), int(index[-1] + 1), table[present].astype(dtype)
     codes, uniques = pd.factorize(values, sort=True)
-    return codes.astype(dtype, copy=False), len(uniques)
+    codes = codes.astype(dtype, copy=False)
+    return codes, len(uniques), count_codes(codes, len(uniques))
 
 
 def _first_rows(codes: Codes, nlevels: int) -> IntArray:
@@ -198,16 +237,51 @@ def _first_rows(codes: Codes, nlevels: int) -> IntArray:
     return first
 
 
+def _sorted_parent_map(child: Codes, nchild: int, parent: Codes) -> IntArray | None:
+    """The child-to-parent map of rows sorted by the child's code; None for other rows.
+
+    None too when some code is unused or the parent changes inside a child's run. Each child is then one run of rows with one parent, read at the run's first row: no n-row
+    scatter or gather, and a block of rows at a time (no n-row temporary).
+    """
+    n = child.size
+    if n < 2 or int(child[0]) != 0 or int(child[-1]) != nchild - 1:
+        return None
+    mapping = np.empty(nchild, dtype=parent.dtype if parent.dtype.kind in "iu" else np.int64)
+    mapping[0] = parent[0]
+    k = 1
+    for a in range(0, n - 1, _STEP):
+        b = min(n - 1, a + _STEP)
+        before, after = child[a:b], child[a + 1 : b + 1]
+        if not np.all(after >= before):
+            return None
+        change = np.not_equal(after, before)
+        if np.any(np.not_equal(parent[a + 1 : b + 1], parent[a:b]) > change):
+            return None
+        starts = np.flatnonzero(change)
+        if k + starts.size > nchild:
+            return None
+        mapping[k : k + starts.size] = parent[a + 1 + starts]
+        k += starts.size
+    return mapping if k == nchild else None
+
+
 def parent_map(child: Codes, nchild: int, parent: Codes) -> tuple[IntArray, bool]:
     """Map each child group to a parent group; ``ok`` is False when some child has two parents."""
+    # rows sorted by child (data stored by id): read at each run's first row
+    sorted_map = _sorted_parent_map(child, nchild, parent)
+    if sorted_map is not None:
+        return sorted_map, True
     # the parent codes' own dtype (int32 while the rows fit): 16 MB rather than 32 MB of map for
     # the 4 million pupils of the 8-million-row seed design
     mapping = np.empty(nchild, dtype=parent.dtype if parent.dtype.kind in "iu" else np.int64)
     for a in range(0, child.size, _STEP):
-        mapping[child[a : a + _STEP]] = parent[a : a + _STEP]
+        # intp indices once a block: a scatter and a gather by int32 codes each convert them
+        index = np.asarray(child[a : a + _STEP], dtype=np.intp)
+        mapping[index] = parent[a : a + _STEP]
     # np.take gathers faster than fancy indexing (no index-shape handling); a block at a time
     for a in range(0, child.size, _STEP):
-        if not np.array_equal(np.take(mapping, child[a : a + _STEP]), parent[a : a + _STEP]):
+        index = np.asarray(child[a : a + _STEP], dtype=np.intp)
+        if not np.array_equal(np.take(mapping, index), parent[a : a + _STEP]):
             return mapping, False
     return mapping, True
 
@@ -222,11 +296,19 @@ class _FactorBuilder:
 
     def __init__(self, data: pd.DataFrame) -> None:
         self.data = data
-        self.single: dict[str, tuple[Codes, int]] = {}
+        self.single: dict[str, tuple[Codes, int, Codes]] = {}
         self.built: dict[tuple[str, ...], GroupingFactor] = {}
 
-    def codes_of(self, col: str) -> tuple[Codes, int]:
+    def codes_of(self, col: str) -> tuple[Codes, int, Codes]:
         if col not in self.single:
+            column = self.data[col]
+            values = column.to_numpy() if isinstance(column.dtype, np.dtype) else None
+            # a column sorted by id is coded from its runs (parent_map finds them again in the
+            # codes, a block at a time: kept here, the mask fragmented the heap)
+            runs = None if values is None else sorted_runs(values)
+            if values is not None and runs is not None:
+                self.single[col] = _factorize_runs(values, runs)
+                return self.single[col]
             try:
                 self.single[col] = _factorize(self.data[col])
             except (TypeError, ValueError) as exc:  # values that cannot be compared or hashed
@@ -239,7 +321,7 @@ class _FactorBuilder:
     def factor(self, group: tuple[str, ...], name: str) -> GroupingFactor:
         if group in self.built:
             return self.built[group]
-        own, n_own = self.codes_of(group[-1])
+        own, n_own, counts = self.codes_of(group[-1])
         parent_codes = prefix_map = None
         if len(group) == 1:
             codes, nlevels = own, n_own
@@ -252,7 +334,7 @@ class _FactorBuilder:
                 del prefix
             else:
                 parent_codes = prefix.codes
-                codes, nlevels = _factorize(combined_key(prefix.codes, n_own, own))
+                codes, nlevels, counts = _factorize(combined_key(prefix.codes, n_own, own))
                 prefix_map = np.empty(nlevels, dtype=np.int64)
                 prefix_map[codes] = prefix.codes  # a combination nests in its prefix
         gf = GroupingFactor(
@@ -263,7 +345,7 @@ class _FactorBuilder:
             parent_codes is not None,
             parent_codes,
             prefix_map,
-            count_codes(codes, nlevels),
+            counts,
         )
         self.built[group] = gf
         return gf

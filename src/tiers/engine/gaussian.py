@@ -151,10 +151,13 @@ class ProfiledProblem:
         """
         p, beta, nu = self.p, ev.beta, self.nu
         dpw = dA[:, p, p] - 2.0 * dA[:, :p, p] @ beta + (dA[:, :p, :p] @ beta) @ beta
-        dldrx = np.zeros_like(dld)
         if self.reml:
-            dldrx = (dA[:, :p, :p] * np.linalg.inv(ev.xtvx)).sum(axis=(1, 2))
-        return dld + nu * dpw / ev.pwrss + dldrx, np.stack([dld, dpw, dldrx])
+            k = dA.shape[0]
+            dldrx = (dA[:, :p, :p] * np.linalg.inv(ev.xtvx)).reshape(k, p * p).sum(axis=1)
+        else:
+            dldrx = np.zeros_like(dld)
+        # np.array, not np.stack: the same rows, without stack's checks (~2 us an evaluation)
+        return dld + nu * dpw / ev.pwrss + dldrx, np.array([dld, dpw, dldrx])
 
     def deviance(self, theta: FloatArray) -> float:
         """REML criterion or ML deviance at ``theta`` (lme4's ``devfun``)."""

@@ -1,4 +1,4 @@
-"""A start for theta from moments, for crossed random intercepts.
+"""A start for theta from moments, for crossed random intercepts and balanced nested ones.
 
 For ``K`` random intercepts, the U-statistics of Gao and Owen (2017, "Efficient moment
 calculations for variance components in large unbalanced crossed random effects models", EJS 11)
@@ -69,3 +69,53 @@ def moment_theta(y: FloatArray, X: FloatArray, codes: list[Codes]) -> FloatArray
     if v is None or not np.all(np.isfinite(v)) or v[-1] <= 0.0:
         return None
     return np.maximum(np.sqrt(np.maximum(v[:-1], 0.0) / v[-1]), THETA_FLOOR)
+
+
+def nested_anova_theta(
+    dtd: FloatArray, colsum: FloatArray, n: float, levels: list[tuple[float, float, FloatArray]]
+) -> FloatArray | None:
+    """``theta_k = s_k / s_e`` from the ANOVA of a balanced nested design; None if unavailable.
+
+    The classical estimator of balanced nested random intercepts (Searle, Casella and McCulloch
+    1992, "Variance Components", section 4.4), on the OLS residuals ``r = y - X beta``: with
+    ``m_k`` rows in every node of level ``k`` (outermost first), ``N_k`` nodes, node sums
+    ``T_kj`` of ``r`` and ``Q_k = sum_j T_kj^2 / m_k`` (the rows are a last level with
+    ``m = 1``), the mean square of level ``k`` is ``(Q_k - Q_k-1) / (N_k - N_k-1)`` and
+    ``E MS_k = s_e^2 + sum_{l >= k} m_l s_l^2``. Everything is read off the cross-products the
+    nested engine keeps: ``sum_j T_kj^2 = c' Graw_k c`` and ``sum r^2 = c' D'D c`` with
+    ``c = (-beta, 1)``, so the start costs no pass over the data. At the REML optimum when
+    every estimate is positive and X is the intercept alone; close to it otherwise.
+
+    Parameters
+    ----------
+    dtd, colsum : arrays
+        ``D'D`` and the column sums of ``D = [X y]`` (about any shift that keeps an intercept
+        column of ones).
+    n : float
+        Rows.
+    levels : list of (m_k, N_k, Graw_k)
+        Outermost first: rows per node, nodes, ``sum_j S_j S_j'`` of the nodes' sums of ``D``.
+    """
+    p = dtd.shape[0] - 1
+    try:
+        beta = np.linalg.solve(dtd[:p, :p], dtd[:p, p])
+    except np.linalg.LinAlgError:
+        return None
+    c = np.append(-beta, 1.0)
+    sizes = [m for m, _, _ in levels] + [1.0]
+    nodes = [N for _, N, _ in levels] + [n]
+    q = [float(c @ g @ c) / m for m, _, g in levels] + [float(c @ dtd @ c)]
+    q_prev, n_prev = float(c @ colsum) ** 2 / n, 1.0
+    ms = []
+    for qk, nk in zip(q, nodes, strict=True):
+        if nk <= n_prev:
+            return None
+        ms.append((qk - q_prev) / (nk - n_prev))
+        q_prev, n_prev = qk, nk
+    s2 = ms[-1]
+    if not (np.isfinite(s2) and s2 > 0.0):
+        return None
+    var = np.array([(ms[k] - ms[k + 1]) / sizes[k] for k in range(len(levels))])
+    if not np.all(np.isfinite(var)):
+        return None
+    return np.maximum(np.sqrt(np.maximum(var, 0.0) / s2), THETA_FLOOR)

@@ -33,6 +33,9 @@ HessianFn = Callable[[FloatArray, NDArray[np.bool_]], FloatArray]
 
 #: theta below this, at a lower bound of 0, is snapped to 0 (lme4's isSingular uses 1e-4).
 SNAP = 1e-5
+#: A deviance's rounding, relative: sums of thousands of terms (logs, a factorisation) carry
+#: ~1e-14 relative error, so the polish's last step is taken unless it raises the deviance by more.
+ROUNDING_REL = 1e-13
 #: Converged when the Newton step on the free parameters is below this (lme4 warns at 2e-3 for a
 #: scaled gradient; the polished optimum is far inside that).
 STEP_TOL = 1e-4
@@ -126,6 +129,7 @@ def minimize_theta(
             return gradient_hessian(lambda z: counted(z)[1], x, free)
 
     said = "Newton polish from a start near the optimum"
+    polished_only = near
     if near:
         theta = np.clip(np.asarray(theta0, dtype=np.float64), lower, upper)
         f, g = counted(theta)
@@ -136,6 +140,7 @@ def minimize_theta(
         else:
             near = False
     if not near:
+        polished_only = False
         res = minimize(
             counted,
             np.asarray(theta0, dtype=np.float64),
@@ -146,7 +151,11 @@ def minimize_theta(
         )
         said = str(res.message)
         theta = np.clip(np.asarray(res.x, dtype=np.float64), lower, upper)
-        f, g = counted(theta)
+        if np.array_equal(theta, res.x) and res.jac is not None:
+            # L-BFGS-B ends at its last evaluated point: its value and gradient are those
+            f, g = float(res.fun), np.array(res.jac, dtype=np.float64)
+        else:
+            f, g = counted(theta)
         theta, f, g = _snap(counted, theta, f, g, lower)
         theta, f, g = _escape_boundary(
             counted,
@@ -186,7 +195,9 @@ def minimize_theta(
         n_evaluations=counted.n,
         converged=converged,
         message=message,
-        optimizer="L-BFGS-B + Newton polish",
+        optimizer="Newton polish (start near the optimum)"
+        if polished_only
+        else "L-BFGS-B + Newton polish",
         seconds=time.perf_counter() - start,
     )
 
@@ -296,12 +307,15 @@ def _polish(fun: _Counted, theta, f, g, lower, upper, hessian, iterations: int =
         step = float(np.max(np.abs(delta)))
         if step < 1e-7:
             # The certificate: what is left is this small. The step is still taken when it does
-            # not raise the deviance, so that sums rounded in another order (another row order,
-            # Dask's partitions) end at the same theta to ~1e-12 instead of anywhere within 1e-7.
+            # not raise the deviance beyond its rounding (`ROUNDING_REL`), so that sums rounded
+            # in another order (another row order, Dask's partitions) end at the same theta to
+            # ~1e-12 instead of anywhere within 1e-7: a step this short changes the deviance by
+            # less than its rounding, so a strict ``ft <= f`` kept or refused it by chance
+            # (2 to 5 of 16 row orders of the seed design ended 1.4e-8 apart).
             trial = theta.copy()
             trial[free] = np.clip(theta[free] + delta, lower[free], upper[free])
             ft, gt = fun(trial)
-            if ft <= f:
+            if ft <= f + ROUNDING_REL * max(1.0, abs(f)):
                 theta, f, g = trial, ft, gt
             break
         scale = 1.0
@@ -398,8 +412,11 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
                     seconds=time.perf_counter() - t0,
                 )
             spent = nr.evaluations
+        # an engine whose own start is near the optimum (`tiers.engine.nested_scalar`'s ANOVA
+        # start) is polished first; L-BFGS-B runs only if the polish does not certify it
+        near = start is None and bool(getattr(engine, "start_near", False))
         opt = minimize_theta(
-            fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian
+            fun, theta0, engine.theta_lower, upper=engine.theta_upper, hessian=hessian, near=near
         )
     if spent:  # Newton's evaluations before the fallback count too
         opt = dataclasses.replace(opt, n_evaluations=opt.n_evaluations + spent)
