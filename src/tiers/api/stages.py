@@ -313,7 +313,10 @@ def deviance_function(design: Design, *, reml: bool | None = None) -> Engine:
 
     ``reml`` defaults to what the formula says (Stata's ``, mle``), else REML.
     """
-    return build_engine(design, reml=resolve_reml(design, reml))
+    # as `fit` builds it: a threaded BLAS's idle threads spin after the set-up's few n x p
+    # products (InstEval: 0.13-0.23 s of CPU for 0.08 s of work)
+    with single_thread_blas():
+        return build_engine(design, reml=resolve_reml(design, reml))
 
 
 def assemble(
