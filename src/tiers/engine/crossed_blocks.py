@@ -175,6 +175,28 @@ def level_pattern(
     return ukeys // r, ukeys % r, vals
 
 
+def cell_pairs(
+    row: IntArray, counts: FloatArray, zrzr: sp.spmatrix, blocks: list[Block]
+) -> FloatArray:
+    """``C_kl = sum_cells N_cell^2`` for every two terms, first term first, zero diagonal.
+
+    For intercepts of ones the entries of ``N`` (``counts`` at rest columns ``row``) and of
+    ``Z_r'Z_r`` count the rows in the cells of two factors; `tiers.engine.moment_start` needs
+    the sums of their squares (exact in floating point: integers), which it would otherwise get
+    by sorting the rows' pairs of codes (InstEval: three sorts of 73,421 keys, ~6 ms).
+    """
+    nb = len(blocks)
+    block = np.repeat(np.arange(nb), [b.nlevels for b in blocks])  # of each rest column
+    C = np.zeros((nb + 1, nb + 1))
+    C[0, 1:] = C[1:, 0] = np.bincount(block[row], weights=counts**2, minlength=nb)
+    z = sp.coo_matrix(zrzr)
+    C[1:, 1:] = np.bincount(
+        block[z.row] * nb + block[z.col], weights=z.data**2, minlength=nb * nb
+    ).reshape(nb, nb)
+    np.fill_diagonal(C, 0.0)  # S_k: the moment start counts them itself
+    return C
+
+
 def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) -> Coupling:
     """All pairs ``(a, b)``, ``a >= b``, within each level's column of the pattern of ``N``."""
     q1 = vals.shape[1]
