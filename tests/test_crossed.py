@@ -245,6 +245,39 @@ def test_linear_model_at_zero_theta(mode, weighted):
     assert ev.ldL2 == 0.0
 
 
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**31 - 1), nterms=st.integers(2, 3), weighted=st.booleans())
+def test_moment_start_from_the_cross_products(monkeypatch, seed, nterms, weighted):
+    """The moment start's pair counts read off ``N`` and ``Z_r'Z_r`` equal the rows' (exactly),
+    in theta order whatever the engine's order; weighted rows (``Z`` scaled) count from the codes."""
+    import tiers.engine.crossed as crossed_module
+    from tiers.engine.moment_start import moment_theta
+
+    y, X, terms, _ = random_design(seed, nterms, intercepts_only=True)
+    seen = []
+
+    def spy(y, X, codes, shared=None):
+        seen.append(shared)
+        return moment_theta(y, X, codes, shared)
+
+    monkeypatch.setattr(crossed_module, "moment_theta", spy)
+    w = np.random.default_rng(seed).uniform(0.5, 2.0, y.size) if weighted else None
+    problem = CrossedProblem(y, X, terms, weights=w)
+    if weighted:
+        assert seen == [None]
+        return
+    shared = seen[0]
+    for k, tk in enumerate(terms):
+        for m, tm in enumerate(terms):
+            cells = np.unique(tk.codes * tm.nlevels + tm.codes, return_counts=True)[1]
+            assert shared[k, m] == (0.0 if k == m else float(cells @ cells))
+    start = moment_theta(y, X, [t.codes for t in terms])
+    if start is not None:
+        np.testing.assert_array_equal(problem.theta_start, start)
+
+
 # -------------------------------------------------------------------------------- gradient --
 
 

@@ -134,12 +134,6 @@ class CrossedProblem(ProfiledProblem):
         self.theta_lower = np.concatenate([t.cov.lower() for t in terms])
         self.theta_upper = np.concatenate([t.cov.upper() for t in terms])
         self.theta_start = np.concatenate([t.cov.start() for t in terms])
-        moment_start = False
-        if all(t.intercept_only for t in terms):
-            start = moment_theta(y, X, [t.codes for t in terms])
-            if start is not None:
-                self.theta_start = start
-                moment_start = True
         # lme4's order: most columns first (stable for ties)
         self.order = sorted(range(len(terms)), key=lambda k: -terms[k].q * terms[k].nlevels)
         self.dtd = D.T @ D
@@ -165,8 +159,13 @@ class CrossedProblem(ProfiledProblem):
         self.intercepts = all(t.q == 1 for t in terms)
         self.dense = True
         self.rest: cr.DenseRest | cr.SparseRest | None = None
-        if self.r:
-            self._init_rest(rest, D, c1, Z1)
+        shared = self._init_rest(rest, D, c1, Z1) if self.r else None
+        moment_start = False
+        if all(t.intercept_only for t in terms):
+            start = moment_theta(y, X, [t.codes for t in terms], shared)
+            if start is not None:
+                self.theta_start = start
+                moment_start = True
         self.has_gradient = self.intercepts and self.dense
         # from the moment start, Newton steps in log theta on the average information
         # (`tiers.optimize.scoring`) need ~4 gradients where L-BFGS-B and the polish took ~20
@@ -198,8 +197,14 @@ class CrossedProblem(ProfiledProblem):
         obj.rows_shift = obj.shift if intercept is not None else None
         return obj
 
-    def _init_rest(self, rest: list[TermSpec], D: FloatArray, c1: IntArray, Z1: FloatArray) -> None:
-        """``Z_r`` as a sparse matrix, its cross-products, and the pairs coupled by the first term."""
+    def _init_rest(
+        self, rest: list[TermSpec], D: FloatArray, c1: IntArray, Z1: FloatArray
+    ) -> FloatArray | None:
+        """``Z_r`` as a sparse matrix, its cross-products, and the pairs coupled by the first term.
+
+        Returns the ``C_kl`` of `moment_start` (theta order) when every ``Z`` is a column of ones
+        (`crossed_blocks.cell_pairs`), else None.
+        """
         n = self.y.size
         obs_parts, coord_parts, val_parts = [], [], []
         for term, blk in zip(rest, self.blocks, strict=True):
@@ -218,6 +223,12 @@ class CrossedProblem(ProfiledProblem):
         self.zrzr = zrzr
         level, row, vals = cb.level_pattern(obs, coord, zval, c1, Z1, self.r, self.n1)
         del obs, coord, zval, Zr
+        shared = None
+        if all(t.q == 1 and bool((t.Z == 1.0).all()) for t in self.terms):
+            # the cells' counts: the moment start need not sort the rows' pairs of codes again
+            C = cb.cell_pairs(row, vals[:, 0], zrzr, self.blocks)  # sorted order
+            shared = np.empty_like(C)
+            shared[np.ix_(self.order, self.order)] = C
         cols = level[:, None] * self.q1 + np.arange(self.q1)[None, :]
         self.N = sp.csr_matrix(
             (vals.ravel(), (np.repeat(row, self.q1), cols.ravel())),
@@ -250,6 +261,7 @@ class CrossedProblem(ProfiledProblem):
             self.rest = cr.DenseRest(zrzr, self.coupling, self.blocks)
         else:
             self.rest = cr.SparseRest(zrzr, self.coupling, self.blocks)
+        return shared
 
     # ------------------------------------------------------------------------------ evaluation --
 

@@ -34,16 +34,25 @@ def _pair_count(codes: IntArray) -> float:
     return float(counts @ counts)
 
 
-def moment_variances(r: FloatArray, codes: list[Codes]) -> FloatArray | None:
-    """``(s_1^2, ..., s_K^2, s_e^2)`` from the residuals ``r``; None when not identified."""
+def moment_variances(
+    r: FloatArray, codes: list[Codes], shared: FloatArray | None = None
+) -> FloatArray | None:
+    """``(s_1^2, ..., s_K^2, s_e^2)`` from the residuals ``r``; None when not identified.
+
+    ``shared`` (K x K), when given, holds the ``C_kl`` off its diagonal (a caller that has the
+    cells' counts already: the crossed engine's ``Z'Z`` for intercepts of ones).
+    """
     n = float(r.size)
     K = len(codes)
     S = np.array([_pair_count(c) for c in codes])
-    C = np.zeros((K, K))
-    for k in range(K):
-        for m in range(k):
-            keys = combined_key(codes[k], int(codes[m].max()) + 1, codes[m])
-            C[k, m] = C[m, k] = _pair_count(np.unique(keys, return_inverse=True)[1])
+    if shared is None:
+        C = np.zeros((K, K))
+        for k in range(K):
+            for m in range(k):
+                keys = combined_key(codes[k], int(codes[m].max()) + 1, codes[m])
+                C[k, m] = C[m, k] = _pair_count(np.unique(keys, return_inverse=True)[1])
+    else:
+        C = shared
     A = np.zeros((K + 1, K + 1))
     u = np.zeros(K + 1)
     for k, ck in enumerate(codes):
@@ -62,10 +71,15 @@ def moment_variances(r: FloatArray, codes: list[Codes]) -> FloatArray | None:
     return np.asarray(np.linalg.solve(A, u), dtype=np.float64)
 
 
-def moment_theta(y: FloatArray, X: FloatArray, codes: list[Codes]) -> FloatArray | None:
-    """``theta_k = s_k / s_e`` from OLS residuals, floored at `THETA_FLOOR`; None if unavailable."""
+def moment_theta(
+    y: FloatArray, X: FloatArray, codes: list[Codes], shared: FloatArray | None = None
+) -> FloatArray | None:
+    """``theta_k = s_k / s_e`` from OLS residuals, floored at `THETA_FLOOR`; None if unavailable.
+
+    ``shared`` as in `moment_variances`.
+    """
     beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    v = moment_variances(y - X @ beta, [np.asarray(c, dtype=np.int64) for c in codes])
+    v = moment_variances(y - X @ beta, [np.asarray(c, dtype=np.int64) for c in codes], shared)
     if v is None or not np.all(np.isfinite(v)) or v[-1] <= 0.0:
         return None
     return np.maximum(np.sqrt(np.maximum(v[:-1], 0.0) / v[-1]), THETA_FLOOR)
