@@ -138,6 +138,21 @@ def test_cli_fit_imports_only_what_it_prints(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
+def test_cli_leaves_its_objects_out_of_the_exit_collections(tmp_path):
+    """`tiers.cli.main.main` freezes the heap at exit (the last collections cost 0.1 s)."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 10_000))\n"
+        "from tiers.cli.main import main\n"
+        "sys.argv = ['tiers', '--version']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "frozen True"
+
+
 def test_p_values_from_scipy_special_equal_scipy_stats():
     """The summary's normal and chi-square tails come from the functions scipy.stats calls."""
     from scipy.special import chdtrc, ndtr, ndtri
