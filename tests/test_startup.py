@@ -103,6 +103,56 @@ def test_first_fit_imports_nothing():
     assert out.stdout.strip() == "[]"
 
 
+#: What ``tiers fit FORMULA DATA`` (a model-based fit and Stata's summary) never uses: each is
+#: imported by the option or method that does (0.4-0.5 s of scipy.stats alone in a fresh process).
+CLI_FIT_NEVER = (
+    "scipy.stats",
+    "formulaic",
+    "tiers.inference.kenward_roger",
+    "tiers.inference.satterthwaite",
+    "tiers.variance.robust",
+    "tiers.variance.cr2",
+    "tiers.engine.pseudo",
+    "tiers.report.lme4",
+    "tiers.report.json",
+)
+
+
+def test_cli_fit_imports_only_what_it_prints(tmp_path):
+    """``tiers fit`` in a fresh process: the summary printed, none of `CLI_FIT_NEVER` loaded."""
+    from tiers import seed_design, simulate
+
+    csv = tmp_path / "seed.csv"
+    simulate(seed_design(districts=2), seed=1).to_csv(csv, index=False)
+    code = (
+        "import sys\n"
+        "from tiers.cli.main import main\n"
+        f"sys.argv = ['tiers', 'fit', 'perform ~ tutoring + (1 | dist_id/school_id)', {str(csv)!r}]\n"
+        "main()\n"
+        f"print(sorted(m for m in {CLI_FIT_NEVER!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Mixed-effects REML regression" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_leaves_its_objects_out_of_the_exit_collections(tmp_path):
+    """`tiers.cli.main.main` freezes the heap at exit (the last collections cost 0.1 s)."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 10_000))\n"
+        "from tiers.cli.main import main\n"
+        "sys.argv = ['tiers', '--version']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "frozen True"
+
+
 def test_p_values_from_scipy_special_equal_scipy_stats():
     """The summary's normal and chi-square tails come from the functions scipy.stats calls."""
     from scipy.special import chdtrc, ndtr, ndtri

@@ -27,14 +27,17 @@ if TYPE_CHECKING:
     from tiers.inference import r2 as rsquared
     from tiers.inference import tidy as tidy_frames
     from tiers.inference.r2 import R2
+    from tiers.report import json as report_json
+    from tiers.report import lme4 as lme4_report
 else:
     boot = LazyModule("tiers.inference.bootstrap")
     margins_frames = LazyModule("tiers.inference.margins")
     predict = LazyModule("tiers.inference.predict")
     rsquared = LazyModule("tiers.inference.r2")
     tidy_frames = LazyModule("tiers.inference.tidy")
-from tiers.report import json as report_json
-from tiers.report import text
+    report_json = LazyModule("tiers.report.json")
+    lme4_report = LazyModule("tiers.report.lme4")
+from tiers.report import stata as stata_report
 
 Style = Literal["stata", "lme4"]
 STYLES: tuple[str, ...] = ("stata", "lme4")
@@ -395,7 +398,7 @@ class LmmResult(StatsmodelsNames):
             with np.errstate(invalid="ignore", divide="ignore"):
                 corr = v / np.outer(se, se)
             quartiles = self._residual_quartiles()
-            return text.lme4(self, self.coef_table(), tests, corr, quartiles)
+            return lme4_report.lme4(self, self.coef_table(), tests, corr, quartiles)
 
         level = self.formula.level or 0.95
         sdi, ci = self.sd_inference, self.corr_inference
@@ -417,7 +420,7 @@ class LmmResult(StatsmodelsNames):
         if method != "normal" and slopes:
             L = np.eye(len(self.xnames))[slopes]
             ftest = self._ddf_tests(method, "the model F test").contest(L)
-        return text.stata(
+        return stata_report.stata(
             self,
             table,
             sdi,

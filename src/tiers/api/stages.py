@@ -25,7 +25,6 @@ from tiers.fitting import fit_design, resolve_reml
 from tiers.formula.parse import parse
 from tiers.formula.residuals import ResidualStructure
 from tiers.formula.types import Formula
-from tiers.inference.kenward_roger import sampling_refusal
 from tiers.optimize.minimize import OptSummary, certify
 from tiers.variance.vce import check_vce
 
@@ -230,6 +229,8 @@ def fit(
         design = build_design(formula, data, force=force, limits=limits, weights=spec)
         rw = design.weights
         if design.formula.dfmethod == "kenward-roger" and rw is not None and rw.sampling:
+            from tiers.inference.kenward_roger import sampling_refusal
+
             raise InferenceError(f"the formula asks for dfmethod(kroger): {sampling_refusal()}")
         if design.formula.dfmethod == "kenward-roger" and reml is False:
             raise InferenceError(

@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from tiers._lazy import LazyModule
 from tiers._threads import single_thread_blas
 from tiers.api.display import DisplayedFit
-from tiers.inference import satterthwaite as satt
 from tiers.inference import weighted
 from tiers.options import check_level, check_option
 
-if TYPE_CHECKING:  # imported by the first Kenward-Roger test
+if TYPE_CHECKING:  # imported by the first Kenward-Roger (Satterthwaite) test
+    from tiers.inference import satterthwaite as satt
     from tiers.inference.kenward_roger import KenwardRoger
+else:
+    satt = LazyModule("tiers.inference.satterthwaite")
 
 #: Reference distributions of the fixed effects' tests: normal (z, Stata's default), or t and F
 #: with Satterthwaite's (lmerTest's) or Kenward-Roger's (pbkrtest's) denominator df.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -476,6 +478,11 @@ def _plain_fit(args: list[str]) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
+    # The interpreter's last garbage collections walk every object still alive at exit, ~90,000
+    # from numpy, pandas, scipy and tiers: 0.1 s of a 0.7 s `tiers fit`. Frozen objects are left
+    # out of them; module teardown still frees what nothing else refers to (finalizers of objects
+    # alive at exit are not guaranteed anyway: the data model's ``object.__del__``).
+    atexit.register(gc.freeze)
     try:
         if not _plain_fit(sys.argv[1:]):
             app(prog_name="tiers")  # also under python -m tiers, for help and shell completion

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,9 @@ from tiers.options import check_level
 from tiers.results.lrtest import LRTest
 from tiers.variance.information import CorrInference, SdInference, variance_inference
 from tiers.variance.residual import ResidualInference, residual_inference
-from tiers.variance.robust import RobustVcov
+
+if TYPE_CHECKING:  # imported by the fit that asks for a sandwich or CR2 (`tiers.variance.vce`)
+    from tiers.variance.robust import RobustVcov
 
 FloatArray = NDArray[np.float64]
 

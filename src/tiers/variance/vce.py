@@ -7,22 +7,29 @@ clusters, a clustering variable other than the top level, REML with a pseudo-lik
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
 from tiers.design.design import Design
 from tiers.design.terms import split_theta
-from tiers.engine.pseudo import PseudoTreeProblem
 from tiers.errors import DataError
 from tiers.formula.weighting import VceSpec
-from tiers.variance.cr2 import cr2
-from tiers.variance.robust import RobustVcov, sandwich
+
+# The sandwich and CR2 (with the pseudo-likelihood engine under them) are imported by the fit that
+# asks for one: a model-based fit, and the `tiers fit` command, need none of them.
+if TYPE_CHECKING:
+    from tiers.engine.pseudo import PseudoTreeProblem
+    from tiers.variance.robust import RobustVcov
 
 FloatArray = NDArray[np.float64]
 
 
 def pseudo_engine(design: Design, y: FloatArray, X: FloatArray) -> PseudoTreeProblem:
     """The design's likelihood split by top-level cluster (unit weights unless sampling weights)."""
+    from tiers.engine.pseudo import PseudoTreeProblem
+
     if design.nesting is None:  # pragma: no cover - check_vce refuses crossed designs first
         raise DataError("a cluster-robust covariance needs nested grouping levels")
     rw = design.weights
@@ -98,6 +105,9 @@ def robust_vcov(
     X: FloatArray,
 ) -> RobustVcov:
     """The sandwich (every parameter) or CR2 (fixed effects) covariance at the estimates."""
+    from tiers.variance.cr2 import cr2
+    from tiers.variance.robust import sandwich
+
     if design.nesting is None:  # pragma: no cover - check_vce refuses crossed designs first
         raise DataError("a cluster-robust covariance needs nested grouping levels")
     top = design.nesting.factors[0]
