@@ -7,9 +7,9 @@ One command::
 On the seed model at ``--districts`` districts (50: 80,000 rows): ``LmmResult.bootstrap`` with
 ``--n-boot`` replicates and ``run_study`` with ``--replicates`` replicates, on 1 worker and on 2,
 each run in a fresh process (as a command runs: a fork server, when used, is started by the run
-it serves) and timed from the call to its return; the study on 2 workers also with another
-thread alive in the process (as in a notebook), where its workers fork from a fork server that
-imports tiers, instead of from the process itself. The runs alternate within each of
+it serves) and timed from the call to its return; the bootstrap and the study on 2 workers also
+with another thread alive in the process (as in a notebook), where their workers fork from a fork
+server that imports tiers, instead of from the process itself. The runs alternate within each of
 ``--rounds`` rounds (default 3, medians reported) so that a change in the machine's load shows
 in all of them.
 
@@ -42,6 +42,7 @@ FORMULA = "perform ~ tutoring + (1 | dist_id/school_id/teach_id/student_id)"
 RUNS = (
     ("bootstrap", 1, False),
     ("bootstrap", 2, False),
+    ("bootstrap", 2, True),
     ("study", 1, False),
     ("study", 2, False),
     ("study", 2, True),
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             runs[key[r]].append(json.loads(done.stdout.strip().splitlines()[-1]))
             last = runs[key[r]][-1]
-            print(f"  {key[r]:32s} {last['wall']:6.2f} s wall {last['cpu']:6.2f} s CPU",
+            print(f"  {key[r]:34s} {last['wall']:6.2f} s wall {last['cpu']:6.2f} s CPU",
                   file=sys.stderr, flush=True)  # fmt: skip
     out |= {"runs": runs, "free_cores": cores, "loadavg_end": os.getloadavg()}
     med = {k: {m: statistics.median(x[m] for x in v) for m in ("wall", "cpu")}
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"free cores (median of {args.rounds}) {statistics.median(cores):.2f}")
     for k, m in med.items():
         one = med[f"{k.split()[0]} 1 worker"]
-        print(f"{k:32s} {m['wall']:6.2f} s wall {m['cpu']:6.2f} s CPU   "
+        print(f"{k:34s} {m['wall']:6.2f} s wall {m['cpu']:6.2f} s CPU   "
               f"1 worker / this = {one['wall'] / m['wall']:.2f} (wall), "
               f"{one['cpu'] / m['cpu']:.2f} (CPU)")  # fmt: skip
     print(f"load average {out['loadavg_start']} -> {out['loadavg_end']}")
