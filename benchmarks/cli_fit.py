@@ -145,14 +145,21 @@ def import_times(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def stages(formula: str, csv: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Wall and CPU seconds of the command's stages in one fresh process."""
-    done = subprocess.run(
-        [sys.executable, "-c", STAGES, formula, str(csv)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    """Wall and CPU seconds of the command's stages in one fresh process.
+
+    The script runs under the command's name, so that tiers imports as the command does (only
+    what the fit uses; a Python session also imports scipy.optimize with tiers).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "tiers"
+        script.write_text(STAGES)
+        done = subprocess.run(
+            [sys.executable, str(script), formula, str(csv)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(done.stdout.splitlines()[-1])
 
 

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
 from typing import TYPE_CHECKING
 
 # The fit's path is imported with tiers, so that the first `tiers.fit` of a process costs what
@@ -59,6 +62,25 @@ from tiers.errors import (
     TiersError,
     TiersWarning,
 )
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``tiers`` command (its script, ``python -m tiers[.cli]``).
+
+    The command fits once and exits: it imports only what that fit uses, on use. A Python
+    session imports with tiers what any fit may use, so that its first fit costs what the next do.
+    """
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if script in ("tiers", "tiers.exe", "tiers-script.py"):
+        return True
+    argv = getattr(sys, "orig_argv", ())
+    return any(a == "-m" and b in ("tiers", "tiers.cli") for a, b in itertools.pairwise(argv))
+
+
+if not _started_as_the_command():
+    # L-BFGS-B, for designs the Newton polish from the start does not certify (a balanced nested
+    # design needs none), and with it scipy.linalg, scipy.sparse and scipy.special: 0.1-0.2 s
+    import scipy.optimize  # noqa: F401
 
 #: Where each lazily imported public name lives.
 _NAMES = {

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from tiers.design.terms import TermSpec
@@ -44,8 +43,13 @@ def block_diag(blocks: list[FloatArray]) -> FloatArray:
 def _sum_into(M: FloatArray, parent: IntArray, nparent: int) -> FloatArray:
     """Sum the rows of ``M`` (N, ...) into ``nparent`` groups."""
     N = M.shape[0]
-    S = sp.csr_matrix((np.ones(N), (parent, np.arange(N))), shape=(nparent, N))
-    return np.asarray(S @ M.reshape(N, -1)).reshape((nparent,) + M.shape[1:])
+    flat = M.reshape(N, -1)
+    # a bincount per column adds each group's rows in row order, as the sparse product did,
+    # without importing scipy.sparse on the fit's path (0.02-0.06 s of a fresh process)
+    out = np.empty((nparent, flat.shape[1]))
+    for j in range(flat.shape[1]):
+        out[:, j] = np.bincount(parent, weights=flat[:, j], minlength=nparent)
+    return out.reshape((nparent,) + M.shape[1:])
 
 
 def ancestor(parents: list[IntArray], k: int, level: int) -> IntArray:

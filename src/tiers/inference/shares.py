@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, ndtri
 
+from tiers._tails import expit, normal_quantile
 from tiers.errors import InferenceError
 from tiers.options import check_level
 from tiers.results.result import FitResult
@@ -36,7 +36,7 @@ def _logit_interval(
         return (np.nan, np.nan)
     centre = np.log(value / (1.0 - value))
     half = z * np.sqrt(var)
-    return float(expit(centre - half)), float(expit(centre + half))
+    return expit(float(centre - half)), expit(float(centre + half))
 
 
 def _one_variance(res: FitResult, what: str) -> None:
@@ -72,7 +72,7 @@ def variance_shares(res: FitResult, level: float = 0.95) -> pd.DataFrame:
     # Two observations that share one level of a crossed factor (and nothing else) correlate by
     # that factor's share alone.
     nested = res.nested
-    z = float(ndtri(0.5 + level / 2.0))  # stats.norm.ppf without scipy.stats
+    z = normal_quantile(0.5 + level / 2.0)
     free = var > 0
     cov = np.asarray(sdi.cov_log_sd)[np.ix_(free, free)]
     rows = []

@@ -17,10 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-# imported with tiers rather than on the first fit: 0.1-0.4 s that would make the first fit of a
-# process 8x slower than the next ones (scipy.stats, which also brings it, is imported on use)
-from scipy.optimize import minimize
-
 from tiers._threads import single_thread_blas
 from tiers.engine.contract import Engine
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
@@ -141,6 +137,11 @@ def minimize_theta(
             near = False
     if not near:
         polished_only = False
+        # L-BFGS-B only where the Newton polish from the start did not certify (a balanced nested
+        # design starts at its ANOVA estimates and needs none): scipy.optimize costs a fresh
+        # process 0.14 s to import (linprog, scipy.fft, interpolative), seven seed fits at 80,000 rows
+        from scipy.optimize import minimize
+
         res = minimize(
             counted,
             np.asarray(theta0, dtype=np.float64),
@@ -228,6 +229,8 @@ def _escape_boundary(fun: _Counted, theta, f, g, lower, upper, bounds, maxiter, 
     """
 
     def refit(start):
+        from scipy.optimize import minimize
+
         res = minimize(
             fun,
             start,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from tiers._tails import chi2_sf, normal_quantile, normal_two_sided
 from tiers._threads import single_thread_blas
 from tiers.design.design import Design, LevelInfo, TermInfo
 from tiers.engine.contract import Engine, TermModes
@@ -235,20 +236,17 @@ class FitResult:
 
     def coef_table(self, level: float = 0.95) -> pd.DataFrame:
         """Coefficient, SE, z, P>|z| and normal-theory interval, as Stata's ``mixed`` shows."""
-        # the functions stats.norm calls; scipy.stats takes 0.3-0.5 s to import
-        from scipy.special import ndtr, ndtri
-
         check_level(level)
         est = self.fixef.to_numpy()
         se = self.std_errors.to_numpy()
         z = est / se
-        q = ndtri(0.5 + level / 2.0)
+        q = normal_quantile(0.5 + level / 2.0)
         return pd.DataFrame(
             {
                 "estimate": est,
                 "std_error": se,
                 "z": z,
-                "p_value": 2.0 * ndtr(-np.abs(z)),
+                "p_value": normal_two_sided(z),
                 "ci_lower": est - q * se,
                 "ci_upper": est + q * se,
             },
@@ -357,15 +355,13 @@ class FitResult:
     @property
     def wald(self) -> tuple[float, int, float] | None:
         """Wald chi2 that all coefficients except the intercept are zero: (chi2, df, p)."""
-        from scipy.special import chdtrc
-
         idx = [i for i, n in enumerate(self.xnames) if n != "(Intercept)"]
         if not idx:
             return None
         b = np.asarray(self.beta)[idx]
         v = self.vcov.to_numpy()[np.ix_(idx, idx)]
         chi2 = float(b @ np.linalg.solve(v, b))
-        return chi2, len(idx), float(chdtrc(len(idx), chi2))
+        return chi2, len(idx), chi2_sf(chi2, len(idx))
 
     def deviance_ml(self) -> float:
         """The ML deviance at these estimates (lme4's ``deviance(fit, REML = FALSE)``)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers._tails import normal_quantile
 from tiers.design.terms import TermSpec
 from tiers.engine.contract import Engine
 from tiers.engine.gaussian import criterion_value, residual_df
@@ -226,10 +227,8 @@ def summarise(lay: Layout, cov_phi: FloatArray, level: float) -> tuple[SdInferen
 
     The observed information's (`variance_inference`) or a sandwich's (`tiers.variance.robust`).
     """
-    from scipy.special import ndtri  # what stats.norm.ppf calls, without scipy.stats' import
-
     phi, is_sd = lay.phi, lay.is_sd
-    z = ndtri(0.5 + level / 2.0)
+    z = normal_quantile(0.5 + level / 2.0)
     var = np.diag(cov_phi)
     se_phi = np.where(var > 0, np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
     with np.errstate(over="ignore", invalid="ignore"):
