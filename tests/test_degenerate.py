@@ -334,22 +334,23 @@ def test_limits_can_be_set_per_fit_and_on_the_command_line(tmp_path) -> None:
 
 
 def test_the_collinearity_check_solves_as_scipy_does_with_few_columns_or_many() -> None:
-    """Up to `_FEW_COLUMNS` columns its triangular solves are plain forward substitution (no
+    """Up to `FEW_COLUMNS` columns its triangular solves are plain forward substitution (no
     scipy.linalg to import), beyond them scipy's; the two agree, and so do the kept columns."""
     from scipy.linalg import solve_triangular
 
     from tiers.data import frame
+    from tiers.data.crossprod import FEW_COLUMNS, forward_substitution
 
     rng = np.random.default_rng(5)
-    for k in (1, 5, frame._FEW_COLUMNS):
+    for k in (1, 5, FEW_COLUMNS):
         A = rng.normal(size=(k + 3, k))
         L = np.linalg.cholesky(A.T @ A)
         b = rng.normal(size=k)
         np.testing.assert_allclose(
-            frame._forward(L, b), solve_triangular(L, b, lower=True), rtol=1e-10, atol=1e-12
+            forward_substitution(L, b), solve_triangular(L, b, lower=True), rtol=1e-10, atol=1e-12
         )
     n = frame._QR_ROWS + 10  # the cross-product path
-    for p in (6, frame._FEW_COLUMNS + 8):
+    for p in (6, FEW_COLUMNS + 8):
         X = rng.normal(size=(n, p))
         X[:, 3] = X[:, 1] - 2.0 * X[:, 2]  # exactly collinear: the later column goes
         keep, omitted = frame.independent_columns(X, [f"x{j}" for j in range(p)])

@@ -154,6 +154,7 @@ def test_engine_built_in_small_steps(monkeypatch, balanced: bool, weighted: bool
 
     10^8-row fits sum a million leaves at a time; here every chunked step runs over many chunks.
     """
+    import tiers.engine.group_sums as group_sums
     import tiers.engine.nested_scalar as ns
 
     rng = np.random.default_rng(11)
@@ -167,7 +168,8 @@ def test_engine_built_in_small_steps(monkeypatch, balanced: bool, weighted: bool
     w = rng.uniform(0.5, 2.0, n) if weighted else None
     theta = np.array([0.7, 0.4, 1.1, 0.9])[: len(tree.sizes)]
     whole = NestedProblem(y, X, tree, reml=True, weights=w)
-    monkeypatch.setattr(ns, "_STEP", 3)
+    monkeypatch.setattr(ns, "STEP", 3)  # the engine's own steps, and the sums by group
+    monkeypatch.setattr(group_sums, "STEP", 3)
     steps = NestedProblem(y, X, tree, reml=True, weights=w)
     assert steps.uniform_from == whole.uniform_from
     a, ga = whole.deviance_and_gradient(theta)

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from tiers.data.columns import BLOCK_ROWS, ColumnMatrix, model_columns
 from tiers.data.convert import polars_to_pandas
-from tiers.data.crossprod import gram
+from tiers.data.crossprod import gram, lower_solver
 from tiers.data.variables import evaluate_response, expression_variables, response_variables
 from tiers.errors import DataError, TiersError
 from tiers.formula.types import Formula
@@ -466,7 +466,7 @@ def independent_columns(
                 Q[:, len(keep)] = v / r
                 keep.append(j)
     else:
-        solve = _forward if p <= _FEW_COLUMNS else _solve_triangular()
+        solve = lower_solver(p)
         scale = np.where(norms == 0, 1.0, norms)
         xtx = xtx_raw / np.outer(scale, scale)
         L = np.zeros((p, p))  # Cholesky factor of the kept columns' cross-product, grown in order
@@ -482,25 +482,3 @@ def independent_columns(
                 keep.append(j)
     omitted = [names[j] for j in range(p) if j not in keep]
     return keep, omitted
-
-
-#: Up to this many columns the collinearity check solves by plain forward substitution: the
-#: common model needs no scipy.linalg (0.08 s of a fresh process, a `tiers fit` command's sixth).
-_FEW_COLUMNS = 32
-
-
-def _forward(L: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``L^-1 b`` for lower-triangular ``L`` by forward substitution (a few columns)."""
-    w = np.empty(b.size)
-    for i in range(b.size):
-        w[i] = (b[i] - L[i, :i] @ w[:i]) / L[i, i]
-    return w
-
-
-def _solve_triangular() -> Any:
-    """Scipy's triangular solve for a lower factor (many columns)."""
-    from functools import partial
-
-    from scipy.linalg import solve_triangular
-
-    return partial(solve_triangular, lower=True)

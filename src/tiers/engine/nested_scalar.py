@@ -38,6 +38,7 @@ from tiers.data.crossprod import gram
 from tiers.design.grouping import Tree, renumber_levels
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.gaussian import ProfiledProblem
+from tiers.engine.group_sums import STEP, size_classes, sum_rows
 from tiers.engine.moment_start import THETA_FLOOR, nested_anova_theta
 from tiers.engine.statistics import (
     NestedStatistics,
@@ -50,58 +51,6 @@ from tiers.engine.tree_modes import tree_modes
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-
-
-#: Leaves (or nodes) summed per step: whole columns would copy a strided column to a contiguous one
-#: and int32 indices to intp, 0.8 GB per column at 50 million leaves (10^8 rows of the seed design).
-_STEP = 1 << 20
-
-
-def sum_rows(
-    values: FloatArray,
-    group: NDArray[np.integer[Any]],
-    ngroups: int,
-    out: FloatArray | None = None,
-) -> FloatArray:
-    """Sum the rows of ``values`` by ``group`` (bincounts: no sort needed), added to ``out``.
-
-    A million rows at a time, each step over the range of groups it touches (a few when the groups
-    are sorted, as parents of renumbered levels are).
-    """
-    out = np.zeros((ngroups, values.shape[1])) if out is None else out
-    for i in range(0, group.size, _STEP):
-        g = group[i : i + _STEP]
-        if g.size == 0:
-            continue
-        lo, hi = int(g.min()), int(g.max()) + 1
-        g = g - lo if lo else g
-        for j in range(values.shape[1]):
-            out[lo:hi, j] += np.bincount(g, weights=values[i : i + _STEP, j], minlength=hi - lo)
-    return out
-
-
-def _size_classes(sizes: FloatArray) -> tuple[FloatArray, NDArray[np.integer[Any]]]:
-    """The distinct leaf sizes, ascending, and each leaf's index among them (int32).
-
-    Counts take a bincount, a million leaves at a time; weight totals (precision weights) a sort.
-    """
-    integral = all(
-        np.array_equal(np.floor(sizes[i : i + _STEP]), sizes[i : i + _STEP])
-        for i in range(0, sizes.size, _STEP)
-    )
-    if integral and sizes.size and 0 <= sizes.min() and sizes.max() <= 4 * sizes.size + 1024:
-        seen = np.zeros(int(sizes.max()) + 1, dtype=bool)
-        for i in range(0, sizes.size, _STEP):
-            seen[sizes[i : i + _STEP].astype(np.intp)] = True
-        present = np.flatnonzero(seen)
-        lookup = np.zeros(seen.size, dtype=np.int32)
-        lookup[present] = np.arange(present.size, dtype=np.int32)
-        size_class = np.empty(sizes.size, dtype=np.int32)
-        for i in range(0, sizes.size, _STEP):
-            size_class[i : i + _STEP] = lookup[sizes[i : i + _STEP].astype(np.intp)]
-        return present.astype(np.float64), size_class
-    present_w, inverse = np.unique(sizes, return_inverse=True)
-    return present_w, inverse.astype(np.int32 if present_w.size < 2**31 else np.int64)
 
 
 class _Accumulator:
@@ -196,7 +145,7 @@ class NestedProblem(ProfiledProblem):
             if self.uniform_from == 0:
                 self._anova_start(stats)
         else:
-            present, size_class = _size_classes(stats.leaf_sizes())
+            present, size_class = size_classes(stats.leaf_sizes())
             self._init_leaf_classes(tree, stats, size_class, present, renumber)
 
     def _anova_start(self, stats: NestedStatistics | RowSums) -> None:
@@ -230,8 +179,8 @@ class NestedProblem(ProfiledProblem):
         for level in range(self.K - 2, -1, -1):
             parent = tree.parents[level]
             kids = np.zeros(tree.sizes[level], dtype=np.int64)
-            for i in range(0, parent.size, _STEP):  # whole: an intp copy of int32 parents
-                kids += np.bincount(parent[i : i + _STEP], minlength=kids.size)
+            for i in range(0, parent.size, STEP):  # whole: an intp copy of int32 parents
+                kids += np.bincount(parent[i : i + STEP], minlength=kids.size)
             if kids.min() != kids.max():
                 break
             u = level
@@ -338,11 +287,11 @@ class NestedProblem(ProfiledProblem):
             # each leaf formed a million leaves at a time (whole: three int64 arrays per leaf)
             def keys(i: int) -> IntArray:
                 return (
-                    new_parent[tree.parents[-1][i : i + _STEP]] * nclass + size_class[i : i + _STEP]
+                    new_parent[tree.parents[-1][i : i + STEP]] * nclass + size_class[i : i + STEP]
                 )
 
             used = np.zeros(nparent * nclass, dtype=bool)
-            for i in range(0, nleaf, _STEP):
+            for i in range(0, nleaf, STEP):
                 used[keys(i)] = True
             uniq = np.flatnonzero(used)
             lookup = np.cumsum(used, dtype=np.int64) - 1
@@ -350,8 +299,8 @@ class NestedProblem(ProfiledProblem):
             pair_of_leaf: NDArray[np.integer[Any]] = np.empty(
                 nleaf, dtype=np.int32 if uniq.size < 2**31 else np.int64
             )
-            for i in range(0, nleaf, _STEP):
-                pair_of_leaf[i : i + _STEP] = lookup[keys(i)]
+            for i in range(0, nleaf, STEP):
+                pair_of_leaf[i : i + STEP] = lookup[keys(i)]
             del lookup
         else:
             pair_key = new_parent[tree.parents[-1]] * nclass + size_class

@@ -38,7 +38,7 @@ from tiers.design.grouping import (
 from tiers.design.summary import SummaryFrame
 from tiers.design.terms import TermSpec
 from tiers.engine.gram_statistics import LeafGrams
-from tiers.engine.nested_scalar import sum_rows
+from tiers.engine.group_sums import sum_rows
 from tiers.engine.statistics import NestedStatistics
 from tiers.errors import DataError, NestingError
 from tiers.formula.types import Formula
