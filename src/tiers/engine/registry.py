@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from tiers._pages import small_pages
 from tiers.data.columns import ColumnMatrix
 from tiers.design import diagnostics
 from tiers.design.design import Design
@@ -63,9 +64,16 @@ def _crossed(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engi
 
     w, freq = _row_weights(design)
     limits = design.limits or diagnostics.LIMITS
-    return CrossedProblem(
-        y, X.dense(), design.terms, reml=reml, weights=w, frequency=freq, max_bytes=limits.max_bytes
-    )
+    with small_pages():  # the set-up's index arrays are used once (`tiers._pages`)
+        return CrossedProblem(
+            y,
+            X.dense(),
+            design.terms,
+            reml=reml,
+            weights=w,
+            frequency=freq,
+            max_bytes=limits.max_bytes,
+        )
 
 
 def _rside(design: Design, y: FloatArray, X: ColumnMatrix, reml: bool) -> Engine:
