@@ -1,8 +1,8 @@
 """Newton's method from the moment start against the general path.
 
 The crossed engine with random intercepts and a dense Schur complement opts in
-(``information_first``: Newton in log theta on its average information, `tiers.optimize.scoring`;
-`tiers.optimize.newton` is the difference-Hessian variant for engines without one); its optimum must be the one L-BFGS-B and the polish reach (the deviance no
+(``information_first``: Newton in log theta on its average information, `tiers.optimize.scoring`,
+with `tiers.optimize.newton`'s stopping rules); its optimum must be the one L-BFGS-B and the polish reach (the deviance no
 worse, theta within the certificate's tolerance), on ratings-like designs with skewed counts,
 levels seen once and a factor nested in another, and it must hand over to the general path where
 a variance ends at 0.
@@ -18,7 +18,6 @@ import tiers
 import tiers.engine.crossed_direct as cd
 from tiers.engine.crossed import CrossedProblem
 from tiers.optimize import minimize as mz
-from tiers.optimize.newton import newton_theta
 
 from .test_crossed import build
 from .test_crossed_scale import ratings_like
@@ -80,29 +79,6 @@ def test_variance_at_zero_goes_to_the_general_path():
     assert opt.at_bound == ref.at_bound
     np.testing.assert_allclose(opt.deviance, ref.deviance, rtol=1e-12)
     np.testing.assert_allclose(opt.theta, ref.theta, atol=1e-8)
-
-
-def test_newton_theta_on_a_quadratic_and_at_a_bound():
-    A = np.array([[4.0, 1.0], [1.0, 2.0]])
-    xstar = np.array([0.7, 1.3])
-
-    def fun(x):
-        d = x - xstar
-        return float(0.5 * d @ A @ d), A @ d
-
-    lower, upper = np.zeros(2), np.full(2, np.inf)
-    res = newton_theta(fun, np.array([0.9, 1.0]), lower, upper)
-    assert res.ok and res.step < 1e-7
-    np.testing.assert_allclose(res.theta, xstar, atol=1e-8)
-    assert res.evaluations <= 6
-    # the start's Hessian from second differences of values: n (n + 1) / 2 = 3 values
-    by_values = newton_theta(fun, np.array([0.9, 1.0]), lower, upper, value=lambda x: fun(x)[0])
-    assert by_values.ok
-    np.testing.assert_allclose(by_values.theta, xstar, atol=1e-8)
-    assert by_values.evaluations <= 3 + 4
-    # a start on the bound, or an optimum outside the box: not this method's regime
-    assert not newton_theta(fun, np.array([0.0, 1.0]), lower, upper).ok
-    assert not newton_theta(fun, np.array([0.9, 1.0]), np.array([0.8, 0.0]), upper).ok
 
 
 @pytest.mark.parametrize(

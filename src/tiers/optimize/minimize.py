@@ -20,7 +20,6 @@ from numpy.typing import NDArray
 from tiers._threads import single_thread_blas
 from tiers.engine.contract import Engine
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
-from tiers.optimize.newton import newton_theta
 from tiers.optimize.scoring import FunGradInfo, scoring_theta
 
 FloatArray = NDArray[np.float64]
@@ -391,13 +390,6 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
                 _with_information(engine), theta0, engine.theta_lower, engine.theta_upper
             )
             how = "Newton in log theta (average-information Hessian)"
-        elif engine.has_gradient and getattr(engine, "newton_first", False):
-            # second differences of values for the start's Hessian where they take fewer
-            # factorisations than differences of gradients (n (n + 1) / 2 values, each ~1/3 of
-            # a gradient on the crossed engine, against n gradients)
-            value = engine.deviance if engine.n_theta <= 3 else None
-            nr = newton_theta(fun, theta0, engine.theta_lower, engine.theta_upper, value)
-            how = "Newton (BFGS-updated difference Hessian)"
         if nr is not None:
             if nr.ok:
                 return OptSummary(

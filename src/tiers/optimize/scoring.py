@@ -6,8 +6,8 @@ no difference Hessian is needed. In log theta the profiled criterion is close to
 (variance components act multiplicatively), and that Hessian is within a few per cent of the
 exact one near the optimum, so from the moment start each step gains two to four digits: InstEval
 takes 4 gradient evaluations (criterion 20 -> 0.25 -> 7e-5 -> 2e-10 above the optimum) where
-Newton in theta on a difference Hessian took 6 gradients and 6 values
-(`tiers.optimize.newton`).
+Newton in theta on a BFGS-updated difference Hessian took 6 gradients and 6 values (that path
+was removed once no engine used it).
 
 Each step is ``delta = -H^-1 g`` in log theta (``g`` the gradient in log theta), halved until the
 criterion does not rise; the fit stops, as `tiers.optimize.newton` does, when the step or the
