@@ -143,7 +143,7 @@ def test_scoring_theta_on_a_log_quadratic_and_toward_a_bound():
     ustar = np.log([0.7, 1.3])
     lower, upper = np.zeros(2), np.full(2, np.inf)
 
-    def log_quadratic(x):
+    def log_quadratic(x, rough):
         d = np.log(x) - ustar
         return float(0.5 * d @ A @ d), A @ d / x, A
 
@@ -152,10 +152,47 @@ def test_scoring_theta_on_a_log_quadratic_and_toward_a_bound():
     np.testing.assert_allclose(res.theta, np.exp(ustar), rtol=1e-10)
     assert res.evaluations == 2  # exact Hessian of a quadratic: one step, one confirmation
 
-    def zero_optimum(x):
+    def zero_optimum(x, rough):
         # the second parameter's optimum is on its bound: theta-Newton goes there in one step
         g = np.array([2.0 * (x[0] - 0.5), 2.0 * x[1]])
         return float((x[0] - 0.5) ** 2 + x[1] ** 2), g, 2.0 * np.diag(x * x) + np.diag(g * x)
 
     res = scoring_theta(zero_optimum, np.array([0.6, 0.1]), lower, upper)
     assert not res.ok and res.evaluations == 1
+
+
+@pytest.mark.parametrize("start", [(3.0, 0.2), (0.9, 1.0), (0.7, 1.3)])
+def test_scoring_theta_steers_by_rough_gradients_and_certifies_by_precise_ones(start):
+    """With ``rough``, the start and the points after long steps are evaluated roughly, and the
+    fit stops only on a precise gradient: the optimum is the precise one's, although the rough
+    gradient (off by 1e-3 relative and 1e-4 absolute) vanishes elsewhere. Without ``rough`` no
+    evaluation is rough."""
+    from tiers.optimize.scoring import ROUGH_ABOVE, scoring_theta
+
+    A = np.array([[4.0, 1.0], [1.0, 2.0]])
+    ustar = np.log([0.7, 1.3])
+    lower, upper = np.zeros(2), np.full(2, np.inf)
+    asked = []
+
+    def fun(x, rough):
+        asked.append(rough)
+        d = np.log(x) - ustar
+        g = A @ d / x
+        if rough:
+            g = g * (1.0 + 1e-3) + 1e-4
+        return float(0.5 * d @ A @ d), g, A
+
+    res = scoring_theta(fun, np.array(start), lower, upper, rough=True)
+    assert res.ok
+    np.testing.assert_allclose(res.theta, np.exp(ustar), rtol=1e-9)
+    assert asked[0] and not asked[-1]
+    # rough only before the first precise evaluation, and only while the steps were long
+    first_precise = asked.index(False)
+    assert all(asked[:first_precise]) and not any(asked[first_precise:])
+    assert res.evaluations == len(asked)
+    d0 = np.log(start) - ustar
+    if 0.5 * d0 @ A @ d0 <= ROUGH_ABOVE:  # a start near the optimum: precise after the start
+        assert first_precise == 1
+    asked.clear()
+    assert scoring_theta(fun, np.array(start), lower, upper).ok
+    assert not any(asked)

@@ -212,9 +212,12 @@ def _factorize(values: pd.Series | np.ndarray) -> tuple[Codes, int, Codes]:
     the ids minus the smallest, with no lookup. Indices are ``intp`` while coding: numpy's
     scatters and gathers convert any other index type first (a scatter by int32 codes costs 2x).
     """
-    arr = values.to_numpy() if isinstance(values, pd.Series) else values
-    dtype = _code_dtype(arr.size)
-    if arr.dtype.kind in "iu" and arr.size:
+    # text (and other non-integer) columns go to pandas' factorize as they are: their to_numpy
+    # makes one Python object per row (InstEval's four text ids: 7 ms)
+    integers = not isinstance(values, pd.Series) or values.dtype.kind in "iu"
+    arr = values.to_numpy() if isinstance(values, pd.Series) and integers else values
+    dtype = _code_dtype(len(values))
+    if integers and arr.dtype.kind in "iu" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if hi - lo <= 4 * arr.size + 1024:
             shifted = np.subtract(arr, lo, dtype=np.intp, casting="unsafe")

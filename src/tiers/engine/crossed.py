@@ -32,8 +32,10 @@ For intercept-only terms the gradient in theta is analytic (``has_gradient``), f
 
 The deviance is even in each intercept's theta, so the gradient at ``theta_k = 0`` is 0. The
 rest terms' ``m_k - tr Omega_kk`` loses about ``eps m_k / theta_k`` to cancellation, negligible
-unless theta_k is within ~1e-8 of the boundary. A gradient evaluation costs about 2.7 plain ones
-(the inverse of the Schur complement, LAPACK ``potri``, is needed for the traces).
+unless theta_k is within ~1e-8 of the boundary. A gradient evaluation costs about 2.5 plain ones:
+the traces need the inverse of the Schur complement (`spd_inverse`), which far from the optimum
+is taken in single precision (``rough``, for `tiers.optimize.scoring`'s steps: about 2 plain ones).
+The read-off (conditional modes and SDs) is `crossed_readoff`'s.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ from tiers.engine import crossed_rest as cr
 from tiers.engine.contract import Evaluation, TermModes
 from tiers.engine.crossed_direct import KEEP, PAIRS_MAX, DirectCoupling
 from tiers.engine.crossed_information import log_theta_hessian, working_gram
+from tiers.engine.crossed_readoff import conditional_sds
 from tiers.engine.gaussian import ProfiledProblem
-from tiers.engine.moment_start import moment_theta
+from tiers.engine.moment_start import moment_theta, ols_residuals
 from tiers.engine.sparse_modes import sparse_modes
 
 FloatArray = NDArray[np.float64]
@@ -85,6 +88,9 @@ class CrossedProblem(ProfiledProblem):
     has_gradient : bool
         ``evaluate(theta, gradient=True)`` fills an analytic gradient (intercept-only terms with a
         dense Schur complement).
+    rough_gradient : bool
+        ``evaluate(theta, gradient=True, rough=True)`` takes the gradient's traces from a
+        single-precision inverse (`tiers.optimize.scoring`'s steps far from the optimum).
     dense : bool
         Whether the Schur complement on the non-first terms is factored densely (``r`` up to
         `crossed_blocks.DENSE_MAX` columns) or by SuperLU.
@@ -162,7 +168,9 @@ class CrossedProblem(ProfiledProblem):
         shared = self._init_rest(rest, D, c1, Z1) if self.r else None
         moment_start = False
         if all(t.intercept_only for t in terms):
-            start = moment_theta(y, X, [t.codes for t in terms], shared)
+            # unweighted OLS residuals (D is scaled by the weights when there are any)
+            resid = ols_residuals(D, self.dtd) if self.sw is None else None
+            start = moment_theta(y, X, [t.codes for t in terms], shared, resid)
             if start is not None:
                 self.theta_start = start
                 moment_start = True
@@ -170,6 +178,8 @@ class CrossedProblem(ProfiledProblem):
         # from the moment start, Newton steps in log theta on the average information
         # (`tiers.optimize.scoring`) need ~4 gradients where L-BFGS-B and the polish took ~20
         self.information_first = self.has_gradient and moment_start
+        #: `evaluate` takes ``rough``: Newton steps far from the optimum need less precision
+        self.rough_gradient = self.has_gradient
 
     @classmethod
     def from_leaf_rows(
@@ -215,16 +225,21 @@ class CrossedProblem(ProfiledProblem):
         obs = np.concatenate(obs_parts)
         coord = np.concatenate(coord_parts)
         zval = np.concatenate(val_parts)
-        Zr = sp.csr_matrix((zval, (obs, coord)), shape=(n, self.r))
-        self.ZrD = np.asarray(Zr.T @ D)
-        zrzr = (Zr.T @ Zr).tocsc()
+        ones = all(t.q == 1 and bool((t.Z == 1.0).all()) for t in self.terms)
+        if ones:
+            self.ZrD, zrzr = cb.count_crossprods([t.codes for t in rest], self.blocks, D)
+        else:
+            Zr = sp.csr_matrix((zval, (obs, coord)), shape=(n, self.r))
+            self.ZrD = np.asarray(Zr.T @ D)
+            zrzr = (Zr.T @ Zr).tocsc()
+            del Zr
         # sparse for the gradient's products (InstEval: diagonal blocks and the d x dept:service
         # counts, 1 ms a product less than dense)
         self.zrzr = zrzr
         level, row, vals = cb.level_pattern(obs, coord, zval, c1, Z1, self.r, self.n1)
-        del obs, coord, zval, Zr
+        del obs, coord, zval
         shared = None
-        if all(t.q == 1 and bool((t.Z == 1.0).all()) for t in self.terms):
+        if ones:
             # the cells' counts: the moment start need not sort the rows' pairs of codes again
             C = cb.cell_pairs(row, vals[:, 0], zrzr, self.blocks)  # sorted order
             shared = np.empty_like(C)
@@ -284,7 +299,9 @@ class CrossedProblem(ProfiledProblem):
         P = np.einsum("sa,jab,tb->jst", T1, Binv, T1)
         return ld, Binv, P
 
-    def evaluate(self, theta: FloatArray, *, gradient: bool = False) -> Evaluation:
+    def evaluate(
+        self, theta: FloatArray, *, gradient: bool = False, rough: bool = False
+    ) -> Evaluation:
         """Eliminate at ``theta``: the deviance and its parts (and the gradient if asked).
 
         Parameters
@@ -293,6 +310,10 @@ class CrossedProblem(ProfiledProblem):
             The terms' parameters, in the order of ``terms``.
         gradient : bool
             Also return d deviance / d theta; needs ``has_gradient``.
+        rough : bool
+            The gradient's traces from a single-precision inverse of ``S`` (`rough_gradient`):
+            for a Newton step far from the optimum, never for a certificate. The deviance is
+            exact either way.
         """
         theta = np.asarray(theta, dtype=np.float64)
         key = theta.tobytes()
@@ -305,15 +326,18 @@ class CrossedProblem(ProfiledProblem):
             # the linear model (the LR test's null): Omega = I, nothing to factor (a dense
             # factorisation of the identity took 0.65 s on the ratings design)
             return self.finish(theta, self.dtd.copy(), 0.0)
-        return self._eliminate(theta, gradient)
+        return self._eliminate(theta, gradient, rough)
 
-    def _eliminate(self, theta: FloatArray, gradient: bool) -> Evaluation:
+    def _eliminate(self, theta: FloatArray, gradient: bool, rough: bool = False) -> Evaluation:
         """`evaluate` without the memo; leaves ``S`` factored at ``theta`` unless ``gradient``."""
         T = self._factors(theta)
         ld, Binv, P = self._first_block(T[0])
         self._state = (theta.copy(), T, Binv, P)
         if self.rest is not None:
-            ld += self.rest.factor(P, T[1:])
+            if gradient and isinstance(self.rest, cr.DenseRest):
+                ld += self.rest.factor(P, T[1:], Binv * Binv)  # N P2 N' for `coupled_trace`
+            else:
+                ld += self.rest.factor(P, T[1:])
         A, V = self.downdate(self.Z1D, self.ZrD if self.rest is not None else None, self.dtd)
         A = 0.5 * (A + A.T)
         self._last[0] = (theta.tobytes(), A, ld)
@@ -324,7 +348,7 @@ class CrossedProblem(ProfiledProblem):
             raise NotImplementedError(
                 "the analytic gradient covers intercept-only terms with a dense Schur complement"
             )
-        return self._gradient(ev, theta, Binv[:, 0, 0], V)
+        return self._gradient(ev, theta, Binv[:, 0, 0], V, rough)
 
     def downdate(
         self, Z1W: FloatArray, ZrW: FloatArray | None, WtW: FloatArray
@@ -347,7 +371,12 @@ class CrossedProblem(ProfiledProblem):
         return A - S_rW.T @ V, V
 
     def _gradient(
-        self, ev: Evaluation, theta: FloatArray, dinv: FloatArray, Vr: FloatArray | None
+        self,
+        ev: Evaluation,
+        theta: FloatArray,
+        dinv: FloatArray,
+        Vr: FloatArray | None,
+        rough: bool = False,
     ) -> Evaluation:
         """Analytic gradient for intercept-only terms (see the module docstring)."""
         K = len(self.order)
@@ -381,7 +410,7 @@ class CrossedProblem(ProfiledProblem):
         if Vr is not None:
             assert isinstance(self.rest, cr.DenseRest)
             T = self._state[1]
-            diag = self.rest.inverse_diagonal()
+            diag = self.rest.inverse_diagonal(single=rough)
             first -= self.rest.coupled_trace((dinv * dinv)[:, None, None], T[1:])
             for i, b in enumerate(self.blocks):
                 sl = slice(b.offset, b.stop)
@@ -421,49 +450,7 @@ class CrossedProblem(ProfiledProblem):
             ``ranef(condVar = TRUE)`` SDs. With a sparse factor whose inversion on the needed
             entries would cost more than `crossed_rest.COND_VAR_MAX_FLOPS`, ``cond_sd`` is NaN.
         """
-        theta = np.asarray(theta, dtype=np.float64)
-        ev = self._eliminate(theta, False)  # S factored at theta (the memo may not be)
-        _, T, Binv, _ = self._state
-        T1 = T[0]
-        w = np.append(-ev.beta, 1.0)
-        rhs1 = np.einsum("sa,js->ja", T1, self.Z1D @ w)  # T1' Z1'r per level
-        z1 = np.einsum("jab,jb->ja", Binv, rhs1)
-        out_sorted: list[tuple[FloatArray, FloatArray]] = []
-        if self.rest is None:
-            u1 = z1
-            var1 = Binv
-        else:
-            rhs_r = cb.lam_t(T[1:], self.blocks, (self.ZrD @ w)[:, None])[:, 0]
-            Lz1 = (z1 @ T1.T).reshape(-1)
-            rr = rhs_r - cb.lam_t(T[1:], self.blocks, (self.N @ Lz1)[:, None])[:, 0]
-            ur = self.rest.solve(rr[:, None])[:, 0]
-            back = (self.NT @ cb.lam(T[1:], self.blocks, ur[:, None])[:, 0]).reshape(
-                self.n1, self.q1
-            )
-            u1 = np.einsum("jab,jb->ja", Binv, rhs1 - back @ T1)
-            # conditional variances: X = Lambda_r S^-1 Lambda_r' at the pairs and the diagonal
-            cp = self.coupling
-            rows = np.concatenate([cp.rows, np.arange(self.r)])
-            cols = np.concatenate([cp.cols, np.arange(self.r)])
-            X_at = self.rest.inverse_at(rows, cols, T[1:])
-            Q = cp.quadratic(X_at[: cp.rows.size], self.n1)
-            M = np.einsum("jab,sb,jst,tc,jcd->jad", Binv, T1, Q, T1, Binv, optimize=True)
-            var1 = Binv + M
-            xdiag = X_at[cp.rows.size :]
-            br = cb.lam(T[1:], self.blocks, ur[:, None])[:, 0]
-            for b in self.blocks:
-                sl = slice(b.offset, b.stop)
-                out_sorted.append(
-                    (br[sl].reshape(b.nlevels, b.q), np.sqrt(xdiag[sl]).reshape(b.nlevels, b.q))
-                )
-        b1 = u1 @ T1.T
-        v1 = np.einsum("sa,jab,tb->jst", T1, var1, T1)
-        sd1 = np.sqrt(np.diagonal(v1, axis1=1, axis2=2))
-        out_sorted.insert(0, (b1, sd1))
-        out: list[tuple[FloatArray, FloatArray]] = [out_sorted[0]] * len(self.order)
-        for i, k in enumerate(self.order):
-            out[k] = out_sorted[i]
-        return out
+        return conditional_sds(self, theta)
 
     def conditional_modes(
         self, theta: FloatArray, beta: FloatArray, sigma: float, *, cond_var: bool = True

@@ -10,7 +10,7 @@ with ``P`` block diagonal (one ``q1 x q1`` block ``P_j = T1 (T1' C_j T1 + I)^-1 
 ``j``). ``N P N'`` only touches the pairs of rest columns ``(a, b)`` that share a level ``j`` of the
 first term; its lower triangle is a fixed linear map of the entries of ``P``, stored once as a
 sparse matrix ``K`` of theta-free products ``N[a, j s] N[b, j t]`` (`Coupling`), so forming it is one
-sparse matrix-vector product ``K vec(P)`` per evaluation. (InstEval: 1.4 million pairs on 0.3 million
+sparse matrix-vector product ``K vec(P)`` per evaluation. (InstEval: 1.83 million pairs on 145,400
 entries.)
 
 ``S`` is factored densely (LAPACK ``potrf`` in place) when ``r`` is moderate and by SuperLU
@@ -121,17 +121,30 @@ class Coupling:
     KT: sp.csr_matrix | sp.csc_matrix
     q1: int
     off: NDArray[np.bool_]
+    #: the level of each column of ``K`` when ``q1 = 1`` and the levels are in another order
+    #: (`coupling` lists them by their number of nonzeros); None: level order
+    levels: IntArray | None = None
 
     def npn(self, P: FloatArray) -> FloatArray:
         """``(N P N')`` at the entries, for block-diagonal ``P`` (nlevels1, q1, q1)."""
-        return self.K @ P.reshape(-1)
+        p = P.reshape(-1)
+        return self.K @ (p if self.levels is None else p[self.levels])
+
+    def npn2(self, P: FloatArray, P2: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """`npn` of ``P`` and ``P2`` in one pass over ``K`` (about 1.2 times one `npn`)."""
+        both = np.column_stack([P.reshape(-1), P2.reshape(-1)])
+        out = self.K @ (both if self.levels is None else both[self.levels])
+        return out[:, 0], out[:, 1]
 
     def quadratic(self, X_at: FloatArray, nlevels: int) -> FloatArray:
         """``Q_j = N_j' X N_j`` (nlevels, q1, q1) for symmetric ``X`` read at the entries."""
         q1 = self.q1
         off = self.off
-        R = (self.KT @ np.where(off, X_at, 0.0)).reshape(nlevels, q1, q1)
-        diag = (self.KT @ np.where(off, 0.0, X_at)).reshape(nlevels, q1, q1)
+        R = self.KT @ np.where(off, X_at, 0.0)
+        diag = self.KT @ np.where(off, 0.0, X_at)
+        if self.levels is not None:
+            R[self.levels], diag[self.levels] = R.copy(), diag.copy()
+        R, diag = R.reshape(nlevels, q1, q1), diag.reshape(nlevels, q1, q1)
         return R + R.transpose(0, 2, 1) + diag
 
 
@@ -146,7 +159,7 @@ def unique_inverse(keys: AnyIntArray, bound: int) -> tuple[AnyIntArray, AnyIntAr
     present[keys] = True
     uniq = np.flatnonzero(present)
     # only the present slots are read: no cumulative sum over the whole table (35 ms at 3.4 M)
-    # 32-bit positions where they fit: half the table's pages touched (InstEval's 3.4 million)
+    # 32-bit positions where they fit: half the table's pages touched
     it: type[np.signedinteger[Any]] = np.int32 if uniq.size < 2**31 else np.int64
     index = np.empty(bound, dtype=it)
     index[uniq] = np.arange(uniq.size, dtype=it)
@@ -169,12 +182,56 @@ def level_pattern(
     ``j`` and rest column ``a`` of each pattern entry, sorted by ``(j, a)``, and the values
     ``N[a, j q1 + s]`` (nnz, q1).
     """
+    if Z1.shape[1] == 1:
+        # scipy's conversion to compressed rows sums the duplicates and sorts each row in
+        # compiled code, keeping entries that sum to zero (InstEval: 4 ms against 14 ms by keys)
+        grouped = sp.csr_matrix((zval * Z1[obs, 0], (codes1[obs], coord)), shape=(n1, r))
+        grouped.sum_duplicates()
+        level = np.repeat(np.arange(n1, dtype=np.int64), np.diff(grouped.indptr))
+        return level, grouped.indices.astype(np.int64), grouped.data[:, None]
     keys = codes1[obs].astype(np.int64) * r + coord
     ukeys, inv = unique_inverse(keys, n1 * r)
     vals = np.empty((ukeys.size, Z1.shape[1]))
     for s in range(Z1.shape[1]):
         vals[:, s] = np.bincount(inv, weights=zval * Z1[obs, s], minlength=ukeys.size)
     return ukeys // r, ukeys % r, vals
+
+
+def count_crossprods(
+    codes: list[AnyIntArray], blocks: list[Block], D: FloatArray
+) -> tuple[FloatArray, sp.csc_matrix]:
+    """``Z_r'D`` and ``Z_r'Z_r`` for rest terms that are intercepts of ones, from their codes.
+
+    ``Z_r'D`` is each level's column sums and ``Z_r'Z_r`` the counts of the levels (its diagonal)
+    and of the cells of two terms: bincounts, with no ``Z_r`` built and multiplied (InstEval: 1.7
+    against 7.3 ms).
+    """
+    r = blocks[-1].stop
+    ZrD = np.empty((r, D.shape[1]))
+    rows, cols, vals = [], [], []
+    for i, (ci, bi) in enumerate(zip(codes, blocks, strict=True)):
+        for a in range(D.shape[1]):
+            ZrD[bi.offset : bi.stop, a] = np.bincount(ci, weights=D[:, a], minlength=bi.nlevels)
+        level = np.arange(bi.nlevels)
+        rows.append(bi.offset + level)
+        cols.append(bi.offset + level)
+        vals.append(np.bincount(ci, minlength=bi.nlevels).astype(np.float64))
+        for cj, bj in zip(codes[:i], blocks[:i], strict=False):
+            cells = ci.astype(np.int64) * bj.nlevels + cj
+            if bi.nlevels * bj.nlevels <= 4 * cells.size:
+                counts = np.bincount(cells, minlength=bi.nlevels * bj.nlevels)
+                cells = np.flatnonzero(counts)
+                counts = counts[cells]
+            else:
+                cells, counts = np.unique(cells, return_counts=True)
+            li, lj = np.divmod(cells, bj.nlevels)
+            rows += [bi.offset + li, bj.offset + lj]
+            cols += [bj.offset + lj, bi.offset + li]
+            vals += [counts.astype(np.float64)] * 2
+    zrzr = sp.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, r)
+    )
+    return ZrD, zrzr
 
 
 def cell_pairs(
@@ -199,21 +256,77 @@ def cell_pairs(
     return C
 
 
+def _index_type(r: int, total: int) -> type[np.signedinteger[Any]]:
+    # 32-bit indices where they fit: the pair arrays (1.8 million on InstEval) are gathered
+    # and scattered several times, and half the bytes halves the set-up (70 -> 40 ms)
+    return np.int32 if r * r < 2**31 and total < 2**31 else np.int64
+
+
+def _scalar_coupling(level: IntArray, row: IntArray, v: FloatArray, n1: int, r: int) -> Coupling:
+    """`coupling` for one effect per level, the levels taken by their number of nonzeros.
+
+    Levels with ``k`` nonzeros share one pattern of pairs (the ``k (k + 1) / 2`` entries of a
+    lower triangle), so each such class writes its keys and products straight from a ``(levels,
+    k)`` table of its rows and values; listing the pairs one level after another took a running
+    sum to index them and a repeat and a gather per array. The keys number the entries of the
+    packed lower triangle (``r (r + 1) / 2``), whose tables of `unique_inverse` stay in cache
+    (InstEval: 2,972 levels in 94 classes, 1.83 million pairs on 145,400 entries).
+    """
+    k = np.bincount(level, minlength=n1)
+    start = np.zeros(n1 + 1, dtype=np.int64)
+    np.cumsum(k, out=start[1:])
+    order = np.argsort(k, kind="stable")
+    indptr = np.zeros(n1 + 1, dtype=np.int64)
+    np.cumsum((k * (k + 1) // 2)[order], out=indptr[1:])
+    total = int(indptr[-1])
+    it = _index_type(r, total)
+    # packed column-major lower triangle: entry (a, b), a >= b, is a + base[b]
+    base = (np.arange(r, dtype=np.int64) * (2 * r - 1 - np.arange(r))) // 2
+    rw, rb = row.astype(it), base[row].astype(it)
+    target = np.empty(total, dtype=it)
+    K = np.empty(total)
+    sizes = k[order]
+    # pairs (e, f), f <= e, e ascending: the pairs of k nonzeros are the first k (k + 1) / 2 of
+    # any larger k's (rows are sorted within a level, so (row_e, row_f) is in the lower triangle)
+    e_all, f_all = np.tril_indices(int(sizes[-1]) if n1 else 0)
+    edges = np.flatnonzero(np.diff(sizes)) + 1
+    for c0, c1 in zip(np.r_[0, edges], np.r_[edges, n1], strict=True):
+        size = int(sizes[c0])
+        if size == 0:
+            continue
+        at = start[order[c0:c1], None] + np.arange(size)
+        m = size * (size + 1) // 2
+        e, f = e_all[:m], f_all[:m]
+        span = slice(int(indptr[c0]), int(indptr[c1]))
+        keys = target[span].reshape(c1 - c0, m)
+        np.take(rb[at], f, axis=1, out=keys)
+        keys += rw[at][:, e]
+        V = v[at]
+        products = K[span].reshape(c1 - c0, m)
+        np.take(V, e, axis=1, out=products)
+        products *= V[:, f]
+    uniq, entry = unique_inverse(target, r * (r + 1) // 2)
+    del target
+    cols = np.searchsorted(base + np.arange(r), uniq, side="right") - 1
+    rows = uniq - base[cols]
+    Kcsc = sp.csc_matrix((K, entry, indptr.astype(it)), shape=(uniq.size, n1))
+    return Coupling(rows, cols, Kcsc, Kcsc.T, 1, rows != cols, order)
+
+
 def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) -> Coupling:
     """All pairs ``(a, b)``, ``a >= b``, within each level's column of the pattern of ``N``."""
     q1 = vals.shape[1]
+    if q1 == 1:
+        return _scalar_coupling(level, row, vals[:, 0], n1, r)
     nnz = level.size
     colptr = np.searchsorted(level, np.arange(n1 + 1))
     reps = np.arange(nnz) - colptr[level] + 1
-    # 32-bit indices where they fit: the pair arrays (1.8 million on InstEval) are gathered
-    # and scattered several times, and half the bytes halves the set-up (70 -> 40 ms)
-    small = r * r < 2**31 and int(reps.sum()) < 2**31
-    it: type[np.signedinteger[Any]] = np.int32 if small else np.int64
+    total = int(reps.sum())
+    it = _index_type(r, total)
     reps = reps.astype(it)
     # pair (e, f) for each nonzero e and f from its level's first nonzero to e: the e side is a
     # repeat (sequential), only the f side a gather. f counts up by one within e's run and jumps
     # to the level's first nonzero where the run begins: a running sum, in place
-    total = int(reps.sum())
     first = colptr[level].astype(it)
     second: AnyIntArray = np.ones(total, dtype=it)
     second[(np.cumsum(reps, dtype=it) - reps)[1:]] = first[1:] - np.arange(nnz - 1, dtype=it)
@@ -222,28 +335,14 @@ def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) 
     rw = row.astype(it)
     target = np.repeat(rw, reps)
     rw *= it(r)
-    # the f side's gathers by chunks: four arrays as long as the pair list, no temporaries as
-    # long (InstEval's 1.83 million pairs: peak 52 -> 31 MB, fewer fresh pages to fault in)
-    chunks = [slice(c, c + CHUNK) for c in range(0, total, CHUNK)]
-    for c in chunks:
-        target[c] += rw[second[c]]
+    # the f side's gathers by chunks: no temporaries as long as the pair list
+    for c in range(0, total, CHUNK):
+        target[c : c + CHUNK] += rw[second[c : c + CHUNK]]
     uniq, entry = unique_inverse(target, r * r)
     del target
-    if q1 == 1:
-        v = vals[:, 0]
-        K = np.repeat(v, reps)
-        for c in chunks:
-            K[c] *= v[second[c]]
-    else:
-        K = (np.repeat(vals, reps, axis=0)[:, :, None] * vals[second][:, None, :]).reshape(-1)
+    K = (np.repeat(vals, reps, axis=0)[:, :, None] * vals[second][:, None, :]).reshape(-1)
     del second
     cols, rows = np.divmod(uniq.astype(np.int64), r)
-    if q1 == 1:
-        # the pairs come level by level: K is already in compressed-column form (no sort)
-        indptr = np.zeros(n1 + 1, dtype=it)
-        np.cumsum(np.bincount(level, weights=reps, minlength=n1).astype(it), out=indptr[1:])
-        Kcsc = sp.csc_matrix((K, entry, indptr), shape=(uniq.size, n1))
-        return Coupling(rows, cols, Kcsc, Kcsc.T, q1, rows != cols)
     st = np.arange(q1 * q1)
     col = (np.repeat(level, reps) * (q1 * q1))[:, None] + st[None, :]
     Kmat = sp.csr_matrix(
@@ -252,7 +351,9 @@ def coupling(level: IntArray, row: IntArray, vals: FloatArray, n1: int, r: int) 
     return Coupling(rows, cols, Kmat, Kmat.T.tocsr(), q1, rows != cols)
 
 
-def lower_dot(A: FloatArray, B: FloatArray, theta: FloatArray, chunk: int = 512) -> float:
+def lower_dot(
+    A: NDArray[np.floating[Any]], B: FloatArray, theta: FloatArray, chunk: int = 512
+) -> float:
     """``sum_ab theta_a theta_b A_ab B_ab``, symmetric ``A`` and ``B`` held in their lower triangles.
 
     By blocks of columns (no copy of the ``r x r`` arrays); the strict upper triangle of either

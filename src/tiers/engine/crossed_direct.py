@@ -2,7 +2,7 @@
 
 `crossed_blocks.Coupling` lists, once, every pair of rest columns that share a level of the first
 term, and forms ``N P N'`` as one sparse product ``K vec(P)``. The list has ``sum_j k_j (k_j + 1) / 2``
-entries (``k_j`` rest columns in level ``j``): 1.4 million on InstEval, but 221 million on a
+entries (``k_j`` rest columns in level ``j``): 1.83 million on InstEval, but 221 million on a
 MovieLens-1M-sized design (6,040 users, each rating up to 2,400 of 3,706 items), where ``K`` and
 its construction took 14.7 GB. There the Schur complement is dense anyway (``r`` = 3,706), so this
 module forms ``G = N diag(p) N'`` directly at each evaluation, for a first term with one effect

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from tiers.design import diagnostics
 from tiers.errors import DataError
@@ -36,6 +35,9 @@ def envelope(A: sp.spmatrix) -> int:
 
     The diagonal is counted whether ``A`` holds it or not.
     """
+    # scipy.sparse.csgraph (5 ms to import) only for the sparse path's prediction
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
     r = A.shape[0]
     A = sp.csr_matrix(A + sp.identity(r, format="csr"))
     perm = reverse_cuthill_mckee(A, symmetric_mode=True)

@@ -12,6 +12,7 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 from scipy.linalg import lapack
 from scipy.sparse.linalg import SuperLU, splu
 
@@ -27,6 +28,7 @@ from tiers.engine.crossed_blocks import (
     lower_dot,
 )
 from tiers.engine.crossed_direct import DirectCoupling
+from tiers.engine.spd_inverse import RealArray, invert_from_cholesky
 
 #: BLAS threads for the dense factorization and inversion of S (``r >= THREADED_FROM`` only). One
 #: by default, like the rest of the fit: on an idle 2-core machine two threads made InstEval's
@@ -101,6 +103,12 @@ class DenseRest:
             term = np.repeat(np.arange(len(blocks)), [b.nlevels for b in blocks])
             self.zcombo = term[zrow] * len(blocks) + term[zcol]
         self.work = np.empty((r, r), order="F")
+        #: a single-precision copy of the factor, inverted (`invert` with ``single``)
+        self._single: NDArray[np.float32] | None = None
+        #: where ``S^-1`` is, once inverted at this factor's theta
+        self._inverse: RealArray | None = None
+        #: ``(P2, N P2 N')`` formed by `factor` for `coupled_trace`
+        self._npn2: tuple[FloatArray, FloatArray] | None = None
         self.threads = BLAS_THREADS if r >= THREADED_FROM else 1
         self.state = "empty"
 
@@ -126,9 +134,15 @@ class DenseRest:
         """``theta_a theta_b`` at the coupling's entries (intercept-only terms)."""
         return np.outer(theta, theta).reshape(-1)[self.combo]
 
-    def factor(self, P: FloatArray, T: list[FloatArray]) -> float:
-        """Form ``S`` for the first term's ``P`` (nlevels1, q1, q1), factor it; ``log det S``."""
+    def factor(self, P: FloatArray, T: list[FloatArray], P2: FloatArray | None = None) -> float:
+        """Form ``S`` for the first term's ``P`` (nlevels1, q1, q1), factor it; ``log det S``.
+
+        ``P2``, like ``P``: the one `coupled_trace` will be given, whose ``N P2 N'`` is formed in
+        the same pass over the coupling's products (one effect per level, listed pairs).
+        """
         S = self.work
+        self._inverse = None
+        self._npn2 = None
         flat = S.reshape(-1, order="F")
         if self.direct:
             assert isinstance(self.coupling, DirectCoupling)
@@ -144,7 +158,11 @@ class DenseRest:
                 S *= theta[:, None]
                 S *= theta[None, :]
         elif self.intercepts:
-            g = self.coupling.npn(P)
+            if P2 is None or not isinstance(self.coupling, Coupling):
+                g = self.coupling.npn(P)
+            else:
+                g, h = self.coupling.npn2(P, P2)
+                self._npn2 = (P2, h)
             th = np.array([Tk[0, 0] for Tk in T])
             S.fill(0.0)
             flat[self.zpos] = self.zval * np.outer(th, th).reshape(-1)[self.zcombo]
@@ -172,14 +190,15 @@ class DenseRest:
         ``P2`` (nlevels1, 1, 1) is diagonal, so ``N P2 N'`` is read on the coupling's entries or,
         with a `DirectCoupling`, formed densely and summed with ``S^-1`` over the lower triangle.
         """
-        assert self.state == "inverse" and self.intercepts
+        assert self._inverse is not None and self.intercepts
         theta = _scales(T, self.blocks)
         if self.direct:
             assert isinstance(self.coupling, DirectCoupling)
-            return lower_dot(self.work, self.coupling.dense_kept(P2), theta[self.perm])
-        Sinv = self.work.reshape(-1, order="F")
+            return lower_dot(self._inverse, self.coupling.dense_kept(P2), theta[self.perm])
+        Sinv = self._inverse.reshape(-1, order="F")
         X_at = Sinv[self.target] * self.scale_at(np.array([Tk[0, 0] for Tk in T]))
-        h = self.coupling.npn(P2)
+        kept = self._npn2
+        h = kept[1] if kept is not None and np.array_equal(kept[0], P2) else self.coupling.npn(P2)
         return float((np.where(self.coupling.off, 2.0, 1.0) * X_at) @ h)
 
     def solve(self, rhs: FloatArray) -> FloatArray:
@@ -195,27 +214,37 @@ class DenseRest:
         x[self.perm] = y
         return x
 
-    def inverse_diagonal(self) -> FloatArray:
-        """The diagonal of ``S^-1`` (original order), by `invert`."""
-        d = np.diagonal(self.invert())
+    def inverse_diagonal(self, single: bool = False) -> FloatArray:
+        """The diagonal of ``S^-1`` (original order), by `invert` (``single`` as there)."""
+        d = np.diagonal(self.invert(single)).astype(np.float64)
         if not self.direct:
-            return d.copy()
+            return d
         out = np.empty(self.r)
         out[self.perm] = d
         return out
 
-    def invert(self) -> FloatArray:
-        """``S^-1`` in place (lower triangle valid); the factor is lost."""
+    def invert(self, single: bool = False) -> RealArray:
+        """``S^-1`` (lower triangle valid), in place: the factor is lost.
+
+        With ``single``, from a single-precision copy of the factor, which is kept: twice as
+        fast, the entries within about ``1e-7`` relative times ``S``'s condition number (for
+        Newton steps far from the optimum, `tiers.optimize.scoring`).
+        """
         assert self.state == "factor"
         with limit_blas(self.threads):
-            _, info = lapack.dpotri(self.work, lower=1, overwrite_c=1)
-        assert info == 0
-        self.state = "inverse"
-        return self.work
+            if single:
+                if self._single is None:
+                    self._single = np.empty((self.r, self.r), dtype=np.float32, order="F")
+                np.copyto(self._single, self.work, casting="same_kind")
+                self._inverse = invert_from_cholesky(self._single)
+            else:
+                self._inverse = invert_from_cholesky(self.work)
+                self.state = "inverse"
+        return self._inverse
 
     def inverse_at(self, rows: IntArray, cols: IntArray, T: list[FloatArray]) -> FloatArray:
         """``X = Lambda_r S^-1 Lambda_r'`` at the entries ``(rows, cols)``, ``rows >= cols``."""
-        Si = self.invert()
+        Si = np.asarray(self.invert(), dtype=np.float64)
         if self.intercepts:
             theta = _scales(T, self.blocks)
             if self.direct:

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tiers._threads import single_thread_blas
-from tiers.engine.contract import Engine
+from tiers.engine.contract import Engine, Evaluation
 from tiers.optimize.derivatives import fd_gradient, gradient_hessian, value_hessian
 from tiers.optimize.scoring import FunGradInfo, scoring_theta
 
@@ -352,10 +352,15 @@ def _objective(engine: Engine) -> tuple[FunGrad, HessianFn | None]:
 
 
 def _with_information(engine: Engine) -> FunGradInfo:
-    """The criterion, its gradient and its Hessian in log theta from one evaluation."""
+    """The criterion, its gradient and its Hessian in log theta from one evaluation.
 
-    def fun(x: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-        ev = engine.evaluate(x, gradient=True)
+    A rough gradient where `tiers.optimize.scoring` asks for one (only of engines that offer it,
+    ``rough_gradient``).
+    """
+    evaluate: Callable[..., Evaluation] = engine.evaluate
+
+    def fun(x: FloatArray, rough: bool) -> tuple[float, FloatArray, FloatArray]:
+        ev = evaluate(x, gradient=True, rough=True) if rough else evaluate(x, gradient=True)
         if ev.gradient is None or ev.information is None:  # pragma: no cover - engine's promise
             raise RuntimeError(f"the {engine.label} engine returned no average information")
         return ev.deviance, ev.gradient, ev.information
@@ -387,7 +392,11 @@ def optimize_theta(engine: Engine, start: FloatArray | None = None) -> OptSummar
         if engine.has_gradient and getattr(engine, "information_first", False):
             # Newton in log theta on the engine's average information: no difference Hessian
             nr = scoring_theta(
-                _with_information(engine), theta0, engine.theta_lower, engine.theta_upper
+                _with_information(engine),
+                theta0,
+                engine.theta_lower,
+                engine.theta_upper,
+                rough=bool(getattr(engine, "rough_gradient", False)),
             )
             how = "Newton in log theta (average-information Hessian)"
         if nr is not None:
