@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from scipy.linalg import cho_solve, cholesky
 
 from tiers.design.terms import TermSpec
+from tiers.engine.spd_inverse import invert_from_cholesky
 
 FloatArray = NDArray[np.float64]
 
@@ -248,7 +249,7 @@ class SparseSystem:
     def inverse_entries(self, i: NDArray[np.int64], j: NDArray[np.int64]) -> FloatArray:
         """Entries ``(A^{-1})[i, j]`` of the current factor, for pairs that share a row of ``Z``.
 
-        Dense: ``A^{-1}`` from the Cholesky factor (LAPACK ``potri``). Schur: with ``A = [D B';
+        Dense: ``A^{-1}`` from the Cholesky factor (`tiers.engine.spd_inverse`). Schur: with ``A = [D B';
         B C]`` (``D`` diagonal) and ``S`` the Schur complement, ``A^{-1} = [D^-1 + D^-1 B' S^-1 B
         D^-1, -D^-1 B' S^-1; ., S^-1]``; ``M = S^-1 B`` is formed once, and only diagonal entries
         of the first block are asked for (a row is in one group of the eliminated scalar term).
@@ -277,19 +278,13 @@ class SparseSystem:
         return out
 
     def _inverse_parts(self) -> tuple[Any, ...]:
-        from scipy.linalg.lapack import dpotri
-
         if self._schur is None or self._first is None:
             assert self._chol is not None
-            inv, info = dpotri(self._chol, lower=1)
-            if info != 0:
-                raise np.linalg.LinAlgError("the factor of A is singular")
+            inv = invert_from_cholesky(np.array(self._chol, order="F"))
             inv = np.tril(inv) + np.tril(inv, -1).T
             return (inv,)
         _, B, L2 = self._schur
-        Sinv, info = dpotri(L2, lower=1)
-        if info != 0:
-            raise np.linalg.LinAlgError("the Schur complement's factor is singular")
+        Sinv = invert_from_cholesky(np.array(L2, order="F"))
         Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
         M = np.asarray((B.T.tocsr() @ Sinv).T)  # S^-1 B, (r2, r1): sparse rows times dense
         idx1, idx2 = self._first
