@@ -70,6 +70,8 @@ def test_coupling_of_one_effect_per_level(seed):
     r, n1 = int(rng.integers(5, 60)), int(rng.integers(5, 90))
     N = sp.random(r, n1, density=float(rng.uniform(0.05, 0.5)), random_state=seed, format="csc")
     N.data = rng.integers(1, 4, N.nnz).astype(np.float64)
+    N = sp.csc_matrix(N.toarray() * (rng.random(n1) > 0.2)[None, :])  # some levels empty
+    assert np.any(np.diff(N.indptr) == 0)
     N.sort_indices()
     level = np.repeat(np.arange(n1), np.diff(N.indptr))
     cp = cb.coupling(level, N.indices.astype(np.int64), N.data[:, None], n1, r)
@@ -101,8 +103,8 @@ def _intercept(name: str, codes: np.ndarray) -> TermSpec:
 def test_rough_gradient_is_the_gradient_to_single_precision():
     """``rough``: the same deviance, the gradient's traces from a single-precision inverse of a
     Schur complement large enough for the block recursion (r = 320): within 1e-5 relative of the
-    precise gradient but not equal to it; the factor stays usable, and a precise evaluation after
-    it is unchanged."""
+    precise gradient but not equal to it; the factor of ``S`` is kept (its solves unchanged), and
+    a precise evaluation after it is unchanged."""
     rng = np.random.default_rng(3)
     n = 6000
     codes = [rng.integers(0, 900, n), rng.integers(0, 300, n), rng.integers(0, 20, n)]
@@ -112,8 +114,12 @@ def test_rough_gradient_is_the_gradient_to_single_precision():
     problem = CrossedProblem(y, X, [_intercept(f"g{k}", c) for k, c in enumerate(codes)])
     assert problem.rough_gradient and problem.r == 320
     theta = np.array([0.6, 0.4, 0.3])
+    problem.evaluate(theta)  # S factored at theta, not inverted
+    rhs = rng.standard_normal((problem.r, 2))
+    solved = problem.rest.solve(rhs)
     precise = problem.evaluate(theta, gradient=True)
     rough = problem.evaluate(theta, gradient=True, rough=True)
+    np.testing.assert_array_equal(problem.rest.solve(rhs), solved)  # the factor was kept
     assert rough.deviance == precise.deviance
     scale = np.abs(precise.gradient).max()
     np.testing.assert_allclose(rough.gradient, precise.gradient, rtol=0, atol=1e-5 * scale)
@@ -122,3 +128,12 @@ def test_rough_gradient_is_the_gradient_to_single_precision():
     np.testing.assert_allclose(rough.information, precise.information, rtol=1e-7)
     again = problem.evaluate(theta, gradient=True)
     np.testing.assert_array_equal(again.gradient, precise.gradient)
+
+
+def test_invert_from_cholesky_refuses_arrays_it_would_copy():
+    """A C-ordered or integer array would be copied by LAPACK's wrappers: refused, not wrong."""
+    L = np.linalg.cholesky(np.eye(200) * 2.0)
+    with pytest.raises(ValueError, match="Fortran-ordered"):
+        invert_from_cholesky(np.ascontiguousarray(L + np.tril(np.ones((200, 200)), -1) * 0.01))
+    with pytest.raises(ValueError, match="Fortran-ordered"):
+        invert_from_cholesky(np.asfortranarray(np.eye(3, dtype=np.int64)))

@@ -189,15 +189,15 @@ def test_refused_above_the_memory_limit(monkeypatch):
     with pytest.raises(DataError, match=r"would need about [\d.]+ MiB \([\d,]+ pairs .* no fit"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=low)
     # formed per evaluation, the pairs are not listed: the dense Schur complement, the product
-    # being formed and the kept products are what count
+    # being formed, its single-precision copy and the kept products are what count
     monkeypatch.setattr(crossed, "PAIRS_MAX", 0)
-    with pytest.raises(DataError, match=rf"{2 + cd.KEEP} dense 25 x 25 matrices"):
+    with pytest.raises(DataError, match=rf"{3 + cd.KEEP} dense 25 x 25 matrices"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=tiers.Limits(max_bytes=10_000.0))
     # the session-wide default applies when no limits are passed
     monkeypatch.setattr(diagnostics, "LIMITS", tiers.Limits(max_bytes=10_000.0))
-    with pytest.raises(DataError, match=rf"{2 + cd.KEEP} dense 25 x 25 matrices"):
+    with pytest.raises(DataError, match=rf"{3 + cd.KEEP} dense 25 x 25 matrices"):
         tiers.fit("y ~ x + (1 | u) + (1 | i)", data)
-    enough = tiers.Limits(max_bytes=(2 + cd.KEEP) * 8.0 * 25 * 25)
+    enough = tiers.Limits(max_bytes=(3 + cd.KEEP) * 8.0 * 25 * 25)
     fit = tiers.fit("y ~ x + (1 | u) + (1 | i)", data, limits=enough)
     assert np.isfinite(fit.deviance)
 

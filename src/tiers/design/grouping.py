@@ -207,7 +207,7 @@ def _factorize_runs(arr: np.ndarray, change: NDArray[np.bool_]) -> tuple[Codes, 
 def _factorize(values: pd.Series | np.ndarray) -> tuple[Codes, int, Codes]:
     """Codes in sorted order of the values, their number, and the rows in each group.
 
-    Integer ids in a compact range (the usual case) are coded by a count table, O(n) without
+    A categorical column's codes follow its categories' order. Integer ids in a compact range (the usual case) are coded by a count table, O(n) without
     hashing or sorting; when every id of the range is used (ids numbered 1, 2, ...) the codes are
     the ids minus the smallest, with no lookup. Indices are ``intp`` while coding: numpy's
     scatters and gathers convert any other index type first (a scatter by int32 codes costs 2x).

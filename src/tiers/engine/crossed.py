@@ -254,7 +254,7 @@ class CrossedProblem(ProfiledProblem):
         pairs = int((k * (k + 1) // 2).sum())
         self.coupling: cb.Coupling | DirectCoupling
         if pairs > PAIRS_MAX and self.q1 == 1 and self.r <= cb.DENSE_MAX:
-            fill.check_dense(self.r, self.max_bytes, matrices=2 + KEEP)
+            fill.check_dense(self.r, self.max_bytes, matrices=3 + KEEP)
             self.coupling = DirectCoupling(self.N)  # too many pairs to list (ratings designs)
             self.dense = True
         else:

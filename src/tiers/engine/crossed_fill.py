@@ -82,8 +82,9 @@ def check_dense(r: int, limit: float | None = None, matrices: int = 3) -> None:
     """``matrices`` dense ``r x r`` arrays for the Schur complement.
 
     Three with the pair list (``S``, its copy of ``Z_r'Z_r``, the gradient's inverse in place of
-    ``S``'s factor: the third is headroom); with the direct coupling ``S``, the product being
-    formed and the products `crossed_direct.DirectCoupling` keeps.
+    ``S``'s factor: the third is headroom, where the single-precision copy of a rough gradient
+    fits); with the direct coupling ``S``, the product being formed, that copy (counted whole)
+    and the products `crossed_direct.DirectCoupling` keeps.
     """
     refuse_above_limit(
         matrices * 8.0 * r * r,

@@ -64,13 +64,18 @@ def invert_from_cholesky(factor: RealArray) -> RealArray:
     array (r, r)
         ``factor`` itself, now holding ``S^-1`` in its lower triangle.
     """
+    if factor.dtype not in (np.float64, np.float32) or not factor.flags.f_contiguous:
+        # LAPACK's wrappers would work on a copy and the result of the last step be lost
+        raise ValueError(f"need a Fortran-ordered float64 or float32 array, not {factor.dtype}")
     r = factor.shape[0]
     potri, lauum, trtri = lapack.get_lapack_funcs(("potri", "lauum", "trtri"), (factor,))
     if r <= BASE:
-        _, info = potri(factor, lower=1, overwrite_c=1)
+        out, info = potri(factor, lower=1, overwrite_c=1)
     else:
         _lower_inverse(factor, 0, r, trtri, blas.get_blas_funcs("trmm", (factor,)))
-        _, info = lauum(factor, lower=1, overwrite_c=1)
+        out, info = lauum(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"the Cholesky factor is singular ({info})")
+    if out is not factor:  # pragma: no cover - in place for a Fortran-ordered array
+        factor[...] = out
     return factor

@@ -118,7 +118,8 @@ def scoring_theta(
     coarse = rough
     f, g, H = call(theta, coarse)
     step = np.inf
-    for _ in range(nt.MAX_STEPS):
+    # a precise evaluation of a rough point is not a step
+    for _ in range(nt.MAX_STEPS + int(rough)):
         g_log = g * theta
         if not (np.isfinite(f) and np.all(np.isfinite(g_log)) and np.all(np.isfinite(H))):
             return out(False)
@@ -136,7 +137,9 @@ def scoring_theta(
         stop = step < nt.STEP_DONE or decrease < done
         scale, accepted = 1.0, False
         coarse_next = coarse and decrease > ROUGH_ABOVE
-        for _ in range(0 if stop else 20):
+        # a short step from a rough gradient may be its rounding's: one try, then the precise one
+        tries = 0 if stop else 1 if coarse and decrease <= ROUGH_ABOVE else 20
+        for _ in range(tries):
             trial = theta * np.exp(scale * delta)
             if not inside(trial):
                 return out(False, step)
