@@ -17,6 +17,14 @@ from tiers._lazy import stats
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def run_code(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in a fresh process importing this checkout's tiers, which must succeed."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def blas_threads() -> list[int]:
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
@@ -58,10 +66,7 @@ def test_plain_fit_imports_neither_scipy_stats_nor_formulaic():
         "tiers.fit('perform ~ tutoring + (1 | dist_id/school_id)', d)\n"
         "print(sorted(m for m in ('scipy.stats', 'formulaic') if m in sys.modules))\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    out = run_code(code)
     assert out.stdout.strip() == "[]"
 
 
@@ -79,9 +84,7 @@ def test_crossed_fit_with_a_text_factor_does_not_import_formulaic():
         "r = tiers.fit('y ~ service + (1 | s) + (1 | d) + (1 | dept:service)', data)\n"
         "print(list(r.fixef.index), 'formulaic' in sys.modules)\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
+    out = run_code(code)
     assert out.stdout.strip() == "['(Intercept)', 'service[T.1]'] False"
 
 
@@ -95,10 +98,7 @@ def test_first_fit_imports_nothing():
         "tiers.fit('perform ~ tutoring + (1 | dist_id/school_id)', d)\n"
         "print(sorted(set(sys.modules) - before))\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    out = run_code(code)
     assert out.stdout.strip() == "[]"
 
 
@@ -130,9 +130,7 @@ def test_cli_fit_imports_only_what_it_prints(tmp_path):
         "main()\n"
         f"print(sorted(m for m in {CLI_FIT_NEVER!r} if m in sys.modules), file=sys.stderr)\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_code(code)
     assert "Mixed-effects REML regression" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
@@ -146,9 +144,7 @@ def test_cli_leaves_its_objects_out_of_the_exit_collections(tmp_path):
         "sys.argv = ['tiers', '--version']\n"
         "main()\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_code(code)
     assert done.stdout.splitlines()[-1] == "frozen True"
 
 
@@ -181,9 +177,7 @@ def test_a_python_session_imports_the_optimizer_with_tiers():
     """Outside the command, scipy.optimize comes with ``import tiers`` (its first fit of a design
     that needs L-BFGS-B would otherwise pay 0.1-0.2 s of imports)."""
     code = "import sys, tiers; print('scipy.optimize' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": SRC}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_code(code)
     assert done.stdout.strip() == "True"
 
 
@@ -193,9 +187,7 @@ def test_import_tiers_loads_the_fit_path_only():
         "import sys, tiers; print(sorted(m for m in sys.modules if m.startswith(("
         "'tiers.panel', 'tiers.scale', 'tiers.engine.crossed', 'tiers.simulation', 'scipy.stats'))))"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    done = run_code(code)
     assert done.stdout.strip() == "[]"
 
 
